@@ -1,0 +1,46 @@
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <string>
+#include <typeinfo>
+
+#include <cxxabi.h>
+
+namespace triad::detail {
+
+inline std::string demangle(const char* mangled) {
+    int status = 0;
+    std::unique_ptr<char, void (*)(void*)> readable(
+        abi::__cxa_demangle(mangled, nullptr, nullptr, &status), &std::free);
+    return status == 0 && readable ? std::string(readable.get()) : std::string(mangled);
+}
+
+// "std::runtime_error: boom" for the exception in `error`, whatever its type.
+inline std::string describe_exception(const std::exception_ptr& error) {
+    if (!error)
+        return "no exception";
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+        return demangle(typeid(e).name()) + ": " + e.what();
+    } catch (...) {
+        const std::type_info* type = abi::__cxa_current_exception_type();
+        return type != nullptr ? demangle(type->name()) + " (not derived from std::exception)"
+                               : std::string("unknown exception");
+    }
+}
+
+// Last-resort reporting for exceptions that have nowhere else to go; it must not throw itself.
+inline void report_to_stderr(const char* where, const std::exception_ptr& error) noexcept {
+    try {
+        const std::string text = describe_exception(error);
+        std::fprintf(stderr, "%s: %s\n", where, text.c_str());
+    } catch (...) {
+        std::fprintf(stderr, "%s: an exception was thrown (and describing it failed)\n", where);
+    }
+}
+
+} // namespace triad::detail

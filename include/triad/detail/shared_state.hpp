@@ -1,0 +1,156 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include <triad/detail/wait_slot.hpp>
+#include <triad/errors.hpp>
+
+namespace triad::detail {
+
+// The result half of a task: a ready flag (wait_slot), a reference count, one continuation slot
+// and, in the derived shared_state<T>, the value or the exception. Executors derive their task
+// objects from shared_state<T> so that a task and its result share one allocation.
+class state_base : public wait_slot {
+public:
+    using continuation_fn = void (*)(void* context) noexcept;
+
+    state_base(const state_base&) = delete;
+    state_base& operator=(const state_base&) = delete;
+
+    void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
+
+    void release() noexcept {
+        if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+            delete this; // the only delete of a state: intrusive reference counting
+    }
+
+    // Registers `fn(context)` to run once the result is set, on the thread that sets it. Returns
+    // false without registering if the result is already set: the caller then runs it itself.
+    bool try_set_continuation(continuation_fn fn, void* context) {
+        std::uint32_t flags = m_flags.load(std::memory_order_acquire);
+        if ((flags & ready_bit) != 0)
+            return false;
+        if ((flags & continuation_bit) != 0)
+            throw future_error("triad::future: a continuation is already registered on this future "
+                               "(on_ready, then, co_await and as_completed each need their own)");
+        m_continuation = fn;
+        m_continuation_context = context;
+        for (;;) {
+            if (m_flags.compare_exchange_weak(flags, flags | continuation_bit,
+                                              std::memory_order_release, std::memory_order_acquire))
+                return true;
+            if ((flags & ready_bit) != 0)
+                return false;
+        }
+    }
+
+    // Called once by the producer after storing the result; the producer still holds its
+    // reference, so waking the waiter and running the continuation never touch freed memory.
+    void publish() noexcept {
+        const std::uint32_t before = set_ready();
+        if ((before & continuation_bit) != 0)
+            m_continuation(m_continuation_context);
+    }
+
+protected:
+    explicit state_base(std::uint32_t refs) noexcept : m_refs(refs) {}
+    virtual ~state_base() = default;
+
+private:
+    std::atomic<std::uint32_t> m_refs;
+    continuation_fn m_continuation = nullptr;
+    void* m_continuation_context = nullptr;
+};
+
+struct unit {};
+
+// What a shared_state<T> physically stores: references as pointers, void as nothing.
+template <class T>
+using stored_t = std::conditional_t<
+    std::is_void_v<T>, unit,
+    std::conditional_t<std::is_reference_v<T>, std::add_pointer_t<std::remove_reference_t<T>>, T>>;
+
+template <class T>
+class shared_state : public state_base {
+public:
+    explicit shared_state(std::uint32_t refs = 2) noexcept : state_base(refs) {}
+
+    ~shared_state() override {
+        if (m_kind == kind::value)
+            m_value.~stored_type();
+        else if (m_kind == kind::error)
+            m_error.~exception_ptr();
+    }
+
+    // set_value / set_error happen at most once, before publish().
+    template <class... Args>
+    void set_value(Args&&... args) {
+        if constexpr (std::is_void_v<T>) {
+            static_assert(sizeof...(Args) == 0, "a future<void> takes no value");
+        } else if constexpr (std::is_reference_v<T>) {
+            static_assert(sizeof...(Args) == 1, "a future<T&> takes exactly one reference");
+            T ref = (std::forward<Args>(args), ...);
+            ::new (static_cast<void*>(std::addressof(m_value))) stored_type(std::addressof(ref));
+        } else {
+            ::new (static_cast<void*>(std::addressof(m_value)))
+                stored_type(std::forward<Args>(args)...);
+        }
+        m_kind = kind::value;
+    }
+
+    void set_error(std::exception_ptr error) noexcept {
+        ::new (static_cast<void*>(std::addressof(m_error))) std::exception_ptr(std::move(error));
+        m_kind = kind::error;
+    }
+
+    // Runs `fn()` and stores what it returns or throws.
+    template <class Fn>
+    void set_from(Fn&& fn) noexcept {
+        try {
+            if constexpr (std::is_void_v<T>) {
+                std::forward<Fn>(fn)();
+                set_value();
+            } else {
+                set_value(std::forward<Fn>(fn)());
+            }
+        } catch (...) {
+            set_error(std::current_exception());
+        }
+    }
+
+    // Only after the state is ready, and only once; moves the value out or rethrows. The
+    // exception leaves the state too, so its last reference always dies on the consumer's
+    // thread: the exception's reference count lives in uninstrumented libstdc++, and freeing
+    // it on the producer's thread makes ThreadSanitizer report a race that is not there.
+    T take() {
+        if (m_kind == kind::error) {
+            std::exception_ptr error = std::move(m_error);
+            std::rethrow_exception(std::move(error));
+        }
+        if constexpr (std::is_void_v<T>)
+            return;
+        else if constexpr (std::is_reference_v<T>)
+            return static_cast<T>(*m_value);
+        else
+            return std::move(m_value);
+    }
+
+    bool has_error() const noexcept { return m_kind == kind::error; }
+
+private:
+    using stored_type = stored_t<T>;
+    enum class kind : unsigned char { empty, value, error };
+    kind m_kind = kind::empty;
+    union {
+        stored_type m_value;
+        std::exception_ptr m_error;
+    };
+};
+
+} // namespace triad::detail

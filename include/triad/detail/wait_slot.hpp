@@ -1,0 +1,140 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <type_traits>
+
+#include <triad/detail/parker.hpp>
+#include <triad/errors.hpp>
+
+namespace triad::detail {
+
+using steady_time = std::chrono::steady_clock::time_point;
+
+// A ready flag that at most one thread at a time may sleep on. It is the one waiting primitive in
+// triad: futures, bulk jobs and as_completed all block through it, so a thread-pool worker can
+// help (run queued tasks) while it waits on any of them, and be woken both by the slot and by new
+// work.
+class wait_slot {
+public:
+    static constexpr std::uint32_t ready_bit = 1;
+    static constexpr std::uint32_t waiter_bit = 2;
+    // Used by state_base; reserved here so the bits live in one word.
+    static constexpr std::uint32_t continuation_bit = 4;
+
+    bool is_ready() const noexcept {
+        return (m_flags.load(std::memory_order_acquire) & ready_bit) != 0;
+    }
+
+    // Returns false, registering nothing, if the slot is ready already.
+    bool try_register_waiter(parker& p) {
+        std::uint32_t flags = m_flags.load(std::memory_order_acquire);
+        for (;;) {
+            if ((flags & ready_bit) != 0)
+                return false;
+            if ((flags & waiter_bit) != 0)
+                throw future_error("triad: two threads are waiting on the same future at once; a "
+                                   "triad::future has one consumer (hand the result on instead)");
+            m_waiter.store(&p, std::memory_order_relaxed);
+            if (m_flags.compare_exchange_weak(flags, flags | waiter_bit, std::memory_order_release,
+                                              std::memory_order_acquire))
+                return true;
+        }
+    }
+
+    // Returns false if the slot became ready first: then its setter may still unpark the waiter,
+    // which leaves at most a stale token behind.
+    bool deregister_waiter() noexcept {
+        std::uint32_t flags = m_flags.load(std::memory_order_relaxed);
+        for (;;) {
+            if ((flags & ready_bit) != 0)
+                return false;
+            if (m_flags.compare_exchange_weak(flags, flags & ~waiter_bit,
+                                              std::memory_order_relaxed))
+                return true;
+        }
+    }
+
+    // Returns the flags as they were before.
+    std::uint32_t set_ready() noexcept {
+        const std::uint32_t before = m_flags.fetch_or(ready_bit, std::memory_order_acq_rel);
+        if ((before & waiter_bit) != 0)
+            m_waiter.load(std::memory_order_relaxed)->unpark();
+        return before;
+    }
+
+    // For slots used as an auto-reset event by their only waiter.
+    void reset() noexcept {
+        m_flags.fetch_and(~(ready_bit | waiter_bit), std::memory_order_acq_rel);
+    }
+
+    // Blocks the calling thread without helping anyone. Returns false on timeout.
+    bool block_until(const steady_time* deadline) {
+        parker& self = this_thread_parker();
+        if (!try_register_waiter(self))
+            return true;
+        for (;;) {
+            bool woken = true;
+            if (deadline != nullptr)
+                woken = self.park_until(*deadline);
+            else
+                self.park();
+            if (is_ready())
+                return true;
+            if (!woken)
+                return !deregister_waiter();
+        }
+    }
+
+protected:
+    std::atomic<std::uint32_t> m_flags{0};
+
+private:
+    std::atomic<parker*> m_waiter{nullptr};
+};
+
+// A thread that can do useful work while it waits, such as a thread-pool worker, installs one of
+// these for the lifetime of the thread.
+class wait_helper {
+public:
+    // Returns false on timeout.
+    virtual bool help_until(wait_slot& slot, const steady_time* deadline) = 0;
+
+protected:
+    ~wait_helper() = default;
+};
+
+inline thread_local wait_helper* tls_wait_helper = nullptr;
+
+inline bool wait_on(wait_slot& slot, const steady_time* deadline) {
+    if (slot.is_ready())
+        return true;
+    if (wait_helper* helper = tls_wait_helper)
+        return helper->help_until(slot, deadline);
+    return slot.block_until(deadline);
+}
+
+template <class Rep, class Period>
+steady_time deadline_after(const std::chrono::duration<Rep, Period>& d) {
+    const auto now = std::chrono::steady_clock::now();
+    // Compare in floating point so that duration::max() of any type saturates.
+    const std::chrono::duration<long double, std::nano> wanted = d;
+    if (wanted <= wanted.zero())
+        return now;
+    const std::chrono::duration<long double, std::nano> room = steady_time::max() - now;
+    if (wanted >= room)
+        return steady_time::max();
+    return now + std::chrono::ceil<steady_time::duration>(wanted);
+}
+
+// Turns any clock's time point into a steady_clock deadline, saturating instead of overflowing.
+template <class Clock, class Duration>
+steady_time to_steady_deadline(const std::chrono::time_point<Clock, Duration>& t) {
+    using long_ns = std::chrono::duration<long double, std::nano>;
+    const long_ns remaining =
+        long_ns(t.time_since_epoch()) - long_ns(Clock::now().time_since_epoch());
+    return deadline_after(remaining);
+}
+
+} // namespace triad::detail

@@ -1,0 +1,411 @@
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <triad/cpu.hpp>
+#include <triad/detail/bulk.hpp>
+#include <triad/detail/scheduler.hpp>
+#include <triad/detail/shared_state.hpp>
+#include <triad/detail/task_queue.hpp>
+#include <triad/detail/text.hpp>
+#include <triad/errors.hpp>
+#include <triad/future.hpp>
+
+namespace triad {
+
+/** How a `triad::thread_pool` is built; every field has a sensible default. */
+struct thread_pool_options {
+    /** Worker threads; unset means `triad::cpu_count()`. Zero throws `std::invalid_argument`. */
+    std::optional<std::size_t> threads{};
+    /** Workers are named `<prefix>-<index>` (shortened to Linux's 15 characters). */
+    std::string name_prefix = "triad";
+    /**
+     * Runs once on each worker, with its index, before it takes any task (Python's
+     * `initializer=`): the place for per-thread state such as one HTTP session per thread. If it
+     * throws, the constructor throws `triad::initializer_error` with the original nested.
+     */
+    std::function<void(std::size_t worker_index)> initializer{};
+    /**
+     * Receives every exception that escapes a task started with `post()`, on the worker thread.
+     * Unset: the exception's type and message are printed to stderr. Either way the worker lives.
+     */
+    std::function<void(std::exception_ptr)> on_error{};
+    /**
+     * How long an idle worker polls for new work before it sleeps. Longer trades CPU for latency
+     * when tasks arrive in quick bursts.
+     */
+    std::chrono::nanoseconds idle_spin = std::chrono::microseconds(5);
+};
+
+/** Options for `map`, `for_each` and `parallel_for`. */
+struct map_options {
+    /**
+     * Items a worker takes at a time. 0 (the default) is guided: each worker takes a share of
+     * what is left, large at first and down to one item at the end, which suits both a million
+     * tiny items and a hundred uneven ones.
+     */
+    std::size_t chunk_size = 0;
+};
+
+/** `drain` runs everything queued before stopping; `cancel` drops it (its futures throw
+ * `triad::task_cancelled`). */
+enum class shutdown_mode { drain, cancel };
+
+/**
+ * A work-stealing thread pool: Python's `ThreadPoolExecutor`, with `map` that chunks, no
+ * deadlock when a task waits on another, and exceptions that are never lost.
+ *
+ * Each worker has its own deque (the newest task first, for cache locality); submissions from
+ * other threads go to a shared queue; idle workers steal from each other, then spin a few
+ * microseconds, then sleep. A task that waits on a future (or a `map`) of its own pool runs other
+ * queued tasks while it waits, so nested submit-and-wait cannot deadlock, even with one thread.
+ *
+ * @par Thread Safety
+ * Every member may be called from any thread, concurrently, except that `shutdown`, `wait_idle`
+ * and the destructor may not be called from the pool's own tasks (`std::logic_error`; for the
+ * destructor, a message and abort, since it could only deadlock).
+ *
+ * @code
+ * triad::thread_pool pool;                      // triad::cpu_count() threads
+ * auto squares = pool.map([](int x) { return x * x; }, std::vector{1, 2, 3});
+ * triad::future<int> f = pool.submit([](int a, int b) { return a + b; }, 2, 3);
+ * @endcode
+ */
+class thread_pool {
+public:
+    /** `triad::cpu_count()` workers. */
+    thread_pool() : thread_pool(thread_pool_options{}) {}
+    /** `threads` workers; 0 throws `std::invalid_argument`. */
+    explicit thread_pool(std::size_t threads)
+        : thread_pool(thread_pool_options{.threads = threads}) {}
+    explicit thread_pool(thread_pool_options options);
+
+    /** Drains the queue (like `shutdown()`) and joins the workers. */
+    ~thread_pool() = default;
+    thread_pool(const thread_pool&) = delete;
+    thread_pool& operator=(const thread_pool&) = delete;
+
+    /** The number of worker threads. */
+    std::size_t size() const noexcept { return m_scheduler.size(); }
+
+    /**
+     * Runs `fn(args...)` on a worker and forgets it. An exception it throws goes to
+     * `thread_pool_options::on_error` (default: stderr). Arguments are copied or moved into the
+     * task, as by `std::thread`. Throws `triad::pool_closed` after `shutdown()`.
+     */
+    template <class Fn, class... Args>
+    void post(Fn&& fn, Args&&... args);
+
+    /**
+     * Runs `fn(args...)` on a worker; the future holds its result or exception. Arguments are
+     * copied or moved into the task. Throws `triad::pool_closed` after `shutdown()`.
+     */
+    template <class Fn, class... Args>
+    [[nodiscard]] auto submit(Fn&& fn, Args&&... args)
+        -> future<std::invoke_result_t<std::decay_t<Fn>, std::decay_t<Args>...>>;
+
+    /**
+     * Applies `fn` to every item of `items` on the workers and returns the results in input
+     * order (Python's `executor.map`, but chunked, so a million tiny items cost little more than
+     * a loop). Blocks until every item is done; if items threw, rethrows the exception of the
+     * first failing item (by position) after all items finished. `fn` is called concurrently, so
+     * it must be safe to call from several threads. Ranges that are not random-access are copied
+     * first.
+     */
+    template <class Fn, std::ranges::input_range Items>
+    auto map(Fn&& fn, Items&& items, map_options options = {}) -> std::vector<
+        std::remove_cvref_t<std::invoke_result_t<Fn&, std::ranges::range_reference_t<Items>>>>;
+
+    /** Calls `fn(item)` for every item on the workers; errors as for `map`. */
+    template <std::ranges::input_range Items, class Fn>
+    void for_each(Items&& items, Fn&& fn, map_options options = {});
+
+    /**
+     * Calls `fn(i)` for every `i` in `[first, last)` on the workers, `i` of the common type of
+     * `first` and `last`; errors as for `map`. Throws `std::out_of_range` if a bound does not fit
+     * that type (say, a negative `first` with an unsigned `last`).
+     */
+    template <std::integral First, std::integral Last, class Fn>
+    void parallel_for(First first, Last last, Fn&& fn, map_options options = {});
+
+    /**
+     * Blocks until the pool is idle: every task submitted so far, and any submitted while
+     * waiting, has finished. The pool stays usable.
+     */
+    void wait_idle() { m_scheduler.wait_idle(); }
+
+    /**
+     * Stops taking work from outside (then `submit` throws `triad::pool_closed`), finishes or
+     * cancels what is queued, and joins the workers. With `drain`, tasks still running may
+     * queue subtasks, which also run; with `cancel`, queued tasks are dropped and their futures
+     * throw `triad::task_cancelled`. Tasks already running always finish. Idempotent; a cancel
+     * during another thread's drain turns the rest of that drain into a cancel.
+     */
+    void shutdown(shutdown_mode mode = shutdown_mode::drain) {
+        m_scheduler.shutdown(mode == shutdown_mode::cancel);
+    }
+
+    /** Tasks waiting in queues (a map chunk counts as one task). A snapshot. */
+    std::uint64_t queued() const noexcept { return m_scheduler.queued(); }
+    /** Tasks running now. A snapshot. */
+    std::uint64_t running() const noexcept { return m_scheduler.running(); }
+    /** Tasks that ran to the end (returned or threw). */
+    std::uint64_t completed() const noexcept { return m_scheduler.completed(); }
+    /** Tasks dropped by `shutdown(shutdown_mode::cancel)`. */
+    std::uint64_t cancelled() const noexcept { return m_scheduler.cancelled(); }
+
+private:
+    template <class Body>
+    void run_bulk(std::size_t items, map_options options, Body& body);
+
+    static detail::scheduler_config to_config(thread_pool_options&& options);
+
+    detail::scheduler m_scheduler;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Definitions
+
+namespace detail {
+
+template <class Fn>
+struct posted_task final : task_node {
+    explicit posted_task(Fn fn) : task_node(&posted_task::execute_node), m_fn(std::move(fn)) {}
+
+    static void execute_node(task_node* node, bool cancel) noexcept {
+        std::unique_ptr<posted_task> self(static_cast<posted_task*>(node));
+        if (cancel)
+            return;
+        try {
+            self->m_fn();
+        } catch (...) {
+            scheduler::report_task_error(std::current_exception());
+        }
+    }
+
+    Fn m_fn;
+};
+
+template <class Fn, class R>
+class submitted_task final : public shared_state<R>, public task_node {
+public:
+    explicit submitted_task(Fn fn)
+        : shared_state<R>(2), task_node(&submitted_task::execute_node), m_fn(std::move(fn)) {}
+    // m_fn is destroyed in execute_node(), before the result is published, so whatever the task
+    // captured is released before anyone can observe the result.
+    ~submitted_task() override {}
+
+    static void execute_node(task_node* node, bool cancel) noexcept {
+        auto* self = static_cast<submitted_task*>(node);
+        if (cancel)
+            self->set_error(std::make_exception_ptr(task_cancelled()));
+        else
+            self->set_from(std::move(self->m_fn));
+        self->m_fn.~Fn();
+        self->publish();
+        self->release();
+    }
+
+private:
+    union {
+        Fn m_fn;
+    };
+};
+
+// Binds arguments the way std::thread does: decay-copied into the task, moved into the call.
+template <class Fn, class... Args>
+auto bind_task(Fn&& fn, Args&&... args) {
+    return [fn = std::forward<Fn>(fn),
+            ... args = std::forward<Args>(args)]() mutable -> decltype(auto) {
+        return std::invoke(std::move(fn), std::move(args)...);
+    };
+}
+
+template <class Fn, class... Args>
+constexpr void check_task_signature() {
+    static_assert(std::is_invocable_v<std::decay_t<Fn>, std::decay_t<Args>...>,
+                  "triad::thread_pool: the task cannot be called with these arguments (they are "
+                  "copied into the task and passed as rvalues; to pass a reference, wrap it in "
+                  "std::ref)");
+    static_assert(std::is_move_constructible_v<std::decay_t<Fn>>,
+                  "triad::thread_pool: the callable must be move-constructible");
+}
+
+} // namespace detail
+
+inline detail::scheduler_config thread_pool::to_config(thread_pool_options&& options) {
+    detail::scheduler_config config;
+    config.threads = options.threads ? *options.threads : cpu_count();
+    config.name_prefix = std::move(options.name_prefix);
+    config.initializer = std::move(options.initializer);
+    config.on_error = std::move(options.on_error);
+    config.idle_spin = options.idle_spin;
+    return config;
+}
+
+inline thread_pool::thread_pool(thread_pool_options options)
+    : m_scheduler(to_config(std::move(options))) {}
+
+template <class Fn, class... Args>
+void thread_pool::post(Fn&& fn, Args&&... args) {
+    detail::check_task_signature<Fn, Args...>();
+    using bound = decltype(detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...));
+    m_scheduler.admit(1);
+    detail::task_node* node = nullptr;
+    try {
+        node = std::make_unique<detail::posted_task<bound>>(
+                   detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...))
+                   .release();
+    } catch (...) {
+        m_scheduler.refuse(1);
+        throw;
+    }
+    m_scheduler.push(node, node, 1);
+}
+
+template <class Fn, class... Args>
+auto thread_pool::submit(Fn&& fn, Args&&... args)
+    -> future<std::invoke_result_t<std::decay_t<Fn>, std::decay_t<Args>...>> {
+    detail::check_task_signature<Fn, Args...>();
+    using R = std::invoke_result_t<std::decay_t<Fn>, std::decay_t<Args>...>;
+    using bound = decltype(detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...));
+    using task = detail::submitted_task<bound, R>;
+    m_scheduler.admit(1);
+    task* node = nullptr;
+    try {
+        node = std::make_unique<task>(
+                   detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...))
+                   .release();
+    } catch (...) {
+        m_scheduler.refuse(1);
+        throw;
+    }
+    future<R> result = detail::future_access::make<R>(node);
+    m_scheduler.push(node, node, 1);
+    return result;
+}
+
+template <class Body>
+void thread_pool::run_bulk(std::size_t items, map_options options, Body& body) {
+    if (items == 0)
+        return;
+    const auto run = [](void* context, std::size_t begin, std::size_t end, detail::bulk_job& job) {
+        Body& b = *static_cast<Body*>(context);
+        for (std::size_t i = begin; i < end; ++i) {
+            if constexpr (std::is_nothrow_invocable_v<Body&, std::size_t>) {
+                b(i);
+            } else {
+                try {
+                    b(i);
+                } catch (...) {
+                    job.record_error(i, std::current_exception());
+                }
+            }
+        }
+    };
+    auto owned = std::make_unique<detail::bulk_job>(items, size(), options.chunk_size, +run, &body);
+    detail::bulk_job* job = owned.get();
+    const std::size_t runners = job->runner_count();
+    m_scheduler.admit(runners);
+    future<void> done = detail::future_access::make<void>(owned.release());
+    m_scheduler.push(job->newest(), job->oldest(), runners);
+    done.get();
+}
+
+template <class Fn, std::ranges::input_range Items>
+auto thread_pool::map(Fn&& fn, Items&& items, map_options options) -> std::vector<
+    std::remove_cvref_t<std::invoke_result_t<Fn&, std::ranges::range_reference_t<Items>>>> {
+    using reference = std::ranges::range_reference_t<Items>;
+    static_assert(std::is_invocable_v<Fn&, reference>,
+                  "triad::thread_pool::map: the function cannot be called with an item of the "
+                  "range");
+    using R = std::remove_cvref_t<std::invoke_result_t<Fn&, reference>>;
+    static_assert(!std::is_void_v<R>, "triad::thread_pool::map: the function returns void; use "
+                                      "for_each(items, fn) or parallel_for(first, last, fn)");
+    if constexpr (std::ranges::random_access_range<Items> && std::ranges::sized_range<Items>) {
+        const std::size_t n = static_cast<std::size_t>(std::ranges::size(items));
+        auto first = std::ranges::begin(items);
+        const auto item = [&first](std::size_t i) -> decltype(auto) {
+            return first[static_cast<std::ranges::range_difference_t<Items>>(i)];
+        };
+        if constexpr (std::is_default_constructible_v<R> && std::is_move_assignable_v<R> &&
+                      !std::is_same_v<R, bool>) {
+            // Straight into the vector: one allocation, no second pass (a second large buffer
+            // per call also makes glibc return memory to the OS and fault it back each time).
+            std::vector<R> results(n);
+            auto body = [&](std::size_t i) { results[i] = std::invoke(fn, item(i)); };
+            run_bulk(n, options, body);
+            return results;
+        } else {
+            detail::result_buffer<R> results(n);
+            auto body = [&](std::size_t i) { results.emplace(i, std::invoke(fn, item(i))); };
+            run_bulk(n, options, body);
+            return results.release_to_vector();
+        }
+    } else {
+        std::vector<std::ranges::range_value_t<Items>> copied(std::ranges::begin(items),
+                                                              std::ranges::end(items));
+        return map(std::forward<Fn>(fn), copied, options);
+    }
+}
+
+template <std::ranges::input_range Items, class Fn>
+void thread_pool::for_each(Items&& items, Fn&& fn, map_options options) {
+    using reference = std::ranges::range_reference_t<Items>;
+    static_assert(std::is_invocable_v<Fn&, reference>,
+                  "triad::thread_pool::for_each: the function cannot be called with an item of "
+                  "the range");
+    if constexpr (std::ranges::random_access_range<Items> && std::ranges::sized_range<Items>) {
+        const std::size_t n = static_cast<std::size_t>(std::ranges::size(items));
+        auto first = std::ranges::begin(items);
+        auto body = [&](std::size_t i) {
+            std::invoke(fn, first[static_cast<std::ranges::range_difference_t<Items>>(i)]);
+        };
+        run_bulk(n, options, body);
+    } else {
+        std::vector<std::ranges::range_value_t<Items>> copied(std::ranges::begin(items),
+                                                              std::ranges::end(items));
+        for_each(copied, std::forward<Fn>(fn), options);
+    }
+}
+
+template <std::integral First, std::integral Last, class Fn>
+void thread_pool::parallel_for(First first_in, Last last_in, Fn&& fn, map_options options) {
+    using Index = std::common_type_t<First, Last>;
+    static_assert(std::is_invocable_v<Fn&, Index>,
+                  "triad::thread_pool::parallel_for: the function must take the index type");
+    if (!std::in_range<Index>(first_in) || !std::in_range<Index>(last_in))
+        throw std::out_of_range(detail::concat("triad::thread_pool::parallel_for: first (",
+                                               first_in, ") or last (", last_in,
+                                               ") does not fit their common index type"));
+    const auto first = static_cast<Index>(first_in);
+    const auto last = static_cast<Index>(last_in);
+    if (!(first < last))
+        return;
+    using wide = std::make_unsigned_t<Index>;
+    const auto count = static_cast<wide>(static_cast<wide>(last) - static_cast<wide>(first));
+    if (count > std::numeric_limits<std::size_t>::max())
+        throw std::length_error("triad::thread_pool::parallel_for: the range is too large");
+    auto body = [&](std::size_t i) {
+        std::invoke(fn, static_cast<Index>(static_cast<wide>(first) + static_cast<wide>(i)));
+    };
+    run_bulk(static_cast<std::size_t>(count), options, body);
+}
+
+} // namespace triad

@@ -1,0 +1,8 @@
+#pragma once
+
+/// Everything in triad: `#include <triad/triad.hpp>`.
+#include <triad/cpu.hpp>
+#include <triad/errors.hpp>
+#include <triad/future.hpp>
+#include <triad/thread_pool.hpp>
+#include <triad/version.hpp>
