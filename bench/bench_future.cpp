@@ -1,0 +1,87 @@
+// What does one future cost? A task and its future made, run and read on one thread, no pool:
+// std::packaged_task + std::future against triad's task state (the exact path a pool task takes)
+// and triad::promise + triad::future. Target: triad under half of std::packaged_task.
+
+#include <triad/future.hpp>
+#include <triad/thread_pool.hpp>
+
+#include "bench_common.hpp"
+
+#include <future>
+
+namespace {
+
+int answer() {
+    return 42;
+}
+
+void std_packaged_task(benchmark::State& state) {
+    for (auto _ : state) {
+        std::packaged_task<int()> task(answer);
+        std::future<int> f = task.get_future();
+        task();
+        benchmark::DoNotOptimize(f.get());
+    }
+    triad_bench::set_items(state, 1);
+}
+
+void std_promise(benchmark::State& state) {
+    for (auto _ : state) {
+        std::promise<int> p;
+        std::future<int> f = p.get_future();
+        p.set_value(42);
+        benchmark::DoNotOptimize(f.get());
+    }
+    triad_bench::set_items(state, 1);
+}
+
+void triad_task(benchmark::State& state) {
+    auto body = [] { return answer(); };
+    using task = triad::detail::submitted_task<decltype(body), int>;
+    for (auto _ : state) {
+        task* t = std::make_unique<task>(body).release();
+        triad::future<int> f = triad::detail::future_access::make<int>(t);
+        t->execute(false);
+        benchmark::DoNotOptimize(f.get());
+    }
+    triad_bench::set_items(state, 1);
+}
+
+void triad_promise(benchmark::State& state) {
+    for (auto _ : state) {
+        triad::promise<int> p;
+        triad::future<int> f = p.get_future();
+        p.set_value(42);
+        benchmark::DoNotOptimize(f.get());
+    }
+    triad_bench::set_items(state, 1);
+}
+
+// Across threads: a producer thread sets, the benchmark thread waits. Dominated by the wake-up.
+template <class Promise>
+void cross_thread(benchmark::State& state) {
+    for (auto _ : state) {
+        Promise p;
+        auto f = p.get_future();
+        std::thread producer([&p] { p.set_value(42); });
+        benchmark::DoNotOptimize(f.get());
+        producer.join();
+    }
+    triad_bench::set_items(state, 1);
+}
+
+const bool registered = [] {
+    triad_bench::add("std_packaged_task", "round_trip", std_packaged_task);
+    triad_bench::add("triad", "round_trip", triad_task);
+    triad_bench::add("std_promise", "promise_round_trip", std_promise);
+    triad_bench::add("triad", "promise_round_trip", triad_promise);
+    triad_bench::add("std_promise", "cross_thread", cross_thread<std::promise<int>>)->UseRealTime();
+    triad_bench::add("triad", "cross_thread", cross_thread<triad::promise<int>>)->UseRealTime();
+    return true;
+}();
+
+} // namespace
+
+int main(int argc, char** argv) {
+    return triad_bench::run_benchmarks(argc, argv);
+}
