@@ -81,6 +81,15 @@ int one() {
     return 1;
 }
 
+template <class Futures>
+void get_all(Futures& futures) {
+    long sum = 0;
+    for (auto& f : futures)
+        sum += f.get();
+    benchmark::DoNotOptimize(sum);
+    futures.clear();
+}
+
 void triad_submit(benchmark::State& state) {
     triad::thread_pool pool(workers());
     std::vector<triad::future<int>> futures;
@@ -88,11 +97,7 @@ void triad_submit(benchmark::State& state) {
     for (auto _ : state) {
         for (int i = 0; i < many_tasks; ++i)
             futures.push_back(pool.submit(one));
-        long sum = 0;
-        for (auto& f : futures)
-            sum += f.get();
-        benchmark::DoNotOptimize(sum);
-        futures.clear();
+        get_all(futures);
     }
     triad_bench::set_items(state, many_tasks);
 }
@@ -104,11 +109,7 @@ void asio_submit(benchmark::State& state) {
     for (auto _ : state) {
         for (int i = 0; i < many_tasks; ++i)
             futures.push_back(boost::asio::post(pool, boost::asio::use_future(one)));
-        long sum = 0;
-        for (auto& f : futures)
-            sum += f.get();
-        benchmark::DoNotOptimize(sum);
-        futures.clear();
+        get_all(futures);
     }
     pool.join();
     triad_bench::set_items(state, many_tasks);
@@ -120,11 +121,7 @@ void std_async_submit(benchmark::State& state) {
     for (auto _ : state) {
         for (int i = 0; i < thread_tasks; ++i)
             futures.push_back(std::async(std::launch::async, one));
-        long sum = 0;
-        for (auto& f : futures)
-            sum += f.get();
-        benchmark::DoNotOptimize(sum);
-        futures.clear();
+        get_all(futures);
     }
     triad_bench::set_items(state, thread_tasks);
 }

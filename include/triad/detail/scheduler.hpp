@@ -121,6 +121,7 @@ private:
     void stop_and_join() noexcept;
     void name_thread(std::size_t index) const noexcept;
     void report_error(std::exception_ptr error) noexcept;
+    std::uint64_t sum(std::atomic<std::uint64_t> worker::*counter) const noexcept;
 
     scheduler_config m_config;
     std::vector<std::unique_ptr<worker>> m_workers;
@@ -408,9 +409,7 @@ inline bool scheduler::is_idle() const noexcept {
     // Done counts are read before the submitted count: both only grow and a task is counted as
     // submitted before it can be done, so equality means the pool was idle at some instant.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    std::uint64_t done = m_refused.load(std::memory_order_acquire);
-    for (const auto& w : m_workers)
-        done += w->m_done.load(std::memory_order_acquire);
+    const std::uint64_t done = m_refused.load(std::memory_order_acquire) + sum(&worker::m_done);
     return done == m_submitted.load(std::memory_order_seq_cst);
 }
 
@@ -548,40 +547,35 @@ inline void scheduler::report_task_error(std::exception_ptr error) noexcept {
         report_to_stderr("triad: a task threw", error);
 }
 
-inline std::uint64_t scheduler::queued() const noexcept {
-    std::uint64_t started = 0;
+inline std::uint64_t scheduler::sum(std::atomic<std::uint64_t> worker::*counter) const noexcept {
+    std::uint64_t total = 0;
     for (const auto& w : m_workers)
-        started += w->m_started.load(std::memory_order_acquire);
+        total += ((*w).*counter).load(std::memory_order_acquire);
+    return total;
+}
+
+// Each snapshot reads the counter that trails first, so a difference never goes negative.
+inline std::uint64_t scheduler::queued() const noexcept {
+    const std::uint64_t started = sum(&worker::m_started);
     const std::uint64_t refused = m_refused.load(std::memory_order_acquire);
     const std::uint64_t submitted = m_submitted.load(std::memory_order_acquire);
     return submitted > started + refused ? submitted - started - refused : 0;
 }
 
 inline std::uint64_t scheduler::running() const noexcept {
-    std::uint64_t done = 0;
-    for (const auto& w : m_workers)
-        done += w->m_done.load(std::memory_order_acquire);
-    std::uint64_t started = 0;
-    for (const auto& w : m_workers)
-        started += w->m_started.load(std::memory_order_acquire);
+    const std::uint64_t done = sum(&worker::m_done);
+    const std::uint64_t started = sum(&worker::m_started);
     return started > done ? started - done : 0;
 }
 
 inline std::uint64_t scheduler::completed() const noexcept {
-    std::uint64_t cancelled_count = 0;
-    for (const auto& w : m_workers)
-        cancelled_count += w->m_cancelled.load(std::memory_order_acquire);
-    std::uint64_t done = 0;
-    for (const auto& w : m_workers)
-        done += w->m_done.load(std::memory_order_acquire);
+    const std::uint64_t cancelled_count = sum(&worker::m_cancelled);
+    const std::uint64_t done = sum(&worker::m_done);
     return done > cancelled_count ? done - cancelled_count : 0;
 }
 
 inline std::uint64_t scheduler::cancelled() const noexcept {
-    std::uint64_t cancelled_count = 0;
-    for (const auto& w : m_workers)
-        cancelled_count += w->m_cancelled.load(std::memory_order_acquire);
-    return cancelled_count;
+    return sum(&worker::m_cancelled);
 }
 
 } // namespace triad::detail
