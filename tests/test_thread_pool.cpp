@@ -177,17 +177,17 @@ TEST_CASE("as_completed over pool futures follows the order tasks finish", "[thr
             gates[i].wait();
             return i;
         }));
+    // Each gate opens only after the previous task's result came out, so the completion order
+    // is fixed whatever the machine's load.
+    const std::vector<int> plan{2, 0, 1};
     std::vector<int> order;
-    std::thread opener([&] {
-        for (int i : {2, 0, 1}) {
-            gates[i].open();
-            std::this_thread::sleep_for(20ms);
-        }
-    });
-    for (auto& f : triad::as_completed(futures))
+    gates[plan[0]].open();
+    for (auto& f : triad::as_completed(futures)) {
         order.push_back(f.get());
-    opener.join();
-    CHECK(order == std::vector<int>{2, 0, 1});
+        if (order.size() < plan.size())
+            gates[plan[order.size()]].open();
+    }
+    CHECK(order == plan);
 }
 
 TEST_CASE("exceptions reach get(), and posted tasks' exceptions reach the error handler",
@@ -286,7 +286,9 @@ TEST_CASE("shutdown drains the queue, then refuses work", "[thread_pool]") {
             std::this_thread::sleep_for(10us);
             ++ran;
         });
+    CHECK_FALSE(pool.closed());
     pool.shutdown();
+    CHECK(pool.closed());
     CHECK(ran == 1000);
     CHECK_THROWS_AS(pool.post([] {}), triad::pool_closed);
     CHECK_THROWS_AS((void)pool.submit([] { return 1; }), triad::pool_closed);
@@ -305,7 +307,7 @@ TEST_CASE("tasks still running during a drain may queue subtasks, which run", "[
         return child.get();
     });
     std::thread closer([&] { pool.shutdown(); });
-    std::this_thread::sleep_for(30ms);
+    REQUIRE(eventually([&] { return pool.closed(); }));
     release.open();
     closer.join();
     CHECK(parent.get() == 1);
@@ -330,7 +332,7 @@ TEST_CASE("shutdown with cancel drops queued tasks and their futures throw task_
     CHECK(pool.queued() == 110);
 
     std::thread canceller([&] { pool.shutdown(triad::shutdown_mode::cancel); });
-    std::this_thread::sleep_for(30ms);
+    REQUIRE(eventually([&] { return pool.closed(); }));
     release.open();
     canceller.join();
 

@@ -161,7 +161,10 @@ public:
         m_scheduler.shutdown(mode == shutdown_mode::cancel);
     }
 
-    /** Tasks waiting in queues (a map chunk counts as one task). A snapshot. */
+    /** True once `shutdown()` has begun: work from outside the pool is refused from then on. */
+    bool closed() const noexcept { return m_scheduler.is_closed(); }
+
+    /** Tasks waiting in queues (a map counts one task per worker taking part). A snapshot. */
     std::uint64_t queued() const noexcept { return m_scheduler.queued(); }
     /** Tasks running now. A snapshot. */
     std::uint64_t running() const noexcept { return m_scheduler.running(); }

@@ -89,6 +89,7 @@ public:
     void wait_idle();
     void shutdown(bool cancel);
     bool is_own_thread() const noexcept { return tls_scheduler == this; }
+    bool is_closed() const noexcept { return m_closed.load(std::memory_order_acquire); }
 
     std::uint64_t queued() const noexcept;
     std::uint64_t running() const noexcept;
