@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 /// Every exception type triad throws. Each message names what failed and, where it helps, the fix.
 namespace triad {
@@ -29,6 +30,44 @@ public:
 
 /** A worker's initializer threw; the pool could not start. The original is the nested exception. */
 class initializer_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/**
+ * A message between processes was truncated, oversized or corrupt. The decoder throws this
+ * instead of reading past the end or allocating what the message does not deliver.
+ */
+class protocol_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/**
+ * A task in a worker process threw. `type_name()` is the original exception's type (demangled)
+ * and `message()` its `what()`; `what()` combines both.
+ */
+class remote_error : public std::runtime_error {
+public:
+    remote_error(std::string type_name, std::string message)
+        : std::runtime_error(type_name + ": " + message), m_type_name(std::move(type_name)),
+          m_message(std::move(message)) {}
+    const std::string& type_name() const noexcept { return m_type_name; }
+    const std::string& message() const noexcept { return m_message; }
+
+private:
+    std::string m_type_name;
+    std::string m_message;
+};
+
+/** The worker process running the task died (a crash, `abort()`, `_exit`, SIGKILL). */
+class worker_died : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/** The task ran longer than its pool's timeout; its worker was killed and replaced. */
+class task_timeout : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };

@@ -1,0 +1,184 @@
+#include <triad/serialize.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+#include <variant>
+#include <vector>
+
+namespace {
+
+enum class color : std::uint8_t { red = 1, green = 2 };
+
+struct trip {
+    double distance = 0;
+    std::string borough;
+    std::vector<int> stops;
+    template <class Archive>
+    void serialize(Archive& ar) {
+        ar(distance, borough, stops);
+    }
+    bool operator==(const trip&) const = default;
+};
+
+struct point {
+    int x = 0;
+    int y = 0;
+    bool operator==(const point&) const = default;
+};
+template <class Archive>
+void serialize(Archive& ar, point& p) {
+    ar(p.x, p.y);
+}
+
+struct no_fields {};
+
+template <class T>
+T round_trip(const T& value) {
+    return triad::from_bytes<T>(triad::to_bytes(value));
+}
+
+// A message whose 8-byte count at `offset` is replaced by `count`.
+std::vector<char> with_count(std::vector<char> bytes, std::size_t offset, std::uint64_t count) {
+    std::memcpy(bytes.data() + offset, &count, sizeof count);
+    return bytes;
+}
+
+} // namespace
+
+TEST_CASE("every supported type survives a round trip, nested", "[serialize]") {
+    CHECK(round_trip(42) == 42);
+    CHECK(round_trip(-7LL) == -7LL);
+    CHECK(round_trip(3.5) == 3.5);
+    CHECK(round_trip(true));
+    CHECK(round_trip('x') == 'x');
+    CHECK(round_trip(color::green) == color::green);
+    CHECK(round_trip(std::string("héllo\0world", 12)) == std::string("héllo\0world", 12));
+    CHECK(round_trip(std::vector<double>{1.5, -2, 1e300}) == std::vector<double>{1.5, -2, 1e300});
+    CHECK(round_trip(std::vector<bool>{true, false, true}) == std::vector<bool>{true, false, true});
+    CHECK(round_trip(std::array<int, 3>{1, 2, 3}) == std::array<int, 3>{1, 2, 3});
+    CHECK(round_trip(std::pair<int, std::string>{1, "a"}) == std::pair<int, std::string>{1, "a"});
+    CHECK(round_trip(std::tuple<int, double, std::string>{1, 2.5, "z"}) ==
+          std::tuple<int, double, std::string>{1, 2.5, "z"});
+    CHECK(round_trip(std::optional<std::string>{}) == std::nullopt);
+    CHECK(round_trip(std::optional<std::string>{"set"}) == std::optional<std::string>{"set"});
+    using v = std::variant<std::monostate, int, std::string>;
+    CHECK(round_trip(v{std::string("alt")}) == v{std::string("alt")});
+    CHECK(round_trip(v{}) == v{});
+    const std::map<std::string, std::vector<int>> m{{"a", {1}}, {"b", {2, 3}}};
+    CHECK(round_trip(m) == m);
+    const std::unordered_map<int, std::string> um{{1, "one"}, {2, "two"}};
+    CHECK(round_trip(um) == um);
+    CHECK(round_trip(std::set<int>{3, 1, 2}) == std::set<int>{1, 2, 3});
+    CHECK(round_trip(std::unordered_set<std::string>{"x", "y"}) ==
+          std::unordered_set<std::string>{"x", "y"});
+    CHECK(round_trip(std::chrono::milliseconds(1500)) == std::chrono::milliseconds(1500));
+
+    const std::vector<
+        std::map<std::string, std::optional<std::tuple<int, std::vector<std::string>>>>>
+        nested{
+            {{"k", std::tuple<int, std::vector<std::string>>{1, {"p", "q"}}}, {"n", std::nullopt}}};
+    CHECK(round_trip(nested) == nested);
+}
+
+TEST_CASE("user types serialize through a member or an ADL function", "[serialize]") {
+    const trip t{12.5, "Queens", {1, 5, 9}};
+    CHECK(round_trip(t) == t);
+    CHECK(round_trip(std::vector<trip>{t, t}) == std::vector<trip>{t, t});
+    CHECK(round_trip(point{3, -4}) == point{3, -4});
+    STATIC_REQUIRE(triad::serializable<trip>);
+    STATIC_REQUIRE(triad::serializable<std::map<int, std::vector<point>>>);
+}
+
+TEST_CASE("what cannot be sent is rejected at compile time", "[serialize]") {
+    STATIC_REQUIRE_FALSE(triad::serializable<int*>);
+    STATIC_REQUIRE_FALSE(triad::serializable<std::string_view>);
+    STATIC_REQUIRE_FALSE(triad::serializable<const char*>);
+    STATIC_REQUIRE_FALSE(triad::serializable<no_fields>);
+    STATIC_REQUIRE_FALSE(triad::serializable<std::vector<int*>>);
+    STATIC_REQUIRE_FALSE(triad::serializable<std::tuple<int, void*>>);
+    STATIC_REQUIRE_FALSE(triad::serializable<std::optional<std::string_view>>);
+}
+
+TEST_CASE("every truncation of a message is a protocol_error", "[serialize]") {
+    const std::vector<char> bytes =
+        triad::to_bytes(std::make_tuple(trip{1, "Bronx", {1, 2}}, std::string("tail"),
+                                        std::map<int, int>{{1, 2}}, std::optional<double>{2.0}));
+    using type = std::tuple<trip, std::string, std::map<int, int>, std::optional<double>>;
+    for (std::size_t n = 0; n < bytes.size(); ++n)
+        CHECK_THROWS_AS(triad::from_bytes<type>(std::span(bytes.data(), n)), triad::protocol_error);
+    CHECK_NOTHROW(triad::from_bytes<type>(bytes));
+}
+
+TEST_CASE("a count larger than the message is refused before anything is allocated",
+          "[serialize]") {
+    const std::vector<char> ints = triad::to_bytes(std::vector<std::uint64_t>{1, 2, 3});
+    // 2^60 elements of 8 bytes would be an exabyte; it must fail fast, not try.
+    CHECK_THROWS_WITH(
+        triad::from_bytes<std::vector<std::uint64_t>>(with_count(ints, 0, 1ull << 60)),
+        Catch::Contains("count of 1152921504606846976"));
+    const std::vector<char> strings = triad::to_bytes(std::vector<std::string>{"a", "b"});
+    CHECK_THROWS_AS(triad::from_bytes<std::vector<std::string>>(with_count(strings, 0, 1ull << 40)),
+                    triad::protocol_error);
+    const std::vector<char> text = triad::to_bytes(std::string("abc"));
+    CHECK_THROWS_AS(triad::from_bytes<std::string>(with_count(text, 0, ~0ull)),
+                    triad::protocol_error);
+    const std::vector<char> maps = triad::to_bytes(std::map<int, int>{{1, 1}});
+    CHECK_THROWS_AS((triad::from_bytes<std::map<int, int>>(with_count(maps, 0, 1ull << 50))),
+                    triad::protocol_error);
+}
+
+TEST_CASE("corrupt values are protocol errors", "[serialize]") {
+    std::vector<char> flag = triad::to_bytes(true);
+    flag[0] = 7;
+    CHECK_THROWS_WITH(triad::from_bytes<bool>(flag), Catch::Contains("bool"));
+
+    using v = std::variant<int, std::string>;
+    std::vector<char> alternative = triad::to_bytes(v{5});
+    alternative[0] = 9;
+    CHECK_THROWS_WITH(triad::from_bytes<v>(alternative), Catch::Contains("variant index 9"));
+
+    // The same key twice in a map.
+    std::vector<char> pairs = triad::to_bytes(std::vector<std::pair<int, int>>{{1, 2}, {1, 3}});
+    CHECK_THROWS_WITH((triad::from_bytes<std::map<int, int>>(pairs)), Catch::Contains("same key"));
+
+    std::vector<char> extra = triad::to_bytes(1);
+    extra.push_back('!');
+    CHECK_THROWS_WITH(triad::from_bytes<int>(extra), Catch::Contains("unexpected bytes"));
+}
+
+TEST_CASE("containers of elements that may encode to nothing still bound their counts",
+          "[serialize]") {
+    const std::vector<std::monostate> empties(5);
+    CHECK(round_trip(empties).size() == 5);
+    const std::vector<char> bytes = triad::to_bytes(empties);
+    CHECK(bytes.size() == 8 + 5); // a marker byte per element
+    CHECK_THROWS_AS(
+        triad::from_bytes<std::vector<std::monostate>>(with_count(bytes, 0, 1ull << 40)),
+        triad::protocol_error);
+}
+
+TEST_CASE("a slice of a range encodes exactly as a vector of it", "[serialize]") {
+    const std::vector<int> numbers{1, 2, 3, 4, 5};
+    std::vector<char> sliced;
+    triad::detail::byte_writer writer(sliced);
+    triad::detail::encode_sequence(writer, numbers.begin() + 1, 3);
+    CHECK(sliced == triad::to_bytes(std::vector<int>{2, 3, 4}));
+
+    const std::vector<std::string> words{"a", "bb", "ccc"};
+    std::vector<char> sliced_words;
+    triad::detail::byte_writer word_writer(sliced_words);
+    triad::detail::encode_sequence(word_writer, words.begin(), 2);
+    CHECK(sliced_words == triad::to_bytes(std::vector<std::string>{"a", "bb"}));
+}
