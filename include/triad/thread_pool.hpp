@@ -20,12 +20,14 @@
 
 #include <triad/cpu.hpp>
 #include <triad/detail/bulk.hpp>
+#include <triad/detail/progress.hpp>
 #include <triad/detail/scheduler.hpp>
 #include <triad/detail/shared_state.hpp>
 #include <triad/detail/task_queue.hpp>
 #include <triad/detail/text.hpp>
 #include <triad/errors.hpp>
 #include <triad/future.hpp>
+#include <triad/pool_options.hpp>
 
 namespace triad {
 
@@ -52,20 +54,6 @@ struct thread_pool_options {
      */
     std::chrono::nanoseconds idle_spin = std::chrono::microseconds(5);
 };
-
-/** Options for `map`, `for_each` and `parallel_for`. */
-struct map_options {
-    /**
-     * Items a worker takes at a time. 0 (the default) is guided: each worker takes a share of
-     * what is left, large at first and down to one item at the end, which suits both a million
-     * tiny items and a hundred uneven ones.
-     */
-    std::size_t chunk_size = 0;
-};
-
-/** `drain` runs everything queued before stopping; `cancel` drops it (its futures throw
- * `triad::task_cancelled`). */
-enum class shutdown_mode { drain, cancel };
 
 /**
  * A work-stealing thread pool: Python's `ThreadPoolExecutor`, with `map` that chunks, no
@@ -322,12 +310,17 @@ void thread_pool::run_bulk(std::size_t items, map_options options, Body& body) {
             }
         }
     };
-    auto owned = std::make_unique<detail::bulk_job>(items, size(), options.chunk_size, +run, &body);
+    detail::progress_meter meter(options.progress, items);
+    auto owned = std::make_unique<detail::bulk_job>(items, size(), options.chunk_size, +run, &body,
+                                                    meter.counter());
     detail::bulk_job* job = owned.get();
     const std::size_t runners = job->runner_count();
     m_scheduler.admit(runners);
     future<void> done = detail::future_access::make<void>(owned.release());
     m_scheduler.push(job->newest(), job->oldest(), runners);
+    if (meter.enabled())
+        while (done.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout)
+            meter.tick();
     done.get();
 }
 

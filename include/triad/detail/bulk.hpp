@@ -30,9 +30,10 @@ public:
     using body_fn = void (*)(void* body, std::size_t begin, std::size_t end, bulk_job& job);
 
     bulk_job(std::size_t items, std::size_t workers, std::size_t fixed_chunk, body_fn run,
-             void* body)
+             void* body, std::atomic<std::size_t>* progress = nullptr)
         : shared_state<void>(2), m_items(items), m_workers(std::max<std::size_t>(1, workers)),
-          m_fixed_chunk(std::min(fixed_chunk, items)), m_run(run), m_body(body) {
+          m_fixed_chunk(std::min(fixed_chunk, items)), m_run(run), m_body(body),
+          m_progress(progress) {
         const std::size_t claims =
             m_fixed_chunk == 0 ? items : (items + m_fixed_chunk - 1) / m_fixed_chunk;
         const std::size_t runners = std::min(m_workers, claims);
@@ -85,6 +86,8 @@ private:
                 } catch (...) {
                     job->record_error(begin, std::current_exception());
                 }
+                if (job->m_progress != nullptr)
+                    job->m_progress->fetch_add(end - begin, std::memory_order_relaxed);
             }
         }
         if (job->m_remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
@@ -115,6 +118,7 @@ private:
     const std::size_t m_fixed_chunk;
     body_fn m_run;
     void* m_body;
+    std::atomic<std::size_t>* m_progress;
     std::vector<runner> m_runners;
     alignas(cache_line) std::atomic<std::size_t> m_next{0};
     alignas(cache_line) std::atomic<std::size_t> m_remaining{0};

@@ -1,0 +1,170 @@
+#pragma once
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <triad/detail/text.hpp>
+
+namespace triad::detail {
+
+[[noreturn]] inline void throw_errno(const char* what, int error = errno) {
+    throw std::system_error(error, std::generic_category(), what);
+}
+
+// Retries a syscall wrapper while it fails with EINTR.
+template <class Call>
+auto retry_eintr(Call call) {
+    for (;;) {
+        auto rc = call();
+        if (!(rc == -1 && errno == EINTR))
+            return rc;
+    }
+}
+
+/// An owned file descriptor, closed on destruction.
+class unique_fd {
+public:
+    unique_fd() noexcept = default;
+    explicit unique_fd(int fd) noexcept : m_fd(fd) {}
+    unique_fd(unique_fd&& other) noexcept : m_fd(std::exchange(other.m_fd, -1)) {}
+    unique_fd& operator=(unique_fd&& other) noexcept {
+        if (this != &other)
+            reset(std::exchange(other.m_fd, -1));
+        return *this;
+    }
+    unique_fd(const unique_fd&) = delete;
+    unique_fd& operator=(const unique_fd&) = delete;
+    ~unique_fd() { reset(); }
+
+    int get() const noexcept { return m_fd; }
+    explicit operator bool() const noexcept { return m_fd >= 0; }
+    int release() noexcept { return std::exchange(m_fd, -1); }
+    void reset(int fd = -1) noexcept {
+        // close() is not retried on EINTR: on Linux the descriptor is gone either way.
+        if (m_fd >= 0)
+            ::close(m_fd);
+        m_fd = fd;
+    }
+
+private:
+    int m_fd = -1;
+};
+
+struct pipe_pair {
+    unique_fd read;
+    unique_fd write;
+};
+
+inline pipe_pair make_pipe(int flags = O_CLOEXEC) {
+    int fds[2];
+    if (::pipe2(fds, flags) != 0)
+        throw_errno("triad: pipe2");
+    return {unique_fd(fds[0]), unique_fd(fds[1])};
+}
+
+inline void set_nonblocking(int fd, bool on) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags == -1 || ::fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) == -1)
+        throw_errno("triad: fcntl(O_NONBLOCK)");
+}
+
+// Big pipe buffers let large payloads stream with fewer wake-ups; best effort, as the system
+// limit (/proc/sys/fs/pipe-max-size) may refuse.
+inline void grow_pipe(int fd, int bytes) noexcept {
+    ::fcntl(fd, F_SETPIPE_SZ, bytes);
+}
+
+// Writes everything or returns the errno that stopped it (EPIPE when the reader is gone).
+inline int write_all(int fd, const void* data, std::size_t size) noexcept {
+    const auto* p = static_cast<const char*>(data);
+    while (size > 0) {
+        const ssize_t n = ::write(fd, p, size);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return 0;
+}
+
+// Reads exactly `size` bytes; returns false at end of file before the first byte.
+// Throws on errors and on end of file in the middle.
+inline bool read_exact(int fd, void* data, std::size_t size, const char* what) {
+    auto* p = static_cast<char*>(data);
+    std::size_t done = 0;
+    while (done < size) {
+        const ssize_t n = ::read(fd, p + done, size - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            throw_errno(what);
+        }
+        if (n == 0) {
+            if (done == 0)
+                return false;
+            throw std::system_error(EPIPE, std::generic_category(),
+                                    concat(what, ": end of file in the middle of a message"));
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+// Closes every descriptor from `first` up, except those listed: for a freshly forked helper
+// process that must not keep its parent's files, sockets or pipes open.
+inline void close_descriptors_from(int first, const int* keep, std::size_t keep_count) noexcept {
+    int from = first;
+    // Ranges between kept descriptors, in ascending order.
+    for (;;) {
+        int next_keep = -1;
+        for (std::size_t i = 0; i < keep_count; ++i)
+            if (keep[i] >= from && (next_keep == -1 || keep[i] < next_keep))
+                next_keep = keep[i];
+        const unsigned int last = next_keep == -1 ? ~0u : static_cast<unsigned int>(next_keep - 1);
+        if (next_keep == -1 || next_keep > from) {
+#ifdef SYS_close_range
+            if (::syscall(SYS_close_range, static_cast<unsigned int>(from), last, 0u) != 0)
+#endif
+            {
+                const long max_fd = ::sysconf(_SC_OPEN_MAX);
+                const long end = next_keep == -1 ? max_fd : next_keep;
+                for (long fd = from; fd < end; ++fd)
+                    ::close(static_cast<int>(fd));
+            }
+        }
+        if (next_keep == -1)
+            return;
+        from = next_keep + 1;
+    }
+}
+
+inline std::string describe_wait_status(int status) {
+    if (WIFEXITED(status))
+        return concat("exited with status ", WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) {
+        const int sig = WTERMSIG(status);
+        const char* name = ::sigabbrev_np(sig);
+        std::string text = concat("was killed by signal ", sig);
+        if (name != nullptr)
+            text += concat(" (SIG", name, ")");
+        return text;
+    }
+    return concat("ended with wait status ", status);
+}
+
+} // namespace triad::detail

@@ -1,0 +1,144 @@
+#include <triad/process.hpp>
+#include <triad/process_queue.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+TEST_CASE("a process runs its function and reports how it ended", "[process]") {
+    int captured = 41;
+    triad::process returns([captured] { return captured + 1; });
+    CHECK(returns.join() == 42);
+    CHECK(returns.exit_code() == 42);
+
+    triad::process plain([] {});
+    CHECK(plain.join() == 0);
+
+    triad::process throws([]() -> int { throw std::runtime_error("child failed (expected)"); });
+    CHECK(throws.join() == 1);
+
+    triad::process aborts([] {
+        std::signal(SIGABRT, SIG_DFL);
+        std::abort();
+    });
+    CHECK(aborts.join() == -SIGABRT);
+
+    triad::process sleeper([] { std::this_thread::sleep_for(30s); });
+    CHECK(sleeper.running());
+    CHECK_FALSE(sleeper.join_for(20ms).has_value());
+    sleeper.kill();
+    CHECK(sleeper.join() == -SIGKILL);
+    CHECK_FALSE(sleeper.running());
+}
+
+TEST_CASE("a process's arguments are copied into the child", "[process]") {
+    std::string text = "abc";
+    triad::process child([](const std::string& s, int n) { return static_cast<int>(s.size()) * n; },
+                         text, 3);
+    text = "changed after the fork";
+    CHECK(child.join() == 9);
+}
+
+TEST_CASE("a process ends when its parent process is killed", "[process]") {
+    int report[2];
+    REQUIRE(::pipe(report) == 0);
+    const pid_t middle = ::fork();
+    REQUIRE(middle >= 0);
+    if (middle == 0) {
+        ::close(report[0]);
+        triad::process grandchild([] { std::this_thread::sleep_for(60s); });
+        const pid_t pid = grandchild.pid();
+        (void)::write(report[1], &pid, sizeof pid);
+        for (;;)
+            ::pause();
+    }
+    ::close(report[1]);
+    pid_t grandchild = 0;
+    REQUIRE(::read(report[0], &grandchild, sizeof grandchild) == sizeof grandchild);
+    ::close(report[0]);
+    ::kill(middle, SIGKILL);
+    int status = 0;
+    ::waitpid(middle, &status, 0);
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    bool gone = false;
+    while (!gone && std::chrono::steady_clock::now() < until) {
+        std::ifstream stat("/proc/" + std::to_string(grandchild) + "/stat");
+        std::string line;
+        gone = !std::getline(stat, line) || line.find(") Z ") != std::string::npos;
+        std::this_thread::sleep_for(10ms);
+    }
+    CHECK(gone);
+}
+
+TEST_CASE("producer and consumer processes share a queue; nothing is lost or doubled",
+          "[process_queue]") {
+    constexpr int producers = 3;
+    constexpr int per_producer = 5000;
+    constexpr int consumers = 2;
+    triad::process_queue<int> work;
+    triad::process_queue<std::vector<int>> received;
+    std::vector<triad::process> children;
+    for (int c = 0; c < consumers; ++c)
+        children.emplace_back([&] {
+            std::vector<int> mine;
+            while (auto item = work.get())
+                mine.push_back(*item);
+            received.put(mine);
+        });
+    std::vector<triad::process> makers;
+    for (int p = 0; p < producers; ++p)
+        makers.emplace_back([&work, p] {
+            for (int i = 0; i < per_producer; ++i)
+                work.put(p * per_producer + i);
+        });
+    for (auto& m : makers)
+        CHECK(m.join() == 0);
+    work.close();
+    std::vector<int> all;
+    for (int c = 0; c < consumers; ++c) {
+        const auto part = received.get();
+        REQUIRE(part.has_value());
+        all.insert(all.end(), part->begin(), part->end());
+    }
+    for (auto& c : children)
+        CHECK(c.join() == 0);
+    std::sort(all.begin(), all.end());
+    REQUIRE(all.size() == static_cast<std::size_t>(producers * per_producer));
+    for (int i = 0; i < producers * per_producer; ++i)
+        REQUIRE(all[static_cast<std::size_t>(i)] == i);
+}
+
+TEST_CASE("a closed queue drains, then ends, and refuses more", "[process_queue]") {
+    triad::process_queue<std::string> q;
+    q.put("one");
+    q.put(std::string(300'000, 'z')); // larger than a pipe's default buffer
+    q.close();
+    q.close(); // idempotent
+    CHECK(q.closed());
+    CHECK_THROWS_AS(q.put("late"), triad::pool_closed);
+    CHECK(q.get() == "one");
+    CHECK(q.get()->size() == 300'000);
+    CHECK_FALSE(q.get().has_value());
+    CHECK_FALSE(q.get().has_value()); // every later get sees the end too
+}
+
+TEST_CASE("a consumer killed while waiting does not break the queue", "[process_queue]") {
+    triad::process_queue<int> q;
+    triad::process waiter([&q] { return q.get().value_or(-1); });
+    std::this_thread::sleep_for(100ms); // it now holds the read lock, blocked in read()
+    waiter.kill();
+    CHECK(waiter.join() == -SIGKILL);
+    q.put(7);
+    CHECK(q.get() == 7);
+}
