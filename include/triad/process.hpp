@@ -182,8 +182,7 @@ process::process(Fn&& fn, Args&&... args) {
     auto callable = std::decay_t<Fn>(std::forward<Fn>(fn));
     std::tuple<std::decay_t<Args>...> arguments(std::forward<Args>(args)...);
     detail::pipe_pair link = detail::make_pipe(O_CLOEXEC);
-    std::fflush(nullptr); // or buffered output would be written by the child too
-    const pid_t pid = ::fork();
+    const pid_t pid = detail::fork_with_stdio_locked();
     if (pid < 0)
         detail::throw_errno("triad::process: fork");
     if (pid == 0) {

@@ -291,9 +291,11 @@ public:
     fork_server(const pool_config& config, int control_fd)
         : m_config(config), m_control(control_fd), m_workers(config.slot_count, 0) {}
 
+    // Runs in a fork of a parent that may have other threads, which may have held any lock at
+    // the moment of the fork: until it forks a worker, the server only makes syscalls (no
+    // stdio, no allocation). The parent flushed stdio before forking.
     [[noreturn]] void run() noexcept {
         ::setpgid(0, 0); // terminal signals (Ctrl-C) go to the parent, which decides
-        std::fflush(nullptr);
         const int keep[] = {m_control};
         close_descriptors_from(3, keep, 1);
         ::prctl(PR_SET_NAME, "triad-forksrv", 0, 0, 0);

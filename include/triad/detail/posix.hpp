@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <system_error>
@@ -151,6 +152,23 @@ inline void close_descriptors_from(int first, const int* keep, std::size_t keep_
             return;
         from = next_keep + 1;
     }
+}
+
+// fork() copies only the calling thread: a lock another thread holds at that moment stays
+// held in the child for ever. The standard streams' locks are the ones any child touches
+// (printing from a task), so they are taken around the fork and released on both sides
+// (glibc also resets every stream lock in the child; other C libraries need not). Buffered
+// output is flushed first, or the child would write it a second time.
+inline pid_t fork_with_stdio_locked() noexcept {
+    std::fflush(nullptr);
+    ::flockfile(stdin);
+    ::flockfile(stdout);
+    ::flockfile(stderr);
+    const pid_t pid = ::fork();
+    ::funlockfile(stderr);
+    ::funlockfile(stdout);
+    ::funlockfile(stdin);
+    return pid;
 }
 
 inline std::string describe_wait_status(int status) {

@@ -279,8 +279,7 @@ inline process_manager::process_manager(process_manager_config config)
 
     // Everything the server needs is allocated here, before the fork.
     fork_server server(m_pool, server_end.get());
-    std::fflush(nullptr); // or buffered output would be written twice, by the server too
-    const pid_t pid = ::fork();
+    const pid_t pid = fork_with_stdio_locked();
     if (pid < 0) {
         const int error = errno;
         ::munmap(m_shared_memory, m_shared_bytes);
@@ -370,6 +369,9 @@ inline void process_manager::enqueue(remote_task* task) {
 }
 
 inline void process_manager::wait_idle() {
+    if (std::this_thread::get_id() == m_thread.get_id())
+        throw std::logic_error("triad::process_pool::wait_idle: called from a continuation on the "
+                               "pool's I/O thread, it would wait for itself");
     std::unique_lock lock(m_state_mutex);
     m_state_changed.wait(lock, [this] { return m_unfinished == 0; });
 }
