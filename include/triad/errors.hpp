@@ -72,6 +72,18 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+/** `triad::timeout` gave up: the operation took too long and was cancelled. */
+class timeout_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/** A `triad::channel` was closed: `send` throws this; `receive` returns empty instead. */
+class channel_closed : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
 /**
  * A future or promise was used the wrong way: `get()` on an invalid future, a value set twice,
  * two threads waiting on one future, a second continuation.

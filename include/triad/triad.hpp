@@ -1,6 +1,8 @@
 #pragma once
 
 /// Everything in triad: `#include <triad/triad.hpp>`.
+#include <triad/async.hpp>
+#include <triad/combinators.hpp>
 #include <triad/cpu.hpp>
 #include <triad/errors.hpp>
 #include <triad/future.hpp>
@@ -8,6 +10,10 @@
 #include <triad/process.hpp>
 #include <triad/process_pool.hpp>
 #include <triad/process_queue.hpp>
+#include <triad/retry.hpp>
 #include <triad/serialize.hpp>
+#include <triad/sync.hpp>
+#include <triad/task.hpp>
 #include <triad/thread_pool.hpp>
+#include <triad/use_task.hpp>
 #include <triad/version.hpp>

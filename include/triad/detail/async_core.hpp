@@ -1,0 +1,610 @@
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <triad/detail/exception_info.hpp>
+#include <triad/detail/text.hpp>
+#include <triad/detail/wait_slot.hpp>
+#include <triad/errors.hpp>
+
+namespace triad::detail {
+
+// --- resumption --------------------------------------------------------------------------------
+// Awaiting a task hands control over by symmetric transfer (await_suspend returns the next
+// coroutine), which compilers turn into a tail call so chains of any depth run in constant
+// stack. GCC does so only when optimising: at -O0 each transfer is a nested call and a deep
+// chain overflows the stack (GCC bug 100897). Unoptimised builds therefore bounce transfers
+// through a trampoline: transfer() parks the next coroutine and returns to the innermost
+// resume(), which runs it. Optimised builds use the plain transfer and pay nothing.
+#if defined(__OPTIMIZE__)
+inline constexpr bool trampoline_transfers = false;
+#else
+inline constexpr bool trampoline_transfers = true;
+#endif
+
+inline thread_local std::coroutine_handle<> tls_next_transfer;
+inline thread_local bool tls_in_trampoline = false;
+
+// What an await_suspend (or a final suspension) returns to hand control to `next`.
+inline std::coroutine_handle<> transfer(std::coroutine_handle<> next) noexcept {
+    if constexpr (trampoline_transfers) {
+        if (tls_in_trampoline) {
+            tls_next_transfer = next;
+            return std::noop_coroutine();
+        }
+    }
+    return next;
+}
+
+// Resumes `h` and everything it transfers to. Every resumption in triad goes through here.
+inline void resume(std::coroutine_handle<> h) {
+    if constexpr (trampoline_transfers) {
+        const std::coroutine_handle<> outer_next = std::exchange(tls_next_transfer, nullptr);
+        const bool outer = std::exchange(tls_in_trampoline, true);
+        while (h) {
+            h.resume();
+            h = std::exchange(tls_next_transfer, nullptr);
+        }
+        tls_in_trampoline = outer;
+        tls_next_transfer = outer_next;
+    } else {
+        h.resume();
+    }
+}
+
+// --- cancellation ------------------------------------------------------------------------------
+// Every running chain of tasks has one cancel_state (a task awaited by another shares its
+// parent's). The suspension point a chain is waiting at registers a callback; cancelling runs
+// it, which ends the wait and makes that suspension point throw task_cancelled. A request that
+// arrives while the chain runs is delivered at its next suspension point. Delivery consumes the
+// request, as in asyncio: code that catches task_cancelled may await again (to clean up).
+
+struct cancel_callback {
+    void (*invoke)(cancel_callback* self) noexcept = nullptr;
+};
+
+class cancel_state {
+public:
+    bool requested() const noexcept { return m_requested; }
+    bool take_request() noexcept { return std::exchange(m_requested, false); }
+
+    void request() noexcept {
+        m_requested = true;
+        if (cancel_callback* callback = std::exchange(m_callback, nullptr))
+            callback->invoke(callback);
+    }
+
+    void arm(cancel_callback* callback) noexcept { m_callback = callback; }
+    void disarm(cancel_callback* callback) noexcept {
+        if (m_callback == callback)
+            m_callback = nullptr;
+    }
+
+private:
+    bool m_requested = false;
+    cancel_callback* m_callback = nullptr;
+};
+
+// --- timers ------------------------------------------------------------------------------------
+// Sleeping coroutines sit in one binary heap per loop, behind a single Asio timer armed for the
+// earliest deadline: a sleeping task costs a heap slot, not an Asio timer and its allocations.
+
+struct timer_node {
+    static constexpr std::size_t not_queued = static_cast<std::size_t>(-1);
+    std::chrono::steady_clock::time_point deadline{};
+    std::size_t index = not_queued; // in the heap, or the sequence number in the FIFO
+    bool in_fifo = false;
+    void (*fire)(void* context) noexcept = nullptr;
+    void* context = nullptr;
+    bool queued() const noexcept { return index != not_queued; }
+};
+
+class timer_heap {
+public:
+    bool empty() const noexcept { return m_nodes.empty(); }
+    timer_node* top() const noexcept { return m_nodes.front(); }
+
+    void push(timer_node* node) {
+        node->index = m_nodes.size();
+        m_nodes.push_back(node);
+        sift_up(node->index);
+    }
+
+    void remove(timer_node* node) noexcept {
+        const std::size_t i = node->index;
+        if (i == timer_node::not_queued)
+            return;
+        node->index = timer_node::not_queued;
+        timer_node* last = m_nodes.back();
+        m_nodes.pop_back();
+        if (last == node)
+            return;
+        m_nodes[i] = last;
+        last->index = i;
+        sift_down(i);
+        sift_up(last->index);
+    }
+
+private:
+    bool earlier(std::size_t a, std::size_t b) const noexcept {
+        return m_nodes[a]->deadline < m_nodes[b]->deadline;
+    }
+    void swap_nodes(std::size_t a, std::size_t b) noexcept {
+        std::swap(m_nodes[a], m_nodes[b]);
+        m_nodes[a]->index = a;
+        m_nodes[b]->index = b;
+    }
+    void sift_up(std::size_t i) noexcept {
+        while (i > 0 && earlier(i, (i - 1) / 2)) {
+            swap_nodes(i, (i - 1) / 2);
+            i = (i - 1) / 2;
+        }
+    }
+    void sift_down(std::size_t i) noexcept {
+        for (;;) {
+            std::size_t best = i;
+            const std::size_t left = 2 * i + 1;
+            const std::size_t right = left + 1;
+            if (left < m_nodes.size() && earlier(left, best))
+                best = left;
+            if (right < m_nodes.size() && earlier(right, best))
+                best = right;
+            if (best == i)
+                return;
+            swap_nodes(i, best);
+            i = best;
+        }
+    }
+
+    std::vector<timer_node*> m_nodes;
+};
+
+// Timers that arrive in deadline order (every sleep of the same length does) go to a FIFO,
+// where adding, firing and cancelling are O(1) and touch no other timer; the rest go to the
+// heap. The earliest timer is the earlier of the two fronts.
+class timer_queue {
+public:
+    bool empty() noexcept {
+        trim();
+        return m_fifo.empty() && m_heap.empty();
+    }
+
+    // Only when !empty().
+    timer_node* top() noexcept {
+        trim();
+        if (m_fifo.empty())
+            return m_heap.top();
+        if (m_heap.empty() || m_fifo.front()->deadline <= m_heap.top()->deadline)
+            return m_fifo.front();
+        return m_heap.top();
+    }
+
+    void push(timer_node* node) {
+        if (m_fifo.empty() || node->deadline >= m_fifo_last) {
+            node->in_fifo = true;
+            node->index = m_fifo_base + m_fifo.size();
+            m_fifo.push_back(node);
+            m_fifo_last = node->deadline;
+        } else {
+            node->in_fifo = false;
+            m_heap.push(node);
+        }
+    }
+
+    void remove(timer_node* node) noexcept {
+        if (!node->queued())
+            return;
+        if (node->in_fifo) {
+            m_fifo[node->index - m_fifo_base] = nullptr; // a tombstone, dropped at the front
+            node->index = timer_node::not_queued;
+        } else {
+            m_heap.remove(node);
+        }
+    }
+
+private:
+    void trim() noexcept {
+        while (!m_fifo.empty() && m_fifo.front() == nullptr) {
+            m_fifo.pop_front();
+            ++m_fifo_base;
+        }
+    }
+
+    std::deque<timer_node*> m_fifo;
+    std::size_t m_fifo_base = 0; // sequence number of m_fifo.front()
+    std::chrono::steady_clock::time_point m_fifo_last{};
+    timer_heap m_heap;
+};
+
+// --- coroutine frames ---------------------------------------------------------------------------
+// Frames are allocated and freed at a high rate (a task per download, a million per gather);
+// each thread keeps freed frames by size class for reuse. Under AddressSanitizer frames come
+// straight from the heap, so it still sees every use after free.
+#if defined(__SANITIZE_ADDRESS__)
+#define TRIAD_FRAME_CACHE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TRIAD_FRAME_CACHE 0
+#endif
+#endif
+#ifndef TRIAD_FRAME_CACHE
+#define TRIAD_FRAME_CACHE 1
+#endif
+
+class frame_cache {
+public:
+    static constexpr std::size_t granule = 64;
+    static constexpr std::size_t classes = 16;      // frames up to 1 KiB are cached
+    static constexpr std::size_t max_cached = 4096; // per class
+
+    static void* allocate(std::size_t size) {
+        if constexpr (TRIAD_FRAME_CACHE) {
+            const std::size_t c = (size + granule - 1) / granule;
+            if (c < classes) {
+                auto& list = local().m_free[c];
+                if (!list.empty()) {
+                    void* p = list.back();
+                    list.pop_back();
+                    return p;
+                }
+                return ::operator new(c* granule);
+            }
+        }
+        return ::operator new(size);
+    }
+
+    static void deallocate(void* p, std::size_t size) noexcept {
+        if constexpr (TRIAD_FRAME_CACHE) {
+            const std::size_t c = (size + granule - 1) / granule;
+            if (c < classes) {
+                auto& list = local().m_free[c];
+                if (list.size() < max_cached) {
+                    try {
+                        list.push_back(p);
+                        return;
+                    } catch (...) {
+                    }
+                }
+                ::operator delete(p);
+                return;
+            }
+        }
+        ::operator delete(p);
+    }
+
+private:
+    static frame_cache& local() {
+        thread_local frame_cache cache;
+        return cache;
+    }
+    frame_cache() = default;
+    ~frame_cache() {
+        for (auto& list : m_free)
+            for (void* p : list)
+                ::operator delete(p);
+    }
+
+    std::vector<void*> m_free[classes];
+};
+
+class promise_base;
+
+// --- the loop ----------------------------------------------------------------------------------
+
+// The engine under triad::event_loop: Asio's io_context for I/O and cross-thread posts, plus a
+// ready queue of coroutines and the timer heap, run on one thread.
+class loop_core final : public wait_helper, public std::enable_shared_from_this<loop_core> {
+public:
+    explicit loop_core(std::function<void(std::exception_ptr)> on_unhandled)
+        : m_io(1), m_timer(m_io), m_on_unhandled(std::move(on_unhandled)) {}
+    loop_core(const loop_core&) = delete;
+    loop_core& operator=(const loop_core&) = delete;
+
+    boost::asio::io_context& io() noexcept { return m_io; }
+
+    // Loop thread only.
+    void schedule(std::coroutine_handle<> h) { m_ready.push_back(h); }
+
+    void add_timer(timer_node* node) {
+        m_timers.push(node);
+        if (m_timers.top() == node)
+            arm_timer();
+    }
+    void remove_timer(timer_node* node) noexcept { m_timers.remove(node); }
+
+    // A wait that another thread will end (a future of a pool): keeps the loop alive, since
+    // Asio alone does not know about it.
+    void begin_foreign_wait() {
+        if (m_foreign_waits++ == 0)
+            m_work.emplace(m_io.get_executor());
+    }
+    void end_foreign_wait() noexcept {
+        if (--m_foreign_waits == 0)
+            m_work.reset();
+    }
+
+    // Runs until `done()` is true. Returns false if it cannot get there: nothing is ready and
+    // no timer, I/O operation or other thread could ever wake a task.
+    template <class Done>
+    bool run_until(Done done);
+
+    void report_unhandled(std::exception_ptr error) noexcept {
+        if (m_on_unhandled) {
+            try {
+                m_on_unhandled(error);
+                return;
+            } catch (...) {
+                report_to_stderr("triad::event_loop: the unhandled-exception handler threw",
+                                 std::current_exception());
+            }
+        }
+        report_to_stderr("triad: exception in a spawned task that nobody awaited", error);
+    }
+
+    // Spawned tasks still running, so the loop can cancel them when the main task is done.
+    void track(promise_base* p);
+    void untrack(promise_base* p) noexcept;
+    const std::vector<promise_base*>& spawned() const noexcept { return m_spawned; }
+
+    // Blocking on a future in a coroutine would stall every task of the loop.
+    bool help_until(wait_slot&, const steady_time*) override {
+        throw std::logic_error("triad: a blocking wait (future::get or wait) on the event loop's "
+                               "thread would stall every task; co_await the future instead");
+    }
+
+private:
+    void arm_timer() {
+        const auto deadline = m_timers.top()->deadline;
+        if (m_timer_armed && m_armed_for <= deadline)
+            return;
+        m_timer_armed = true;
+        m_armed_for = deadline;
+        m_timer.expires_at(deadline); // cancels a later wait, whose handler then does nothing
+        m_timer.async_wait([this, deadline](const boost::system::error_code& error) {
+            if (error || deadline != m_armed_for)
+                return;
+            m_timer_armed = false;
+            fire_timers();
+        });
+    }
+
+    void fire_timers() {
+        const auto now = std::chrono::steady_clock::now();
+        while (!m_timers.empty() && m_timers.top()->deadline <= now) {
+            timer_node* node = m_timers.top();
+            m_timers.remove(node);
+            node->fire(node->context);
+        }
+        if (!m_timers.empty())
+            arm_timer();
+    }
+
+    boost::asio::io_context m_io;
+    boost::asio::steady_timer m_timer;
+    bool m_timer_armed = false;
+    std::chrono::steady_clock::time_point m_armed_for{};
+    timer_queue m_timers;
+    std::vector<std::coroutine_handle<>> m_ready;
+    std::vector<std::coroutine_handle<>> m_running;
+    std::size_t m_foreign_waits = 0;
+    std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> m_work;
+    std::vector<promise_base*> m_spawned;
+    std::function<void(std::exception_ptr)> m_on_unhandled;
+};
+
+inline thread_local loop_core* tls_loop = nullptr;
+
+inline loop_core& current_loop(const char* who) {
+    if (tls_loop == nullptr)
+        throw std::logic_error(concat(who, ": no triad event loop runs on this thread (start one "
+                                           "with triad::run, or call this from inside a task)"));
+    return *tls_loop;
+}
+
+template <class Done>
+bool loop_core::run_until(Done done) {
+    while (!done()) {
+        if (!m_ready.empty()) {
+            m_running.swap(m_ready);
+            for (std::coroutine_handle<> h : m_running)
+                detail::resume(h);
+            m_running.clear();
+            // Let I/O that became ready take its turn, without blocking.
+            m_io.poll();
+            if (m_io.stopped())
+                m_io.restart();
+            continue;
+        }
+        if (m_io.run_one() == 0) {
+            m_io.restart();
+            if (m_ready.empty() && !done())
+                return false;
+        }
+    }
+    return true;
+}
+
+// --- promises ----------------------------------------------------------------------------------
+
+class promise_base {
+public:
+    // What a finished coroutine with no awaiting parent reports to (a spawn handle, a group);
+    // it returns the coroutine to continue with, or a noop one.
+    using done_fn = std::coroutine_handle<> (*)(promise_base& self) noexcept;
+
+    struct final_awaiter {
+        bool await_ready() const noexcept { return false; }
+        template <class Promise>
+        std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) noexcept {
+            promise_base& p = h.promise();
+            p.m_finished = true;
+            if (p.m_continuation)
+                return transfer(p.m_continuation);
+            if (p.m_on_done != nullptr)
+                return transfer(p.m_on_done(p)); // may destroy the frame: nothing may follow
+            return std::noop_coroutine();
+        }
+        void await_resume() const noexcept {}
+    };
+
+    static void* operator new(std::size_t size) { return frame_cache::allocate(size); }
+    static void operator delete(void* p, std::size_t size) noexcept {
+        frame_cache::deallocate(p, size);
+    }
+
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    final_awaiter final_suspend() const noexcept { return {}; }
+    void unhandled_exception() noexcept { m_error = std::current_exception(); }
+
+    cancel_state& cancellation() noexcept { return *m_cancel; }
+    bool finished() const noexcept { return m_finished; }
+    bool failed() const noexcept { return static_cast<bool>(m_error); }
+    std::exception_ptr& error() noexcept { return m_error; }
+
+    std::coroutine_handle<> m_continuation;
+    cancel_state* m_cancel = &m_own_cancel;
+    cancel_state m_own_cancel;
+    done_fn m_on_done = nullptr;
+    void* m_owner = nullptr;        // a combinator's bookkeeping, for children it awaits
+    std::size_t m_owner_index = 0;  // this task's place among them
+    std::coroutine_handle<> m_self; // type-erased handle of the frame, for owners
+
+    // Spawned tasks only: references (the running task, each handle, a group), whether the
+    // result was taken, who awaits the handle, the group it belongs to.
+    struct joiner {
+        std::coroutine_handle<> waiter;
+        joiner* next = nullptr;
+    };
+    std::uint32_t m_refs = 0;
+    bool m_result_taken = false;
+    joiner* m_joiners = nullptr;
+    void* m_group = nullptr;
+    void (*m_group_done)(void* group, promise_base& child) noexcept = nullptr;
+    std::size_t m_track_index = 0; // place in the loop's list of running spawned tasks
+
+protected:
+    std::exception_ptr m_error;
+    bool m_finished = false;
+};
+
+template <class T>
+class task_promise : public promise_base {
+public:
+    template <class U>
+    void return_value(U&& value) {
+        m_value.emplace(std::forward<U>(value));
+    }
+    // Moves the value out, or rethrows.
+    T take() {
+        if (m_error)
+            std::rethrow_exception(std::exchange(m_error, nullptr));
+        return std::move(*m_value);
+    }
+
+private:
+    std::optional<T> m_value;
+};
+
+template <>
+class task_promise<void> : public promise_base {
+public:
+    void return_void() noexcept {}
+    void take() {
+        if (m_error)
+            std::rethrow_exception(std::exchange(m_error, nullptr));
+    }
+};
+
+// Gets the cancel state of whichever coroutine is awaiting, if it is one of ours.
+template <class Promise>
+cancel_state* cancellation_of(std::coroutine_handle<Promise> h) noexcept {
+    if constexpr (std::is_base_of_v<promise_base, Promise>)
+        return &h.promise().cancellation();
+    else
+        return nullptr;
+}
+
+// The common part of every cancellable suspension point: arm a callback while suspended, and
+// report whether the wait ended because of cancellation.
+class cancellable_wait {
+public:
+    // Call in await_suspend. False: a cancellation is already pending; do not suspend.
+    template <class Promise>
+    bool begin(std::coroutine_handle<Promise> h, void (*on_cancel)(void* context) noexcept,
+               void* context) {
+        m_waiter = h;
+        m_context = context;
+        m_cancel = cancellation_of(h);
+        if (m_cancel != nullptr && m_cancel->take_request()) {
+            m_cancelled = true;
+            return false;
+        }
+        m_on_cancel = on_cancel;
+        m_callback.invoke = [](cancel_callback* cb) noexcept {
+            // m_callback is the first member of a standard-layout class: same address.
+            auto* self = reinterpret_cast<cancellable_wait*>(cb);
+            self->m_cancel->take_request();
+            self->m_cancelled = true;
+            self->m_on_cancel(self->m_context);
+        };
+        if (m_cancel != nullptr)
+            m_cancel->arm(&m_callback);
+        return true;
+    }
+    // Call when the wait ends normally, before resuming.
+    void end() noexcept {
+        if (m_cancel != nullptr)
+            m_cancel->disarm(&m_callback);
+    }
+    bool cancelled() const noexcept { return m_cancelled; }
+    void throw_if_cancelled() const {
+        if (m_cancelled)
+            throw task_cancelled();
+    }
+    std::coroutine_handle<> waiter() const noexcept { return m_waiter; }
+
+private:
+    cancel_callback m_callback; // must stay the first member (see begin)
+    std::coroutine_handle<> m_waiter;
+    cancel_state* m_cancel = nullptr;
+    void (*m_on_cancel)(void* context) noexcept = nullptr;
+    void* m_context = nullptr;
+    bool m_cancelled = false;
+};
+
+static_assert(std::is_standard_layout_v<cancellable_wait>);
+
+inline void loop_core::track(promise_base* p) {
+    p->m_track_index = m_spawned.size();
+    m_spawned.push_back(p);
+}
+
+inline void loop_core::untrack(promise_base* p) noexcept {
+    const std::size_t i = p->m_track_index;
+    if (i >= m_spawned.size() || m_spawned[i] != p)
+        return;
+    m_spawned[i] = m_spawned.back();
+    m_spawned[i]->m_track_index = i;
+    m_spawned.pop_back();
+}
+
+} // namespace triad::detail

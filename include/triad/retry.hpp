@@ -1,0 +1,113 @@
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+#include <triad/detail/text.hpp>
+#include <triad/errors.hpp>
+#include <triad/task.hpp>
+
+namespace triad {
+
+/** How `triad::retry` spaces and limits its attempts. */
+struct retry_policy {
+    /** Attempts in all, the first included (at least 1). */
+    std::size_t attempts = 3;
+    /** The wait after the first failure. */
+    std::chrono::milliseconds initial_delay{100};
+    /** Each wait is this many times the previous one (exponential backoff). */
+    double multiplier = 2.0;
+    /** No wait is longer than this. */
+    std::chrono::milliseconds max_delay{10'000};
+    /**
+     * Each wait is spread uniformly by this fraction either way (0.1: ±10%), so clients that
+     * failed together do not retry together.
+     */
+    double jitter = 0.1;
+    /**
+     * Which failures are worth another attempt. Unset: every exception except cancellation.
+     * `task_cancelled` is never retried.
+     */
+    std::function<bool(const std::exception_ptr&)> retry_on{};
+};
+
+namespace detail {
+
+// The wait before attempt `attempt` (1-based, > 1), jitter applied with `random` in [0, 1).
+inline std::chrono::nanoseconds retry_delay(const retry_policy& policy, std::size_t attempt,
+                                            double random) {
+    double delay = static_cast<double>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(policy.initial_delay).count());
+    for (std::size_t i = 2; i < attempt; ++i)
+        delay *= policy.multiplier;
+    const double cap = static_cast<double>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(policy.max_delay).count());
+    delay = std::min(delay, cap);
+    delay *= 1.0 + policy.jitter * (2.0 * random - 1.0);
+    return std::chrono::nanoseconds(static_cast<long long>(std::max(0.0, delay)));
+}
+
+inline double retry_random() {
+    thread_local std::mt19937_64 engine{std::random_device{}()};
+    return std::uniform_real_distribution<double>(0.0, 1.0)(engine);
+}
+
+template <class F>
+using attempt_task_t = std::invoke_result_t<F&>;
+
+template <class T>
+struct task_value;
+template <class T>
+struct task_value<task<T>> {
+    using type = T;
+};
+
+} // namespace detail
+
+/**
+ * Calls `make_attempt()` (which returns a `triad::task<T>`) until one attempt succeeds, waiting
+ * with exponential backoff and jitter between attempts, as the seeds' scraper exercise asks.
+ * Rethrows the last failure when attempts run out, or at once for a failure `retry_on`
+ * rejects. Cancellation is never retried. Throws `std::invalid_argument` for a policy with no
+ * attempts or a negative multiplier or jitter.
+ *
+ * @code
+ * auto page = co_await triad::retry({.attempts = 4}, [&] { return fetch(url); });
+ * @endcode
+ */
+template <class F>
+auto retry(retry_policy policy, F make_attempt)
+    -> task<typename detail::task_value<detail::attempt_task_t<F>>::type> {
+    using T = typename detail::task_value<detail::attempt_task_t<F>>::type;
+    if (policy.attempts == 0 || policy.multiplier < 0 || policy.jitter < 0 || policy.jitter > 1)
+        throw std::invalid_argument("triad::retry: the policy needs attempts >= 1, multiplier >= 0 "
+                                    "and jitter within [0, 1]");
+    for (std::size_t attempt = 1;; ++attempt) {
+        std::exception_ptr failure;
+        try {
+            if constexpr (std::is_void_v<T>) {
+                co_await make_attempt();
+                co_return;
+            } else {
+                co_return co_await make_attempt();
+            }
+        } catch (const task_cancelled&) {
+            throw;
+        } catch (...) {
+            failure = std::current_exception();
+        }
+        const bool worth_it = policy.retry_on ? policy.retry_on(failure) : true;
+        if (!worth_it || attempt >= policy.attempts)
+            std::rethrow_exception(failure);
+        co_await sleep(detail::retry_delay(policy, attempt + 1, detail::retry_random()));
+    }
+}
+
+} // namespace triad

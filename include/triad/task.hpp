@@ -1,0 +1,627 @@
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include <triad/cpu.hpp>
+#include <triad/detail/async_core.hpp>
+#include <triad/errors.hpp>
+#include <triad/future.hpp>
+#include <triad/thread_pool.hpp>
+
+namespace triad {
+
+template <class T = void>
+class task;
+template <class T>
+class task_handle;
+class task_group;
+
+namespace detail {
+struct task_access;
+} // namespace detail
+
+/**
+ * A lazy coroutine producing a `T` (Python's coroutine object): it starts when awaited or
+ * spawned, and an exception it throws propagates to whoever awaits it. Awaiting a task is a
+ * symmetric transfer, so chains of `co_await` of any depth do not grow the stack. Move-only;
+ * await it once.
+ *
+ * @par Thread Safety
+ * Tasks run on the thread of their event loop; a task object is used by one thread at a time.
+ *
+ * @code
+ * triad::task<int> answer() { co_return 42; }
+ * triad::task<int> twice() { co_return 2 * co_await answer(); }
+ * int v = triad::run(twice()); // 84
+ * @endcode
+ */
+template <class T>
+class [[nodiscard]] task {
+    static_assert(!std::is_reference_v<T>,
+                  "triad::task<T&> is not supported: return a value, a pointer or a "
+                  "std::reference_wrapper");
+
+public:
+    class promise_type : public detail::task_promise<T> {
+    public:
+        task get_return_object() noexcept {
+            auto h = std::coroutine_handle<promise_type>::from_promise(*this);
+            this->m_self = h;
+            return task(h);
+        }
+    };
+    using value_type = T;
+
+    /** An empty task (`valid() == false`), as left by a move. */
+    task() noexcept = default;
+    task(task&& other) noexcept : m_handle(std::exchange(other.m_handle, nullptr)) {}
+    task& operator=(task&& other) noexcept {
+        if (this != &other) {
+            reset();
+            m_handle = std::exchange(other.m_handle, nullptr);
+        }
+        return *this;
+    }
+    task(const task&) = delete;
+    task& operator=(const task&) = delete;
+    ~task() { reset(); }
+
+    /** True until the task was moved from or awaited. */
+    bool valid() const noexcept { return static_cast<bool>(m_handle); }
+
+    class awaiter {
+    public:
+        explicit awaiter(task& owner) noexcept : m_owner(owner) {}
+        bool await_ready() const noexcept { return false; }
+        template <class Promise>
+        std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) noexcept {
+            auto& child = m_owner.m_handle.promise();
+            child.m_continuation = parent;
+            if (detail::cancel_state* c = detail::cancellation_of(parent))
+                child.m_cancel = c;
+            return detail::transfer(m_owner.m_handle);
+        }
+        T await_resume() {
+            // The frame goes as soon as its result is out: a task is awaited once.
+            struct release {
+                task& owner;
+                ~release() { owner.reset(); }
+            } done{m_owner};
+            return m_owner.m_handle.promise().take();
+        }
+
+    private:
+        task& m_owner;
+    };
+
+    /** Runs the task to its end (started now) and gives its value or rethrows. */
+    awaiter operator co_await() & {
+        require_valid();
+        return awaiter(*this);
+    }
+    awaiter operator co_await() && {
+        require_valid();
+        return awaiter(*this);
+    }
+
+private:
+    template <class U>
+    friend class task_handle;
+    friend struct detail::task_access;
+
+    explicit task(std::coroutine_handle<promise_type> h) noexcept : m_handle(h) {}
+
+    void require_valid() const {
+        if (!m_handle)
+            throw future_error("triad::task: awaiting an empty task (moved from, or awaited "
+                               "already)");
+    }
+    void reset() noexcept {
+        if (m_handle)
+            std::exchange(m_handle, nullptr).destroy();
+    }
+    std::coroutine_handle<promise_type> release() noexcept {
+        return std::exchange(m_handle, nullptr);
+    }
+
+    std::coroutine_handle<promise_type> m_handle;
+};
+
+namespace detail {
+
+struct task_access {
+    template <class T>
+    static std::coroutine_handle<typename task<T>::promise_type> release(task<T>& t) noexcept {
+        return t.release();
+    }
+    template <class T>
+    static std::coroutine_handle<typename task<T>::promise_type> handle(task<T>& t) noexcept {
+        return t.m_handle;
+    }
+};
+
+inline bool is_cancellation(const std::exception_ptr& error) noexcept {
+    if (!error)
+        return false;
+    try {
+        std::rethrow_exception(error);
+    } catch (const task_cancelled&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+
+// Drops one reference to a spawned task's frame; the last one reports an exception nobody
+// took and frees the frame.
+inline void release_spawned(promise_base& p) noexcept {
+    if (--p.m_refs != 0)
+        return;
+    if (p.failed() && !p.m_result_taken && !is_cancellation(p.error()) && tls_loop != nullptr)
+        tls_loop->report_unhandled(p.error());
+    p.m_self.destroy();
+}
+
+inline std::coroutine_handle<> spawned_done(promise_base& p) noexcept {
+    loop_core& loop = *tls_loop;
+    loop.untrack(&p);
+    if (p.m_group_done != nullptr)
+        p.m_group_done(p.m_group, p);
+    for (promise_base::joiner* j = std::exchange(p.m_joiners, nullptr); j != nullptr;) {
+        promise_base::joiner* next = j->next; // the joiner lives in a frame about to resume
+        loop.schedule(j->waiter);
+        j = next;
+    }
+    release_spawned(p); // the running task's reference
+    return std::noop_coroutine();
+}
+
+// Starts a task as an independent root: its own cancellation, scheduled on the loop.
+template <class T>
+std::coroutine_handle<typename task<T>::promise_type> start_spawned(task<T>& t, loop_core& loop) {
+    auto h = task_access::release(t);
+    promise_base& p = h.promise();
+    p.m_refs = 1; // running
+    p.m_on_done = &spawned_done;
+    loop.track(&p);
+    loop.schedule(h);
+    return h;
+}
+
+} // namespace detail
+
+/**
+ * A task started with `triad::spawn` (Python's `asyncio.Task`): await it for its result, poll
+ * it, cancel it. Dropping the handle does not stop the task; an exception it ends with that
+ * nobody retrieves is reported to the loop's `on_unhandled` (default: stderr), never lost.
+ *
+ * @par Thread Safety
+ * Loop thread only.
+ */
+template <class T>
+class [[nodiscard]] task_handle {
+public:
+    task_handle() noexcept = default;
+    task_handle(task_handle&& other) noexcept : m_handle(std::exchange(other.m_handle, nullptr)) {}
+    task_handle& operator=(task_handle&& other) noexcept {
+        if (this != &other) {
+            reset();
+            m_handle = std::exchange(other.m_handle, nullptr);
+        }
+        return *this;
+    }
+    task_handle(const task_handle&) = delete;
+    task_handle& operator=(const task_handle&) = delete;
+    ~task_handle() { reset(); }
+
+    bool valid() const noexcept { return static_cast<bool>(m_handle); }
+    /** True once the task has finished (returned, thrown or been cancelled). */
+    bool done() const noexcept { return m_handle && m_handle.promise().finished(); }
+
+    /**
+     * Asks the task to stop: its current suspension point (or the next) throws
+     * `triad::task_cancelled`; its cleanup still runs. Await it to know when it is done.
+     */
+    void cancel() noexcept {
+        if (m_handle && !done())
+            m_handle.promise().m_own_cancel.request();
+    }
+
+    /** The finished task's value (or its exception). Throws `future_error` if not finished. */
+    T result() {
+        if (!done())
+            throw future_error("triad::task_handle::result: the task has not finished");
+        return take();
+    }
+
+    class awaiter {
+    public:
+        explicit awaiter(task_handle& owner) noexcept : m_owner(owner) {}
+        bool await_ready() const noexcept { return m_owner.done(); }
+        template <class Promise>
+        bool await_suspend(std::coroutine_handle<Promise> waiter) {
+            auto& p = m_owner.m_handle.promise();
+            m_joiner.waiter = waiter;
+            m_joiner.next = p.m_joiners;
+            p.m_joiners = &m_joiner;
+            // Cancelling the awaiting coroutine cancels the task it awaits (as asyncio does);
+            // the awaiter then still waits for that task to finish.
+            if (!m_wait.begin(waiter, &on_cancel, this)) {
+                p.m_joiners = m_joiner.next;
+                p.m_own_cancel.request();
+                return false;
+            }
+            return true;
+        }
+        T await_resume() {
+            m_wait.end();
+            if (!m_owner.done()) // cancelled before suspending: the task still runs
+                throw task_cancelled();
+            return m_owner.take();
+        }
+
+    private:
+        static void on_cancel(void* context) noexcept {
+            auto* self = static_cast<awaiter*>(context);
+            self->m_owner.m_handle.promise().m_own_cancel.request();
+        }
+        task_handle& m_owner;
+        detail::promise_base::joiner m_joiner;
+        detail::cancellable_wait m_wait;
+    };
+
+    /** Waits for the task and gives its value or rethrows; a second await throws `future_error`. */
+    awaiter operator co_await() {
+        if (!m_handle)
+            throw future_error("triad::task_handle: awaiting an empty handle");
+        return awaiter(*this);
+    }
+
+private:
+    template <class U>
+    friend task_handle<U> spawn(task<U> t);
+    friend class task_group;
+    explicit task_handle(std::coroutine_handle<typename task<T>::promise_type> h) noexcept
+        : m_handle(h) {
+        ++m_handle.promise().m_refs;
+    }
+
+    T take() {
+        auto& p = m_handle.promise();
+        if (p.m_result_taken)
+            throw future_error("triad::task_handle: the result was already taken");
+        p.m_result_taken = true;
+        return p.take();
+    }
+
+    void reset() noexcept {
+        if (m_handle)
+            detail::release_spawned(std::exchange(m_handle, nullptr).promise());
+    }
+
+    std::coroutine_handle<typename task<T>::promise_type> m_handle;
+};
+
+/**
+ * Starts `t` now on the running loop, concurrently with the caller (Python's `create_task`).
+ * Throws `std::logic_error` when no loop runs on this thread.
+ */
+template <class T>
+task_handle<T> spawn(task<T> t) {
+    if (!t.valid())
+        throw future_error("triad::spawn: the task is empty");
+    detail::loop_core& loop = detail::current_loop("triad::spawn");
+    return task_handle<T>(detail::start_spawned(t, loop));
+}
+
+/**
+ * Turns a callable that returns a task (typically a lambda) into a task that owns it.
+ *
+ * A lambda coroutine reads its captures through the lambda object; a lambda temporary dies at
+ * the end of its statement, so `spawn([&] () -> task<void> { ... }())` would run with its
+ * captures gone. `spawn(make_task([&] () -> task<void> { ... }))` keeps the lambda alive for as
+ * long as the task runs.
+ */
+template <class Fn>
+auto make_task(Fn callable) -> std::invoke_result_t<Fn&> {
+    using result = std::invoke_result_t<Fn&>;
+    if constexpr (std::is_void_v<typename result::value_type>)
+        co_await callable();
+    else
+        co_return co_await callable();
+}
+
+/** How a `triad::event_loop` is built. */
+struct event_loop_options {
+    /**
+     * Receives every exception that ends a spawned task nobody awaited (asyncio's "Task
+     * exception was never retrieved"). Unset: type and message on stderr.
+     */
+    std::function<void(std::exception_ptr)> on_unhandled{};
+};
+
+/**
+ * An event loop on the calling thread, built on Boost.Asio's `io_context`: every Asio socket,
+ * timer and resolver made with `executor()` works with its tasks (see `triad::use_task`).
+ * `run(main)` runs until `main` finishes, then cancels the tasks still running and lets them
+ * finish, as `asyncio.run` does.
+ *
+ * A blocking wait on a future inside the loop's thread would stall every task, so it throws
+ * `std::logic_error`: `co_await` the future instead. A loop whose tasks wait for something that
+ * can never happen (an event nobody sets) throws `std::logic_error` instead of hanging.
+ *
+ * @par Thread Safety
+ * `run` on one thread; `executor()` may be used from any thread to post work to the loop.
+ */
+class event_loop {
+public:
+    explicit event_loop(event_loop_options options = {})
+        : m_core(std::make_shared<detail::loop_core>(std::move(options.on_unhandled))) {}
+    event_loop(const event_loop&) = delete;
+    event_loop& operator=(const event_loop&) = delete;
+
+    /** Runs `main` to its end and returns its value or rethrows. Not re-entrant. */
+    template <class T>
+    T run(task<T> main);
+
+    /** The Asio executor of this loop, for I/O objects and `boost::asio::post`. */
+    boost::asio::io_context::executor_type executor() noexcept {
+        return m_core->io().get_executor();
+    }
+    /** The underlying `io_context`. */
+    boost::asio::io_context& context() noexcept { return m_core->io(); }
+
+private:
+    std::shared_ptr<detail::loop_core> m_core;
+};
+
+template <class T>
+T event_loop::run(task<T> main) {
+    if (detail::tls_loop != nullptr)
+        throw std::logic_error("triad::run: an event loop already runs on this thread; co_await "
+                               "the task (or spawn it) instead");
+    if (!main.valid())
+        throw future_error("triad::run: the task is empty");
+    struct scope {
+        detail::loop_core* loop;
+        detail::wait_helper* previous_helper = detail::tls_wait_helper;
+        explicit scope(detail::loop_core* l) : loop(l) {
+            detail::tls_loop = l;
+            detail::tls_wait_helper = l;
+        }
+        ~scope() {
+            detail::tls_loop = nullptr;
+            detail::tls_wait_helper = previous_helper;
+        }
+    } running(m_core.get());
+
+    detail::loop_core& loop = *m_core;
+    task_handle<T> handle = spawn(std::move(main));
+    const bool finished = loop.run_until([&] { return handle.done(); });
+    // Whatever is still running is cancelled and allowed to finish, as asyncio.run does. When
+    // the tasks are stuck (nothing could ever wake them), cancelling also wakes them, so they
+    // end cleanly before the error is reported.
+    const std::vector<detail::promise_base*> left = loop.spawned();
+    for (detail::promise_base* p : left)
+        p->m_own_cancel.request();
+    const bool drained = loop.run_until([&] { return loop.spawned().empty(); });
+    if (!finished || !drained)
+        throw std::logic_error(
+            "triad::run: the tasks wait for something that can never happen: no timer, I/O "
+            "operation or other thread is left to wake them (an event never set, a channel "
+            "nobody sends on, a lock never released)");
+    return handle.result();
+}
+
+/** `event_loop().run(main)`: Python's `asyncio.run`. */
+template <class T>
+T run(task<T> main, event_loop_options options = {}) {
+    event_loop loop(std::move(options));
+    return loop.run(std::move(main));
+}
+
+/** The executor of the loop running on this thread (for Asio I/O objects inside tasks). */
+inline boost::asio::io_context::executor_type current_executor() {
+    return detail::current_loop("triad::current_executor").io().get_executor();
+}
+
+// --- sleep -------------------------------------------------------------------------------------
+
+namespace detail {
+
+class sleep_awaiter {
+public:
+    explicit sleep_awaiter(std::chrono::steady_clock::time_point deadline) noexcept {
+        m_node.deadline = deadline;
+    }
+    sleep_awaiter(const sleep_awaiter&) = delete;
+    sleep_awaiter& operator=(const sleep_awaiter&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) {
+        m_loop = &current_loop("triad::sleep");
+        if (!m_wait.begin(h, &on_cancel, this))
+            return false;
+        if (m_node.deadline <= std::chrono::steady_clock::now()) {
+            m_loop->schedule(h); // sleep(0) yields to the other ready tasks
+        } else {
+            m_node.fire = &on_fire;
+            m_node.context = this;
+            m_loop->add_timer(&m_node);
+        }
+        return true;
+    }
+    void await_resume() {
+        m_wait.end();
+        m_wait.throw_if_cancelled();
+    }
+
+private:
+    static void on_fire(void* context) noexcept {
+        auto* self = static_cast<sleep_awaiter*>(context);
+        self->m_wait.end();
+        self->m_loop->schedule(self->m_wait.waiter());
+    }
+    static void on_cancel(void* context) noexcept {
+        auto* self = static_cast<sleep_awaiter*>(context);
+        if (self->m_node.queued()) { // a yielding sleep is already scheduled
+            self->m_loop->remove_timer(&self->m_node);
+            self->m_loop->schedule(self->m_wait.waiter());
+        }
+    }
+
+    timer_node m_node;
+    cancellable_wait m_wait;
+    loop_core* m_loop = nullptr;
+};
+
+} // namespace detail
+
+/**
+ * Suspends the calling task for `duration` without blocking the loop (`asyncio.sleep`);
+ * `sleep(0)` lets other ready tasks run. A cancellation point.
+ */
+template <class Rep, class Period>
+detail::sleep_awaiter sleep(std::chrono::duration<Rep, Period> duration) {
+    return detail::sleep_awaiter(detail::deadline_after(duration));
+}
+
+/** Suspends the calling task until `time`. */
+template <class Clock, class Duration>
+detail::sleep_awaiter sleep_until(std::chrono::time_point<Clock, Duration> time) {
+    return detail::sleep_awaiter(detail::to_steady_deadline(time));
+}
+
+// --- awaiting futures of the pools -------------------------------------------------------------
+
+namespace detail {
+
+// Shared by the awaiting coroutine and the future's continuation, which runs on another thread
+// and may outlive the wait (a cancelled wait) and even the loop.
+struct future_bridge {
+    std::coroutine_handle<> waiter;
+    loop_core* loop = nullptr;
+    bool abandoned = false; // loop thread only
+    cancellable_wait* wait = nullptr;
+};
+
+template <class Future>
+class future_awaiter {
+public:
+    explicit future_awaiter(Future future) : m_future(std::move(future)) {}
+    future_awaiter(const future_awaiter&) = delete;
+    future_awaiter& operator=(const future_awaiter&) = delete;
+
+    bool await_ready() { return ref().ready(); }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) {
+        loop_core& loop = current_loop("triad: co_await on a future");
+        if (!m_wait.begin(h, &on_cancel, this))
+            return false;
+        m_bridge = std::make_shared<future_bridge>();
+        m_bridge->waiter = h;
+        m_bridge->loop = &loop;
+        m_bridge->wait = &m_wait;
+        loop.begin_foreign_wait();
+        std::weak_ptr<loop_core> weak_loop = loop.shared_from_this();
+        try {
+            ref().on_ready([weak_loop, bridge = m_bridge] {
+                // The producer's thread: hand over to the loop's thread, if the loop still exists.
+                if (std::shared_ptr<loop_core> alive = weak_loop.lock())
+                    boost::asio::post(alive->io(), [bridge] {
+                        if (bridge->abandoned)
+                            return;
+                        bridge->abandoned = true;
+                        bridge->wait->end();
+                        bridge->loop->end_foreign_wait();
+                        bridge->loop->schedule(bridge->waiter);
+                    });
+            });
+        } catch (...) {
+            loop.end_foreign_wait();
+            m_wait.end();
+            throw;
+        }
+        return true;
+    }
+    auto await_resume() {
+        m_wait.throw_if_cancelled();
+        return ref().get();
+    }
+
+private:
+    static void on_cancel(void* context) noexcept {
+        auto* self = static_cast<future_awaiter*>(context);
+        // Stop waiting; the work goes on and its result is dropped when it comes.
+        self->m_bridge->abandoned = true;
+        self->m_bridge->loop->end_foreign_wait();
+        self->m_bridge->loop->schedule(self->m_bridge->waiter);
+    }
+    auto& ref() {
+        if constexpr (std::is_pointer_v<Future>)
+            return *m_future;
+        else
+            return m_future;
+    }
+
+    Future m_future;
+    cancellable_wait m_wait;
+    std::shared_ptr<future_bridge> m_bridge;
+};
+
+} // namespace detail
+
+/**
+ * `co_await fut` inside a task waits for a future of any triad pool without blocking the
+ * loop's thread (the seeds' `loop.run_in_executor`). A cancellation point: cancelling stops
+ * the wait, not the work.
+ */
+template <class T>
+detail::future_awaiter<future<T>> operator co_await(future<T>&& f) {
+    return detail::future_awaiter<future<T>>(std::move(f));
+}
+template <class T>
+detail::future_awaiter<future<T>*> operator co_await(future<T>& f) {
+    return detail::future_awaiter<future<T>*>(&f);
+}
+
+/** The thread pool behind `to_thread`: min(32, cpu_count() + 4) threads, like Python's. */
+inline thread_pool& default_thread_pool() {
+    static thread_pool pool(thread_pool_options{
+        .threads = std::min<std::size_t>(32, cpu_count() + 4), .name_prefix = "triad-io"});
+    return pool;
+}
+
+namespace detail {
+template <class T>
+task<T> await_future(future<T> f) {
+    co_return co_await std::move(f);
+}
+} // namespace detail
+
+/**
+ * Runs blocking `fn(args...)` on `default_thread_pool()` and returns a task that awaits it
+ * (Python's `asyncio.to_thread`). The work is submitted at once; arguments are copied.
+ */
+template <class Fn, class... Args>
+auto to_thread(Fn&& fn, Args&&... args)
+    -> task<std::invoke_result_t<std::decay_t<Fn>, std::decay_t<Args>...>> {
+    return detail::await_future(
+        default_thread_pool().submit(std::forward<Fn>(fn), std::forward<Args>(args)...));
+}
+
+} // namespace triad

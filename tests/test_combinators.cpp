@@ -1,0 +1,226 @@
+#include <triad/combinators.hpp>
+
+#include <triad/use_task.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+struct trace {
+    std::vector<int> finished;
+    std::vector<int> cleaned;
+};
+
+// Sleeps, records that it finished, returns its id; records its cleanup in any case.
+triad::task<int> step(int id, std::chrono::milliseconds d, trace& l) {
+    struct cleanup {
+        trace& l;
+        int id;
+        ~cleanup() { l.cleaned.push_back(id); }
+    } guard{l, id};
+    co_await triad::sleep(d);
+    l.finished.push_back(id);
+    co_return id;
+}
+
+triad::task<int> fail_after(std::chrono::milliseconds d) {
+    co_await triad::sleep(d);
+    throw std::runtime_error("step failed");
+}
+
+triad::task<void> nothing() {
+    co_return;
+}
+
+} // namespace
+
+TEST_CASE("gather returns results in argument order while the tasks run concurrently",
+          "[combinators]") {
+    trace l;
+    const auto [a, b, c, none] =
+        triad::run(triad::gather(step(1, 30ms, l), step(2, 10ms, l), step(3, 20ms, l), nothing()));
+    CHECK(std::tuple(a, b, c) == std::tuple(1, 2, 3));
+    (void)none;                                     // std::monostate for a void task
+    CHECK(l.finished == std::vector<int>{2, 3, 1}); // they overlapped
+
+    std::vector<triad::task<int>> many;
+    for (int i = 0; i < 100; ++i)
+        many.push_back(step(i, std::chrono::milliseconds(100 - i), l));
+    const std::vector<int> results = triad::run(triad::gather(std::move(many)));
+    for (int i = 0; i < 100; ++i)
+        CHECK(results[static_cast<std::size_t>(i)] == i);
+}
+
+TEST_CASE("gather's first exception cancels the others and is rethrown after they finished",
+          "[combinators]") {
+    trace l;
+    CHECK_THROWS_WITH(triad::run(triad::gather(step(1, 5ms, l), fail_after(10ms), step(3, 10s, l))),
+                      "step failed");
+    CHECK(l.finished == std::vector<int>{1});
+    CHECK(l.cleaned.size() == 2); // the cancelled one unwound before gather returned
+}
+
+TEST_CASE("gather_settled keeps every outcome and never throws for the tasks", "[combinators]") {
+    trace l;
+    auto [ok, bad] = triad::run(triad::gather_settled(step(1, 1ms, l), fail_after(1ms)));
+    CHECK(ok.has_value());
+    CHECK(ok.value() == 1);
+    CHECK_FALSE(bad.has_value());
+    CHECK_THROWS_WITH(std::rethrow_exception(bad.error()), "step failed");
+
+    std::vector<triad::task<int>> mixed;
+    mixed.push_back(fail_after(2ms));
+    mixed.push_back(step(7, 1ms, l));
+    const auto outcomes = triad::run(triad::gather_settled(std::move(mixed)));
+    CHECK_FALSE(outcomes[0].has_value());
+    CHECK(outcomes[1].has_value());
+}
+
+TEST_CASE("when_any returns the first to finish and cancels the rest", "[combinators]") {
+    trace l;
+    const auto [index, value] = triad::run(triad::when_any(step(1, 10s, l), step(2, 5ms, l)));
+    CHECK(index == 1);
+    CHECK(std::get<1>(value) == 2);
+    CHECK(l.cleaned.size() == 2);
+
+    std::vector<triad::task<int>> race;
+    race.push_back(step(10, 50ms, l));
+    race.push_back(step(11, 1ms, l));
+    race.push_back(step(12, 10s, l));
+    const auto [i, v] = triad::run(triad::when_any(std::move(race)));
+    CHECK(i == 1);
+    CHECK(v == 11);
+    CHECK_THROWS_AS(triad::run(triad::when_any(std::vector<triad::task<int>>{})),
+                    std::invalid_argument);
+}
+
+TEST_CASE("timeout cancels a slow task and throws timeout_error; a fast one returns",
+          "[combinators]") {
+    trace l;
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(triad::run(triad::timeout(20ms, step(1, 10s, l))), triad::timeout_error);
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+    CHECK(l.cleaned == std::vector<int>{1});
+    CHECK(triad::run(triad::timeout(1s, step(2, 1ms, l))) == 2);
+    CHECK_THROWS_WITH(triad::run(triad::timeout(1s, fail_after(1ms))), "step failed");
+}
+
+TEST_CASE("timeout really cancels an Asio timer in flight", "[combinators]") {
+    bool wait_was_cancelled = false;
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(triad::run(triad::timeout(20ms, triad::make_task([&]() -> triad::task<void> {
+                                                  boost::asio::steady_timer timer(
+                                                      triad::current_executor(), 1h);
+                                                  try {
+                                                      co_await timer.async_wait(triad::use_task);
+                                                  } catch (const triad::task_cancelled&) {
+                                                      wait_was_cancelled = true;
+                                                      throw;
+                                                  }
+                                              }))),
+                    triad::timeout_error);
+    CHECK(wait_was_cancelled);
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
+TEST_CASE("timeout really cancels a socket read in flight", "[combinators]") {
+    bool read_was_cancelled = false;
+    bool reused_after = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        namespace ip = boost::asio::ip;
+        ip::tcp::acceptor acceptor(triad::current_executor(), {ip::address_v4::loopback(), 0});
+        ip::tcp::socket client(triad::current_executor());
+        ip::tcp::socket server(triad::current_executor());
+        auto accepted = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            server = co_await acceptor.async_accept(triad::use_task);
+        }));
+        co_await client.async_connect(acceptor.local_endpoint(), triad::use_task);
+        co_await accepted;
+        char buffer[16];
+        // Nothing is ever sent: only the timeout can end this read.
+        CHECK_THROWS_AS(
+            co_await triad::timeout(30ms, triad::make_task([&]() -> triad::task<std::size_t> {
+                                        try {
+                                            co_return co_await client.async_read_some(
+                                                boost::asio::buffer(buffer), triad::use_task);
+                                        } catch (const triad::task_cancelled&) {
+                                            read_was_cancelled = true;
+                                            throw;
+                                        }
+                                    })),
+            triad::timeout_error);
+        // The socket is still usable: the operation was cancelled, not the connection.
+        co_await boost::asio::async_write(server, boost::asio::buffer("hi", 2), triad::use_task);
+        const std::size_t n =
+            co_await client.async_read_some(boost::asio::buffer(buffer), triad::use_task);
+        reused_after = n == 2 && buffer[0] == 'h';
+    }));
+    CHECK(read_was_cancelled);
+    CHECK(reused_after);
+}
+
+TEST_CASE("a task group waits for all; the first failure cancels the rest and is rethrown",
+          "[combinators]") {
+    trace l;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        triad::task_group group;
+        auto first = group.spawn(step(1, 5ms, l));
+        (void)group.spawn(step(2, 10ms, l));
+        co_await group.join();
+        CHECK(first.result() == 1);
+        CHECK(group.running() == 0);
+    }));
+    CHECK(l.finished == std::vector<int>{1, 2});
+
+    trace f;
+    CHECK_THROWS_WITH(triad::run(triad::make_task([&]() -> triad::task<void> {
+                          triad::task_group group;
+                          (void)group.spawn(step(1, 10s, f));
+                          (void)group.spawn(fail_after(5ms));
+                          (void)group.spawn(step(3, 10s, f));
+                          co_await group.join();
+                      })),
+                      "step failed");
+    CHECK(f.finished.empty());
+    CHECK(f.cleaned.size() == 2);
+}
+
+TEST_CASE("cancelling the task that joins a group cancels the group", "[combinators]") {
+    trace l;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto owner = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            triad::task_group group;
+            (void)group.spawn(step(1, 10s, l));
+            (void)group.spawn(step(2, 10s, l));
+            co_await group.join();
+        }));
+        co_await triad::sleep(5ms);
+        owner.cancel();
+        CHECK_THROWS_AS(co_await owner, triad::task_cancelled);
+    }));
+    CHECK(l.cleaned.size() == 2);
+    CHECK(l.finished.empty());
+}
+
+TEST_CASE("cancelling a gather cancels every task in it", "[combinators]") {
+    trace l;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto g = triad::spawn(triad::gather(step(1, 10s, l), step(2, 10s, l)));
+        co_await triad::sleep(5ms);
+        g.cancel();
+        CHECK_THROWS_AS(co_await g, triad::task_cancelled);
+    }));
+    CHECK(l.cleaned.size() == 2);
+}

@@ -1,0 +1,274 @@
+#include <triad/task.hpp>
+
+#include <triad/process_pool.hpp>
+#include <triad/sync.hpp>
+#include <triad/thread_pool.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+triad::task<int> answer() {
+    co_return 42;
+}
+
+triad::task<int> depth(int n) {
+    if (n == 0)
+        co_return 0;
+    co_return 1 + co_await depth(n - 1);
+}
+
+triad::task<void> throws_after(std::chrono::milliseconds d) {
+    co_await triad::sleep(d);
+    throw std::domain_error("failed on purpose");
+}
+
+triad::task<void> record_after(std::chrono::milliseconds d, std::vector<int>& order, int id) {
+    co_await triad::sleep(d);
+    order.push_back(id);
+}
+
+long square(long x) {
+    return x * x;
+}
+
+} // namespace
+
+TEST_CASE("a task is lazy, returns its value and propagates exceptions", "[task]") {
+    bool started = false;
+    auto body = [&]() -> triad::task<int> {
+        started = true;
+        co_return 7;
+    };
+    CHECK(triad::run([&]() -> triad::task<int> {
+              triad::task<int> t = body();
+              CHECK_FALSE(started); // not until awaited
+              const int v = co_await t;
+              CHECK(started);
+              CHECK_FALSE(t.valid()); // awaited once
+              co_return v + co_await answer();
+          }()) == 49);
+
+    CHECK_THROWS_MATCHES(triad::run(throws_after(1ms)), std::domain_error,
+                         Catch::Message("failed on purpose"));
+    auto awaiting_twice = []() -> triad::task<void> {
+        triad::task<int> t = answer();
+        co_await t;
+        co_await t;
+    };
+    CHECK_THROWS_AS(triad::run(awaiting_twice()), triad::future_error);
+}
+
+TEST_CASE("deep co_await chains do not grow the stack (symmetric transfer)", "[task]") {
+    // Each level would take a few hundred bytes of stack if resumption nested.
+    CHECK(triad::run(depth(200'000)) == 200'000);
+}
+
+TEST_CASE("run is not re-entrant and spawn needs a loop", "[task]") {
+    auto nested = []() -> triad::task<int> { co_return triad::run(answer()); };
+    CHECK_THROWS_AS(triad::run(nested()), std::logic_error);
+    CHECK_THROWS_WITH((void)triad::spawn(answer()), Catch::Contains("no triad event loop"));
+}
+
+TEST_CASE("spawned tasks run concurrently and are awaited through their handle", "[task]") {
+    std::vector<int> order;
+    triad::run([&]() -> triad::task<void> {
+        auto slow = triad::spawn(record_after(30ms, order, 30));
+        auto fast = triad::spawn(record_after(10ms, order, 10));
+        auto middle = triad::spawn(record_after(20ms, order, 20));
+        CHECK_FALSE(slow.done());
+        co_await slow;
+        co_await fast;
+        co_await middle;
+        CHECK(fast.done());
+    }());
+    CHECK(order == std::vector<int>{10, 20, 30});
+}
+
+TEST_CASE("cancelling a task makes its suspension point throw and its cleanup run", "[task]") {
+    bool cleaned = false;
+    bool caught = false;
+    triad::run([&]() -> triad::task<void> {
+        auto victim = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            struct cleanup {
+                bool& flag;
+                ~cleanup() { flag = true; }
+            } guard{cleaned};
+            try {
+                co_await triad::sleep(10s);
+            } catch (const triad::task_cancelled&) {
+                caught = true;
+                throw;
+            }
+        }));
+        co_await triad::sleep(5ms);
+        victim.cancel();
+        CHECK_THROWS_AS(co_await victim, triad::task_cancelled);
+    }());
+    CHECK(cleaned);
+    CHECK(caught);
+}
+
+TEST_CASE("an exception in a task nobody awaits is reported, a cancellation is not", "[task]") {
+    std::vector<std::string> reported;
+    triad::event_loop_options options{.on_unhandled = [&](std::exception_ptr e) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+            reported.emplace_back(ex.what());
+        }
+    }};
+    triad::run(
+        []() -> triad::task<void> {
+            (void)triad::spawn(throws_after(1ms)); // dropped at once
+            auto kept = triad::spawn(throws_after(1ms));
+            auto cancelled =
+                triad::spawn([]() -> triad::task<void> { co_await triad::sleep(1h); }());
+            cancelled.cancel();
+            co_await triad::sleep(20ms);
+            // `kept` is dropped here, its exception never retrieved.
+        }(),
+        options);
+    CHECK(reported == std::vector<std::string>{"failed on purpose", "failed on purpose"});
+}
+
+TEST_CASE("run cancels the tasks still running when the main task ends", "[task]") {
+    bool cleaned = false;
+    triad::run([&]() -> triad::task<void> {
+        (void)triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            struct cleanup {
+                bool& flag;
+                ~cleanup() { flag = true; }
+            } guard{cleaned};
+            co_await triad::sleep(1h);
+        }));
+        co_return;
+    }());
+    CHECK(cleaned);
+}
+
+TEST_CASE("100,000 concurrent sleeps of 50 ms finish in well under a second", "[task][stress]") {
+#ifdef TRIAD_TEST_SANITIZER
+    constexpr int tasks = 20'000; // sanitizers slow every resume down
+    constexpr auto limit = 5s;
+#else
+    constexpr int tasks = 100'000;
+    constexpr auto limit = 900ms;
+#endif
+    int finished = 0;
+    const auto start = clock_type::now();
+    triad::run([&]() -> triad::task<void> {
+        std::vector<triad::task_handle<void>> handles;
+        handles.reserve(tasks);
+        for (int i = 0; i < tasks; ++i)
+            handles.push_back(triad::spawn(triad::make_task([&]() -> triad::task<void> {
+                co_await triad::sleep(50ms);
+                ++finished;
+            })));
+        for (auto& h : handles)
+            co_await h;
+    }());
+    const auto elapsed = clock_type::now() - start;
+    CHECK(finished == tasks);
+    CHECK(elapsed >= 50ms);
+    CHECK(elapsed < limit);
+}
+
+TEST_CASE("co_await waits on futures of both pools without blocking the loop", "[task]") {
+    triad::thread_pool threads(2);
+    triad::process_pool processes(1);
+    int ticks = 0;
+    const long total = triad::run([&]() -> triad::task<long> {
+        // A ticker keeps running while the futures are awaited: the loop is not blocked.
+        auto ticker = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            for (;;) {
+                co_await triad::sleep(1ms);
+                ++ticks;
+            }
+        }));
+        const long a = co_await threads.submit([] {
+            std::this_thread::sleep_for(50ms);
+            return 20L;
+        });
+        const long b = co_await processes.submit(square, 5L);
+        triad::future<long> f = threads.submit([] { return 3L; });
+        const long c = co_await f; // an lvalue future
+        const long d = co_await triad::to_thread([] { return 4L; });
+        ticker.cancel();
+        co_return a + b + c + d;
+    }());
+    CHECK(total == 52);
+    CHECK(ticks >= 10);
+}
+
+TEST_CASE("cancelling a wait on a future stops the wait, not the work", "[task]") {
+    triad::thread_pool threads(1);
+    std::atomic<bool> work_done{false};
+    triad::run([&]() -> triad::task<void> {
+        auto waiter = triad::spawn(triad::make_task([&]() -> triad::task<long> {
+            co_return co_await threads.submit([&] {
+                std::this_thread::sleep_for(100ms);
+                work_done = true;
+                return 1L;
+            });
+        }));
+        co_await triad::sleep(10ms);
+        waiter.cancel();
+        CHECK_THROWS_AS(co_await waiter, triad::task_cancelled);
+        CHECK_FALSE(work_done.load());
+    }());
+    threads.wait_idle();
+    CHECK(work_done);
+}
+
+TEST_CASE("a blocking wait on the loop's thread is refused", "[task]") {
+    triad::thread_pool threads(1);
+    CHECK_THROWS_WITH(triad::run([&]() -> triad::task<int> {
+                          auto f = threads.submit([] {
+                              std::this_thread::sleep_for(20ms);
+                              return 1;
+                          });
+                          co_return f.get();
+                      }()),
+                      Catch::Contains("co_await the future instead"));
+}
+
+TEST_CASE("tasks waiting for something that can never happen are an error, not a hang", "[task]") {
+    triad::event never;
+    bool cleaned = false;
+    CHECK_THROWS_WITH(triad::run([&]() -> triad::task<void> {
+                          struct cleanup {
+                              bool& flag;
+                              ~cleanup() { flag = true; }
+                          } guard{cleaned};
+                          co_await never.wait();
+                      }()),
+                      Catch::Contains("can never happen"));
+    CHECK(cleaned); // the stuck task was cancelled and unwound, not leaked
+}
+
+TEST_CASE("sleep(0) yields to other ready tasks", "[task]") {
+    std::vector<int> order;
+    triad::run([&]() -> triad::task<void> {
+        auto other = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            order.push_back(2);
+            co_return;
+        }));
+        order.push_back(1);
+        co_await triad::sleep(0ms);
+        order.push_back(3);
+        co_await other;
+    }());
+    CHECK(order == std::vector<int>{1, 2, 3});
+}
