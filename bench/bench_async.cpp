@@ -1,0 +1,214 @@
+// What does the event loop cost? triad's tasks against raw Boost.Asio coroutines (co_spawn of
+// an awaitable, timers in coroutines) in the same run: spawn + complete of a trivial task (and
+// with a million pending), gather of a million trivial tasks, a nested co_await, and 100,000
+// concurrent sleeps (time beyond the sleep per task, and heap bytes per sleeping task).
+// Python's asyncio on the same workloads: bench/python/async.py.
+// Targets: spawn + complete at least 3x cheaper than co_spawn; gather under 100 ns per task;
+// under 512 B per sleeping task; under 0.5 us of overhead per task for 100,000 sleeps.
+
+#include <triad/async.hpp>
+
+#include "bench_common.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <vector>
+
+#include <malloc.h>
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::size_t heap_in_use() {
+    return mallinfo2().uordblks;
+}
+
+triad::task<int> trivial() {
+    co_return 1;
+}
+asio::awaitable<int> trivial_asio() {
+    co_return 1;
+}
+
+// --- spawn + complete --------------------------------------------------------------------------
+
+void triad_spawn(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    for (auto _ : state) {
+        triad::run(triad::make_task([n]() -> triad::task<void> {
+            std::vector<triad::task_handle<int>> handles;
+            handles.reserve(n);
+            for (std::size_t i = 0; i < n; ++i)
+                handles.push_back(triad::spawn(trivial()));
+            int sum = 0;
+            for (auto& h : handles)
+                sum += co_await h;
+            benchmark::DoNotOptimize(sum);
+        }));
+    }
+    triad_bench::set_items(state, static_cast<double>(n));
+}
+
+void asio_spawn(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    for (auto _ : state) {
+        asio::io_context io(1);
+        int sum = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            asio::co_spawn(io, trivial_asio(), [&sum](std::exception_ptr, int v) { sum += v; });
+        io.run();
+        benchmark::DoNotOptimize(sum);
+    }
+    triad_bench::set_items(state, static_cast<double>(n));
+}
+
+// --- gather ------------------------------------------------------------------------------------
+
+void triad_gather(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    for (auto _ : state) {
+        triad::run(triad::make_task([n]() -> triad::task<void> {
+            std::vector<triad::task<int>> tasks;
+            tasks.reserve(n);
+            for (std::size_t i = 0; i < n; ++i)
+                tasks.push_back(trivial());
+            const std::vector<int> results = co_await triad::gather(std::move(tasks));
+            benchmark::DoNotOptimize(results.data());
+        }));
+    }
+    triad_bench::set_items(state, static_cast<double>(n));
+}
+
+// --- nested co_await ---------------------------------------------------------------------------
+
+void triad_nested(benchmark::State& state) {
+    constexpr int awaits = 1'000'000;
+    for (auto _ : state) {
+        triad::run(triad::make_task([]() -> triad::task<void> {
+            int sum = 0;
+            for (int i = 0; i < awaits; ++i)
+                sum += co_await trivial();
+            benchmark::DoNotOptimize(sum);
+        }));
+    }
+    triad_bench::set_items(state, awaits);
+}
+
+void asio_nested(benchmark::State& state) {
+    constexpr int awaits = 1'000'000;
+    for (auto _ : state) {
+        asio::io_context io(1);
+        asio::co_spawn(
+            io,
+            []() -> asio::awaitable<void> {
+                int sum = 0;
+                for (int i = 0; i < awaits; ++i)
+                    sum += co_await trivial_asio();
+                benchmark::DoNotOptimize(sum);
+            },
+            asio::detached);
+        io.run();
+    }
+    triad_bench::set_items(state, awaits);
+}
+
+// --- 100,000 concurrent sleeps -----------------------------------------------------------------
+
+constexpr std::size_t sleepers = 100'000;
+constexpr auto nap = 10ms;
+
+triad::task<void> nap_task() {
+    co_await triad::sleep(nap);
+}
+
+// Wall time beyond the sleep itself, per task.
+double overhead_ns(std::chrono::steady_clock::time_point start) {
+    const auto wall = std::chrono::steady_clock::now() - start - nap;
+    return std::chrono::duration<double, std::nano>(wall).count() / sleepers;
+}
+
+void triad_sleeps(benchmark::State& state) {
+    double bytes_per_task = 0;
+    double overhead = 0;
+    for (auto _ : state) {
+        const auto start = std::chrono::steady_clock::now();
+        const std::size_t before = heap_in_use();
+        triad::run(triad::make_task([&]() -> triad::task<void> {
+            std::vector<triad::task_handle<void>> handles;
+            handles.reserve(sleepers);
+            for (std::size_t i = 0; i < sleepers; ++i)
+                handles.push_back(triad::spawn(nap_task()));
+            co_await triad::sleep(1ms); // every task is asleep now
+            bytes_per_task = static_cast<double>(heap_in_use() - before) / sleepers;
+            for (auto& h : handles)
+                co_await h;
+        }));
+        overhead = overhead_ns(start);
+    }
+    triad_bench::set_items(state, sleepers);
+    state.counters["bytes_per_task"] = bytes_per_task;
+    state.counters["overhead_ns_per_task"] = overhead;
+}
+
+void asio_sleeps(benchmark::State& state) {
+    double bytes_per_task = 0;
+    double overhead = 0;
+    for (auto _ : state) {
+        const auto start = std::chrono::steady_clock::now();
+        const std::size_t before = heap_in_use();
+        asio::io_context io(1);
+        for (std::size_t i = 0; i < sleepers; ++i)
+            asio::co_spawn(
+                io,
+                []() -> asio::awaitable<void> {
+                    asio::steady_timer timer(co_await asio::this_coro::executor, nap);
+                    co_await timer.async_wait(asio::use_awaitable);
+                },
+                asio::detached);
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                asio::steady_timer timer(co_await asio::this_coro::executor, 1ms);
+                co_await timer.async_wait(asio::use_awaitable);
+                bytes_per_task = static_cast<double>(heap_in_use() - before) / sleepers;
+            },
+            asio::detached);
+        io.run();
+        overhead = overhead_ns(start);
+    }
+    triad_bench::set_items(state, sleepers);
+    state.counters["bytes_per_task"] = bytes_per_task;
+    state.counters["overhead_ns_per_task"] = overhead;
+}
+
+const bool registered = [] {
+    const auto real = [](benchmark::internal::Benchmark* b) {
+        return b->UseRealTime()->Unit(benchmark::kMillisecond);
+    };
+    real(triad_bench::add("triad", "spawn_and_complete", triad_spawn))->Arg(10'000);
+    real(triad_bench::add("asio_co_spawn", "spawn_and_complete", asio_spawn))->Arg(10'000);
+    real(triad_bench::add("triad", "spawn_and_complete_1M_pending", triad_spawn))->Arg(1'000'000);
+    real(triad_bench::add("asio_co_spawn", "spawn_and_complete_1M_pending", asio_spawn))
+        ->Arg(1'000'000);
+    real(triad_bench::add("triad", "gather_1M", triad_gather))->Arg(1'000'000);
+    real(triad_bench::add("asio_co_spawn", "gather_1M", asio_spawn))->Arg(1'000'000);
+    real(triad_bench::add("triad", "nested_co_await", triad_nested));
+    real(triad_bench::add("asio_awaitable", "nested_co_await", asio_nested));
+    real(triad_bench::add("triad", "100k_sleeps_10ms", triad_sleeps))->Iterations(3);
+    real(triad_bench::add("asio_co_spawn", "100k_sleeps_10ms", asio_sleeps))->Iterations(3);
+    return true;
+}();
+
+} // namespace
+
+int main(int argc, char** argv) {
+    return triad_bench::run_benchmarks(argc, argv);
+}
