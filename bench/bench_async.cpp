@@ -193,17 +193,26 @@ const bool registered = [] {
     const auto real = [](benchmark::internal::Benchmark* b) {
         return b->UseRealTime()->Unit(benchmark::kMillisecond);
     };
-    real(triad_bench::add("triad", "spawn_and_complete", triad_spawn))->Arg(10'000);
-    real(triad_bench::add("asio_co_spawn", "spawn_and_complete", asio_spawn))->Arg(10'000);
-    real(triad_bench::add("triad", "spawn_and_complete_1M_pending", triad_spawn))->Arg(1'000'000);
-    real(triad_bench::add("asio_co_spawn", "spawn_and_complete_1M_pending", asio_spawn))
-        ->Arg(1'000'000);
-    real(triad_bench::add("triad", "gather_1M", triad_gather))->Arg(1'000'000);
-    real(triad_bench::add("asio_co_spawn", "gather_1M", asio_spawn))->Arg(1'000'000);
-    real(triad_bench::add("triad", "nested_co_await", triad_nested));
-    real(triad_bench::add("asio_awaitable", "nested_co_await", asio_nested));
-    real(triad_bench::add("triad", "100k_sleeps_10ms", triad_sleeps))->Iterations(3);
-    real(triad_bench::add("asio_co_spawn", "100k_sleeps_10ms", asio_sleeps))->Iterations(3);
+    triad_bench::describe("loop_spawn", {"Spawn a coroutine and let it finish (10k at a time)",
+                                         "overhead", "task", ""});
+    triad_bench::describe("loop_spawn_1M_pending",
+                          {"Spawn with 1M coroutines pending", "overhead", "task", ""});
+    triad_bench::describe("loop_gather", {"Gather 1M trivial coroutines", "overhead", "task", ""});
+    triad_bench::describe("loop_nested_await", {"co_await a trivial coroutine from a coroutine",
+                                                "overhead", "await", ""});
+    triad_bench::describe(
+        "loop_sleeps",
+        {"100k coroutines sleeping 10 ms at once (wall time / 100k)", "overhead", "task", ""});
+    real(triad_bench::add("triad_loop", "loop_spawn", triad_spawn))->Arg(10'000);
+    real(triad_bench::add("asio_co_spawn", "loop_spawn", asio_spawn))->Arg(10'000);
+    real(triad_bench::add("triad_loop", "loop_spawn_1M_pending", triad_spawn))->Arg(1'000'000);
+    real(triad_bench::add("asio_co_spawn", "loop_spawn_1M_pending", asio_spawn))->Arg(1'000'000);
+    real(triad_bench::add("triad_loop", "loop_gather", triad_gather))->Arg(1'000'000);
+    real(triad_bench::add("asio_co_spawn", "loop_gather", asio_spawn))->Arg(1'000'000);
+    real(triad_bench::add("triad_loop", "loop_nested_await", triad_nested));
+    real(triad_bench::add("asio_awaitable", "loop_nested_await", asio_nested));
+    real(triad_bench::add("triad_loop", "loop_sleeps", triad_sleeps))->Iterations(3);
+    real(triad_bench::add("asio_co_spawn", "loop_sleeps", asio_sleeps))->Iterations(3);
     return true;
 }();
 

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <utility>
@@ -25,6 +26,56 @@ struct benchmark_entry {
 inline std::map<std::string, benchmark_entry>& registry() {
     static std::map<std::string, benchmark_entry> entries;
     return entries;
+}
+
+// What a workload is, for the report: its title, whether it is CPU-bound, I/O-bound or an
+// overhead measurement, what one item is, and which argument (workers, concurrency) its
+// scaling chart follows.
+struct workload_info {
+    std::string title;
+    std::string kind; // cpu, io, mixed, overhead
+    std::string item;
+    std::string axis; // an argument name, or empty
+};
+
+inline std::map<std::string, workload_info>& workloads() {
+    static std::map<std::string, workload_info> entries;
+    return entries;
+}
+
+inline void describe(const std::string& workload, workload_info info) {
+    workloads()[workload] = std::move(info);
+}
+
+// TRIAD_BENCH_QUICK=1 (bench/run --quick) asks for smaller sizes: the whole suite in minutes.
+inline bool quick() {
+    const char* value = std::getenv("TRIAD_BENCH_QUICK");
+    return value != nullptr && *value != '\0' && std::string(value) != "0";
+}
+
+inline std::string json_string(const std::string& text) {
+    std::string out = "\"";
+    for (char c : text) {
+        if (c == '"' || c == '\\')
+            out += '\\';
+        out += c;
+    }
+    return out + "\"";
+}
+
+// --triad_registry: one JSON object per line describing every benchmark family and workload,
+// read by the report tool.
+inline void print_registry() {
+    for (const auto& [family, entry] : registry())
+        std::printf("{\"family\": %s, \"executor\": %s, \"workload\": %s}\n",
+                    json_string(family).c_str(), json_string(entry.executor).c_str(),
+                    json_string(entry.workload).c_str());
+    for (const auto& [name, info] : workloads())
+        std::printf("{\"workload\": %s, \"title\": %s, \"kind\": %s, \"item\": %s, "
+                    "\"axis\": %s}\n",
+                    json_string(name).c_str(), json_string(info.title).c_str(),
+                    json_string(info.kind).c_str(), json_string(info.item).c_str(),
+                    json_string(info.axis).c_str());
 }
 
 // Registers BM_<executor>_<workload>. The benchmark must set state.counters["items"] to the
@@ -140,6 +191,11 @@ private:
 };
 
 inline int run_benchmarks(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) == "--triad_registry") {
+            print_registry();
+            return 0;
+        }
     // Our reporter replaces the default one, so honour --benchmark_color ourselves.
     bool color = ::isatty(STDOUT_FILENO) != 0;
     for (int i = 1; i < argc; ++i) {

@@ -1,8 +1,12 @@
-// Does a thread pool speed up CPU-bound work in C++? (In Python the GIL says no.) The seeds'
-// prime checks by trial division, scaled to about a second sequentially, and their sums of
-// squares, on triad's pool and the peers, with 1 to 2x the CPU count workers.
-// Target: triad at least 1.85x faster than sequential on 2 cores.
+// Which executor wins on CPU-bound work? The seeds' prime checks by trial division (scaled so a
+// sequential run takes about a second) and their sums of squares (exact, 128-bit), on triad's
+// thread pool and process pool with 1 to 2x the CPU count workers, on the event loop alone
+// (one thread: no speedup, by design) and on the hybrid (the loop awaiting a process pool),
+// against boost::asio::thread_pool, std::async, a std::thread per item and, when libtbb-dev is
+// installed, oneTBB's task_group. Target: at least 1.85x over sequential on 2 cores.
 
+#include <triad/async.hpp>
+#include <triad/process_pool.hpp>
 #include <triad/thread_pool.hpp>
 
 #include "bench_common.hpp"
@@ -12,22 +16,39 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <array>
 #include <future>
 #include <thread>
 #include <vector>
+
+#ifdef TRIAD_BENCH_HAVE_TBB
+#include <tbb/task_group.h>
+#endif
 
 namespace {
 
 using triad_bench::uint128;
 
 struct prime_checks {
-    static const std::vector<std::uint64_t>& inputs() { return triad_bench::prime_workload(); }
+    static constexpr const char* name = "primes";
+    static const std::vector<std::uint64_t>& inputs() {
+        static const std::vector<std::uint64_t> quick_list(
+            triad_bench::prime_workload().begin(), triad_bench::prime_workload().begin() + 200);
+        return triad_bench::quick() ? quick_list : triad_bench::prime_workload();
+    }
     static bool run(std::uint64_t n) { return triad_bench::is_prime(n); }
 };
 
+// The 128-bit sum travels between processes as two 64-bit halves.
+std::array<std::uint64_t, 2> sum_of_squares_halves(std::uint64_t x) {
+    const uint128 s = triad_bench::sum_of_squares(x);
+    return {static_cast<std::uint64_t>(s >> 64), static_cast<std::uint64_t>(s)};
+}
+
 struct sums_of_squares {
+    static constexpr const char* name = "sum_of_squares";
     static const std::vector<std::uint64_t>& inputs() { return triad_bench::squares_workload(); }
-    static uint128 run(std::uint64_t n) { return triad_bench::sum_of_squares(n); }
+    static std::array<std::uint64_t, 2> run(std::uint64_t n) { return sum_of_squares_halves(n); }
 };
 
 template <class Workload>
@@ -46,6 +67,16 @@ void check(benchmark::State& state, const std::vector<result_t<Workload>>& resul
 }
 
 template <class Workload>
+void finish(benchmark::State& state, const std::vector<result_t<Workload>>& results) {
+    check<Workload>(state, results);
+    triad_bench::set_items(state, static_cast<double>(Workload::inputs().size()));
+}
+
+std::size_t workers_of(const benchmark::State& state) {
+    return static_cast<std::size_t>(state.range(0));
+}
+
+template <class Workload>
 void sequential(benchmark::State& state) {
     std::vector<result_t<Workload>> results;
     for (auto _ : state) {
@@ -54,25 +85,76 @@ void sequential(benchmark::State& state) {
             results.push_back(Workload::run(n));
         benchmark::DoNotOptimize(results);
     }
-    check<Workload>(state, results);
-    triad_bench::set_items(state, static_cast<double>(Workload::inputs().size()));
+    finish<Workload>(state, results);
 }
 
 template <class Workload>
-void triad_map(benchmark::State& state) {
-    triad::thread_pool pool(static_cast<std::size_t>(state.range(0)));
+void triad_threads(benchmark::State& state) {
+    triad::thread_pool pool(workers_of(state));
     std::vector<result_t<Workload>> results;
     for (auto _ : state) {
-        results = pool.map(Workload::run, Workload::inputs());
+        results = pool.map([](std::uint64_t n) { return Workload::run(n); }, Workload::inputs());
         benchmark::DoNotOptimize(results);
     }
-    check<Workload>(state, results);
-    triad_bench::set_items(state, static_cast<double>(Workload::inputs().size()));
+    finish<Workload>(state, results);
+}
+
+template <class Workload>
+void triad_processes(benchmark::State& state) {
+    triad::process_pool pool(workers_of(state));
+    std::vector<result_t<Workload>> results;
+    for (auto _ : state) {
+        results = pool.map(&Workload::run, Workload::inputs());
+        benchmark::DoNotOptimize(results);
+    }
+    finish<Workload>(state, results);
+}
+
+// The event loop alone: every item a task, all on the loop's one thread.
+template <class Workload>
+triad::task<result_t<Workload>> compute_task(std::uint64_t n) {
+    co_return Workload::run(n);
+}
+
+template <class Workload>
+void triad_loop(benchmark::State& state) {
+    std::vector<result_t<Workload>> results;
+    for (auto _ : state) {
+        results = triad::run(triad::make_task([]() -> triad::task<std::vector<result_t<Workload>>> {
+            std::vector<triad::task<result_t<Workload>>> tasks;
+            for (std::uint64_t n : Workload::inputs())
+                tasks.push_back(compute_task<Workload>(n));
+            co_return co_await triad::gather(std::move(tasks));
+        }));
+        benchmark::DoNotOptimize(results);
+    }
+    finish<Workload>(state, results);
+}
+
+// The hybrid: the loop hands every item to a process pool and awaits the futures.
+template <class Workload>
+void triad_hybrid(benchmark::State& state) {
+    triad::process_pool pool(workers_of(state));
+    std::vector<result_t<Workload>> results;
+    for (auto _ : state) {
+        results =
+            triad::run(triad::make_task([&]() -> triad::task<std::vector<result_t<Workload>>> {
+                std::vector<triad::future<result_t<Workload>>> futures;
+                for (std::uint64_t n : Workload::inputs())
+                    futures.push_back(pool.submit(&Workload::run, n));
+                std::vector<result_t<Workload>> out;
+                for (auto& f : futures)
+                    out.push_back(co_await f);
+                co_return out;
+            }));
+        benchmark::DoNotOptimize(results);
+    }
+    finish<Workload>(state, results);
 }
 
 template <class Workload>
 void asio_pool(benchmark::State& state) {
-    boost::asio::thread_pool pool(static_cast<std::size_t>(state.range(0)));
+    boost::asio::thread_pool pool(workers_of(state));
     std::vector<result_t<Workload>> results;
     for (auto _ : state) {
         std::vector<std::future<result_t<Workload>>> futures;
@@ -85,8 +167,7 @@ void asio_pool(benchmark::State& state) {
         benchmark::DoNotOptimize(results);
     }
     pool.join();
-    check<Workload>(state, results);
-    triad_bench::set_items(state, static_cast<double>(Workload::inputs().size()));
+    finish<Workload>(state, results);
 }
 
 template <class Workload>
@@ -101,8 +182,7 @@ void std_async(benchmark::State& state) {
             results.push_back(f.get());
         benchmark::DoNotOptimize(results);
     }
-    check<Workload>(state, results);
-    triad_bench::set_items(state, static_cast<double>(Workload::inputs().size()));
+    finish<Workload>(state, results);
 }
 
 template <class Workload>
@@ -118,33 +198,58 @@ void thread_per_task(benchmark::State& state) {
             t.join();
         benchmark::DoNotOptimize(results);
     }
-    check<Workload>(state, results);
-    triad_bench::set_items(state, static_cast<double>(Workload::inputs().size()));
+    finish<Workload>(state, results);
 }
 
+#ifdef TRIAD_BENCH_HAVE_TBB
 template <class Workload>
-void register_workload(const std::string& name) {
-    const auto workers = [](benchmark::internal::Benchmark* b) {
-        b->ArgName("workers")->UseRealTime()->Unit(benchmark::kMillisecond);
+void tbb_group(benchmark::State& state) {
+    std::vector<result_t<Workload>> results;
+    for (auto _ : state) {
+        results.assign(Workload::inputs().size(), result_t<Workload>{});
+        tbb::task_group group;
+        for (std::size_t i = 0; i < Workload::inputs().size(); ++i)
+            group.run([&results, i] { results[i] = Workload::run(Workload::inputs()[i]); });
+        group.wait();
+        benchmark::DoNotOptimize(results);
+    }
+    finish<Workload>(state, results);
+}
+#endif
+
+template <class Workload>
+void register_workload(const std::string& title, const std::string& item) {
+    const std::string name = Workload::name;
+    triad_bench::describe(name, {title, "cpu", item, "workers"});
+    const auto timed = [](benchmark::internal::Benchmark* b) {
+        return b->UseRealTime()->Unit(benchmark::kMillisecond);
+    };
+    const auto workers = [&](benchmark::internal::Benchmark* b) {
+        timed(b)->ArgName("workers");
         for (std::size_t w = 1; w <= 2 * triad::cpu_count(); ++w)
             b->Arg(static_cast<int64_t>(w));
     };
-    triad_bench::add("sequential", name, sequential<Workload>)
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
-    workers(triad_bench::add("triad", name, triad_map<Workload>));
+    const auto all_cores = [&](benchmark::internal::Benchmark* b) {
+        timed(b)->ArgName("workers")->Arg(static_cast<int64_t>(triad::cpu_count()));
+    };
+    timed(triad_bench::add("sequential", name, sequential<Workload>));
+    workers(triad_bench::add("triad_threads", name, triad_threads<Workload>));
+    workers(triad_bench::add("triad_processes", name, triad_processes<Workload>));
+    timed(triad_bench::add("triad_loop", name, triad_loop<Workload>));
+    all_cores(triad_bench::add("triad_hybrid", name, triad_hybrid<Workload>));
     workers(triad_bench::add("asio_thread_pool", name, asio_pool<Workload>));
-    triad_bench::add("std_async", name, std_async<Workload>)
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
-    triad_bench::add("thread_per_task", name, thread_per_task<Workload>)
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
+    timed(triad_bench::add("std_async", name, std_async<Workload>));
+    timed(triad_bench::add("thread_per_task", name, thread_per_task<Workload>));
+#ifdef TRIAD_BENCH_HAVE_TBB
+    timed(triad_bench::add("tbb_task_group", name, tbb_group<Workload>));
+#endif
 }
 
 const bool registered = [] {
-    register_workload<prime_checks>("primes");
-    register_workload<sums_of_squares>("sum_of_squares");
+    register_workload<prime_checks>("Prime checks (trial division of primes near 10^12)",
+                                    "prime check");
+    register_workload<sums_of_squares>("Sums of squares (the seeds' 1e6..4e6, 128-bit)",
+                                       "sum of squares");
     return true;
 }();
 

@@ -71,12 +71,22 @@ void cross_thread(benchmark::State& state) {
 }
 
 const bool registered = [] {
-    triad_bench::add("std_packaged_task", "round_trip", std_packaged_task);
-    triad_bench::add("triad", "round_trip", triad_task);
+    triad_bench::describe(
+        "future_round_trip",
+        {"Future round trip (make a task, run it, get its result)", "overhead", "round trip", ""});
+    triad_bench::describe("promise_round_trip", {"Promise round trip (set a value, get it)",
+                                                 "overhead", "round trip", ""});
+    triad_bench::describe(
+        "promise_cross_thread",
+        {"Promise set on another thread (thread start included)", "overhead", "hand-off", ""});
+    triad_bench::add("std_packaged_task", "future_round_trip", std_packaged_task);
+    triad_bench::add("triad_future", "future_round_trip", triad_task);
     triad_bench::add("std_promise", "promise_round_trip", std_promise);
-    triad_bench::add("triad", "promise_round_trip", triad_promise);
-    triad_bench::add("std_promise", "cross_thread", cross_thread<std::promise<int>>)->UseRealTime();
-    triad_bench::add("triad", "cross_thread", cross_thread<triad::promise<int>>)->UseRealTime();
+    triad_bench::add("triad_future", "promise_round_trip", triad_promise);
+    triad_bench::add("std_promise", "promise_cross_thread", cross_thread<std::promise<int>>)
+        ->UseRealTime();
+    triad_bench::add("triad_future", "promise_cross_thread", cross_thread<triad::promise<int>>)
+        ->UseRealTime();
     return true;
 }();
 

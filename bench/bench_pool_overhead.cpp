@@ -223,18 +223,24 @@ const bool registered = [] {
     const auto ms = [](benchmark::internal::Benchmark* b) {
         b->UseRealTime()->Unit(benchmark::kMillisecond);
     };
-    ms(triad_bench::add("triad", "post", triad_post));
-    ms(triad_bench::add("asio_thread_pool", "post", asio_post));
-    ms(triad_bench::add("thread_per_task", "post", thread_per_task_post));
-    ms(triad_bench::add("sequential", "post", sequential_post));
-    ms(triad_bench::add("triad", "submit_get", triad_submit));
-    ms(triad_bench::add("asio_thread_pool", "submit_get", asio_submit));
-    ms(triad_bench::add("std_async", "submit_get", std_async_submit));
-    ms(triad_bench::add("sequential", "submit_get", sequential_submit));
-    ms(triad_bench::add("triad", "map", triad_map));
-    ms(triad_bench::add("asio_thread_pool", "map", asio_map));
-    ms(triad_bench::add("std_async", "map", std_async_map));
-    ms(triad_bench::add("sequential", "map", sequential_map));
+    triad_bench::describe("pool_post",
+                          {"Post a trivial task to a thread pool", "overhead", "task", ""});
+    triad_bench::describe("pool_submit_get",
+                          {"Submit a trivial task and get its result", "overhead", "task", ""});
+    triad_bench::describe("pool_map",
+                          {"Map a trivial function over 1M ints", "overhead", "item", ""});
+    ms(triad_bench::add("triad_threads", "pool_post", triad_post));
+    ms(triad_bench::add("asio_thread_pool", "pool_post", asio_post));
+    ms(triad_bench::add("thread_per_task", "pool_post", thread_per_task_post));
+    ms(triad_bench::add("sequential", "pool_post", sequential_post));
+    ms(triad_bench::add("triad_threads", "pool_submit_get", triad_submit));
+    ms(triad_bench::add("asio_thread_pool", "pool_submit_get", asio_submit));
+    ms(triad_bench::add("std_async", "pool_submit_get", std_async_submit));
+    ms(triad_bench::add("sequential", "pool_submit_get", sequential_submit));
+    ms(triad_bench::add("triad_threads", "pool_map", triad_map));
+    ms(triad_bench::add("asio_thread_pool", "pool_map", asio_map));
+    ms(triad_bench::add("std_async", "pool_map", std_async_map));
+    ms(triad_bench::add("sequential", "pool_map", sequential_map));
     return true;
 }();
 

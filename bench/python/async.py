@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Python's asyncio on the workloads of bench/bench_async.cpp.
-
-Prints "python  <row>  <value>": ns per task for time rows, bytes per task for memory.
-Only the standard library is used. Usage: async.py [--quick]
+"""Python's asyncio on the overhead workloads of bench/bench_async.cpp: spawning tasks,
+gathering them, awaiting a coroutine, and 100k tasks asleep at once (with their memory).
+Usage: async.py [--quick]
 """
 import asyncio
-import sys
 import time
 import tracemalloc
+
+from common import QUICK, check, emit
 
 
 async def trivial():
@@ -23,7 +23,7 @@ async def spawn_and_complete(n):
 
 
 async def gather_all(n):
-    return await asyncio.gather(*(trivial() for _ in range(n)))
+    return sum(await asyncio.gather(*(trivial() for _ in range(n))))
 
 
 async def nested(n):
@@ -36,46 +36,39 @@ async def nested(n):
 async def sleeps(n, nap, measure):
     async def sleeper():
         await asyncio.sleep(nap)
+        return 1
 
     tasks = [asyncio.create_task(sleeper()) for _ in range(n)]
     await asyncio.sleep(0.001)  # every task is asleep now
     measure()
-    await asyncio.gather(*tasks)
+    return sum(await asyncio.gather(*tasks))
 
 
-def per_task_ns(fn, n):
+def per_task(workload, fn, n, config=""):
     start = time.perf_counter()
-    asyncio.run(fn(n))
-    return (time.perf_counter() - start) / n * 1e9
+    check(asyncio.run(fn(n)) == n, workload)
+    emit(workload, "python_asyncio", time.perf_counter() - start, n, config)
 
 
 def main():
-    quick = "--quick" in sys.argv
-    scale = 10 if quick else 1
-    rows = [
-        ("spawn_and_complete", per_task_ns(spawn_and_complete, 10_000)),
-        ("gather (100k trivial tasks)", per_task_ns(gather_all, 100_000 // scale)),
-        ("nested_co_await", per_task_ns(nested, 1_000_000 // scale)),
-    ]
+    scale = 10 if QUICK else 1
+    per_task("loop_spawn", spawn_and_complete, 10_000)
+    # asyncio needs about 1 GiB for a million gathered tasks; 100k gives the same per-task cost.
+    per_task("loop_gather", gather_all, 100_000 // scale, f"tasks:{100_000 // scale}")
+    per_task("loop_nested_await", nested, 1_000_000 // scale)
 
     n = 100_000 // scale
     nap = 0.010
     used = {}
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    start = time.perf_counter()
     asyncio.run(sleeps(n, nap, lambda: used.update(bytes=tracemalloc.get_traced_memory()[0] - before)))
-    wall = time.perf_counter() - start
     tracemalloc.stop()
-    # tracemalloc slows allocation; time a second run without it for the overhead row.
+    # tracemalloc slows allocation; the time comes from a second run without it.
     start = time.perf_counter()
-    asyncio.run(sleeps(n, nap, lambda: None))
-    wall = min(wall, time.perf_counter() - start)
-    rows.append(("100k_sleeps overhead per task", (wall - nap) / n * 1e9))
-    rows.append(("100k_sleeps bytes per task", used["bytes"] / n))
-
-    for name, value in rows:
-        print(f"python  {name:40s} {value:12.1f}")
+    check(asyncio.run(sleeps(n, nap, lambda: None)) == n, "sleeps")
+    emit("loop_sleeps", "python_asyncio", time.perf_counter() - start, n, f"tasks:{n}",
+         {"bytes_per_task": used["bytes"] / n})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,394 @@
+// Which executor wins on real network I/O? HTTP downloads over loopback TCP from a server this
+// benchmark starts itself on 127.0.0.1 (Boost.Beast on a triad event loop, on its own thread),
+// which delays each reply to stand for network latency and sends a body of a chosen size.
+// Clients: the event loop (async Beast), the thread pool and the process pool (blocking Beast,
+// one connection per request), a sequential loop, and the peers: raw Asio coroutines, a
+// boost::asio::thread_pool, std::async. `--triad_serve` runs only the server (for the Python
+// peer): it prints the port and serves until stdin closes.
+
+#include <triad/async.hpp>
+#include <triad/process_pool.hpp>
+#include <triad/thread_pool.hpp>
+
+#include "bench_common.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <future>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/resource.h>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// "/delay/<ms>/bytes/<n>"
+std::string target_for(int delay_ms, std::size_t bytes) {
+    return "/delay/" + std::to_string(delay_ms) + "/bytes/" + std::to_string(bytes);
+}
+
+void parse_target(const std::string& target, int& delay_ms, std::size_t& bytes) {
+    delay_ms = 0;
+    bytes = 0;
+    std::sscanf(target.c_str(), "/delay/%d/bytes/%zu", &delay_ms, &bytes);
+    bytes = std::min<std::size_t>(bytes, 64u << 20);
+}
+
+// --- the server --------------------------------------------------------------------------------
+
+triad::task<void> serve_connection(tcp::socket socket) {
+    try {
+        beast::flat_buffer buffer;
+        http::request<http::string_body> request;
+        co_await http::async_read(socket, buffer, request, triad::use_task);
+        int delay_ms = 0;
+        std::size_t bytes = 0;
+        parse_target(std::string(request.target()), delay_ms, bytes);
+        co_await triad::sleep(std::chrono::milliseconds(delay_ms));
+        http::response<http::string_body> response{http::status::ok, request.version()};
+        response.set(http::field::content_type, "application/octet-stream");
+        response.body() = std::string(bytes, 'x');
+        response.keep_alive(false);
+        response.prepare_payload();
+        co_await http::async_write(socket, response, triad::use_task);
+        beast::error_code ignored;
+        socket.shutdown(tcp::socket::shutdown_send, ignored);
+    } catch (const std::exception&) {
+        // A client that went away; nothing to do.
+    }
+}
+
+triad::task<void> serve(tcp::acceptor& acceptor) {
+    triad::task_group connections;
+    for (;;) {
+        tcp::socket socket(triad::current_executor());
+        try {
+            socket = co_await acceptor.async_accept(triad::use_task);
+        } catch (const std::exception&) {
+            break; // the acceptor was closed: stop
+        }
+        (void)connections.spawn(serve_connection(std::move(socket)));
+    }
+    co_await connections.join();
+}
+
+// The server runs on its own thread and event loop for the whole benchmark run.
+class server {
+public:
+    server() {
+        std::promise<std::uint16_t> port;
+        auto ready = port.get_future();
+        m_thread = std::thread([this, &port] {
+            triad::event_loop loop;
+            m_executor = loop.executor();
+            tcp::acceptor acceptor(loop.executor(), {asio::ip::address_v4::loopback(), 0});
+            acceptor.listen(4096);
+            m_acceptor = &acceptor;
+            port.set_value(acceptor.local_endpoint().port());
+            loop.run(serve(acceptor));
+        });
+        m_port = ready.get();
+    }
+    ~server() {
+        asio::post(*m_executor, [this] { m_acceptor->close(); });
+        m_thread.join();
+    }
+    std::uint16_t port() const noexcept { return m_port; }
+    tcp::endpoint endpoint() const { return {asio::ip::address_v4::loopback(), m_port}; }
+
+    static server& instance() {
+        static server s;
+        return s;
+    }
+
+private:
+    std::thread m_thread;
+    std::optional<asio::io_context::executor_type> m_executor;
+    tcp::acceptor* m_acceptor = nullptr;
+    std::uint16_t m_port = 0;
+};
+
+// --- clients -----------------------------------------------------------------------------------
+
+// Beast reads at most the buffer's spare capacity (and at least 512 bytes) per system call; an
+// empty flat_buffer makes that 512 bytes, and a 4 MiB body 8,000 recv calls. 64 KiB is Beast's
+// own per-read ceiling.
+beast::flat_buffer read_buffer() {
+    beast::flat_buffer buffer;
+    buffer.reserve(64 * 1024);
+    return buffer;
+}
+
+// A blocking client, as requests.get is: its own connection, the thread waits.
+std::size_t fetch_blocking(std::uint16_t port, std::string target) {
+    asio::io_context io;
+    tcp::socket socket(io);
+    socket.connect({asio::ip::address_v4::loopback(), port});
+    http::request<http::empty_body> request{http::verb::get, target, 11};
+    request.set(http::field::host, "127.0.0.1");
+    http::write(socket, request);
+    beast::flat_buffer buffer = read_buffer();
+    http::response<http::string_body> response;
+    http::read(socket, buffer, response);
+    return response.body().size();
+}
+
+triad::task<std::size_t> fetch_async(tcp::endpoint where, std::string target) {
+    tcp::socket socket(triad::current_executor());
+    co_await socket.async_connect(where, triad::use_task);
+    http::request<http::empty_body> request{http::verb::get, target, 11};
+    request.set(http::field::host, "127.0.0.1");
+    co_await http::async_write(socket, request, triad::use_task);
+    beast::flat_buffer buffer = read_buffer();
+    http::response<http::string_body> response;
+    co_await http::async_read(socket, buffer, response, triad::use_task);
+    co_return response.body().size();
+}
+
+asio::awaitable<std::size_t> fetch_asio(tcp::endpoint where, std::string target) {
+    tcp::socket socket(co_await asio::this_coro::executor);
+    co_await socket.async_connect(where, asio::use_awaitable);
+    http::request<http::empty_body> request{http::verb::get, target, 11};
+    request.set(http::field::host, "127.0.0.1");
+    co_await http::async_write(socket, request, asio::use_awaitable);
+    beast::flat_buffer buffer = read_buffer();
+    http::response<http::string_body> response;
+    co_await http::async_read(socket, buffer, response, asio::use_awaitable);
+    co_return response.body().size();
+}
+
+struct shape {
+    int delay_ms;
+    std::size_t bytes;
+};
+
+// Arguments: requests, delay in ms, body bytes.
+shape shape_of(const benchmark::State& state) {
+    return {static_cast<int>(state.range(1)), static_cast<std::size_t>(state.range(2))};
+}
+std::size_t requests_of(const benchmark::State& state) {
+    return static_cast<std::size_t>(state.range(0));
+}
+
+void finish(benchmark::State& state, std::size_t received, std::size_t n, std::size_t bytes) {
+    if (received != n * bytes)
+        state.SkipWithError("wrong byte count");
+    triad_bench::set_items(state, static_cast<double>(n));
+    state.SetBytesProcessed(static_cast<int64_t>(received) * state.iterations());
+}
+
+std::size_t io_threads(std::size_t n) {
+    return std::min<std::size_t>(n, 256);
+}
+
+void sequential(benchmark::State& state) {
+    const std::size_t n = requests_of(state);
+    const shape s = shape_of(state);
+    const std::uint16_t port = server::instance().port();
+    std::size_t received = 0;
+    for (auto _ : state) {
+        received = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            received += fetch_blocking(port, target_for(s.delay_ms, s.bytes));
+    }
+    finish(state, received, n, s.bytes);
+}
+
+void triad_threads(benchmark::State& state) {
+    const std::size_t n = requests_of(state);
+    const shape s = shape_of(state);
+    const std::uint16_t port = server::instance().port();
+    triad::thread_pool pool(io_threads(n));
+    std::size_t received = 0;
+    for (auto _ : state) {
+        const auto sizes =
+            pool.map([&](int) { return fetch_blocking(port, target_for(s.delay_ms, s.bytes)); },
+                     std::vector<int>(n), {.chunk_size = 1});
+        received = 0;
+        for (std::size_t b : sizes)
+            received += b;
+    }
+    finish(state, received, n, s.bytes);
+}
+
+void triad_processes(benchmark::State& state) {
+    const std::size_t n = requests_of(state);
+    const shape s = shape_of(state);
+    const std::uint16_t port = server::instance().port();
+    triad::process_pool pool(2 * triad::cpu_count());
+    std::size_t received = 0;
+    for (auto _ : state) {
+        std::vector<std::pair<std::uint16_t, std::string>> jobs(
+            n, {port, target_for(s.delay_ms, s.bytes)});
+        const auto sizes = pool.starmap(fetch_blocking, jobs, {.chunk_size = 1});
+        received = 0;
+        for (std::size_t b : sizes)
+            received += b;
+    }
+    finish(state, received, n, s.bytes);
+}
+
+triad::task<std::size_t> fetch_all(std::size_t n, shape s, tcp::endpoint where) {
+    triad::semaphore limit(1000); // keep descriptors within reach
+    std::vector<triad::task<std::size_t>> tasks;
+    tasks.reserve(n);
+    for (std::size_t i = 0; i < n; ++i)
+        tasks.push_back(triad::make_task([&limit, s, where]() -> triad::task<std::size_t> {
+            auto permit = co_await limit.acquire_guard();
+            co_return co_await fetch_async(where, target_for(s.delay_ms, s.bytes));
+        }));
+    std::size_t total = 0;
+    for (std::size_t b : co_await triad::gather(std::move(tasks)))
+        total += b;
+    co_return total;
+}
+
+void triad_loop(benchmark::State& state) {
+    const std::size_t n = requests_of(state);
+    const shape s = shape_of(state);
+    const tcp::endpoint where = server::instance().endpoint();
+    std::size_t received = 0;
+    for (auto _ : state)
+        received = triad::run(fetch_all(n, s, where));
+    finish(state, received, n, s.bytes);
+}
+
+void asio_coroutines(benchmark::State& state) {
+    const std::size_t n = requests_of(state);
+    const shape s = shape_of(state);
+    const tcp::endpoint where = server::instance().endpoint();
+    std::size_t received = 0;
+    for (auto _ : state) {
+        asio::io_context io(1);
+        received = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            asio::co_spawn(io, fetch_asio(where, target_for(s.delay_ms, s.bytes)),
+                           [&received](std::exception_ptr e, std::size_t b) {
+                               if (!e)
+                                   received += b;
+                           });
+        io.run();
+    }
+    finish(state, received, n, s.bytes);
+}
+
+void asio_pool(benchmark::State& state) {
+    const std::size_t n = requests_of(state);
+    const shape s = shape_of(state);
+    const std::uint16_t port = server::instance().port();
+    std::size_t received = 0;
+    for (auto _ : state) {
+        asio::thread_pool pool(io_threads(n));
+        std::atomic<std::size_t> total{0};
+        for (std::size_t i = 0; i < n; ++i)
+            asio::post(pool,
+                       [&] { total += fetch_blocking(port, target_for(s.delay_ms, s.bytes)); });
+        pool.join();
+        received = total;
+    }
+    finish(state, received, n, s.bytes);
+}
+
+void std_async(benchmark::State& state) {
+    const std::size_t n = requests_of(state);
+    const shape s = shape_of(state);
+    const std::uint16_t port = server::instance().port();
+    std::size_t received = 0;
+    for (auto _ : state) {
+        std::vector<std::future<std::size_t>> futures;
+        for (std::size_t i = 0; i < n; ++i)
+            futures.push_back(std::async(std::launch::async, fetch_blocking, port,
+                                         target_for(s.delay_ms, s.bytes)));
+        received = 0;
+        for (auto& f : futures)
+            received += f.get();
+    }
+    finish(state, received, n, s.bytes);
+}
+
+void raise_descriptor_limit() {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = std::min<rlim_t>(limit.rlim_max, 65536);
+        ::setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
+const bool registered = [] {
+    struct http_workload {
+        std::string name;
+        std::size_t requests;
+        int delay_ms;
+        std::size_t bytes;
+    };
+    std::vector<http_workload> list;
+    if (triad_bench::quick()) {
+        list = {{"http_20", 20, 10, 16 * 1024}, {"http_200", 200, 10, 16 * 1024}};
+    } else {
+        list = {{"http_20", 20, 10, 16 * 1024},
+                {"http_200", 200, 10, 16 * 1024},
+                {"http_1000", 1000, 10, 16 * 1024},
+                {"http_large_bodies", 20, 0, 4 << 20}};
+    }
+    for (const auto& w : list) {
+        triad_bench::describe(w.name, {std::to_string(w.requests) + " HTTP GETs over loopback, " +
+                                           std::to_string(w.delay_ms) + " ms server latency, " +
+                                           std::to_string(w.bytes / 1024) + " KiB bodies",
+                                       "io", "request", ""});
+        const auto add = [&](const char* executor, void (*fn)(benchmark::State&)) {
+            triad_bench::add(executor, w.name, fn)
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond)
+                ->Args(
+                    {static_cast<int64_t>(w.requests), w.delay_ms, static_cast<int64_t>(w.bytes)})
+                ->ArgNames({"requests", "delay_ms", "bytes"});
+        };
+        if (w.requests <= 20)
+            add("sequential", sequential);
+        add("triad_threads", triad_threads);
+        if (w.requests <= 200)
+            add("triad_processes", triad_processes);
+        add("triad_loop", triad_loop);
+        add("asio_co_spawn", asio_coroutines);
+        add("asio_thread_pool", asio_pool);
+        if (w.requests <= 200)
+            add("std_async", std_async);
+    }
+    return true;
+}();
+
+} // namespace
+
+int main(int argc, char** argv) {
+    raise_descriptor_limit();
+    for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) == "--triad_serve") {
+            std::printf("%u\n", server::instance().port());
+            std::fflush(stdout);
+            std::string line;
+            while (std::getline(std::cin, line)) {
+            }
+            return 0;
+        }
+    return triad_bench::run_benchmarks(argc, argv);
+}
