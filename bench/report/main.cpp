@@ -1,0 +1,543 @@
+// bench_report: runs every benchmark binary and the Python peers, then writes
+// bench/results/<date>-<host>/ with the raw Google Benchmark JSON, REPORT.md and SVG charts.
+//
+//   bench_report [--quick] [--out DIR] [--only cpu_bound,io_http] [--no-python]
+//   bench_report --from DIR      re-renders DIR's report from DIR/raw without running anything
+//
+// The runs happen one after another (two cores are shared by everything measured), with a
+// progress line on stderr: which binary, how many benchmarks are done out of how many, elapsed.
+
+#include "report.hpp"
+
+#include <boost/json/src.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The binaries, in the order they run; set by CMake from the benchmark list.
+const std::vector<std::string> all_binaries = [] {
+    std::vector<std::string> names;
+    std::istringstream in(TRIAD_REPORT_BINARIES);
+    std::string name;
+    while (std::getline(in, name, ','))
+        names.push_back(name);
+    return names;
+}();
+
+struct options {
+    bool quick = false;
+    bool python = true;
+    fs::path out;
+    fs::path from;
+    std::vector<std::string> only;
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+    std::fprintf(stderr,
+                 "bench_report: %s\nusage: bench_report [--quick] [--out DIR] [--only a,b] "
+                 "[--no-python]\n       bench_report --from DIR\n",
+                 message.c_str());
+    std::exit(2);
+}
+
+options parse_options(int argc, char** argv) {
+    options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        const auto value = [&]() -> std::string {
+            if (i + 1 >= argc)
+                usage_error(arg + " needs a value");
+            return argv[++i];
+        };
+        if (arg == "--quick") {
+            o.quick = true;
+        } else if (arg == "--no-python") {
+            o.python = false;
+        } else if (arg == "--out") {
+            o.out = value();
+        } else if (arg == "--from") {
+            o.from = value();
+        } else if (arg == "--only") {
+            std::istringstream in(value());
+            std::string name;
+            while (std::getline(in, name, ','))
+                if (std::find(all_binaries.begin(), all_binaries.end(), name) == all_binaries.end())
+                    usage_error("--only: no benchmark named '" + name + "'");
+                else
+                    o.only.push_back(name);
+        } else {
+            usage_error("unknown argument '" + arg + "'");
+        }
+    }
+    return o;
+}
+
+std::string read_file(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw std::runtime_error("cannot read " + path.string());
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+    fs::create_directories(path.parent_path());
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+    if (!out.flush())
+        throw std::runtime_error("cannot write " + path.string());
+}
+
+// A child process with its stdout (and optionally stdin) on pipes.
+class child {
+public:
+    child(const std::vector<std::string>& argv, bool pipe_stdin) {
+        int out[2];
+        int in[2] = {-1, -1};
+        if (::pipe2(out, O_CLOEXEC) != 0 || (pipe_stdin && ::pipe2(in, O_CLOEXEC) != 0))
+            throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+        if (pipe_stdin)
+            posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
+        std::vector<char*> args;
+        for (const std::string& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        const int error = ::posix_spawnp(&m_pid, args[0], &actions, nullptr, args.data(), environ);
+        posix_spawn_file_actions_destroy(&actions);
+        ::close(out[1]);
+        if (pipe_stdin)
+            ::close(in[0]);
+        m_stdout = ::fdopen(out[0], "r");
+        m_stdin = in[1];
+        if (error != 0) {
+            close_stdin();
+            std::fclose(m_stdout);
+            throw std::runtime_error("cannot run " + argv[0] + ": " + std::strerror(error));
+        }
+    }
+    child(const child&) = delete;
+    child& operator=(const child&) = delete;
+    ~child() {
+        close_stdin();
+        if (m_stdout != nullptr)
+            std::fclose(m_stdout);
+        if (m_pid > 0)
+            wait();
+    }
+
+    // One line of the child's output without its newline; false at end of output.
+    bool read_line(std::string& line) {
+        line.clear();
+        for (int c; (c = std::fgetc(m_stdout)) != EOF;) {
+            if (c == '\n')
+                return true;
+            line += static_cast<char>(c);
+        }
+        return !line.empty();
+    }
+
+    void close_stdin() {
+        if (m_stdin >= 0)
+            ::close(m_stdin);
+        m_stdin = -1;
+    }
+
+    // The exit status; a death by signal counts as 128 + the signal, as in the shell.
+    int wait() {
+        int status = 0;
+        while (::waitpid(m_pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        m_pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+
+private:
+    pid_t m_pid = -1;
+    FILE* m_stdout = nullptr;
+    int m_stdin = -1;
+};
+
+// Runs argv to completion; every line of its output goes to on_line.
+int run(const std::vector<std::string>& argv,
+        const std::function<void(const std::string&)>& on_line) {
+    child c(argv, false);
+    for (std::string line; c.read_line(line);)
+        on_line(line);
+    return c.wait();
+}
+
+std::string capture(const std::vector<std::string>& argv, int* status = nullptr) {
+    std::string out;
+    const int code = run(argv, [&](const std::string& line) { out += line + "\n"; });
+    if (status != nullptr)
+        *status = code;
+    else if (code != 0)
+        throw std::runtime_error(argv[0] + " " + (argv.size() > 1 ? argv[1] : "") +
+                                 " failed with status " + std::to_string(code));
+    return out;
+}
+
+class progress {
+public:
+    explicit progress(std::size_t total) : m_total(total), m_tty(::isatty(STDERR_FILENO) != 0) {}
+
+    void update(const std::string& what, const std::string& last) {
+        const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::steady_clock::now() - m_start)
+                                 .count();
+        char line[512];
+        std::snprintf(line, sizeof line, "[%zu/%zu benchmarks, %zu left] %lldm%02llds  %s%s%s",
+                      m_done, m_total, m_total > m_done ? m_total - m_done : 0,
+                      static_cast<long long>(seconds / 60), static_cast<long long>(seconds % 60),
+                      what.c_str(), last.empty() ? "" : ": ", last.c_str());
+        if (m_tty)
+            std::fprintf(stderr, "\r%s\033[K", line);
+        else
+            std::fprintf(stderr, "%s\n", line);
+        std::fflush(stderr);
+    }
+    void finished_one() { m_done = std::min(m_done + 1, m_total); }
+    void end() {
+        if (m_tty)
+            std::fprintf(stderr, "\n");
+    }
+    double elapsed_seconds() const {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - m_start).count();
+    }
+
+private:
+    std::size_t m_total;
+    std::size_t m_done = 0;
+    bool m_tty;
+    std::chrono::steady_clock::time_point m_start = std::chrono::steady_clock::now();
+};
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A console line of Google Benchmark that marks one benchmark done: its single run, or the
+// median of its repetitions.
+std::string finished_benchmark(const std::string& line) {
+    if (line.rfind("BM_", 0) != 0)
+        return {};
+    const std::string name = line.substr(0, line.find(' '));
+    if (ends_with(name, "_mean") || ends_with(name, "_stddev") || ends_with(name, "_cv"))
+        return {};
+    return ends_with(name, "_median") ? name.substr(0, name.size() - 7) : name;
+}
+
+std::string today() {
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    ::gmtime_r(&now, &tm);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%d", &tm);
+    return text;
+}
+
+std::string host_name() {
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    std::string out = name;
+    for (char& c : out)
+        if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '-' && c != '.')
+            c = '_';
+    return out.empty() ? "host" : out;
+}
+
+std::string cpu_model() {
+    std::ifstream in("/proc/cpuinfo");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("model name", 0) == 0)
+            return line.substr(line.find(':') + 2);
+    return "unknown CPU";
+}
+
+bool have_python() {
+    int status = 0;
+    try {
+        capture({"python3", "-c", "pass"}, &status);
+    } catch (const std::exception&) {
+        return false;
+    }
+    return status == 0;
+}
+
+struct run_meta {
+    std::string date;
+    std::string host;
+    std::string mode;
+    double seconds = 0;
+    std::string python;
+    std::string cpu = cpu_model();
+    std::string compiler = TRIAD_REPORT_COMPILER;
+    std::vector<std::string> failures;
+};
+
+// Runs everything and fills DIR/raw; returns what the preamble reports.
+run_meta run_all(const options& o, const fs::path& dir, const fs::path& bin_dir) {
+    const fs::path raw = dir / "raw";
+    fs::create_directories(raw);
+    if (o.quick)
+        ::setenv("TRIAD_BENCH_QUICK", "1", 1);
+    else
+        ::unsetenv("TRIAD_BENCH_QUICK");
+    const std::vector<std::string>& binaries = o.only.empty() ? all_binaries : o.only;
+    run_meta meta;
+    meta.mode = o.quick ? "quick" : "full";
+
+    std::size_t total = 0;
+    for (const std::string& name : binaries) {
+        const std::string exe = (bin_dir / ("bench_" + name)).string();
+        write_file(raw / (name + ".registry.jsonl"), capture({exe, "--triad_registry"}));
+        const std::string list = capture({exe, "--benchmark_list_tests"});
+        total += static_cast<std::size_t>(std::count(list.begin(), list.end(), '\n'));
+    }
+    const bool python = o.python && have_python();
+    const std::vector<std::string> scripts = {"thread_pool",  "process_pool", "async", "cpu_bound",
+                                              "io_simulated", "io_http",      "hybrid"};
+    if (python)
+        total += scripts.size();
+
+    progress bar(total);
+    for (const std::string& name : binaries) {
+        const std::string exe = (bin_dir / ("bench_" + name)).string();
+        std::vector<std::string> argv = {exe,
+                                         "--benchmark_out=" + (raw / (name + ".json")).string(),
+                                         "--benchmark_out_format=json", "--benchmark_color=false"};
+        if (o.quick) {
+            argv.push_back("--benchmark_min_time=0.05");
+        } else {
+            argv.push_back("--benchmark_repetitions=3");
+            argv.push_back("--benchmark_report_aggregates_only=true");
+        }
+        std::ofstream console(raw / (name + ".console.txt"));
+        bar.update("bench_" + name, "");
+        const int status = run(argv, [&](const std::string& line) {
+            console << line << "\n";
+            if (const std::string done = finished_benchmark(line); !done.empty()) {
+                bar.finished_one();
+                bar.update("bench_" + name, done);
+            }
+        });
+        if (status != 0)
+            meta.failures.push_back("bench_" + name + " exited with status " +
+                                    std::to_string(status));
+    }
+
+    if (python) {
+        meta.python = capture({"python3", "--version"});
+        while (!meta.python.empty() && meta.python.back() == '\n')
+            meta.python.pop_back();
+        std::string rows;
+        for (const std::string& script : scripts) {
+            const std::string path =
+                (fs::path(TRIAD_REPORT_PYTHON_DIR) / (script + ".py")).string();
+            std::vector<std::string> argv = {"python3", path};
+            if (o.quick)
+                argv.push_back("--quick");
+            bar.update("python " + script + ".py", "");
+            std::unique_ptr<child> server;
+            if (script == "io_http") { // the C++ server, so Python downloads what C++ downloads
+                server = std::make_unique<child>(
+                    std::vector<std::string>{(bin_dir / "bench_io_http").string(), "--triad_serve"},
+                    true);
+                std::string port;
+                if (!server->read_line(port) || port.empty())
+                    throw std::runtime_error("bench_io_http --triad_serve printed no port");
+                argv.push_back("--port=" + port);
+            }
+            int status = 0;
+            rows += capture(argv, &status);
+            if (server) {
+                server->close_stdin();
+                server->wait();
+            }
+            if (status != 0)
+                meta.failures.push_back(script + ".py exited with status " +
+                                        std::to_string(status));
+            bar.finished_one();
+        }
+        write_file(raw / "python.jsonl", rows);
+    }
+    bar.update("done", "");
+    bar.end();
+    meta.seconds = bar.elapsed_seconds();
+    return meta;
+}
+
+std::string preamble(const run_meta& meta, const std::string& context_json) {
+    std::ostringstream out;
+    std::string cpus = "?";
+    std::string load;
+    if (!context_json.empty()) {
+        const auto root = boost::json::parse(context_json).as_object();
+        if (root.contains("context")) {
+            const auto& c = root.at("context").as_object();
+            if (c.contains("num_cpus"))
+                cpus = std::to_string(static_cast<long long>(triad_report::num(c.at("num_cpus"))));
+            if (c.contains("load_avg") && c.at("load_avg").is_array()) {
+                for (const auto& v : c.at("load_avg").as_array()) {
+                    char text[16];
+                    std::snprintf(text, sizeof text, "%.2f", triad_report::num(v));
+                    load += (load.empty() ? "" : " ") + std::string(text);
+                }
+            }
+        }
+    }
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.0f s", meta.seconds);
+    out << "Run on " << meta.date << " on `" << meta.host << "` (" << meta.cpu << ", " << cpus
+        << " CPUs" << (load.empty() ? "" : ", load average " + load + " at the start") << "); "
+        << meta.mode << " run ("
+        << (meta.mode == "quick" ? "one run each, smaller sizes" : "medians of 3 repetitions")
+        << ") in " << seconds << "; C++ built by " << meta.compiler << " in release mode; "
+        << (meta.python.empty() ? "Python peers not run (no python3)"
+                                : meta.python + " for the Python peers")
+        << ".\n\nAbsolute times on a shared machine say little; read the ratios between rows of "
+           "one table, which come from the same run. Raw Google Benchmark JSON is under `raw/`.\n";
+    if (!meta.failures.empty()) {
+        out << "\n**Some runs failed; their rows are missing:**\n\n";
+        for (const std::string& f : meta.failures)
+            out << "- " << f << "\n";
+    }
+    return out.str();
+}
+
+void write_meta(const fs::path& raw, const run_meta& meta) {
+    boost::json::object o;
+    o["date"] = meta.date;
+    o["host"] = meta.host;
+    o["mode"] = meta.mode;
+    o["seconds"] = meta.seconds;
+    o["python"] = meta.python;
+    o["cpu"] = meta.cpu;
+    o["compiler"] = meta.compiler;
+    boost::json::array failures;
+    for (const std::string& f : meta.failures)
+        failures.emplace_back(f);
+    o["failures"] = std::move(failures);
+    write_file(raw / "meta.json", boost::json::serialize(o) + "\n");
+}
+
+run_meta read_meta(const fs::path& raw) {
+    run_meta meta;
+    if (!fs::exists(raw / "meta.json"))
+        return meta;
+    const auto o = boost::json::parse(read_file(raw / "meta.json")).as_object();
+    meta.date = triad_report::str(o.at("date"));
+    meta.host = triad_report::str(o.at("host"));
+    meta.mode = triad_report::str(o.at("mode"));
+    meta.seconds = triad_report::num(o.at("seconds"));
+    meta.python = triad_report::str(o.at("python"));
+    if (o.contains("cpu"))
+        meta.cpu = triad_report::str(o.at("cpu"));
+    if (o.contains("compiler"))
+        meta.compiler = triad_report::str(o.at("compiler"));
+    for (const auto& f : o.at("failures").as_array())
+        meta.failures.push_back(triad_report::str(f));
+    return meta;
+}
+
+// Reads DIR/raw and writes REPORT.md and the charts.
+void render(const fs::path& dir, const run_meta& meta) {
+    const fs::path raw = dir / "raw";
+    std::map<std::string, triad_report::workload_info> workloads;
+    std::vector<triad_report::measurement> all;
+    std::string first_json;
+    for (const std::string& name : all_binaries) {
+        const fs::path registry_file = raw / (name + ".registry.jsonl");
+        const fs::path results_file = raw / (name + ".json");
+        if (!fs::exists(registry_file) || !fs::exists(results_file))
+            continue;
+        const auto reg = triad_report::parse_registry(read_file(registry_file));
+        const std::string json = read_file(results_file);
+        if (json.find_first_not_of(" \n\t") == std::string::npos)
+            continue; // the binary died before writing anything
+        if (first_json.empty())
+            first_json = json;
+        for (const auto& [w, info] : reg.workloads)
+            workloads[w] = info;
+        for (auto& m : triad_report::parse_results(json, reg))
+            if (reg.workloads.contains(m.workload)) // undescribed ones are the binary's own checks
+                all.push_back(std::move(m));
+    }
+    if (fs::exists(raw / "python.jsonl"))
+        for (auto& m : triad_report::parse_python_rows(read_file(raw / "python.jsonl")))
+            if (workloads.contains(m.workload))
+                all.push_back(std::move(m));
+    if (all.empty())
+        throw std::runtime_error("no benchmark results under " + raw.string());
+    fs::remove_all(dir / "charts");
+    for (const auto& [path, text] :
+         triad_report::render_report(workloads, all, preamble(meta, first_json)))
+        write_file(dir / path, text);
+}
+
+fs::path self_directory() {
+    return fs::read_symlink("/proc/self/exe").parent_path();
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    try {
+        const options o = parse_options(argc, argv);
+        if (!o.from.empty()) {
+            render(o.from, read_meta(o.from / "raw"));
+            std::printf("%s\n", (o.from / "REPORT.md").c_str());
+            return 0;
+        }
+        run_meta meta;
+        meta.date = today();
+        meta.host = host_name();
+        const fs::path dir =
+            !o.out.empty() ? o.out
+                           : fs::path(TRIAD_REPORT_RESULTS_DIR) / (meta.date + "-" + meta.host);
+        fs::remove_all(dir / "raw");
+        const run_meta ran = run_all(o, dir, self_directory());
+        meta.mode = ran.mode;
+        meta.seconds = ran.seconds;
+        meta.python = ran.python;
+        meta.failures = ran.failures;
+        write_meta(dir / "raw", meta);
+        render(dir, meta);
+        std::printf("%s\n", (dir / "REPORT.md").c_str());
+        return meta.failures.empty() ? 0 : 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_report: %s\n", e.what());
+        return 1;
+    }
+}
