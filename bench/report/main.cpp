@@ -1,5 +1,6 @@
 // bench_report: runs every benchmark binary and the Python peers, then writes
-// bench/results/<date>-<host>/ with the raw Google Benchmark JSON, REPORT.md and SVG charts.
+// bench/results/<date>-<host>/ (<date>-<host>-quick/ for --quick, so a rough run never replaces
+// a full one) with the raw Google Benchmark JSON, REPORT.md and SVG charts.
 //
 //   bench_report [--quick] [--out DIR] [--only cpu_bound,io_http] [--no-python]
 //   bench_report --from DIR      re-renders DIR's report from DIR/raw without running anything
@@ -523,9 +524,10 @@ int main(int argc, char** argv) {
         run_meta meta;
         meta.date = today();
         meta.host = host_name();
-        const fs::path dir =
-            !o.out.empty() ? o.out
-                           : fs::path(TRIAD_REPORT_RESULTS_DIR) / (meta.date + "-" + meta.host);
+        const fs::path dir = !o.out.empty()
+                                 ? o.out
+                                 : fs::path(TRIAD_REPORT_RESULTS_DIR) /
+                                       (meta.date + "-" + meta.host + (o.quick ? "-quick" : ""));
         fs::remove_all(dir / "raw");
         const run_meta ran = run_all(o, dir, self_directory());
         meta.mode = ran.mode;
