@@ -498,3 +498,45 @@ TEST_CASE("idle workers sleep instead of spinning", "[thread_pool]") {
     // Two spinning workers would burn about 0.6 s of CPU here.
     CHECK(used < 0.1);
 }
+
+// Pools above 64 workers probe victims at random instead of scanning every deque; nothing
+// may be stranded in a deque that no probe happens to reach.
+TEST_CASE("a pool of hundreds of I/O threads runs every task, nested ones included",
+          "[thread_pool]") {
+    triad::thread_pool pool(300);
+    const std::vector<int> r = pool.map(
+        [](int x) {
+            std::this_thread::sleep_for(1ms); // blocking, as a download is
+            return x;
+        },
+        [] {
+            std::vector<int> v(3000);
+            std::iota(v.begin(), v.end(), 0);
+            return v;
+        }(),
+        {.chunk_size = 1});
+    CHECK(std::accumulate(r.begin(), r.end(), 0LL) == 2999LL * 3000 / 2);
+
+    // Each task fans out from its own worker's deque, where only thieves can reach the
+    // children while their parent waits.
+    pool.wait_idle();
+    const std::uint64_t before = pool.completed();
+    std::atomic<int> leaves{0};
+    std::vector<triad::future<void>> parents;
+    for (int i = 0; i < 200; ++i)
+        parents.push_back(pool.submit([&pool, &leaves] {
+            std::vector<triad::future<void>> children;
+            for (int j = 0; j < 20; ++j)
+                children.push_back(pool.submit([&leaves] {
+                    std::this_thread::sleep_for(100us);
+                    ++leaves;
+                }));
+            for (auto& c : children)
+                c.get();
+        }));
+    for (auto& p : parents)
+        p.get();
+    CHECK(leaves == 200 * 20);
+    pool.wait_idle();
+    CHECK(pool.completed() - before == 200 + 200 * 20);
+}

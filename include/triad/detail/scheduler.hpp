@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <pthread.h>
@@ -45,6 +46,7 @@ struct alignas(cache_line) worker {
     parker* m_parker = parker_pool::acquire();
     std::size_t m_index;
     std::uint32_t m_random = 0;
+    worker* m_victim_hint = nullptr; // a deque seen non-empty before sleeping; owner-only
     int m_help_depth = 0;
     alignas(cache_line) std::atomic<bool> m_sleeping{false};
     alignas(cache_line) std::atomic<std::uint64_t> m_started{0};
@@ -111,7 +113,9 @@ private:
     task_node* find_task(worker& self) noexcept;
     task_node* steal(worker& self) noexcept;
     task_node* spin_for_task(worker& self, const wait_slot* slot) noexcept;
-    bool has_visible_work() const noexcept;
+    // Whether any task is queued; if one is in a deque and `self` is given, remembers that
+    // deque as self's next victim.
+    bool has_visible_work(worker* self = nullptr) const noexcept;
     void announce_sleep(worker& self) noexcept;
     void retract_sleep(worker& self) noexcept;
     void wake_one() noexcept;
@@ -131,6 +135,9 @@ private:
     std::atomic<std::uint64_t> m_refused{0};
     alignas(cache_line) std::atomic<std::size_t> m_sleepers{0};
     std::atomic<std::size_t> m_wake_cursor{0};
+    // The worker that last moved a batch of submissions into its deque: thieves look there
+    // first, so with thousands of workers a steal is not a scan of thousands of empty deques.
+    std::atomic<worker*> m_steal_hint{nullptr};
     alignas(cache_line) std::atomic<bool> m_closed{false};
     std::atomic<bool> m_cancelling{false};
     std::atomic<bool> m_stop{false};
@@ -288,7 +295,7 @@ inline void scheduler::run_worker(worker& self) {
         if (m_stop.load(std::memory_order_acquire))
             break;
         announce_sleep(self);
-        if (has_visible_work() || m_stop.load(std::memory_order_seq_cst)) {
+        if (has_visible_work(&self) || m_stop.load(std::memory_order_seq_cst)) {
             retract_sleep(self);
             continue;
         }
@@ -317,8 +324,11 @@ inline task_node* scheduler::find_task(worker& self) noexcept {
             newest = next;
             moved = true;
         }
-        if (moved && m_sleepers.load(std::memory_order_seq_cst) != 0)
-            wake_one();
+        if (moved) {
+            m_steal_hint.store(&self, std::memory_order_relaxed);
+            if (m_sleepers.load(std::memory_order_seq_cst) != 0)
+                wake_for(2);
+        }
         return newest;
     }
     return steal(self);
@@ -333,17 +343,45 @@ inline task_node* scheduler::steal(worker& self) noexcept {
     self.m_random ^= self.m_random >> 17;
     self.m_random ^= self.m_random << 5;
     const std::size_t start = self.m_random % n;
-    for (std::size_t i = 0; i < n; ++i) {
-        worker& victim = *m_workers[(start + i) % n];
-        if (&victim == &self)
-            continue;
+    const auto try_victim = [&](worker& victim) -> task_node* {
         for (int attempt = 0; attempt < 4 && !victim.m_deque.empty(); ++attempt) {
             if (task_node* task = victim.m_deque.steal()) {
+                // Wake two: woken thieves wake more, so a large batch spreads over sleeping
+                // workers in a doubling tree rather than a chain of single wake-ups.
                 if (!victim.m_deque.empty() && m_sleepers.load(std::memory_order_seq_cst) != 0)
-                    wake_one();
+                    wake_for(2);
                 return task;
             }
         }
+        return nullptr;
+    };
+    for (worker* hint :
+         {std::exchange(self.m_victim_hint, nullptr), m_steal_hint.load(std::memory_order_relaxed)})
+        if (hint != nullptr && hint != &self)
+            if (task_node* task = try_victim(*hint))
+                return task;
+    // Small pools look at every deque. Large ones (I/O pools of thousands of threads) probe a
+    // bounded number at random: scanning thousands of empty deques on every idle turn made
+    // a pool's cost quadratic in its size. A worker still scans all of them once before it
+    // sleeps (has_visible_work), and steals from what that scan found.
+    constexpr std::size_t full_scan_limit = 64;
+    if (n <= full_scan_limit) {
+        for (std::size_t i = 0; i < n; ++i) {
+            worker& victim = *m_workers[(start + i) % n];
+            if (&victim != &self)
+                if (task_node* task = try_victim(victim))
+                    return task;
+        }
+        return nullptr;
+    }
+    for (std::size_t probe = 0; probe < full_scan_limit; ++probe) {
+        self.m_random ^= self.m_random << 13;
+        self.m_random ^= self.m_random >> 17;
+        self.m_random ^= self.m_random << 5;
+        worker& victim = *m_workers[self.m_random % n];
+        if (&victim != &self)
+            if (task_node* task = try_victim(victim))
+                return task;
     }
     return nullptr;
 }
@@ -368,12 +406,15 @@ inline task_node* scheduler::spin_for_task(worker& self, const wait_slot* slot) 
     }
 }
 
-inline bool scheduler::has_visible_work() const noexcept {
+inline bool scheduler::has_visible_work(worker* self) const noexcept {
     if (!m_injection.empty())
         return true;
     for (const auto& w : m_workers)
-        if (!w->m_deque.empty())
+        if (!w->m_deque.empty()) {
+            if (self != nullptr)
+                self->m_victim_hint = w.get();
             return true;
+        }
     return false;
 }
 
@@ -504,7 +545,7 @@ inline bool scheduler::help_until(wait_slot& slot, const steady_time* deadline) 
         if (!slot.try_register_waiter(*self->m_parker))
             return true;
         announce_sleep(*self);
-        if (!has_visible_work()) {
+        if (!has_visible_work(self)) {
             if (deadline != nullptr)
                 self->m_parker->park_until(*deadline);
             else
