@@ -192,14 +192,19 @@ void asio_coroutines(benchmark::State& state) {
 
 // --- concurrency scaling -----------------------------------------------------------------------
 
-// Shorter waits here: at concurrency 1 every download runs after the previous one.
+// Shorter waits here: at concurrency 1 every download runs after the previous one. Above that
+// many in flight, there are as many downloads as the concurrency (10,000 at 10,000): the row
+// measures time per download when that many wait at once.
 std::size_t scaling_downloads() {
     return triad_bench::quick() ? 200 : 1000;
+}
+std::size_t scaling_downloads(const benchmark::State& state) {
+    return std::max(scaling_downloads(), static_cast<std::size_t>(state.range(0)));
 }
 constexpr std::chrono::milliseconds scaling_latency{5};
 
 void triad_loop_concurrency(benchmark::State& state) {
-    const std::size_t n = scaling_downloads();
+    const std::size_t n = scaling_downloads(state);
     const auto c = static_cast<std::size_t>(state.range(0));
     int done = 0;
     for (auto _ : state)
@@ -208,7 +213,7 @@ void triad_loop_concurrency(benchmark::State& state) {
 }
 
 void triad_threads_concurrency(benchmark::State& state) {
-    const std::size_t n = scaling_downloads();
+    const std::size_t n = scaling_downloads(state);
     triad::thread_pool pool(static_cast<std::size_t>(state.range(0)));
     int done = 0;
     for (auto _ : state) {
@@ -216,6 +221,22 @@ void triad_threads_concurrency(benchmark::State& state) {
             download_blocking, std::vector<int>(n, static_cast<int>(scaling_latency.count())),
             {.chunk_size = 1});
         done = static_cast<int>(std::count(r.begin(), r.end(), 1));
+    }
+    finish(state, done, n);
+}
+
+void asio_pool_concurrency(benchmark::State& state) {
+    const std::size_t n = scaling_downloads(state);
+    int done = 0;
+    for (auto _ : state) {
+        asio::thread_pool pool(static_cast<std::size_t>(state.range(0)));
+        std::atomic<int> count{0};
+        for (std::size_t i = 0; i < n; ++i)
+            asio::post(pool, [&count] {
+                count += download_blocking(static_cast<int>(scaling_latency.count()));
+            });
+        pool.join();
+        done = count;
     }
     finish(state, done, n);
 }
@@ -247,17 +268,18 @@ const bool registered = [] {
         }
     }
     const std::string scaling = "downloads_by_concurrency";
-    triad_bench::describe(scaling, {std::to_string(scaling_downloads()) + " downloads of " +
-                                        std::to_string(scaling_latency.count()) +
-                                        " ms, by how many are in flight",
+    triad_bench::describe(scaling, {"Downloads of " + std::to_string(scaling_latency.count()) +
+                                        " ms (" + std::to_string(scaling_downloads()) +
+                                        ", or as many as in flight), by how many are in flight",
                                     "io", "download", "concurrency"});
-    const std::vector<int> levels =
-        triad_bench::quick() ? std::vector<int>{10, 50, 200} : std::vector<int>{1, 10, 100, 1000};
-    for (const char* executor : {"triad_loop", "triad_threads"}) {
-        auto* b =
-            triad_bench::add(executor, scaling,
-                             std::string(executor) == "triad_loop" ? triad_loop_concurrency
-                                                                   : triad_threads_concurrency);
+    // 10,000 threads is what the pool needs to keep 10,000 blocking downloads in flight.
+    const std::vector<int> levels = triad_bench::quick()
+                                        ? std::vector<int>{10, 50, 200}
+                                        : std::vector<int>{1, 10, 100, 1000, 10000};
+    for (auto [executor, fn] : {std::pair{"triad_loop", &triad_loop_concurrency},
+                                std::pair{"triad_threads", &triad_threads_concurrency},
+                                std::pair{"asio_thread_pool", &asio_pool_concurrency}}) {
+        auto* b = triad_bench::add(executor, scaling, fn);
         b->UseRealTime()->Unit(benchmark::kMillisecond)->ArgName("concurrency")->Repetitions(1);
         for (int c : levels)
             b->Arg(c);
