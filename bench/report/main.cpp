@@ -472,8 +472,18 @@ run_meta read_meta(const fs::path& raw) {
     return meta;
 }
 
-// Reads DIR/raw and writes REPORT.md and the charts.
-void render(const fs::path& dir, const run_meta& meta) {
+// Google Benchmark writes its JSON as benchmarks finish and closes it at the end: a binary that
+// died leaves it cut short. The benchmarks it finished are complete objects; keep them.
+std::string close_cut_json(const std::string& json) {
+    const auto last = json.rfind("\n    }");
+    if (last == std::string::npos || json.find("\"benchmarks\"") == std::string::npos)
+        return {};
+    return json.substr(0, last + 6) + "\n  ]\n}\n";
+}
+
+// Reads DIR/raw and writes REPORT.md and the charts. A binary whose results cannot be read
+// costs its own rows only, and the report says so.
+void render(const fs::path& dir, run_meta meta) {
     const fs::path raw = dir / "raw";
     std::map<std::string, triad_report::workload_info> workloads;
     std::vector<triad_report::measurement> all;
@@ -483,22 +493,44 @@ void render(const fs::path& dir, const run_meta& meta) {
         const fs::path results_file = raw / (name + ".json");
         if (!fs::exists(registry_file) || !fs::exists(results_file))
             continue;
-        const auto reg = triad_report::parse_registry(read_file(registry_file));
-        const std::string json = read_file(results_file);
-        if (json.find_first_not_of(" \n\t") == std::string::npos)
-            continue; // the binary died before writing anything
-        if (first_json.empty())
-            first_json = json;
-        for (const auto& [w, info] : reg.workloads)
-            workloads[w] = info;
-        for (auto& m : triad_report::parse_results(json, reg))
-            if (reg.workloads.contains(m.workload)) // undescribed ones are the binary's own checks
-                all.push_back(std::move(m));
+        try {
+            const auto reg = triad_report::parse_registry(read_file(registry_file));
+            std::string json = read_file(results_file);
+            if (json.find_first_not_of(" \n\t") == std::string::npos)
+                continue; // the binary died before writing anything; its status says so
+            std::vector<triad_report::measurement> rows;
+            try {
+                rows = triad_report::parse_results(json, reg);
+            } catch (const std::runtime_error&) {
+                json = close_cut_json(json);
+                if (json.empty())
+                    throw;
+                rows = triad_report::parse_results(json, reg);
+                meta.failures.push_back("raw/" + name +
+                                        ".json was cut short (the binary died?); kept what was "
+                                        "written before the cut: " +
+                                        std::to_string(rows.size()) + " configuration(s)");
+            }
+            if (first_json.empty())
+                first_json = json;
+            for (const auto& [w, info] : reg.workloads)
+                workloads[w] = info;
+            for (auto& m : rows)
+                if (reg.workloads.contains(m.workload)) // undescribed: the binary's own checks
+                    all.push_back(std::move(m));
+        } catch (const std::exception& e) {
+            meta.failures.push_back("bench_" + name + "'s results were left out: " + e.what());
+        }
     }
-    if (fs::exists(raw / "python.jsonl"))
-        for (auto& m : triad_report::parse_python_rows(read_file(raw / "python.jsonl")))
-            if (workloads.contains(m.workload))
-                all.push_back(std::move(m));
+    if (fs::exists(raw / "python.jsonl")) {
+        try {
+            for (auto& m : triad_report::parse_python_rows(read_file(raw / "python.jsonl")))
+                if (workloads.contains(m.workload))
+                    all.push_back(std::move(m));
+        } catch (const std::exception& e) {
+            meta.failures.push_back(std::string("the Python rows were left out: ") + e.what());
+        }
+    }
     if (all.empty())
         throw std::runtime_error("no benchmark results under " + raw.string());
     fs::remove_all(dir / "charts");
