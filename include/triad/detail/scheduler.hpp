@@ -42,6 +42,14 @@ struct alignas(cache_line) worker {
         counter.store(counter.load(std::memory_order_relaxed) + 1, order);
     }
 
+    // xorshift: cheap random victims spread thieves over the deques.
+    std::uint32_t next_random() noexcept {
+        m_random ^= m_random << 13;
+        m_random ^= m_random >> 17;
+        m_random ^= m_random << 5;
+        return m_random;
+    }
+
     work_stealing_deque m_deque;
     parker* m_parker = parker_pool::acquire();
     std::size_t m_index;
@@ -135,9 +143,6 @@ private:
     std::atomic<std::uint64_t> m_refused{0};
     alignas(cache_line) std::atomic<std::size_t> m_sleepers{0};
     std::atomic<std::size_t> m_wake_cursor{0};
-    // The worker that last moved a batch of submissions into its deque: thieves look there
-    // first, so with thousands of workers a steal is not a scan of thousands of empty deques.
-    std::atomic<worker*> m_steal_hint{nullptr};
     alignas(cache_line) std::atomic<bool> m_closed{false};
     std::atomic<bool> m_cancelling{false};
     std::atomic<bool> m_stop{false};
@@ -324,11 +329,8 @@ inline task_node* scheduler::find_task(worker& self) noexcept {
             newest = next;
             moved = true;
         }
-        if (moved) {
-            m_steal_hint.store(&self, std::memory_order_relaxed);
-            if (m_sleepers.load(std::memory_order_seq_cst) != 0)
-                wake_for(2);
-        }
+        if (moved && m_sleepers.load(std::memory_order_seq_cst) != 0)
+            wake_for(2);
         return newest;
     }
     return steal(self);
@@ -338,11 +340,6 @@ inline task_node* scheduler::steal(worker& self) noexcept {
     const std::size_t n = m_workers.size();
     if (n < 2)
         return nullptr;
-    // xorshift: a cheap random first victim spreads thieves over the deques.
-    self.m_random ^= self.m_random << 13;
-    self.m_random ^= self.m_random >> 17;
-    self.m_random ^= self.m_random << 5;
-    const std::size_t start = self.m_random % n;
     const auto try_victim = [&](worker& victim) -> task_node* {
         for (int attempt = 0; attempt < 4 && !victim.m_deque.empty(); ++attempt) {
             if (task_node* task = victim.m_deque.steal()) {
@@ -355,17 +352,16 @@ inline task_node* scheduler::steal(worker& self) noexcept {
         }
         return nullptr;
     };
-    for (worker* hint :
-         {std::exchange(self.m_victim_hint, nullptr), m_steal_hint.load(std::memory_order_relaxed)})
-        if (hint != nullptr && hint != &self)
-            if (task_node* task = try_victim(*hint))
-                return task;
+    if (worker* hint = std::exchange(self.m_victim_hint, nullptr); hint != nullptr && hint != &self)
+        if (task_node* task = try_victim(*hint))
+            return task;
     // Small pools look at every deque. Large ones (I/O pools of thousands of threads) probe a
     // bounded number at random: scanning thousands of empty deques on every idle turn made
     // a pool's cost quadratic in its size. A worker still scans all of them once before it
     // sleeps (has_visible_work), and steals from what that scan found.
     constexpr std::size_t full_scan_limit = 64;
     if (n <= full_scan_limit) {
+        const std::size_t start = self.next_random() % n;
         for (std::size_t i = 0; i < n; ++i) {
             worker& victim = *m_workers[(start + i) % n];
             if (&victim != &self)
@@ -375,10 +371,7 @@ inline task_node* scheduler::steal(worker& self) noexcept {
         return nullptr;
     }
     for (std::size_t probe = 0; probe < full_scan_limit; ++probe) {
-        self.m_random ^= self.m_random << 13;
-        self.m_random ^= self.m_random >> 17;
-        self.m_random ^= self.m_random << 5;
-        worker& victim = *m_workers[self.m_random % n];
+        worker& victim = *m_workers[self.next_random() % n];
         if (&victim != &self)
             if (task_node* task = try_victim(victim))
                 return task;
