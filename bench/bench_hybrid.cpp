@@ -143,18 +143,11 @@ triad::task<std::vector<double>> hybrid(Pool& pool, sizes s) {
     co_return co_await triad::gather(std::move(pipelines));
 }
 
-void triad_hybrid(benchmark::State& state) {
+// The loop fetches; Pool (processes, as in the seeds, or threads) analyses, one per core.
+template <class Pool>
+void triad_hybrid_on(benchmark::State& state) {
     const sizes s = workload_sizes();
-    triad::process_pool pool(triad::cpu_count());
-    std::vector<double> results;
-    for (auto _ : state)
-        results = triad::run(hybrid(pool, s));
-    finish(state, results);
-}
-
-void triad_hybrid_threads(benchmark::State& state) {
-    const sizes s = workload_sizes();
-    triad::thread_pool pool(triad::cpu_count());
+    Pool pool(triad::cpu_count());
     std::vector<double> results;
     for (auto _ : state)
         results = triad::run(hybrid(pool, s));
@@ -171,8 +164,8 @@ const bool registered = [] {
     for (auto [executor, fn] :
          {std::pair{"sequential", &sequential}, std::pair{"triad_threads", &triad_threads},
           std::pair{"triad_processes", &triad_processes}, std::pair{"triad_loop", &triad_loop},
-          std::pair{"triad_hybrid", &triad_hybrid},
-          std::pair{"triad_hybrid_threads", &triad_hybrid_threads}})
+          std::pair{"triad_hybrid", &triad_hybrid_on<triad::process_pool>},
+          std::pair{"triad_hybrid_threads", &triad_hybrid_on<triad::thread_pool>}})
         triad_bench::add(executor, w, fn)->UseRealTime()->Unit(benchmark::kMillisecond);
     return true;
 }();

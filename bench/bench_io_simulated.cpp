@@ -73,16 +73,32 @@ std::size_t io_threads(std::size_t n) {
     return std::min<std::size_t>(n, 256);
 }
 
+// n blocking downloads on a triad pool (threads or processes), one per task.
+template <class Pool>
+int pool_downloads(Pool& pool, std::size_t n, std::chrono::milliseconds each) {
+    const std::vector<int> r = pool.map(
+        download_blocking, std::vector<int>(n, static_cast<int>(each.count())), {.chunk_size = 1});
+    return static_cast<int>(std::count(r.begin(), r.end(), 1));
+}
+
+// The same on a boost::asio::thread_pool, which cannot be reused after join: it is built in
+// the timed region, as a user of it would.
+int asio_pool_downloads(std::size_t threads, std::size_t n, std::chrono::milliseconds each) {
+    asio::thread_pool pool(threads);
+    std::atomic<int> count{0};
+    for (std::size_t i = 0; i < n; ++i)
+        asio::post(pool,
+                   [&count, each] { count += download_blocking(static_cast<int>(each.count())); });
+    pool.join();
+    return count;
+}
+
 void triad_threads(benchmark::State& state) {
     const std::size_t n = count_of(state);
     triad::thread_pool pool(io_threads(n));
     int done = 0;
-    for (auto _ : state) {
-        const std::vector<int> r =
-            pool.map(download_blocking, std::vector<int>(n, static_cast<int>(latency().count())),
-                     {.chunk_size = 1});
-        done = static_cast<int>(std::count(r.begin(), r.end(), 1));
-    }
+    for (auto _ : state)
+        done = pool_downloads(pool, n, latency());
     finish(state, done, n);
 }
 
@@ -90,12 +106,8 @@ void triad_processes(benchmark::State& state) {
     const std::size_t n = count_of(state);
     triad::process_pool pool(2 * triad::cpu_count());
     int done = 0;
-    for (auto _ : state) {
-        const std::vector<int> r =
-            pool.map(download_blocking, std::vector<int>(n, static_cast<int>(latency().count())),
-                     {.chunk_size = 1});
-        done = static_cast<int>(std::count(r.begin(), r.end(), 1));
-    }
+    for (auto _ : state)
+        done = pool_downloads(pool, n, latency());
     finish(state, done, n);
 }
 
@@ -124,16 +136,8 @@ void triad_loop(benchmark::State& state) {
 void asio_pool(benchmark::State& state) {
     const std::size_t n = count_of(state);
     int done = 0;
-    for (auto _ : state) {
-        asio::thread_pool pool(io_threads(n));
-        std::atomic<int> count{0};
-        for (std::size_t i = 0; i < n; ++i)
-            asio::post(pool, [&count] {
-                count += download_blocking(static_cast<int>(latency().count()));
-            });
-        pool.join();
-        done = count;
-    }
+    for (auto _ : state)
+        done = asio_pool_downloads(io_threads(n), n, latency());
     finish(state, done, n);
 }
 
@@ -216,28 +220,16 @@ void triad_threads_concurrency(benchmark::State& state) {
     const std::size_t n = scaling_downloads(state);
     triad::thread_pool pool(static_cast<std::size_t>(state.range(0)));
     int done = 0;
-    for (auto _ : state) {
-        const std::vector<int> r = pool.map(
-            download_blocking, std::vector<int>(n, static_cast<int>(scaling_latency.count())),
-            {.chunk_size = 1});
-        done = static_cast<int>(std::count(r.begin(), r.end(), 1));
-    }
+    for (auto _ : state)
+        done = pool_downloads(pool, n, scaling_latency);
     finish(state, done, n);
 }
 
 void asio_pool_concurrency(benchmark::State& state) {
     const std::size_t n = scaling_downloads(state);
     int done = 0;
-    for (auto _ : state) {
-        asio::thread_pool pool(static_cast<std::size_t>(state.range(0)));
-        std::atomic<int> count{0};
-        for (std::size_t i = 0; i < n; ++i)
-            asio::post(pool, [&count] {
-                count += download_blocking(static_cast<int>(scaling_latency.count()));
-            });
-        pool.join();
-        done = count;
-    }
+    for (auto _ : state)
+        done = asio_pool_downloads(static_cast<std::size_t>(state.range(0)), n, scaling_latency);
     finish(state, done, n);
 }
 

@@ -307,8 +307,8 @@ struct run_meta {
     std::vector<std::string> failures;
 };
 
-// Runs everything and fills DIR/raw; returns what the preamble reports.
-run_meta run_all(const options& o, const fs::path& dir, const fs::path& bin_dir) {
+// Runs everything and fills DIR/raw, and meta with what the preamble reports.
+void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run_meta& meta) {
     const fs::path raw = dir / "raw";
     fs::create_directories(raw);
     if (o.quick)
@@ -316,7 +316,6 @@ run_meta run_all(const options& o, const fs::path& dir, const fs::path& bin_dir)
     else
         ::unsetenv("TRIAD_BENCH_QUICK");
     const std::vector<std::string>& binaries = o.only.empty() ? all_binaries : o.only;
-    run_meta meta;
     meta.mode = o.quick ? "quick" : "full";
 
     std::size_t total = 0;
@@ -396,7 +395,6 @@ run_meta run_all(const options& o, const fs::path& dir, const fs::path& bin_dir)
     bar.update("done", "");
     bar.end();
     meta.seconds = bar.elapsed_seconds();
-    return meta;
 }
 
 std::string preamble(const run_meta& meta, const std::string& context_json) {
@@ -425,7 +423,7 @@ std::string preamble(const run_meta& meta, const std::string& context_json) {
         << meta.mode << " run ("
         << (meta.mode == "quick" ? "one run each, smaller sizes" : "medians of 3 repetitions")
         << ") in " << seconds << "; C++ built by " << meta.compiler << " in release mode; "
-        << (meta.python.empty() ? "Python peers not run (no python3)"
+        << (meta.python.empty() ? "Python peers not run (--no-python, or no python3)"
                                 : meta.python + " for the Python peers")
         << ".\n\nAbsolute times on a shared machine say little; read the ratios between rows of "
            "one table, which come from the same run. Raw Google Benchmark JSON is under `raw/`.\n";
@@ -561,11 +559,7 @@ int main(int argc, char** argv) {
                                  : fs::path(TRIAD_REPORT_RESULTS_DIR) /
                                        (meta.date + "-" + meta.host + (o.quick ? "-quick" : ""));
         fs::remove_all(dir / "raw");
-        const run_meta ran = run_all(o, dir, self_directory());
-        meta.mode = ran.mode;
-        meta.seconds = ran.seconds;
-        meta.python = ran.python;
-        meta.failures = ran.failures;
+        run_all(o, dir, self_directory(), meta);
         write_meta(dir / "raw", meta);
         render(dir, meta);
         std::printf("%s\n", (dir / "REPORT.md").c_str());

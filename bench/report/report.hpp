@@ -129,11 +129,28 @@ inline double to_ns(double value, const std::string& unit) {
     return value;
 }
 
+// Run names and configurations are '/'-separated parts: "workers:2/real_time".
+inline std::vector<std::string> split_parts(const std::string& text) {
+    std::vector<std::string> parts;
+    std::istringstream in(text);
+    for (std::string part; std::getline(in, part, '/');)
+        parts.push_back(part);
+    return parts;
+}
+
+// The parts `keep` accepts, joined with '/' again.
+template <class Keep>
+std::string join_parts(const std::vector<std::string>& parts, Keep keep) {
+    std::string out;
+    for (const std::string& part : parts)
+        if (keep(part))
+            out += (out.empty() ? "" : "/") + part;
+    return out;
+}
+
 inline std::map<std::string, double> parse_args(const std::string& config) {
     std::map<std::string, double> args;
-    std::istringstream in(config);
-    std::string part;
-    while (std::getline(in, part, '/')) {
+    for (const std::string& part : split_parts(config)) {
         const auto colon = part.find(':');
         if (colon == std::string::npos)
             continue;
@@ -149,19 +166,15 @@ inline std::map<std::string, double> parse_args(const std::string& config) {
 // "BM_x/workers:2/iterations:3/real_time" -> family "BM_x", config "workers:2".
 inline std::pair<std::string, std::string> split_run_name(const std::string& run_name) {
     const auto slash = run_name.find('/');
-    const std::string family = run_name.substr(0, slash);
-    std::string config;
-    if (slash != std::string::npos) {
-        std::istringstream in(run_name.substr(slash + 1));
-        std::string part;
-        while (std::getline(in, part, '/')) {
-            if (part == "real_time" || part.rfind("iterations:", 0) == 0 ||
-                part.rfind("repeats:", 0) == 0 || part.rfind("min_time:", 0) == 0)
-                continue;
-            config += (config.empty() ? "" : "/") + part;
-        }
-    }
-    return {family, config};
+    if (slash == std::string::npos)
+        return {run_name, ""};
+    // Google Benchmark's own settings are not the benchmark's configuration.
+    const auto is_argument = [](const std::string& part) {
+        return part != "real_time" && part.rfind("iterations:", 0) != 0 &&
+               part.rfind("repeats:", 0) != 0 && part.rfind("min_time:", 0) != 0;
+    };
+    return {run_name.substr(0, slash),
+            join_parts(split_parts(run_name.substr(slash + 1)), is_argument)};
 }
 
 // Google Benchmark JSON: medians when there are repetitions, the mean of the iteration runs
@@ -306,13 +319,8 @@ struct table {
 // Arguments every C++ configuration of a workload shares (the workload's shape, such as
 // "requests:20") say nothing about the row; only those that vary (workers, concurrency) are shown.
 inline std::string varying_config(const std::string& config, const std::set<std::string>& shared) {
-    std::string out;
-    std::istringstream in(config);
-    std::string part;
-    while (std::getline(in, part, '/'))
-        if (!shared.contains(part))
-            out += (out.empty() ? "" : "/") + part;
-    return out;
+    return join_parts(split_parts(config),
+                      [&](const std::string& part) { return !shared.contains(part); });
 }
 
 // The configuration parts ("requests:20") every C++ measurement of a workload has.
@@ -322,11 +330,8 @@ inline std::set<std::string> shared_config_parts(const std::string& workload,
     for (const measurement& m : all) {
         if (m.workload != workload || is_python(m.executor))
             continue;
-        std::set<std::string> parts;
-        std::istringstream in(m.config);
-        std::string part;
-        while (std::getline(in, part, '/'))
-            parts.insert(part);
+        const std::vector<std::string> list = split_parts(m.config);
+        std::set<std::string> parts(list.begin(), list.end());
         if (!shared) {
             shared = parts;
         } else {
