@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -100,8 +101,10 @@ public:
     void ReportRuns(const std::vector<Run>& runs) override {
         ConsoleReporter::ReportRuns(runs);
         for (const Run& run : runs) {
-            if (run.error_occurred)
+            if (run.error_occurred) {
+                ++m_errors;
                 continue;
+            }
             const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
             if (run.run_type == Run::RT_Aggregate && !median)
                 continue;
@@ -166,6 +169,10 @@ public:
         out.flush();
     }
 
+    // Runs that reported an error (a wrong result, lost work): the binary then exits with 1, so
+    // the smoke tests and bench_report see it.
+    int errors() const noexcept { return m_errors; }
+
 private:
     struct cell {
         double ns_per_item = 0;
@@ -188,6 +195,7 @@ private:
 
     std::map<std::string, std::map<std::string, cell>> m_groups;
     std::vector<std::string> m_order;
+    int m_errors = 0;
 };
 
 inline int run_benchmarks(int argc, char** argv) {
@@ -212,6 +220,11 @@ inline int run_benchmarks(int argc, char** argv) {
                                   : benchmark::ConsoleReporter::OO_Tabular);
     benchmark::RunSpecifiedBenchmarks(&reporter);
     benchmark::Shutdown();
+    if (reporter.errors() != 0) {
+        std::fprintf(stderr, "%d benchmark run(s) reported an error; see ERROR OCCURRED above\n",
+                     reporter.errors());
+        return 1;
+    }
     return 0;
 }
 
