@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include <sched.h>
 
@@ -51,23 +52,130 @@ TEST_CASE("cpu_count is at least one and at most what the machine has", "[cpu]")
         CHECK(n <= std::thread::hardware_concurrency());
 }
 
-TEST_CASE("cpu_count follows the affinity mask", "[cpu]") {
-    // Affinity is per thread; restrict a fresh thread to one CPU and ask from there.
+namespace {
+
+int first_allowed_cpu() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return -1;
+    int first = 0;
+    while (!CPU_ISSET(first, &set))
+        ++first;
+    return first;
+}
+
+// Runs `body` in a forked child and returns what it wrote, or the child's failure.
+template <class Body>
+std::string in_child(Body body) {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::close(fds[0]);
+        const std::string out = body();
+        const auto written = ::write(fds[1], out.data(), out.size());
+        ::_exit(written == static_cast<ssize_t>(out.size()) ? 0 : 1);
+    }
+    ::close(fds[1]);
+    std::string out;
+    char buffer[256];
+    for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) > 0;)
+        out.append(buffer, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("cpu_count follows the process's affinity mask", "[cpu]") {
+    // A process started under `taskset -c N`: here a single-threaded child pins itself.
+    const std::string seen = in_child([] {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(first_allowed_cpu(), &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0)
+            return std::string("sched_setaffinity failed");
+        return std::to_string(triad::cpu_count());
+    });
+    CHECK(seen == "1");
+}
+
+TEST_CASE("a thread that pins itself does not shrink the process's cpu_count",
+          "[cpu][regression]") {
+    // Before: cpu_count read the calling thread's mask, so a pinned worker saw one CPU.
+    const std::size_t process_count = triad::cpu_count();
     std::size_t seen = 0;
     std::thread pinned([&] {
         cpu_set_t one;
         CPU_ZERO(&one);
-        REQUIRE(sched_getaffinity(0, sizeof one, &one) == 0);
-        int first = 0;
-        while (!CPU_ISSET(first, &one))
-            ++first;
-        CPU_ZERO(&one);
-        CPU_SET(first, &one);
+        CPU_SET(first_allowed_cpu(), &one);
         REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
         seen = triad::cpu_count();
     });
     pinned.join();
-    CHECK(seen == 1);
+    CHECK(seen == process_count);
+}
+
+TEST_CASE("cpu_count obeys a real cgroup CPU quota", "[cpu]") {
+    // Makes a cgroup with a quota of half a CPU (v2 cpu.max, or v1 cpu.cfs_quota_us) and moves
+    // a forked child into it. Needs root and a writable cgroup file system: skipped otherwise.
+    if (triad::detail::affinity_cpu_count() < 2) {
+        WARN("skipped: this machine has one CPU, so a quota cannot lower the count");
+        return;
+    }
+    const std::string name = "triad-test-" + std::to_string(::getpid());
+    struct candidate {
+        std::string dir;
+        std::string quota_file;
+        std::string quota;
+    };
+    const candidate candidates[] = {
+        {"/sys/fs/cgroup/" + name, "cpu.max", "50000 100000"},               // v2, unified
+        {"/sys/fs/cgroup/unified/" + name, "cpu.max", "50000 100000"},       // v2 beside v1
+        {"/sys/fs/cgroup/cpu/" + name, "cpu.cfs_quota_us", "50000"},         // v1
+        {"/sys/fs/cgroup/cpu,cpuacct/" + name, "cpu.cfs_quota_us", "50000"}, // v1, joined
+    };
+    std::string made;
+    for (const auto& c : candidates) {
+        std::error_code error;
+        if (!fs::create_directory(c.dir, error))
+            continue;
+        if (!fs::exists(c.dir + "/cgroup.procs")) { // a plain directory, not a cgroup
+            fs::remove(c.dir, error);
+            continue;
+        }
+        if (c.quota_file != "cpu.max")
+            std::ofstream(c.dir + "/cpu.cfs_period_us") << "100000";
+        std::ofstream quota(c.dir + "/" + c.quota_file);
+        quota << c.quota;
+        quota.close();
+        if (!quota) {
+            fs::remove(c.dir, error);
+            continue;
+        }
+        made = c.dir;
+        break;
+    }
+    if (made.empty()) {
+        WARN("skipped: no cgroup could be made here (needs root and a writable cgroup fs)");
+        return;
+    }
+    const std::string procs = made + "/cgroup.procs";
+    const std::string seen = in_child([&] {
+        std::ofstream join(procs);
+        join << ::getpid();
+        join.close();
+        if (!join)
+            return std::string("could not join the cgroup");
+        return std::to_string(triad::cpu_count());
+    });
+    std::error_code error;
+    fs::remove(made, error); // the child has exited, so the cgroup is empty
+    CHECK(seen == "1");       // half a CPU of quota, rounded up
 }
 
 TEST_CASE("TRIAD_CPU_COUNT overrides the answer and is validated", "[cpu]") {

@@ -15,6 +15,7 @@
 
 #include <sched.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace triad::detail {
 
@@ -234,20 +235,30 @@ inline std::optional<double> cgroup_cpu_limit(const std::string& fs_root = "") {
     return best;
 }
 
-// CPUs in the calling thread's affinity mask (sched_getaffinity), 0 if it cannot be read.
+// CPUs in the process's affinity mask, 0 if it cannot be read. Affinity belongs to threads; the
+// process's is its main thread's (the thread whose id is the pid), which every thread inherits
+// unless it narrows its own: a worker pinned to one CPU must not make the whole process look
+// like a one-CPU machine. If the main thread is gone (it called pthread_exit), the calling
+// thread's mask is the best there is.
 inline std::size_t affinity_cpu_count() noexcept {
+    pid_t target = ::getpid();
     for (int cpus = CPU_SETSIZE; cpus <= (1 << 20); cpus *= 2) {
         cpu_set_t* set = CPU_ALLOC(static_cast<std::size_t>(cpus));
         if (set == nullptr)
             return 0;
         const std::size_t bytes = CPU_ALLOC_SIZE(static_cast<std::size_t>(cpus));
         CPU_ZERO_S(bytes, set);
-        const int rc = ::sched_getaffinity(0, bytes, set);
+        const int rc = ::sched_getaffinity(target, bytes, set);
         const int count = rc == 0 ? CPU_COUNT_S(bytes, set) : 0;
         const int error = errno;
         CPU_FREE(set);
         if (rc == 0)
             return static_cast<std::size_t>(count);
+        if (error == ESRCH && target != 0) {
+            target = 0;
+            cpus /= 2; // the same size again, for this thread
+            continue;
+        }
         if (error != EINVAL) // EINVAL: the kernel's mask is larger than ours; try a bigger one
             return 0;
     }
