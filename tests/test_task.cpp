@@ -212,6 +212,41 @@ TEST_CASE("co_await waits on futures of both pools without blocking the loop", "
     CHECK(ticks >= 10);
 }
 
+TEST_CASE("co_await on a shared_future yields the shared value to every awaiting task",
+          "[task]") {
+    triad::thread_pool threads(1);
+    triad::shared_future<std::string> shared = threads.submit([] {
+        std::this_thread::sleep_for(20ms);
+        return std::string("config");
+    }).share();
+    const std::size_t total = triad::run([&]() -> triad::task<std::size_t> {
+        auto reader = [&shared]() -> triad::task<std::size_t> {
+            const std::string& value = co_await shared;
+            co_return value.size();
+        };
+        auto a = triad::spawn(reader());
+        auto b = triad::spawn(reader());
+        co_return co_await a + co_await b;
+    }());
+    CHECK(total == 12);
+}
+
+TEST_CASE("then(loop, fn) runs the continuation on the loop's thread", "[task]") {
+    triad::thread_pool threads(1);
+    triad::event_loop loop;
+    std::thread::id loop_thread;
+    const int result = loop.run([&]() -> triad::task<int> {
+        loop_thread = std::this_thread::get_id();
+        auto on_loop = threads.submit([] { return 20; }).then(loop, [](triad::future<int> f) {
+            return std::make_pair(f.get() + 1, std::this_thread::get_id());
+        });
+        const auto [value, ran_on] = co_await std::move(on_loop);
+        CHECK(ran_on == loop_thread);
+        co_return value;
+    }());
+    CHECK(result == 21);
+}
+
 TEST_CASE("cancelling a wait on a future stops the wait, not the work", "[task]") {
     triad::thread_pool threads(1);
     std::atomic<bool> work_done{false};

@@ -10,9 +10,11 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <ranges>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -28,6 +30,8 @@ namespace triad {
 template <class T>
 class future;
 template <class T>
+class shared_future;
+template <class T>
 class promise;
 
 namespace detail {
@@ -41,6 +45,13 @@ struct future_access {
         return f.m_state;
     }
 };
+
+// An executor that `then(executor, fn)` can hand a continuation to: a `triad::thread_pool`, an
+// `event_loop`, or anything with `post(callable)`.
+template <class Executor>
+concept posts_work = requires(Executor& executor, void (*fn)()) { executor.post(fn); };
+
+struct empty_slot {};
 } // namespace detail
 
 /**
@@ -49,9 +60,10 @@ struct future_access {
  *
  * Much lighter than `std::future`: the result lives in the same allocation as the task, and
  * neither setting nor reading it takes a mutex. A future has exactly one consumer; it is
- * move-only, and `get()` consumes it. Destroying an unready future does not block: the work goes
- * on and its result is dropped. Waiting on a future from inside a `triad::thread_pool` task runs
- * other queued tasks meanwhile, so nested submit-and-wait cannot deadlock.
+ * move-only, and `get()` consumes it (`share()` gives a copyable `triad::shared_future` for many
+ * readers). Destroying an unready future does not block: the work goes on and its result is
+ * dropped. Waiting on a future from inside a `triad::thread_pool` task runs other queued tasks
+ * meanwhile, so nested submit-and-wait cannot deadlock.
  *
  * @par Thread Safety
  * Distinct futures: safe. One future: one thread at a time (a second concurrent waiter gets
@@ -74,11 +86,14 @@ public:
 
     /** An invalid future (`valid() == false`). */
     future() noexcept = default;
-    future(future&& other) noexcept : m_state(std::exchange(other.m_state, nullptr)) {}
+    future(future&& other) noexcept
+        : m_state(std::exchange(other.m_state, nullptr)),
+          m_kept(std::exchange(other.m_kept, kept_type{})) {}
     future& operator=(future&& other) noexcept {
         if (this != &other) {
             reset();
             m_state = std::exchange(other.m_state, nullptr);
+            m_kept = std::exchange(other.m_kept, kept_type{});
         }
         return *this;
     }
@@ -95,13 +110,23 @@ public:
 
     /**
      * Waits for the result and returns it, or rethrows the exception the work threw. Consumes
-     * the future. Throws `triad::future_error` if the future is not valid.
+     * the future. Throws `triad::future_error` if the future is not valid. For a reference
+     * result, the future keeps what produced it (the task and its arguments) alive until the
+     * future is destroyed, so the reference stays valid while the future exists.
      */
     T get() {
         require_valid("get");
         detail::wait_on(*m_state, nullptr);
-        std::unique_ptr<detail::shared_state<T>, releaser> state(std::exchange(m_state, nullptr));
-        return state->take();
+        if constexpr (std::is_reference_v<T>) {
+            if (m_kept != nullptr)
+                m_kept->release();
+            m_kept = std::exchange(m_state, nullptr);
+            return m_kept->take();
+        } else {
+            std::unique_ptr<detail::shared_state<T>, releaser> state(
+                std::exchange(m_state, nullptr));
+            return state->take();
+        }
     }
 
     /** Blocks until the result is available. Throws `triad::future_error` if not valid. */
@@ -136,19 +161,41 @@ public:
      * Calls `callback()` once the result is available, without blocking anyone: on the thread
      * that sets the result, or right here if it is already set (then an exception from the
      * callback propagates to this call). The future stays valid; read it with `get()`. One
-     * continuation per future (`on_ready`, `then`, `as_completed` and `co_await` each use it);
-     * a second throws `triad::future_error`. An exception escaping a callback that runs on the
-     * producer's thread is reported on stderr, never lost silently.
+     * continuation per future (`on_ready`, `then`, `as_completed`, `share` and `co_await` each
+     * use it); a second throws `triad::future_error`. An exception escaping a callback that runs
+     * on a pool's thread goes to that pool's `on_error`, elsewhere to stderr; never lost
+     * silently. A future completed by a callback runs its own continuation after that callback
+     * returns, not inside it, so a chain of any length needs no more stack than one link.
      */
     template <class Callback>
     void on_ready(Callback&& callback);
 
     /**
      * Chains work: returns a future of `fn(std::move(*this))`, run as soon as this future is
-     * ready, on the thread that makes it ready. Consumes this future.
+     * ready, on the thread that makes it ready. Consumes this future; if it throws (a second
+     * continuation, out of memory) this future is left as it was.
      */
     template <class Fn>
     auto then(Fn&& fn) && -> future<std::invoke_result_t<std::decay_t<Fn>, future<T>>>;
+
+    /**
+     * Like `then(fn)`, but `fn` runs on `executor` (a `triad::thread_pool`, a `triad::event_loop`
+     * or anything with `post(callable)`), never inline on the completing thread. If the executor
+     * refuses the work (it was shut down), the returned future holds that exception; if it drops
+     * it (a cancelling shutdown, a loop that stopped), `triad::task_cancelled`. The executor must
+     * outlive the continuation.
+     */
+    template <class Executor, class Fn>
+        requires detail::posts_work<Executor>
+    auto then(Executor& executor,
+              Fn&& fn) && -> future<std::invoke_result_t<std::decay_t<Fn>, future<T>>>;
+
+    /**
+     * A `triad::shared_future` for the same result, readable by any number of threads and
+     * continuations. Consumes this future (and its continuation slot); throws
+     * `triad::future_error` if it is invalid or already has a continuation.
+     */
+    shared_future<T> share() &&;
 
 private:
     friend struct detail::future_access;
@@ -161,6 +208,9 @@ private:
     void reset() noexcept {
         if (m_state != nullptr)
             std::exchange(m_state, nullptr)->release();
+        if constexpr (std::is_reference_v<T>)
+            if (m_kept != nullptr)
+                std::exchange(m_kept, nullptr)->release();
     }
 
     void require_valid(const char* what) const {
@@ -170,7 +220,12 @@ private:
                                               "moved from, or already consumed by get())"));
     }
 
+    using kept_type =
+        std::conditional_t<std::is_reference_v<T>, detail::shared_state<T>*, detail::empty_slot>;
+
     detail::shared_state<T>* m_state = nullptr;
+    // A consumed reference result's state, kept so the reference stays valid.
+    [[no_unique_address]] kept_type m_kept{};
 };
 
 /**
@@ -190,7 +245,7 @@ private:
 template <class T>
 class promise {
 public:
-    promise() : m_state(std::make_unique<detail::shared_state<T>>(2).release()) {}
+    promise() : m_state(make_state()) {}
     promise(promise&& other) noexcept
         : m_state(std::exchange(other.m_state, nullptr)), m_future_taken(other.m_future_taken),
           m_satisfied(other.m_satisfied) {}
@@ -234,6 +289,11 @@ public:
     }
 
 private:
+    static detail::shared_state<T>* make_state() {
+        // Made now, where failing can still be reported, so the destructor never allocates.
+        (void)detail::broken_promise_error();
+        return std::make_unique<detail::shared_state<T>>(2).release();
+    }
     void require_state(const char* what) const {
         if (m_state == nullptr)
             throw future_error(
@@ -253,7 +313,7 @@ private:
         if (m_state == nullptr)
             return;
         if (!m_satisfied) {
-            m_state->set_error(std::make_exception_ptr(broken_promise()));
+            m_state->set_error(detail::broken_promise_error());
             satisfy();
         }
         if (!m_future_taken)
@@ -300,7 +360,7 @@ struct callback_box {
         try {
             self->callback();
         } catch (...) {
-            report_to_stderr("triad::future::on_ready: the callback threw",
+            report_unhandled("triad::future::on_ready: the callback threw",
                              std::current_exception());
         }
     }
@@ -323,6 +383,82 @@ public:
     future<T>& source() noexcept { return m_source; }
 
 private:
+    Fn m_fn;
+    future<T> m_source;
+};
+
+// then(executor, fn): the continuation only hands the work to the executor.
+template <class Executor, class Fn, class T, class U>
+class then_on_state final : public shared_state<U> {
+public:
+    then_on_state(Executor& executor, Fn fn, future<T> source)
+        : shared_state<U>(2), m_executor(&executor), m_fn(std::move(fn)),
+          m_source(std::move(source)) {
+        (void)cancelled_error();
+    }
+
+    static void fire(void* context) noexcept {
+        auto* self = static_cast<then_on_state*>(context);
+        job work(self);
+        self->m_poster.store(std::this_thread::get_id(), std::memory_order_relaxed);
+        try {
+            self->m_executor->post(std::move(work));
+            self->m_poster.store(std::thread::id(), std::memory_order_relaxed);
+        } catch (...) {
+            self->m_poster.store(std::thread::id(), std::memory_order_relaxed);
+            // The executor refused the job (a closed pool) or took it and failed (out of
+            // memory, destroying it on the way out): the future holds the reason.
+            const bool still_ours = work.take() != nullptr;
+            if (still_ours || self->m_dropped_while_posting)
+                fail(self, std::current_exception());
+        }
+    }
+
+    future<T>& source() noexcept { return m_source; }
+
+private:
+    static void fail(then_on_state* self, std::exception_ptr error) noexcept {
+        self->set_error(std::move(error));
+        self->publish();
+        self->release();
+    }
+
+    // Owns the producer's reference; whoever ends up with it runs the work or, dropping it
+    // unrun, completes the future with task_cancelled (or, inside a failed post, lets fire()
+    // report why).
+    class job {
+    public:
+        explicit job(then_on_state* self) noexcept : m_self(self) {}
+        job(job&& other) noexcept : m_self(std::exchange(other.m_self, nullptr)) {}
+        job& operator=(job&&) = delete;
+        ~job() {
+            if (m_self == nullptr)
+                return;
+            then_on_state* self = std::exchange(m_self, nullptr);
+            if (self->m_poster.load(std::memory_order_relaxed) == std::this_thread::get_id())
+                self->m_dropped_while_posting = true; // fire() is on this thread's stack
+            else
+                fail(self, cancelled_error());
+        }
+        // Gives up the reference (to fire(), which reports why the post failed).
+        then_on_state* take() noexcept { return std::exchange(m_self, nullptr); }
+        void operator()() noexcept {
+            then_on_state* self = std::exchange(m_self, nullptr);
+            self->set_from(
+                [self] { return std::invoke(std::move(self->m_fn), std::move(self->m_source)); });
+            self->publish();
+            self->release();
+        }
+
+    private:
+        then_on_state* m_self;
+    };
+
+    // The thread inside post(), so that a job destroyed by a failing post() is told apart from
+    // one an executor dropped later.
+    std::atomic<std::thread::id> m_poster{};
+    bool m_dropped_while_posting = false;
+    Executor* m_executor;
     Fn m_fn;
     future<T> m_source;
 };
@@ -354,9 +490,42 @@ auto future<T>::then(Fn&& fn) && -> future<std::invoke_result_t<std::decay_t<Fn>
     using state_type = detail::then_state<std::decay_t<Fn>, T, U>;
     detail::shared_state<T>* source = m_state;
     auto owned = std::make_unique<state_type>(std::forward<Fn>(fn), std::move(*this));
+    bool registered = false;
+    try {
+        registered = source->try_set_continuation(&state_type::fire, owned.get());
+    } catch (...) {
+        *this = std::move(owned->source());
+        throw;
+    }
     state_type* chained = owned.release();
     future<U> result = detail::future_access::make<U>(chained);
-    if (!source->try_set_continuation(&state_type::fire, chained))
+    if (!registered)
+        state_type::fire(chained);
+    return result;
+}
+
+template <class T>
+template <class Executor, class Fn>
+    requires detail::posts_work<Executor>
+auto future<T>::then(Executor& executor, Fn&& fn) && -> future<
+    std::invoke_result_t<std::decay_t<Fn>, future<T>>> {
+    static_assert(std::is_invocable_v<std::decay_t<Fn>, future<T>>,
+                  "triad::future<T>::then: the function must take a triad::future<T> by value");
+    using U = std::invoke_result_t<std::decay_t<Fn>, future<T>>;
+    require_valid("then");
+    using state_type = detail::then_on_state<Executor, std::decay_t<Fn>, T, U>;
+    detail::shared_state<T>* source = m_state;
+    auto owned = std::make_unique<state_type>(executor, std::forward<Fn>(fn), std::move(*this));
+    bool registered = false;
+    try {
+        registered = source->try_set_continuation(&state_type::fire, owned.get());
+    } catch (...) {
+        *this = std::move(owned->source());
+        throw;
+    }
+    state_type* chained = owned.release();
+    future<U> result = detail::future_access::make<U>(chained);
+    if (!registered)
         state_type::fire(chained);
     return result;
 }
@@ -368,10 +537,333 @@ void wait_all(Futures&& futures) {
         f.wait();
 }
 
+// --- shared_future ---------------------------------------------------------------------------
+
+namespace detail {
+
+// A continuation registered on a shared future; any number of them, kept in a list.
+struct hub_link {
+    state_base::continuation_fn fn = nullptr;
+    void* context = nullptr;
+    hub_link* next = nullptr;
+    hub_link* prev = nullptr;
+};
+
+// What the copies of one shared_future share: the original future's state (read in place by
+// every reader), the threads waiting and the continuations registered. The state's single
+// continuation slot feeds it.
+class shared_hub_base : public pooled_node {
+public:
+    shared_hub_base(const shared_hub_base&) = delete;
+    shared_hub_base& operator=(const shared_hub_base&) = delete;
+
+    void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
+    void release() noexcept {
+        if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+            delete this;
+    }
+
+    bool is_ready() const noexcept { return m_ready.load(std::memory_order_acquire); }
+
+    // Returns false on timeout. Helps, on a pool worker, like any triad wait.
+    bool wait(const steady_time* deadline) {
+        if (is_ready())
+            return true;
+        waiter self;
+        {
+            std::lock_guard lock(m_mutex);
+            if (is_ready())
+                return true;
+            link(m_waiters, self);
+        }
+        const bool woken = wait_on(self.slot, deadline);
+        // The firer sets every waiter's slot while holding the mutex, so once this thread holds
+        // it, the firer is done with `self` and it may go.
+        std::lock_guard lock(m_mutex);
+        if (!is_ready())
+            unlink(m_waiters, self);
+        return woken || is_ready();
+    }
+
+    // False if the result is there already (the caller runs the continuation itself).
+    bool add_continuation(hub_link& l) {
+        std::lock_guard lock(m_mutex);
+        if (is_ready())
+            return false;
+        link(m_continuations, l);
+        return true;
+    }
+
+    // True if `l` will never run; false if it has run or is running.
+    bool remove_continuation(hub_link& l) noexcept {
+        std::lock_guard lock(m_mutex);
+        if (is_ready())
+            return false;
+        unlink(m_continuations, l);
+        return true;
+    }
+
+protected:
+    explicit shared_hub_base(std::uint32_t refs) noexcept : m_refs(refs) {}
+    virtual ~shared_hub_base() = default;
+
+    // The source state's continuation; owns one reference to the hub.
+    static void fire(void* context) noexcept {
+        auto* self = static_cast<shared_hub_base*>(context);
+        hub_link* continuations = nullptr;
+        {
+            std::lock_guard lock(self->m_mutex);
+            self->m_ready.store(true, std::memory_order_release);
+            for (waiter* w = self->m_waiters.head; w != nullptr;) {
+                waiter* next = w->next;
+                w->slot.set_ready();
+                w = next;
+            }
+            self->m_waiters.head = nullptr;
+            continuations = std::exchange(self->m_continuations.head, nullptr);
+        }
+        while (continuations != nullptr) {
+            hub_link* next = continuations->next; // the continuation may free its link
+            continuations->fn(continuations->context);
+            continuations = next;
+        }
+        self->release();
+    }
+
+private:
+    struct waiter {
+        wait_slot slot;
+        waiter* next = nullptr;
+        waiter* prev = nullptr;
+    };
+    template <class Node>
+    struct list {
+        Node* head = nullptr;
+    };
+    template <class Node>
+    static void link(list<Node>& l, Node& n) noexcept {
+        n.prev = nullptr;
+        n.next = l.head;
+        if (l.head != nullptr)
+            l.head->prev = &n;
+        l.head = &n;
+    }
+    template <class Node>
+    static void unlink(list<Node>& l, Node& n) noexcept {
+        if (n.prev != nullptr)
+            n.prev->next = n.next;
+        else
+            l.head = n.next;
+        if (n.next != nullptr)
+            n.next->prev = n.prev;
+    }
+
+    std::atomic<std::uint32_t> m_refs;
+    std::atomic<bool> m_ready{false};
+    std::mutex m_mutex;
+    list<waiter> m_waiters;
+    list<hub_link> m_continuations;
+};
+
+template <class T>
+class shared_hub final : public shared_hub_base {
+public:
+    // Takes the future's reference to its state; its continuation slot feeds this hub.
+    explicit shared_hub(shared_state<T>* source) noexcept
+        : shared_hub_base(2), m_source(source) {} // one for the first shared_future, one for fire
+    ~shared_hub() override {
+        if (m_source != nullptr)
+            m_source->release();
+    }
+
+    // Takes the source's continuation slot. If that throws (the slot is in use), the hub gives
+    // the source back untouched and may be deleted.
+    static void connect(shared_hub* hub) {
+        bool registered = false;
+        try {
+            registered = hub->m_source->try_set_continuation(&shared_hub_base::fire, hub);
+        } catch (...) {
+            hub->m_source = nullptr;
+            throw;
+        }
+        if (!registered)
+            shared_hub_base::fire(hub);
+    }
+
+    typename shared_state<T>::peek_type get() const { return m_source->peek(); }
+
+private:
+    shared_state<T>* m_source;
+};
+
+template <class Callback>
+struct hub_callback_box {
+    hub_link link;
+    Callback callback;
+
+    static void fire(void* context) noexcept {
+        std::unique_ptr<hub_callback_box> self(static_cast<hub_callback_box*>(context));
+        try {
+            self->callback();
+        } catch (...) {
+            report_unhandled("triad::shared_future::on_ready: the callback threw",
+                             std::current_exception());
+        }
+    }
+};
+
+struct shared_future_access {
+    template <class T>
+    static shared_hub<T>* hub(const shared_future<T>& f) noexcept {
+        return f.m_hub;
+    }
+};
+
+} // namespace detail
+
+/**
+ * A result that any number of threads may read: `future<T>::share()` makes one, and copies share
+ * it (Python's futures are all of this kind). `get()` returns a reference to the one stored
+ * value (`const T&`; `T&` for `shared_future<T&>`), valid while any copy exists, or rethrows the
+ * exception. Any number of waiters and of `on_ready`/`then` continuations; works with `co_await`
+ * and `as_completed` like a `future`.
+ *
+ * @par Thread Safety
+ * Distinct copies: safe from any threads, concurrently. One copy: as for a `const` object (many
+ * readers; assignment needs exclusive access).
+ *
+ * @code
+ * triad::shared_future<config> cfg = pool.submit(load_config).share();
+ * for (int i = 0; i < 4; ++i)
+ *     pool.post([cfg] { use(cfg.get()); }); // every task reads the same config
+ * @endcode
+ */
+template <class T>
+class [[nodiscard]] shared_future {
+public:
+    using value_type = T;
+
+    shared_future() noexcept = default;
+    shared_future(const shared_future& other) noexcept : m_hub(other.m_hub) {
+        if (m_hub != nullptr)
+            m_hub->add_ref();
+    }
+    shared_future(shared_future&& other) noexcept : m_hub(std::exchange(other.m_hub, nullptr)) {}
+    shared_future& operator=(shared_future other) noexcept {
+        std::swap(m_hub, other.m_hub);
+        return *this;
+    }
+    ~shared_future() {
+        if (m_hub != nullptr)
+            m_hub->release();
+    }
+
+    bool valid() const noexcept { return m_hub != nullptr; }
+    bool ready() const noexcept { return m_hub != nullptr && m_hub->is_ready(); }
+
+    /** Waits, then returns the value (a reference into the shared result) or rethrows. */
+    typename detail::shared_state<T>::peek_type get() const {
+        require_valid("get");
+        m_hub->wait(nullptr);
+        return m_hub->get();
+    }
+
+    void wait() const {
+        require_valid("wait");
+        m_hub->wait(nullptr);
+    }
+
+    template <class Rep, class Period>
+    std::future_status wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
+        require_valid("wait_for");
+        if (m_hub->is_ready())
+            return std::future_status::ready;
+        const detail::steady_time deadline = detail::deadline_after(timeout);
+        return m_hub->wait(&deadline) ? std::future_status::ready : std::future_status::timeout;
+    }
+
+    template <class Clock, class Duration>
+    std::future_status wait_until(const std::chrono::time_point<Clock, Duration>& time) const {
+        require_valid("wait_until");
+        if (m_hub->is_ready())
+            return std::future_status::ready;
+        const detail::steady_time deadline = detail::to_steady_deadline(time);
+        return m_hub->wait(&deadline) ? std::future_status::ready : std::future_status::timeout;
+    }
+
+    /** Calls `callback()` once ready, as `future::on_ready` does; any number of callbacks. */
+    template <class Callback>
+    void on_ready(Callback&& callback) const {
+        require_valid("on_ready");
+        static_assert(std::is_invocable_v<std::decay_t<Callback>&>,
+                      "triad::shared_future::on_ready: the callback must be callable with no "
+                      "arguments");
+        using box = detail::hub_callback_box<std::decay_t<Callback>>;
+        auto owned = std::make_unique<box>(box{{}, std::forward<Callback>(callback)});
+        owned->link.fn = &box::fire;
+        owned->link.context = owned.get();
+        if (m_hub->add_continuation(owned->link)) {
+            owned.release();
+            return;
+        }
+        owned->callback();
+    }
+
+    /** A future of `fn(copy of *this)`, run once ready on the completing thread. */
+    template <class Fn>
+    auto then(Fn&& fn) const -> future<std::invoke_result_t<std::decay_t<Fn>, shared_future<T>>> {
+        static_assert(std::is_invocable_v<std::decay_t<Fn>, shared_future<T>>,
+                      "triad::shared_future<T>::then: the function must take a "
+                      "triad::shared_future<T>");
+        using U = std::invoke_result_t<std::decay_t<Fn>, shared_future<T>>;
+        promise<U> p;
+        future<U> result = p.get_future();
+        on_ready([p = std::move(p), fn = std::forward<Fn>(fn), self = *this]() mutable {
+            try {
+                if constexpr (std::is_void_v<U>) {
+                    std::invoke(std::move(fn), std::move(self));
+                    p.set_value();
+                } else {
+                    p.set_value(std::invoke(std::move(fn), std::move(self)));
+                }
+            } catch (...) {
+                p.set_exception(std::current_exception());
+            }
+        });
+        return result;
+    }
+
+private:
+    friend class future<T>;
+    friend struct detail::shared_future_access;
+    explicit shared_future(detail::shared_hub<T>* hub) noexcept : m_hub(hub) {}
+
+    void require_valid(const char* what) const {
+        if (m_hub == nullptr)
+            throw future_error(detail::concat("triad::shared_future::", what,
+                                              ": the shared_future has no state "
+                                              "(default-constructed or moved from)"));
+    }
+
+    detail::shared_hub<T>* m_hub = nullptr;
+};
+
+template <class T>
+shared_future<T> future<T>::share() && {
+    require_valid("share");
+    auto hub = std::make_unique<detail::shared_hub<T>>(m_state);
+    detail::shared_hub<T>::connect(hub.get()); // throws, taking nothing, if the slot is in use
+    m_state = nullptr;                         // the hub owns the state's reference now
+    return shared_future<T>(hub.release());
+}
+
+// --- as_completed ----------------------------------------------------------------------------
+
 namespace detail {
 
 // Futures report into this as they complete; the as_completed range reads their indices back in
-// that order. Shared by the range and every registered future, so either may go first.
+// that order. Shared by the range and every registered future, so either may go first. When
+// the range is left early, it takes back the continuation slots of the futures still pending.
 class completion_queue {
 public:
     static completion_queue* create(std::size_t count) {
@@ -381,14 +873,37 @@ public:
     explicit completion_queue(std::size_t count)
         : m_nodes(count), m_order(std::make_unique<std::atomic<std::uint32_t>[]>(count)),
           m_refs(1) {
-        for (std::size_t i = 0; i < count; ++i)
-            m_nodes[i] = node{this, static_cast<std::uint32_t>(i)};
+        for (std::size_t i = 0; i < count; ++i) {
+            m_nodes[i].queue = this;
+            m_nodes[i].index = static_cast<std::uint32_t>(i);
+        }
     }
 
     void watch(state_base& state, std::size_t index) {
+        node& n = m_nodes[index];
+        m_refs.fetch_add(1, std::memory_order_relaxed); // the continuation's
+        bool registered = false;
+        try {
+            registered = state.try_set_continuation(&completion_queue::on_done, &n);
+        } catch (...) {
+            m_refs.fetch_sub(1, std::memory_order_relaxed);
+            throw;
+        }
+        state.add_ref();
+        n.state = &state;
+        if (!registered)
+            on_done(&n);
+    }
+
+    void watch(shared_hub_base& hub, std::size_t index) {
+        node& n = m_nodes[index];
+        n.link.fn = &completion_queue::on_done;
+        n.link.context = &n;
         m_refs.fetch_add(1, std::memory_order_relaxed);
-        if (!state.try_set_continuation(&completion_queue::on_done, &m_nodes[index]))
-            on_done(&m_nodes[index]);
+        hub.add_ref();
+        n.hub = &hub;
+        if (!hub.add_continuation(n.link))
+            on_done(&n);
     }
 
     // Blocks until the position-th completion is known; returns its index.
@@ -405,6 +920,22 @@ public:
         }
     }
 
+    // The consumer is done: every continuation that has not run yet is taken back (the futures
+    // can take another one), and the references to the futures' states are dropped.
+    void release_slots() noexcept {
+        for (node& n : m_nodes) {
+            if (n.state != nullptr) {
+                if (n.state->try_clear_continuation())
+                    m_refs.fetch_sub(1, std::memory_order_relaxed);
+                std::exchange(n.state, nullptr)->release();
+            } else if (n.hub != nullptr) {
+                if (n.hub->remove_continuation(n.link))
+                    m_refs.fetch_sub(1, std::memory_order_relaxed);
+                std::exchange(n.hub, nullptr)->release();
+            }
+        }
+    }
+
     void release() noexcept {
         if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
             std::unique_ptr<completion_queue>{this}.reset();
@@ -412,8 +943,11 @@ public:
 
 private:
     struct node {
-        completion_queue* queue;
-        std::uint32_t index;
+        completion_queue* queue = nullptr;
+        std::uint32_t index = 0;
+        state_base* state = nullptr;     // a future's state, referenced
+        shared_hub_base* hub = nullptr;  // or a shared future's hub, referenced
+        hub_link link;
     };
 
     static void on_done(void* context) noexcept {
@@ -436,12 +970,24 @@ template <class T>
 struct is_future : std::false_type {};
 template <class T>
 struct is_future<future<T>> : std::true_type {};
+template <class T>
+struct is_future<shared_future<T>> : std::true_type {};
+
+template <class T>
+void watch_future(completion_queue& queue, const future<T>& f, std::size_t index) {
+    queue.watch(*future_access::state(f), index);
+}
+template <class T>
+void watch_future(completion_queue& queue, const shared_future<T>& f, std::size_t index) {
+    queue.watch(*shared_future_access::hub(f), index);
+}
 
 } // namespace detail
 
 /**
  * The range returned by `triad::as_completed`: yields references to the futures of the
- * underlying container in the order they become ready.
+ * underlying container in the order they become ready. Leaving the loop early (or destroying
+ * the range) gives every future that was not yielded its continuation slot back.
  */
 template <class Futures>
 class as_completed_range {
@@ -485,15 +1031,19 @@ public:
         : m_futures(checked(futures)), m_queue(detail::completion_queue::create(size())) {
         try {
             for (std::size_t i = 0; i < size(); ++i)
-                m_queue->watch(*detail::future_access::state(m_futures[i]), i);
+                detail::watch_future(*m_queue, m_futures[i], i);
         } catch (...) {
-            m_queue->release(); // futures registered so far hold their own references
+            m_queue->release_slots();
+            m_queue->release();
             throw;
         }
     }
     as_completed_range(const as_completed_range&) = delete;
     as_completed_range& operator=(const as_completed_range&) = delete;
-    ~as_completed_range() { m_queue->release(); }
+    ~as_completed_range() {
+        m_queue->release_slots();
+        m_queue->release();
+    }
 
     /** Blocks until the first future is ready. Call once. */
     iterator begin() { return iterator(this); }
@@ -535,8 +1085,9 @@ private:
 /**
  * Yields the futures of `futures` as they complete, fastest first (Python's
  * `concurrent.futures.as_completed`). The futures stay in your container; the range yields
- * references to them, and `it.index()` tells which one it is. Uses each future's continuation
- * slot. Throws `triad::future_error` if a future is invalid or already has a continuation.
+ * references to them, and `it.index()` tells which one it is. Works on `future`s (using each
+ * one's continuation slot until it is yielded or the range is left) and on `shared_future`s.
+ * Throws `triad::future_error` if a future is invalid or already has a continuation.
  *
  * @code
  * for (triad::future<int>& f : triad::as_completed(futures))
@@ -549,7 +1100,8 @@ as_completed_range<std::remove_reference_t<Futures>> as_completed(Futures&& futu
                   "triad::as_completed: pass the futures as an lvalue (a named container); the "
                   "range yields references into it, so it must outlive the loop");
     static_assert(detail::is_future<std::ranges::range_value_t<Futures>>::value,
-                  "triad::as_completed: the range must hold triad::future<T> objects");
+                  "triad::as_completed: the range must hold triad::future<T> or "
+                  "triad::shared_future<T> objects");
     return as_completed_range<std::remove_reference_t<Futures>>(futures);
 }
 

@@ -377,6 +377,16 @@ public:
     template <class T>
     T run(task<T> main);
 
+    /**
+     * Runs `fn()` on the loop's thread; callable from any thread. A loop is thereby an executor
+     * for `future::then(loop, fn)`. Work posted to a loop that never runs again is destroyed
+     * unrun with the loop.
+     */
+    template <class Fn>
+    void post(Fn&& fn) {
+        boost::asio::post(m_core->io(), std::forward<Fn>(fn));
+    }
+
     /** The Asio executor of this loop, for I/O objects and `boost::asio::post`. */
     boost::asio::io_context::executor_type executor() noexcept {
         return m_core->io().get_executor();
@@ -558,7 +568,7 @@ public:
         }
         return true;
     }
-    auto await_resume() {
+    decltype(auto) await_resume() {
         m_wait.throw_if_cancelled();
         return ref().get();
     }
@@ -597,6 +607,11 @@ detail::future_awaiter<future<T>> operator co_await(future<T>&& f) {
 template <class T>
 detail::future_awaiter<future<T>*> operator co_await(future<T>& f) {
     return detail::future_awaiter<future<T>*>(&f);
+}
+/** `co_await` on a `shared_future` yields a reference to the shared result. */
+template <class T>
+detail::future_awaiter<shared_future<T>> operator co_await(const shared_future<T>& f) {
+    return detail::future_awaiter<shared_future<T>>(f);
 }
 
 /** The thread pool behind `to_thread`: min(32, cpu_count() + 4) threads, like Python's. */

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <concepts>
+#include <cstdio>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -13,6 +14,7 @@
 #include <ranges>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -25,11 +27,65 @@
 #include <triad/detail/shared_state.hpp>
 #include <triad/detail/task_queue.hpp>
 #include <triad/detail/text.hpp>
+#include <triad/detail/unique_function.hpp>
 #include <triad/errors.hpp>
 #include <triad/future.hpp>
 #include <triad/pool_options.hpp>
 
 namespace triad {
+
+namespace detail {
+
+template <class T>
+struct is_reference_wrapper : std::false_type {};
+template <class T>
+struct is_reference_wrapper<std::reference_wrapper<T>> : std::true_type {};
+
+template <class M>
+struct member_pointer_class {};
+template <class M, class C>
+struct member_pointer_class<M C::*> {
+    using type = C;
+};
+
+// An argument held by value in the task, of the type the result refers to.
+template <class Result, class Arg>
+inline constexpr bool result_refers_to_arg =
+    !std::is_pointer_v<std::decay_t<Arg>> && !is_reference_wrapper<std::decay_t<Arg>>::value &&
+    (std::is_same_v<std::remove_cvref_t<Result>, std::decay_t<Arg>> ||
+     std::is_base_of_v<std::remove_cvref_t<Result>, std::decay_t<Arg>>);
+
+template <class Fn, class... Args>
+constexpr bool member_of_copied_object() {
+    using F = std::decay_t<Fn>;
+    if constexpr (std::is_member_pointer_v<F> && sizeof...(Args) > 0) {
+        using first = std::decay_t<std::tuple_element_t<0, std::tuple<Args...>>>;
+        return std::is_base_of_v<typename member_pointer_class<F>::type, first>;
+    } else {
+        return false;
+    }
+}
+
+template <class Fn, class... Args>
+constexpr bool result_refers_into_task_v() {
+    if constexpr (!std::is_invocable_v<std::decay_t<Fn>, std::decay_t<Args>...>) {
+        return false;
+    } else {
+        using R = std::invoke_result_t<std::decay_t<Fn>, std::decay_t<Args>...>;
+        if constexpr (!std::is_reference_v<R>)
+            return false;
+        else
+            return member_of_copied_object<Fn, Args...>() ||
+                   (result_refers_to_arg<R, Args> || ...);
+    }
+}
+
+// A task whose reference result can only point into its own copy of an argument: the reference
+// would dangle as soon as the future is consumed (std::async has the same trap).
+template <class Fn, class... Args>
+concept result_refers_into_task = result_refers_into_task_v<Fn, Args...>();
+
+} // namespace detail
 
 /** How a `triad::thread_pool` is built; every field has a sensible default. */
 struct thread_pool_options {
@@ -40,14 +96,18 @@ struct thread_pool_options {
     /**
      * Runs once on each worker, with its index, before it takes any task (Python's
      * `initializer=`): the place for per-thread state such as one HTTP session per thread. If it
-     * throws, the constructor throws `triad::initializer_error` with the original nested.
+     * throws, the constructor throws `triad::initializer_error` with the original nested. It also
+     * runs on each stand-in thread (see `thread_pool`), whose index is `size()` or more; there an
+     * exception goes to `on_error`. Any callable, move-only ones included.
      */
-    std::function<void(std::size_t worker_index)> initializer{};
+    detail::unique_function<void(std::size_t worker_index)> initializer{};
     /**
-     * Receives every exception that escapes a task started with `post()`, on the worker thread.
-     * Unset: the exception's type and message are printed to stderr. Either way the worker lives.
+     * Receives every exception that nobody else can: one escaping a task started with `post()`,
+     * or an `on_ready` callback run on a worker, or a stand-in's initializer; on the thread where
+     * it happened. Unset: the exception's type and message are printed to stderr. Either way the
+     * worker lives. Any callable, move-only ones included.
      */
-    std::function<void(std::exception_ptr)> on_error{};
+    detail::unique_function<void(std::exception_ptr)> on_error{};
     /**
      * How long an idle worker polls for new work before it sleeps. Longer trades CPU for latency
      * when tasks arrive in quick bursts.
@@ -63,11 +123,17 @@ struct thread_pool_options {
  * other threads go to a shared queue; idle workers steal from each other, then spin a few
  * microseconds, then sleep. A task that waits on a future (or a `map`) of its own pool runs other
  * queued tasks while it waits, so nested submit-and-wait cannot deadlock, even with one thread.
+ * When helping would go too deep for the thread's stack, and for every timed wait (which must
+ * return by its deadline, so it cannot run a task of unknown length), the worker blocks instead
+ * and a stand-in thread runs the pool's tasks until the wait ends (as Java's
+ * `ForkJoinPool.managedBlock` does); idle stand-ins are kept a few seconds for reuse.
  *
  * @par Thread Safety
- * Every member may be called from any thread, concurrently, except that `shutdown`, `wait_idle`
- * and the destructor may not be called from the pool's own tasks (`std::logic_error`; for the
- * destructor, a message and abort, since it could only deadlock).
+ * Every member may be called from any thread, concurrently, except that `shutdown` and
+ * `wait_idle` may not be called from the pool's own tasks (`std::logic_error`: they would wait
+ * for themselves). The destructor may run on one of the pool's own threads (the last
+ * `shared_ptr` dropped inside a task): then it returns at once and a background thread drains
+ * and joins the pool.
  *
  * @code
  * triad::thread_pool pool;                      // triad::cpu_count() threads
@@ -84,13 +150,17 @@ public:
         : thread_pool(thread_pool_options{.threads = threads}) {}
     explicit thread_pool(thread_pool_options options);
 
-    /** Drains the queue (like `shutdown()`) and joins the workers. */
-    ~thread_pool() = default;
+    /**
+     * Drains the queue (like `shutdown()`) and joins the workers. On one of the pool's own
+     * threads it cannot join itself: it hands the drain and join to a background thread and
+     * returns at once.
+     */
+    ~thread_pool();
     thread_pool(const thread_pool&) = delete;
     thread_pool& operator=(const thread_pool&) = delete;
 
-    /** The number of worker threads. */
-    std::size_t size() const noexcept { return m_scheduler.size(); }
+    /** The number of worker threads (stand-ins not counted). */
+    std::size_t size() const noexcept { return m_scheduler->size(); }
 
     /**
      * Runs `fn(args...)` on a worker and forgets it. An exception it throws goes to
@@ -102,11 +172,18 @@ public:
 
     /**
      * Runs `fn(args...)` on a worker; the future holds its result or exception. Arguments are
-     * copied or moved into the task. Throws `triad::pool_closed` after `shutdown()`.
+     * copied or moved into the task. Throws `triad::pool_closed` after `shutdown()`. When the
+     * result is a reference, the task (its callable and its copies of the arguments) lives as
+     * long as the future, so a reference into them stays valid while the future does; a call
+     * whose result can only refer into the task's own copy of an argument (`submit(&T::member,
+     * obj)`) is refused at compile time: pass `std::ref(obj)` or a pointer, or return by value.
      */
     template <class Fn, class... Args>
-    [[nodiscard]] auto submit(Fn&& fn, Args&&... args)
-        -> future<std::invoke_result_t<std::decay_t<Fn>, std::decay_t<Args>...>>;
+    [[nodiscard]] auto submit(Fn&& fn, Args&&... args);
+
+    template <class Fn, class... Args>
+        requires detail::result_refers_into_task<Fn, Args...>
+    void submit(Fn&&, Args&&...) = delete; // the result would refer into the task's own copy of an argument: pass std::ref(obj) or a pointer, or return by value
 
     /**
      * Applies `fn` to every item of `items` on the workers and returns the results in input
@@ -117,8 +194,7 @@ public:
      * first.
      */
     template <class Fn, std::ranges::input_range Items>
-    auto map(Fn&& fn, Items&& items, map_options options = {}) -> std::vector<
-        std::remove_cvref_t<std::invoke_result_t<Fn&, std::ranges::range_reference_t<Items>>>>;
+    auto map(Fn&& fn, Items&& items, map_options options = {});
 
     /** Calls `fn(item)` for every item on the workers; errors as for `map`. */
     template <std::ranges::input_range Items, class Fn>
@@ -133,33 +209,62 @@ public:
     void parallel_for(First first, Last last, Fn&& fn, map_options options = {});
 
     /**
-     * Blocks until the pool is idle: every task submitted so far, and any submitted while
-     * waiting, has finished. The pool stays usable.
+     * Blocks until every task submitted before the call (and every subtask they submitted
+     * meanwhile) has finished. Tasks submitted while it waits are not waited for, so a producer
+     * that never stops cannot starve it. The pool stays usable. Throws `std::logic_error` from
+     * one of the pool's own tasks.
      */
-    void wait_idle() { m_scheduler.wait_idle(); }
+    void wait_idle() { m_scheduler->wait_idle_until(nullptr); }
+
+    /** `wait_idle()` for at most `timeout`; false if it ran out first. */
+    template <class Rep, class Period>
+    bool wait_idle_for(const std::chrono::duration<Rep, Period>& timeout) {
+        const detail::steady_time deadline = detail::deadline_after(timeout);
+        return m_scheduler->wait_idle_until(&deadline);
+    }
+
+    /** `wait_idle()` until `time` at the latest (any clock); false if it passed first. */
+    template <class Clock, class Duration>
+    bool wait_idle_until(const std::chrono::time_point<Clock, Duration>& time) {
+        const detail::steady_time deadline = detail::to_steady_deadline(time);
+        return m_scheduler->wait_idle_until(&deadline);
+    }
 
     /**
      * Stops taking work from outside (then `submit` throws `triad::pool_closed`), finishes or
-     * cancels what is queued, and joins the workers. With `drain`, tasks still running may
-     * queue subtasks, which also run; with `cancel`, queued tasks are dropped and their futures
-     * throw `triad::task_cancelled`. Tasks already running always finish. Idempotent; a cancel
-     * during another thread's drain turns the rest of that drain into a cancel.
+     * cancels what is queued, and joins the workers. Tasks already running always finish.
+     * Idempotent; a cancel during another thread's drain turns the rest of that drain into a
+     * cancel.
+     *
+     * The drain rule: with `drain`, every task queued before the call runs. A task running
+     * during the drain may still submit (so it can wait on subtasks); such a subtask, and its
+     * own subtasks, start only while the pre-shutdown task they descend from is still running;
+     * once that task has returned, its unstarted descendants are cancelled (their futures throw
+     * `triad::task_cancelled`). So the drain ends as soon as the tasks themselves end, even if a
+     * task re-posts itself forever. With `cancel`, queued tasks are dropped and their futures
+     * throw `triad::task_cancelled`.
      */
     void shutdown(shutdown_mode mode = shutdown_mode::drain) {
-        m_scheduler.shutdown(mode == shutdown_mode::cancel);
+        m_scheduler->shutdown(mode == shutdown_mode::cancel);
     }
 
     /** True once `shutdown()` has begun: work from outside the pool is refused from then on. */
-    bool closed() const noexcept { return m_scheduler.is_closed(); }
+    bool closed() const noexcept { return m_scheduler->is_closed(); }
 
     /** Tasks waiting in queues (a map counts one task per worker taking part). A snapshot. */
-    std::uint64_t queued() const noexcept { return m_scheduler.queued(); }
-    /** Tasks running now. A snapshot. */
-    std::uint64_t running() const noexcept { return m_scheduler.running(); }
+    std::uint64_t queued() const noexcept { return m_scheduler->queued(); }
+    /**
+     * Tasks started and not yet finished. A snapshot. A task waiting on a future counts, and so
+     * does each task its thread runs meanwhile, and each task a stand-in runs, so this can
+     * exceed `size()`.
+     */
+    std::uint64_t running() const noexcept { return m_scheduler->running(); }
     /** Tasks that ran to the end (returned or threw). */
-    std::uint64_t completed() const noexcept { return m_scheduler.completed(); }
-    /** Tasks dropped by `shutdown(shutdown_mode::cancel)`. */
-    std::uint64_t cancelled() const noexcept { return m_scheduler.cancelled(); }
+    std::uint64_t completed() const noexcept { return m_scheduler->completed(); }
+    /** Tasks dropped by `shutdown(shutdown_mode::cancel)` or by the drain rule. */
+    std::uint64_t cancelled() const noexcept { return m_scheduler->cancelled(); }
+    /** Stand-in threads now running tasks in place of workers blocked in a wait. A snapshot. */
+    std::size_t stand_ins() const noexcept { return m_scheduler->stand_ins(); }
 
 private:
     template <class Body>
@@ -167,7 +272,7 @@ private:
 
     static detail::scheduler_config to_config(thread_pool_options&& options);
 
-    detail::scheduler m_scheduler;
+    std::unique_ptr<detail::scheduler> m_scheduler;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -198,22 +303,28 @@ class submitted_task final : public shared_state<R>, public task_node {
 public:
     explicit submitted_task(Fn fn)
         : shared_state<R>(2), task_node(&submitted_task::execute_node), m_fn(std::move(fn)) {}
-    // m_fn is destroyed in execute_node(), before the result is published, so whatever the task
-    // captured is released before anyone can observe the result.
-    ~submitted_task() override {}
+    ~submitted_task() override {
+        if constexpr (keeps_callable)
+            m_fn.~Fn();
+    }
 
     static void execute_node(task_node* node, bool cancel) noexcept {
         auto* self = static_cast<submitted_task*>(node);
         if (cancel)
-            self->set_error(std::make_exception_ptr(task_cancelled()));
+            self->set_error(cancelled_error());
         else
             self->set_from(std::move(self->m_fn));
-        self->m_fn.~Fn();
+        // A value result: whatever the task captured is released before anyone can observe the
+        // result. A reference result may point into the callable or its arguments, so they live
+        // as long as the state.
+        if constexpr (!keeps_callable)
+            self->m_fn.~Fn();
         self->publish();
         self->release();
     }
 
 private:
+    static constexpr bool keeps_callable = std::is_reference_v<R>;
     union {
         Fn m_fn;
     };
@@ -229,14 +340,21 @@ auto bind_task(Fn&& fn, Args&&... args) {
 }
 
 template <class Fn, class... Args>
+inline constexpr bool task_is_callable =
+    std::is_invocable_v<std::decay_t<Fn>, std::decay_t<Args>...> &&
+    std::is_move_constructible_v<std::decay_t<Fn>>;
+
+template <class Fn, class... Args>
 constexpr void check_task_signature() {
     static_assert(std::is_invocable_v<std::decay_t<Fn>, std::decay_t<Args>...>,
                   "triad::thread_pool: the task cannot be called with these arguments (they are "
-                  "copied into the task and passed as rvalues; to pass a reference, wrap it in "
-                  "std::ref)");
+                  "copied into the task and passed as rvalues, and the callable is called as an "
+                  "rvalue; to pass a reference, wrap it in std::ref; a callable whose operator() "
+                  "is &-qualified must be wrapped in a lambda)");
     static_assert(std::is_move_constructible_v<std::decay_t<Fn>>,
                   "triad::thread_pool: the callable must be move-constructible");
 }
+
 
 } // namespace detail
 
@@ -251,45 +369,70 @@ inline detail::scheduler_config thread_pool::to_config(thread_pool_options&& opt
 }
 
 inline thread_pool::thread_pool(thread_pool_options options)
-    : m_scheduler(to_config(std::move(options))) {}
+    : m_scheduler(std::make_unique<detail::scheduler>(to_config(std::move(options)))) {}
 
-template <class Fn, class... Args>
-void thread_pool::post(Fn&& fn, Args&&... args) {
-    detail::check_task_signature<Fn, Args...>();
-    using bound = decltype(detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...));
-    m_scheduler.admit(1);
-    detail::task_node* node = nullptr;
+inline thread_pool::~thread_pool() {
+    if (!m_scheduler->is_own_thread())
+        return; // m_scheduler's destructor drains and joins
+    // The last owner let go inside one of the pool's own tasks: this thread cannot join itself,
+    // so a background thread drains and joins the pool (the current task counts as running, so
+    // the drain waits for it to return).
+    detail::scheduler* engine = m_scheduler.get();
     try {
-        node = std::make_unique<detail::posted_task<bound>>(
-                   detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...))
-                   .release();
+        std::thread([engine] { std::unique_ptr<detail::scheduler>{engine}.reset(); }).detach();
+        (void)m_scheduler.release();
     } catch (...) {
-        m_scheduler.refuse(1);
-        throw;
+        std::fputs("triad::thread_pool: destroyed on one of its own threads, and no thread could "
+                   "be started to drain it in the background\n",
+                   stderr);
+        std::abort();
     }
-    m_scheduler.push(node, node, 1);
 }
 
 template <class Fn, class... Args>
-auto thread_pool::submit(Fn&& fn, Args&&... args)
-    -> future<std::invoke_result_t<std::decay_t<Fn>, std::decay_t<Args>...>> {
-    detail::check_task_signature<Fn, Args...>();
-    using R = std::invoke_result_t<std::decay_t<Fn>, std::decay_t<Args>...>;
-    using bound = decltype(detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...));
-    using task = detail::submitted_task<bound, R>;
-    m_scheduler.admit(1);
-    task* node = nullptr;
-    try {
-        node = std::make_unique<task>(
-                   detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...))
-                   .release();
-    } catch (...) {
-        m_scheduler.refuse(1);
-        throw;
+void thread_pool::post(Fn&& fn, Args&&... args) {
+    if constexpr (!detail::task_is_callable<Fn, Args...>) {
+        detail::check_task_signature<Fn, Args...>();
+    } else {
+        using bound =
+            decltype(detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...));
+        const detail::admission admitted = m_scheduler->admit(1);
+        detail::task_node* node = nullptr;
+        try {
+            node = std::make_unique<detail::posted_task<bound>>(
+                       detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...))
+                       .release();
+        } catch (...) {
+            m_scheduler->refuse(1, admitted);
+            throw;
+        }
+        m_scheduler->push(node, node, 1, admitted);
     }
-    future<R> result = detail::future_access::make<R>(node);
-    m_scheduler.push(node, node, 1);
-    return result;
+}
+
+template <class Fn, class... Args>
+auto thread_pool::submit(Fn&& fn, Args&&... args) {
+    if constexpr (!detail::task_is_callable<Fn, Args...>) {
+        detail::check_task_signature<Fn, Args...>();
+    } else {
+        using R = std::invoke_result_t<std::decay_t<Fn>, std::decay_t<Args>...>;
+        using bound =
+            decltype(detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...));
+        using task = detail::submitted_task<bound, R>;
+        const detail::admission admitted = m_scheduler->admit(1);
+        task* node = nullptr;
+        try {
+            node = std::make_unique<task>(
+                       detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...))
+                       .release();
+        } catch (...) {
+            m_scheduler->refuse(1, admitted);
+            throw;
+        }
+        future<R> result = detail::future_access::make<R>(node);
+        m_scheduler->push(node, node, 1, admitted);
+        return result;
+    }
 }
 
 template <class Body>
@@ -315,59 +458,82 @@ void thread_pool::run_bulk(std::size_t items, map_options options, Body& body) {
                                                     meter.counter());
     detail::bulk_job* job = owned.get();
     const std::size_t runners = job->runner_count();
-    m_scheduler.admit(runners);
+    const detail::admission admitted = m_scheduler->admit(runners);
     future<void> done = detail::future_access::make<void>(owned.release());
-    m_scheduler.push(job->newest(), job->oldest(), runners);
+    m_scheduler->push(job->newest(), job->oldest(), runners, admitted);
     if (meter.enabled())
         while (done.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout)
             meter.tick();
     done.get();
 }
 
+namespace detail {
+// Ranges that map and for_each use in place; any other input range (a non-common view such as
+// iota | take_while, an input-only one such as views::istream) is copied into a vector first.
+template <class Items>
+inline constexpr bool in_place_range =
+    std::ranges::random_access_range<Items> && std::ranges::sized_range<Items>;
+
+template <class Items>
+auto copy_items(Items&& items) {
+    std::vector<std::ranges::range_value_t<Items>> copied;
+    if constexpr (std::ranges::sized_range<Items>)
+        copied.reserve(static_cast<std::size_t>(std::ranges::size(items)));
+    for (auto&& item : items)
+        copied.emplace_back(std::forward<decltype(item)>(item));
+    return copied;
+}
+} // namespace detail
+
 template <class Fn, std::ranges::input_range Items>
-auto thread_pool::map(Fn&& fn, Items&& items, map_options options) -> std::vector<
-    std::remove_cvref_t<std::invoke_result_t<Fn&, std::ranges::range_reference_t<Items>>>> {
+auto thread_pool::map(Fn&& fn, Items&& items, map_options options) {
     using reference = std::ranges::range_reference_t<Items>;
-    static_assert(std::is_invocable_v<Fn&, reference>,
-                  "triad::thread_pool::map: the function cannot be called with an item of the "
-                  "range");
-    using R = std::remove_cvref_t<std::invoke_result_t<Fn&, reference>>;
-    static_assert(!std::is_void_v<R>, "triad::thread_pool::map: the function returns void; use "
-                                      "for_each(items, fn) or parallel_for(first, last, fn)");
-    if constexpr (std::ranges::random_access_range<Items> && std::ranges::sized_range<Items>) {
-        const std::size_t n = static_cast<std::size_t>(std::ranges::size(items));
-        auto first = std::ranges::begin(items);
-        const auto item = [&first](std::size_t i) -> decltype(auto) {
-            return first[static_cast<std::ranges::range_difference_t<Items>>(i)];
-        };
-        if constexpr (std::is_default_constructible_v<R> && std::is_move_assignable_v<R> &&
-                      !std::is_same_v<R, bool>) {
-            // Straight into the vector: one allocation, no second pass (a second large buffer
-            // per call also makes glibc return memory to the OS and fault it back each time).
-            std::vector<R> results(n);
-            auto body = [&](std::size_t i) { results[i] = std::invoke(fn, item(i)); };
-            run_bulk(n, options, body);
-            return results;
-        } else {
-            detail::result_buffer<R> results(n);
-            auto body = [&](std::size_t i) { results.emplace(i, std::invoke(fn, item(i))); };
-            run_bulk(n, options, body);
-            return results.release_to_vector();
-        }
+    if constexpr (!std::is_invocable_v<Fn&, reference>) {
+        static_assert(std::is_invocable_v<Fn&, reference>,
+                      "triad::thread_pool::map: the function cannot be called with an item of the "
+                      "range (it is called as an lvalue, with the range's reference type)");
     } else {
-        std::vector<std::ranges::range_value_t<Items>> copied(std::ranges::begin(items),
-                                                              std::ranges::end(items));
-        return map(std::forward<Fn>(fn), copied, options);
+        using R = std::remove_cvref_t<std::invoke_result_t<Fn&, reference>>;
+        static_assert(!std::is_void_v<R>, "triad::thread_pool::map: the function returns void; "
+                                          "use for_each(items, fn) or parallel_for(first, last, "
+                                          "fn)");
+        if constexpr (std::is_void_v<R>) {
+            return;
+        } else if constexpr (detail::in_place_range<Items>) {
+            const std::size_t n = static_cast<std::size_t>(std::ranges::size(items));
+            auto first = std::ranges::begin(items);
+            const auto item = [&first](std::size_t i) -> decltype(auto) {
+                return first[static_cast<std::ranges::range_difference_t<Items>>(i)];
+            };
+            if constexpr (std::is_default_constructible_v<R> && std::is_move_assignable_v<R> &&
+                          !std::is_same_v<R, bool>) {
+                // Straight into the vector: one allocation, no second pass (a second large
+                // buffer per call also makes glibc return memory to the OS and fault it back).
+                std::vector<R> results(n);
+                auto body = [&](std::size_t i) { results[i] = std::invoke(fn, item(i)); };
+                run_bulk(n, options, body);
+                return results;
+            } else {
+                detail::result_buffer<R> results(n);
+                auto body = [&](std::size_t i) { results.emplace(i, std::invoke(fn, item(i))); };
+                run_bulk(n, options, body);
+                return results.release_to_vector();
+            }
+        } else {
+            auto copied = detail::copy_items(std::forward<Items>(items));
+            return map(std::forward<Fn>(fn), copied, options);
+        }
     }
 }
 
 template <std::ranges::input_range Items, class Fn>
 void thread_pool::for_each(Items&& items, Fn&& fn, map_options options) {
     using reference = std::ranges::range_reference_t<Items>;
-    static_assert(std::is_invocable_v<Fn&, reference>,
-                  "triad::thread_pool::for_each: the function cannot be called with an item of "
-                  "the range");
-    if constexpr (std::ranges::random_access_range<Items> && std::ranges::sized_range<Items>) {
+    if constexpr (!std::is_invocable_v<Fn&, reference>) {
+        static_assert(std::is_invocable_v<Fn&, reference>,
+                      "triad::thread_pool::for_each: the function cannot be called with an item "
+                      "of the range (it is called as an lvalue, with the range's reference type)");
+    } else if constexpr (detail::in_place_range<Items>) {
         const std::size_t n = static_cast<std::size_t>(std::ranges::size(items));
         auto first = std::ranges::begin(items);
         auto body = [&](std::size_t i) {
@@ -375,8 +541,7 @@ void thread_pool::for_each(Items&& items, Fn&& fn, map_options options) {
         };
         run_bulk(n, options, body);
     } else {
-        std::vector<std::ranges::range_value_t<Items>> copied(std::ranges::begin(items),
-                                                              std::ranges::end(items));
+        auto copied = detail::copy_items(std::forward<Items>(items));
         for_each(copied, std::forward<Fn>(fn), options);
     }
 }

@@ -43,4 +43,24 @@ inline void report_to_stderr(const char* where, const std::exception_ptr& error)
     }
 }
 
+// Where an exception goes that escaped a callback with nobody to rethrow it to (an `on_ready`
+// callback run by whichever thread completed the future). A thread that has a better place than
+// stderr, such as a pool worker with its pool's `on_error`, installs one.
+class error_sink {
+public:
+    virtual void report(std::exception_ptr error) noexcept = 0;
+
+protected:
+    ~error_sink() = default;
+};
+
+inline thread_local error_sink* tls_error_sink = nullptr;
+
+inline void report_unhandled(const char* where, const std::exception_ptr& error) noexcept {
+    if (error_sink* sink = tls_error_sink)
+        sink->report(error);
+    else
+        report_to_stderr(where, error);
+}
+
 } // namespace triad::detail

@@ -2,13 +2,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -20,9 +21,12 @@
 #include <pthread.h>
 
 #include <triad/detail/exception_info.hpp>
+#include <triad/detail/node_cache.hpp>
 #include <triad/detail/parker.hpp>
+#include <triad/detail/shared_state.hpp>
 #include <triad/detail/task_queue.hpp>
 #include <triad/detail/text.hpp>
+#include <triad/detail/unique_function.hpp>
 #include <triad/detail/wait_slot.hpp>
 #include <triad/errors.hpp>
 
@@ -30,10 +34,39 @@ namespace triad::detail {
 
 class scheduler;
 
-// One pool thread. Its counters are written only by the thread itself (plain load + store, no
-// read-modify-write) and summed by whoever asks, so counting costs no shared cache line per task.
+// Test-only: called at a few points of a pool's life (a worker that finished starting), so a
+// test can widen a race window. Null outside tests; only cold paths consult it.
+inline std::atomic<void (*)(const char* point)> test_point_hook{nullptr};
+inline void test_point(const char* point) noexcept {
+    if (auto hook = test_point_hook.load(std::memory_order_acquire))
+        hook(point);
+}
+
+// The pre-shutdown task that work submitted from inside the pool during a drain descends from.
+// Such work starts only while that task is still running (see scheduler::execute).
+struct drain_scope {
+    std::atomic<bool> alive{true};
+    std::atomic<std::uint32_t> refs{1};
+    void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
+    void release() noexcept {
+        if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+            delete this;
+    }
+};
+
+// One task running on a worker; nested when the worker helps while it waits.
+struct execution {
+    drain_scope* scope = nullptr;
+    bool owns_scope = false;
+};
+
+// One pool thread: a base worker, or a stand-in that runs tasks while a worker is blocked. Its
+// counters are written only by the thread itself (plain load + store, no read-modify-write) and
+// summed by whoever asks, so counting costs no shared cache line per task.
 struct alignas(cache_line) worker {
-    explicit worker(std::size_t index) : m_index(index) {}
+    worker(std::size_t index, bool stand_in) : m_index(index), m_stand_in(stand_in) {
+        m_random = static_cast<std::uint32_t>(index * 2654435761u) | 1u;
+    }
     ~worker() { parker_pool::release(m_parker); }
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
@@ -50,53 +83,118 @@ struct alignas(cache_line) worker {
         return m_random;
     }
 
+    enum class stand_in_state { active, spare, exited };
+
     work_stealing_deque m_deque;
     parker* m_parker = parker_pool::acquire();
     std::size_t m_index;
+    const bool m_stand_in;
     std::uint32_t m_random = 0;
     worker* m_victim_hint = nullptr; // a deque seen non-empty before sleeping; owner-only
-    int m_help_depth = 0;
+    execution* m_current = nullptr;  // owner-only
+    // A wait that finds the frame pointer below this blocks instead of helping: what is left is
+    // kept for the task that runs on top (owner-only).
+    std::uintptr_t m_stack_limit = 0;
+    // Stand-ins only, guarded by scheduler::m_stand_in_mutex.
+    stand_in_state m_state = stand_in_state::active;
+    worker* m_next_spare = nullptr;
     alignas(cache_line) std::atomic<bool> m_sleeping{false};
     alignas(cache_line) std::atomic<std::uint64_t> m_started{0};
-    std::atomic<std::uint64_t> m_done{0}; // ran or cancelled
+    std::atomic<std::uint64_t> m_done[2] = {}; // ran or cancelled, per wait_idle generation
     std::atomic<std::uint64_t> m_cancelled{0};
     std::thread m_thread;
+};
+
+// The pool's threads, base workers first. It only grows (stand-ins are appended under the pool's
+// stand-in mutex, the only writer) and a slot never moves, so readers index it without a lock.
+class worker_table {
+public:
+    explicit worker_table(std::size_t base) : m_base(base) {
+        m_first = std::make_unique<std::unique_ptr<worker>[]>(base);
+        for (std::size_t i = 0; i < base; ++i)
+            m_first[i] = std::make_unique<worker>(i, false);
+        m_size.store(base, std::memory_order_release);
+    }
+
+    std::size_t size() const noexcept { return m_size.load(std::memory_order_acquire); }
+    std::size_t base() const noexcept { return m_base; }
+
+    worker& operator[](std::size_t i) const noexcept {
+        if (i < m_base)
+            return *m_first[i];
+        const std::size_t j = i - m_base + first_extra;
+        const auto segment = static_cast<std::size_t>(std::bit_width(j)) - first_bits;
+        return *m_extra[segment][j - (first_extra << segment)];
+    }
+
+    // The single writer only.
+    worker& append() {
+        const std::size_t i = m_size.load(std::memory_order_relaxed);
+        const std::size_t j = i - m_base + first_extra;
+        const auto segment = static_cast<std::size_t>(std::bit_width(j)) - first_bits;
+        if (segment >= max_segments)
+            throw std::length_error("triad::thread_pool: too many stand-in threads");
+        if (!m_extra[segment])
+            m_extra[segment] = std::make_unique<std::unique_ptr<worker>[]>(first_extra << segment);
+        auto& slot = m_extra[segment][j - (first_extra << segment)];
+        slot = std::make_unique<worker>(i, true);
+        m_size.store(i + 1, std::memory_order_release);
+        return *slot;
+    }
+
+private:
+    static constexpr std::size_t first_extra = 16; // the first stand-in segment's capacity
+    static constexpr std::size_t first_bits = 5;   // std::bit_width(first_extra)
+    static constexpr std::size_t max_segments = 40;
+
+    std::size_t m_base;
+    std::unique_ptr<std::unique_ptr<worker>[]> m_first;
+    std::unique_ptr<std::unique_ptr<worker>[]> m_extra[max_segments];
+    std::atomic<std::size_t> m_size{0};
 };
 
 struct scheduler_config {
     std::size_t threads = 1;
     std::string name_prefix = "triad";
-    std::function<void(std::size_t)> initializer;
-    std::function<void(std::exception_ptr)> on_error;
+    unique_function<void(std::size_t)> initializer;
+    unique_function<void(std::exception_ptr)> on_error;
     std::chrono::nanoseconds idle_spin = std::chrono::microseconds(5);
+};
+
+// What admit() hands to push(): the wait_idle generation and, during a drain, the scope.
+struct admission {
+    std::uint8_t epoch = 0;
+    drain_scope* scope = nullptr;
 };
 
 inline thread_local worker* tls_worker = nullptr;
 inline thread_local scheduler* tls_scheduler = nullptr;
 
 // The engine under triad::thread_pool: per-worker Chase-Lev deques, an injection stack for
-// submissions from other threads, work stealing, sleeping with a short spin, work-helping waits,
-// counters, and the drain/cancel shutdown protocol.
+// submissions from other threads, work stealing, sleeping with a short spin, work-helping waits
+// with stand-in threads for waits that must block, counters, and the drain/cancel protocol.
 //
 // Submission is counted before the pool's closed flag is read, and shutdown sets the flag before
 // it waits for done == submitted, so a racing submit is either refused or waited for, never lost.
-class scheduler final : public wait_helper {
+class scheduler final : public wait_helper, public error_sink {
 public:
     explicit scheduler(scheduler_config config);
     ~scheduler();
     scheduler(const scheduler&) = delete;
     scheduler& operator=(const scheduler&) = delete;
 
-    std::size_t size() const noexcept { return m_workers.size(); }
+    std::size_t size() const noexcept { return m_workers.base(); }
 
     // Counts `count` submissions or throws pool_closed. Must be followed by push() of exactly
-    // `count` tasks, or by refuse(count) if making them failed.
-    void admit(std::size_t count);
-    void refuse(std::size_t count) noexcept;
+    // `count` tasks with the admission it returns, or by refuse() if making them failed.
+    admission admit(std::size_t count);
+    void refuse(std::size_t count, const admission& a) noexcept;
     // Queues admitted tasks, linked through m_next from newest to oldest, and wakes workers.
-    void push(task_node* newest, task_node* oldest, std::size_t count) noexcept;
+    void push(task_node* newest, task_node* oldest, std::size_t count,
+              const admission& a) noexcept;
 
-    void wait_idle();
+    // Returns false if the deadline (if any) passed first.
+    bool wait_idle_until(const steady_time* deadline);
     void shutdown(bool cancel);
     bool is_own_thread() const noexcept { return tls_scheduler == this; }
     bool is_closed() const noexcept { return m_closed.load(std::memory_order_acquire); }
@@ -105,17 +203,31 @@ public:
     std::uint64_t running() const noexcept;
     std::uint64_t completed() const noexcept;
     std::uint64_t cancelled() const noexcept;
+    std::size_t stand_ins() const noexcept {
+        return m_active_stand_ins.load(std::memory_order_relaxed);
+    }
 
     // For tasks whose exception has no future to go to.
     static void report_task_error(std::exception_ptr error) noexcept;
+    void report(std::exception_ptr error) noexcept override { report_error(std::move(error)); }
 
     bool help_until(wait_slot& slot, const steady_time* deadline) override;
 
 private:
-    // Beyond this many nested helping waits on one thread, a wait blocks instead of helping, so
-    // a chain of tasks that wait on each other cannot overflow the stack.
-    static constexpr int max_help_depth = 256;
+    // A wait that must block starts a stand-in only if it is still blocked after this long: most
+    // waits end sooner, and a thread costs tens of microseconds to start.
+    static constexpr auto stand_in_delay = std::chrono::microseconds(100);
+    // A spare stand-in thread exits after this long without being needed.
+    static constexpr auto stand_in_keep_alive = std::chrono::seconds(5);
 
+    struct idle_waiter {
+        parker* waiter;
+        idle_waiter* next = nullptr;
+        idle_waiter* prev = nullptr;
+    };
+
+    void start_thread(worker& w);
+    void thread_main(worker& w);
     void run_worker(worker& self);
     void execute(worker& self, task_node* task) noexcept;
     task_node* find_task(worker& self) noexcept;
@@ -125,30 +237,63 @@ private:
     // deque as self's next victim.
     bool has_visible_work(worker* self = nullptr) const noexcept;
     void announce_sleep(worker& self) noexcept;
-    void retract_sleep(worker& self) noexcept;
+    // False if a waker took the announcement (and so meant its wake-up for this thread).
+    bool retract_sleep(worker& self) noexcept;
+    void pass_on_wake() noexcept;
     void wake_one() noexcept;
     void wake_for(std::size_t count) noexcept;
+
+    bool block_with_stand_in(worker& self, wait_slot& slot, const steady_time* deadline);
+    bool begin_block(bool required);
+    void end_block() noexcept;
+    bool is_surplus_stand_in() const noexcept {
+        return m_active_stand_ins.load(std::memory_order_relaxed) >
+               m_blocked.load(std::memory_order_relaxed);
+    }
+    // True if the thread should exit.
+    bool retire_stand_in(worker& self);
+
     bool is_idle() const noexcept;
-    void notify_idle_waiters() noexcept;
-    void wait_until_idle();
+    bool is_drained(unsigned epoch) const noexcept;
+    void wake_idle_waiters() noexcept;
+    template <class Condition>
+    bool wait_until(Condition condition, const steady_time* deadline);
     void stop_and_join() noexcept;
     void name_thread(std::size_t index) const noexcept;
     void report_error(std::exception_ptr error) noexcept;
     std::uint64_t sum(std::atomic<std::uint64_t> worker::*counter) const noexcept;
+    std::uint64_t sum_done(unsigned epoch) const noexcept;
 
     scheduler_config m_config;
-    std::vector<std::unique_ptr<worker>> m_workers;
+    worker_table m_workers;
     injection_stack m_injection;
-    alignas(cache_line) std::atomic<std::uint64_t> m_submitted{0};
-    std::atomic<std::uint64_t> m_refused{0};
+    alignas(cache_line) std::atomic<std::uint64_t> m_submitted[2] = {};
+    std::atomic<std::uint64_t> m_refused[2] = {};
+    std::atomic<std::uint64_t> m_epoch{0};
     alignas(cache_line) std::atomic<std::size_t> m_sleepers{0};
     std::atomic<std::size_t> m_wake_cursor{0};
     alignas(cache_line) std::atomic<bool> m_closed{false};
     std::atomic<bool> m_cancelling{false};
     std::atomic<bool> m_stop{false};
+    // wait_idle and the drain
     std::atomic<std::size_t> m_idle_waiter_count{0};
     std::mutex m_idle_mutex;
-    std::vector<parker*> m_idle_waiters;
+    idle_waiter* m_idle_waiters = nullptr;
+    // One wait_idle at a time runs the generation protocol (not a std::timed_mutex: its timed
+    // lock is invisible to ThreadSanitizer, which then reports every unlock).
+    std::atomic<bool> m_epoch_busy{false};
+    // Stand-ins: m_blocked and m_active_stand_ins change under m_stand_in_mutex, and are read
+    // without it by stand-ins deciding whether they are still needed.
+    std::mutex m_stand_in_mutex;
+    std::atomic<std::size_t> m_blocked{0};
+    std::atomic<std::size_t> m_active_stand_ins{0};
+    worker* m_spares = nullptr;
+    // Start-up: the constructor waits here for every initializer.
+    std::mutex m_start_mutex;
+    std::condition_variable m_start_cv;
+    std::size_t m_initialized = 0;
+    std::exception_ptr m_init_error;
+    std::size_t m_init_error_index = 0;
     std::mutex m_shutdown_mutex;
     bool m_joined = false;
 };
@@ -156,73 +301,44 @@ private:
 // ---------------------------------------------------------------------------------------------
 // Definitions
 
-inline scheduler::scheduler(scheduler_config config) : m_config(std::move(config)) {
-    if (m_config.threads == 0)
-        throw std::invalid_argument("triad::thread_pool: the thread count must be at least 1");
-    m_workers.reserve(m_config.threads);
-    for (std::size_t i = 0; i < m_config.threads; ++i) {
-        m_workers.push_back(std::make_unique<worker>(i));
-        m_workers.back()->m_random = static_cast<std::uint32_t>(i * 2654435761u) | 1u;
-    }
-
-    // The constructor waits for every initializer so that a failing one is reported here, and
-    // so that no task can ever run on a thread whose initializer has not finished.
-    std::atomic<std::size_t> started{0};
-    std::mutex init_mutex;
-    std::exception_ptr init_error;
-    std::size_t init_error_index = 0;
-    parker* constructor = &this_thread_parker();
+inline scheduler::scheduler(scheduler_config config)
+    : m_config(std::move(config)),
+      m_workers((m_config.threads == 0
+                     ? throw std::invalid_argument(
+                           "triad::thread_pool: the thread count must be at least 1")
+                     : m_config.threads)) {
+    (void)cancelled_error(); // made now, so that cancelling never allocates
     const bool has_initializer = static_cast<bool>(m_config.initializer);
-
     std::size_t launched = 0;
     try {
-        for (; launched < m_workers.size(); ++launched) {
-            worker& w = *m_workers[launched];
-            w.m_thread = std::thread([this, &w, &started, &init_mutex, &init_error,
-                                      &init_error_index, &constructor, has_initializer] {
-                tls_parker_override = w.m_parker;
-                tls_worker = &w;
-                tls_scheduler = this;
-                name_thread(w.m_index);
-                if (has_initializer) {
-                    try {
-                        m_config.initializer(w.m_index);
-                    } catch (...) {
-                        std::lock_guard lock(init_mutex);
-                        if (!init_error) {
-                            init_error = std::current_exception();
-                            init_error_index = w.m_index;
-                        }
-                    }
-                    if (started.fetch_add(1, std::memory_order_acq_rel) + 1 == m_config.threads)
-                        constructor->unpark();
-                }
-                run_worker(w);
-            });
-        }
+        for (; launched < m_workers.base(); ++launched)
+            start_thread(m_workers[launched]);
     } catch (...) {
         // Could not start every thread: stop the ones that did start and report the failure.
-        // Workers without a thread stay in m_workers (running threads may be scanning it); their
+        // Workers without a thread stay in the table (running threads may be scanning it); their
         // deques are empty and they never sleep, so nobody steals from or wakes them.
         if (has_initializer) {
-            started.fetch_add(m_config.threads - launched, std::memory_order_acq_rel);
-            while (started.load(std::memory_order_acquire) < m_config.threads)
-                constructor->park();
+            std::unique_lock lock(m_start_mutex);
+            m_start_cv.wait(lock, [&] { return m_initialized == launched; });
         }
         stop_and_join();
         throw;
     }
 
+    // The constructor waits for every initializer so that a failing one is reported here, and
+    // so that no task can ever run on a thread whose initializer has not finished.
     if (has_initializer) {
-        while (started.load(std::memory_order_acquire) < m_config.threads)
-            constructor->park();
-        if (init_error) {
-            stop_and_join();
+        std::unique_lock lock(m_start_mutex);
+        m_start_cv.wait(lock, [&] { return m_initialized == m_workers.base(); });
+        if (m_init_error) {
+            const std::exception_ptr error = m_init_error;
             const std::string message =
-                concat("triad::thread_pool: the initializer threw on worker ", init_error_index,
-                       ": ", describe_exception(init_error));
+                concat("triad::thread_pool: the initializer threw on worker ", m_init_error_index,
+                       ": ", describe_exception(error));
+            lock.unlock();
+            stop_and_join();
             try {
-                std::rethrow_exception(init_error);
+                std::rethrow_exception(error);
             } catch (...) {
                 std::throw_with_nested(initializer_error(message));
             }
@@ -232,28 +348,116 @@ inline scheduler::scheduler(scheduler_config config) : m_config(std::move(config
 
 inline scheduler::~scheduler() {
     if (is_own_thread()) {
-        std::fputs("triad::thread_pool: destroyed from one of its own tasks; the pool cannot "
-                   "join the thread it is running on. Destroy the pool from outside it.\n",
+        std::fputs("triad::thread_pool: the pool's engine was destroyed on one of its own "
+                   "threads; it cannot join the thread it is running on.\n",
                    stderr);
         std::abort();
     }
     shutdown(false);
 }
 
-inline void scheduler::admit(std::size_t count) {
-    m_submitted.fetch_add(count, std::memory_order_seq_cst);
-    if (m_closed.load(std::memory_order_seq_cst) && !is_own_thread()) {
-        refuse(count);
-        throw pool_closed("triad::thread_pool: cannot submit work after shutdown()");
+inline void scheduler::start_thread(worker& w) {
+    // The thread refers only to the pool and its slot, which outlive it (both are destroyed
+    // after the thread is joined), never to the caller's stack.
+    w.m_thread = std::thread([this, &w] { thread_main(w); });
+}
+
+inline std::uintptr_t stack_limit_of_this_thread() noexcept {
+    pthread_attr_t attr;
+    if (::pthread_getattr_np(::pthread_self(), &attr) != 0)
+        return 0;
+    void* low = nullptr;
+    std::size_t size = 0;
+    const int rc = ::pthread_attr_getstack(&attr, &low, &size);
+    ::pthread_attr_destroy(&attr);
+    if (rc != 0)
+        return 0;
+    // Keep a quarter of the stack (at least 128 KiB) for the task a helping wait runs on top.
+    const std::size_t reserve = std::max<std::size_t>(std::size_t{128} << 10, size / 4);
+    return reinterpret_cast<std::uintptr_t>(low) + std::min(reserve, size);
+}
+
+inline void scheduler::thread_main(worker& w) {
+    tls_parker_override = w.m_parker;
+    tls_worker = &w;
+    tls_scheduler = this;
+    tls_error_sink = this;
+    w.m_stack_limit = stack_limit_of_this_thread();
+    name_thread(w.m_index);
+    if (m_config.initializer) {
+        std::exception_ptr error;
+        try {
+            m_config.initializer(w.m_index);
+        } catch (...) {
+            error = std::current_exception();
+        }
+        if (w.m_stand_in) {
+            // Nobody waits for a stand-in's start; its failure goes where task errors go.
+            if (error)
+                report_error(error);
+        } else {
+            std::lock_guard lock(m_start_mutex);
+            if (error && !m_init_error) {
+                m_init_error = error;
+                m_init_error_index = w.m_index;
+            }
+            ++m_initialized;
+            m_start_cv.notify_all();
+        }
     }
+    test_point("worker_started");
+    run_worker(w);
+    flush_node_cache();
+    tls_error_sink = nullptr;
+    tls_scheduler = nullptr;
+    tls_worker = nullptr;
+    tls_parker_override = nullptr;
 }
 
-inline void scheduler::refuse(std::size_t count) noexcept {
-    m_refused.fetch_add(count, std::memory_order_release);
-    notify_idle_waiters();
+inline admission scheduler::admit(std::size_t count) {
+    admission a;
+    a.epoch = static_cast<std::uint8_t>(m_epoch.load(std::memory_order_relaxed) & 1);
+    m_submitted[a.epoch].fetch_add(count, std::memory_order_seq_cst);
+    if (m_closed.load(std::memory_order_seq_cst)) {
+        if (!is_own_thread()) {
+            refuse(count, a);
+            throw pool_closed("triad::thread_pool: cannot submit work after shutdown()");
+        }
+        // A task submitting during the drain: its subtasks are tied to the pre-shutdown task it
+        // descends from.
+        if (execution* e = tls_worker->m_current) {
+            if (e->scope == nullptr) {
+                e->scope = new (std::nothrow) drain_scope();
+                if (e->scope == nullptr) {
+                    refuse(count, a);
+                    throw std::bad_alloc();
+                }
+                e->owns_scope = true;
+            }
+            a.scope = e->scope;
+        }
+    }
+    return a;
 }
 
-inline void scheduler::push(task_node* newest, task_node* oldest, std::size_t count) noexcept {
+inline void scheduler::refuse(std::size_t count, const admission& a) noexcept {
+    m_refused[a.epoch].fetch_add(count, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (m_idle_waiter_count.load(std::memory_order_relaxed) != 0)
+        wake_idle_waiters();
+}
+
+inline void scheduler::push(task_node* newest, task_node* oldest, std::size_t count,
+                            const admission& a) noexcept {
+    for (task_node* node = newest;; node = node->m_next) {
+        node->m_epoch = a.epoch;
+        if (a.scope != nullptr) {
+            a.scope->add_ref();
+            node->m_scope = a.scope;
+        }
+        if (node == oldest)
+            break;
+    }
     if (worker* self = tls_worker; self != nullptr && tls_scheduler == this) {
         // Oldest ends up at the bottom of our deque, so we run the chain in order.
         for (task_node* node = newest;;) {
@@ -277,20 +481,48 @@ inline void scheduler::push(task_node* newest, task_node* oldest, std::size_t co
 }
 
 inline void scheduler::execute(worker& self, task_node* task) noexcept {
+    const unsigned epoch = task->m_epoch;
+    drain_scope* const scope = task->m_scope;
     worker::bump(self.m_started, std::memory_order_relaxed);
-    const bool cancel = m_cancelling.load(std::memory_order_relaxed);
+    // The drain rule: work submitted from inside the pool during a drain starts only while the
+    // pre-shutdown task it descends from still runs. Once that task returned, nothing waits for
+    // its unstarted descendants, so they are cancelled: a task that re-posts itself forever
+    // cannot keep a drain (or the destructor) from ending.
+    const bool cancel = m_cancelling.load(std::memory_order_relaxed) ||
+                        (scope != nullptr && !scope->alive.load(std::memory_order_acquire));
+    execution current{scope, false};
+    execution* const outer = std::exchange(self.m_current, &current);
     task->execute(cancel);
+    self.m_current = outer;
+    if (current.owns_scope) {
+        current.scope->alive.store(false, std::memory_order_release);
+        current.scope->release();
+    }
+    if (scope != nullptr)
+        scope->release();
     if (cancel)
         worker::bump(self.m_cancelled, std::memory_order_relaxed);
-    worker::bump(self.m_done, std::memory_order_release);
+    worker::bump(self.m_done[epoch], std::memory_order_release);
+    // A wait_idle in progress waits for the older generation; the last of it wakes the waiter.
+    // (Without a fence here the waiter can miss this, so it also re-checks every millisecond.)
+    if (m_idle_waiter_count.load(std::memory_order_relaxed) != 0 &&
+        epoch != (m_epoch.load(std::memory_order_relaxed) & 1) && is_drained(epoch))
+        wake_idle_waiters();
 }
 
 inline void scheduler::run_worker(worker& self) {
     tls_wait_helper = this;
     for (;;) {
+        if (self.m_stand_in && is_surplus_stand_in() && self.m_deque.empty()) {
+            if (retire_stand_in(self))
+                break;
+            continue;
+        }
         task_node* task = find_task(self);
         if (task == nullptr) {
-            notify_idle_waiters();
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (m_idle_waiter_count.load(std::memory_order_relaxed) != 0 && is_idle())
+                wake_idle_waiters();
             task = spin_for_task(self, nullptr);
         }
         if (task != nullptr) {
@@ -299,6 +531,7 @@ inline void scheduler::run_worker(worker& self) {
         }
         if (m_stop.load(std::memory_order_acquire))
             break;
+        flush_node_cache();
         announce_sleep(self);
         if (has_visible_work(&self) || m_stop.load(std::memory_order_seq_cst)) {
             retract_sleep(self);
@@ -308,9 +541,6 @@ inline void scheduler::run_worker(worker& self) {
         retract_sleep(self);
     }
     tls_wait_helper = nullptr;
-    tls_scheduler = nullptr;
-    tls_worker = nullptr;
-    tls_parker_override = nullptr;
 }
 
 inline task_node* scheduler::find_task(worker& self) noexcept {
@@ -363,7 +593,7 @@ inline task_node* scheduler::steal(worker& self) noexcept {
     if (n <= full_scan_limit) {
         const std::size_t start = self.next_random() % n;
         for (std::size_t i = 0; i < n; ++i) {
-            worker& victim = *m_workers[(start + i) % n];
+            worker& victim = m_workers[(start + i) % n];
             if (&victim != &self)
                 if (task_node* task = try_victim(victim))
                     return task;
@@ -371,7 +601,7 @@ inline task_node* scheduler::steal(worker& self) noexcept {
         return nullptr;
     }
     for (std::size_t probe = 0; probe < full_scan_limit; ++probe) {
-        worker& victim = *m_workers[self.next_random() % n];
+        worker& victim = m_workers[self.next_random() % n];
         if (&victim != &self)
             if (task_node* task = try_victim(victim))
                 return task;
@@ -402,12 +632,15 @@ inline task_node* scheduler::spin_for_task(worker& self, const wait_slot* slot) 
 inline bool scheduler::has_visible_work(worker* self) const noexcept {
     if (!m_injection.empty())
         return true;
-    for (const auto& w : m_workers)
-        if (!w->m_deque.empty()) {
+    const std::size_t n = m_workers.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        worker& w = m_workers[i];
+        if (!w.m_deque.empty()) {
             if (self != nullptr)
-                self->m_victim_hint = w.get();
+                self->m_victim_hint = &w;
             return true;
         }
+    }
     return false;
 }
 
@@ -416,16 +649,26 @@ inline void scheduler::announce_sleep(worker& self) noexcept {
     m_sleepers.fetch_add(1, std::memory_order_seq_cst);
 }
 
-inline void scheduler::retract_sleep(worker& self) noexcept {
-    if (self.m_sleeping.exchange(false, std::memory_order_acq_rel))
+inline bool scheduler::retract_sleep(worker& self) noexcept {
+    if (self.m_sleeping.exchange(false, std::memory_order_acq_rel)) {
         m_sleepers.fetch_sub(1, std::memory_order_relaxed);
+        return true;
+    }
+    return false;
+}
+
+// A thread that was woken for new work but goes back to something else hands the wake-up on, so
+// the work does not wait while another worker sleeps.
+inline void scheduler::pass_on_wake() noexcept {
+    if (m_sleepers.load(std::memory_order_seq_cst) != 0 && has_visible_work())
+        wake_one();
 }
 
 inline void scheduler::wake_one() noexcept {
     const std::size_t n = m_workers.size();
     const std::size_t start = m_wake_cursor.fetch_add(1, std::memory_order_relaxed);
     for (std::size_t i = 0; i < n; ++i) {
-        worker& w = *m_workers[(start + i) % n];
+        worker& w = m_workers[(start + i) % n];
         if (w.m_sleeping.load(std::memory_order_relaxed) &&
             w.m_sleeping.exchange(false, std::memory_order_acq_rel)) {
             m_sleepers.fetch_sub(1, std::memory_order_relaxed);
@@ -440,42 +683,284 @@ inline void scheduler::wake_for(std::size_t count) noexcept {
         wake_one();
 }
 
+inline bool scheduler::help_until(wait_slot& slot, const steady_time* deadline) {
+    worker* self = tls_worker;
+    if (self == nullptr || tls_scheduler != this)
+        return slot.block_until(deadline);
+    // A timed wait never runs other tasks: it could not stop one at its deadline. It cannot
+    // deadlock either, so it blocks, and a stand-in keeps the pool's parallelism meanwhile.
+    if (deadline != nullptr)
+        return block_with_stand_in(*self, slot, deadline);
+    for (;;) {
+        if (slot.is_ready())
+            return true;
+        // Helping nests tasks on this stack. When what is left is the reserve, block instead;
+        // a stand-in thread takes this one's place, so the wait still cannot deadlock.
+        if (reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)) < self->m_stack_limit)
+            return block_with_stand_in(*self, slot, nullptr);
+        task_node* task = find_task(*self);
+        if (task == nullptr)
+            task = spin_for_task(*self, &slot);
+        if (task != nullptr) {
+            execute(*self, task);
+            continue;
+        }
+        if (slot.is_ready())
+            return true;
+        // Sleep until the slot is set or new work arrives, whichever comes first.
+        if (!slot.try_register_waiter(*self->m_parker))
+            return true;
+        flush_node_cache();
+        announce_sleep(*self);
+        if (!has_visible_work(self))
+            self->m_parker->park();
+        const bool woken_for_work = !retract_sleep(*self);
+        if (!slot.deregister_waiter()) {
+            // The slot is set: back to the waiting task. A wake-up meant for new work goes on
+            // to another sleeper instead of being lost here.
+            if (woken_for_work)
+                pass_on_wake();
+            return true;
+        }
+    }
+}
+
+inline bool scheduler::block_with_stand_in(worker& self, wait_slot& slot,
+                                           const steady_time* deadline) {
+    (void)self;
+    flush_node_cache();
+    steady_time first = std::chrono::steady_clock::now() + stand_in_delay;
+    if (deadline != nullptr && *deadline < first)
+        first = *deadline;
+    if (slot.block_until(&first))
+        return true;
+    if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline)
+        return false;
+    // An untimed wait must have its stand-in (or it might wait for itself); a timed one only
+    // benefits from it.
+    const bool standing_in = begin_block(deadline == nullptr);
+    struct end_guard {
+        scheduler* pool;
+        bool active;
+        ~end_guard() {
+            if (active)
+                pool->end_block();
+        }
+    } guard{this, standing_in};
+    return slot.block_until(deadline);
+}
+
+// Marks the calling worker blocked and makes sure a stand-in runs in its place. With `required`,
+// failing to start one throws (the wait would risk a deadlock); otherwise the wait just blocks.
+inline bool scheduler::begin_block(bool required) {
+    std::lock_guard lock(m_stand_in_mutex);
+    if (m_stop.load(std::memory_order_relaxed))
+        return false;
+    m_blocked.fetch_add(1, std::memory_order_relaxed);
+    if (m_active_stand_ins.load(std::memory_order_relaxed) >=
+        m_blocked.load(std::memory_order_relaxed))
+        return true; // a stand-in that is still active covers this block
+    try {
+        if (worker* spare = m_spares) {
+            m_spares = spare->m_next_spare;
+            spare->m_state = worker::stand_in_state::active;
+            m_active_stand_ins.fetch_add(1, std::memory_order_relaxed);
+            spare->m_parker->unpark();
+            return true;
+        }
+        // A slot whose thread exited is reused before the table grows.
+        worker* slot = nullptr;
+        for (std::size_t i = m_workers.base(); i < m_workers.size(); ++i)
+            if (m_workers[i].m_state == worker::stand_in_state::exited) {
+                slot = &m_workers[i];
+                break;
+            }
+        if (slot != nullptr) {
+            if (slot->m_thread.joinable())
+                slot->m_thread.join(); // it has returned already, or is about to
+        } else {
+            slot = &m_workers.append();
+        }
+        slot->m_state = worker::stand_in_state::active;
+        m_active_stand_ins.fetch_add(1, std::memory_order_relaxed);
+        try {
+            start_thread(*slot);
+        } catch (...) {
+            slot->m_state = worker::stand_in_state::exited;
+            m_active_stand_ins.fetch_sub(1, std::memory_order_relaxed);
+            throw;
+        }
+        return true;
+    } catch (...) {
+        m_blocked.fetch_sub(1, std::memory_order_relaxed);
+        if (required)
+            throw;
+        return false;
+    }
+}
+
+inline void scheduler::end_block() noexcept {
+    std::lock_guard lock(m_stand_in_mutex);
+    m_blocked.fetch_sub(1, std::memory_order_relaxed);
+    // The surplus stand-in retires at its next turn between tasks. One that is asleep, or about
+    // to sleep, must notice too: each active stand-in gets a token, which wakes it now or makes
+    // its next park return at once (a spurious wake-up for those still needed).
+    if (m_active_stand_ins.load(std::memory_order_relaxed) >
+        m_blocked.load(std::memory_order_relaxed))
+        for (std::size_t i = m_workers.base(); i < m_workers.size(); ++i)
+            if (m_workers[i].m_state == worker::stand_in_state::active)
+                m_workers[i].m_parker->unpark();
+}
+
+inline bool scheduler::retire_stand_in(worker& self) {
+    {
+        std::lock_guard lock(m_stand_in_mutex);
+        if (m_active_stand_ins.load(std::memory_order_relaxed) <=
+            m_blocked.load(std::memory_order_relaxed))
+            return false; // needed again meanwhile
+        m_active_stand_ins.fetch_sub(1, std::memory_order_relaxed);
+        self.m_state = worker::stand_in_state::spare;
+        self.m_next_spare = m_spares;
+        m_spares = &self;
+    }
+    // If a wake-up for work brought this thread here, another sleeper gets it.
+    pass_on_wake();
+    flush_node_cache();
+    const steady_time give_up = std::chrono::steady_clock::now() + stand_in_keep_alive;
+    for (;;) {
+        {
+            std::lock_guard lock(m_stand_in_mutex);
+            if (self.m_state == worker::stand_in_state::active)
+                return false; // reactivated by begin_block
+            const bool expired = std::chrono::steady_clock::now() >= give_up;
+            if (m_stop.load(std::memory_order_relaxed) || expired) {
+                for (worker** link = &m_spares; *link != nullptr; link = &(*link)->m_next_spare)
+                    if (*link == &self) {
+                        *link = self.m_next_spare;
+                        break;
+                    }
+                self.m_state = worker::stand_in_state::exited;
+                return true;
+            }
+        }
+        self.m_parker->park_until(give_up);
+    }
+}
+
+inline std::uint64_t scheduler::sum(std::atomic<std::uint64_t> worker::*counter) const noexcept {
+    std::uint64_t total = 0;
+    const std::size_t n = m_workers.size();
+    for (std::size_t i = 0; i < n; ++i)
+        total += (m_workers[i].*counter).load(std::memory_order_acquire);
+    return total;
+}
+
+inline std::uint64_t scheduler::sum_done(unsigned epoch) const noexcept {
+    std::uint64_t total = 0;
+    const std::size_t n = m_workers.size();
+    for (std::size_t i = 0; i < n; ++i)
+        total += m_workers[i].m_done[epoch].load(std::memory_order_acquire);
+    return total;
+}
+
+// Done counts are read before submitted counts: both only grow and a task is counted as
+// submitted before it can be done, so equality means there was an instant with none left.
+inline bool scheduler::is_drained(unsigned epoch) const noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const std::uint64_t done = m_refused[epoch].load(std::memory_order_acquire) + sum_done(epoch);
+    return done == m_submitted[epoch].load(std::memory_order_seq_cst);
+}
+
 inline bool scheduler::is_idle() const noexcept {
-    // Done counts are read before the submitted count: both only grow and a task is counted as
-    // submitted before it can be done, so equality means the pool was idle at some instant.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    const std::uint64_t done = m_refused.load(std::memory_order_acquire) + sum(&worker::m_done);
-    return done == m_submitted.load(std::memory_order_seq_cst);
+    const std::uint64_t done = m_refused[0].load(std::memory_order_acquire) +
+                               m_refused[1].load(std::memory_order_acquire) + sum_done(0) +
+                               sum_done(1);
+    return done == m_submitted[0].load(std::memory_order_seq_cst) +
+                       m_submitted[1].load(std::memory_order_seq_cst);
 }
 
-inline void scheduler::notify_idle_waiters() noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (m_idle_waiter_count.load(std::memory_order_relaxed) == 0 || !is_idle())
-        return;
+inline void scheduler::wake_idle_waiters() noexcept {
     std::lock_guard lock(m_idle_mutex);
-    for (parker* waiter : m_idle_waiters)
-        waiter->unpark();
+    for (idle_waiter* w = m_idle_waiters; w != nullptr; w = w->next)
+        w->waiter->unpark();
 }
 
-inline void scheduler::wait_until_idle() {
-    parker& self = this_thread_parker();
+template <class Condition>
+bool scheduler::wait_until(Condition condition, const steady_time* deadline) {
+    // A parker of its own on the stack, not the thread's: nothing to allocate, so shutdown (and
+    // the destructor) cannot fail for lack of memory. Wakers reach it only through the list,
+    // under the mutex, and it leaves the list before it goes.
+    parker own;
+    idle_waiter self{&own};
     {
         std::lock_guard lock(m_idle_mutex);
-        m_idle_waiters.push_back(&self);
+        self.next = m_idle_waiters;
+        if (m_idle_waiters != nullptr)
+            m_idle_waiters->prev = &self;
+        m_idle_waiters = &self;
         m_idle_waiter_count.fetch_add(1, std::memory_order_seq_cst);
     }
-    while (!is_idle())
-        self.park();
-    std::lock_guard lock(m_idle_mutex);
-    m_idle_waiters.erase(std::find(m_idle_waiters.begin(), m_idle_waiters.end(), &self));
-    m_idle_waiter_count.fetch_sub(1, std::memory_order_relaxed);
+    struct unregister {
+        scheduler* pool;
+        idle_waiter* self;
+        ~unregister() {
+            std::lock_guard lock(pool->m_idle_mutex);
+            if (self->prev != nullptr)
+                self->prev->next = self->next;
+            else
+                pool->m_idle_waiters = self->next;
+            if (self->next != nullptr)
+                self->next->prev = self->prev;
+            pool->m_idle_waiter_count.fetch_sub(1, std::memory_order_relaxed);
+        }
+    } guard{this, &self};
+    for (;;) {
+        if (condition())
+            return true;
+        const steady_time now = std::chrono::steady_clock::now();
+        if (deadline != nullptr && now >= *deadline)
+            return false;
+        // Workers wake waiters when the pool goes idle (with a fence) and when the last task of
+        // a generation ends (without one, to keep it off every task's path): the timed park
+        // covers the rare wake-up that the second can miss.
+        steady_time until = now + std::chrono::milliseconds(1);
+        if (deadline != nullptr && *deadline < until)
+            until = *deadline;
+        self.waiter->park_until(until);
+    }
 }
 
-inline void scheduler::wait_idle() {
+// wait_idle means "every task submitted before the call has finished", also under a producer
+// that never stops. Tasks carry one of two generation bits: new submissions go to the current
+// one. The waiter lets the other (older) generation drain, flips, so that new submissions go to
+// that drained one, then lets the generation of its own call drain: neither receives new work
+// while it is waited for, so the wait ends.
+inline bool scheduler::wait_idle_until(const steady_time* deadline) {
     if (is_own_thread())
         throw std::logic_error("triad::thread_pool::wait_idle: called from one of the pool's own "
                                "tasks, it would wait for itself; wait on futures instead");
-    wait_until_idle();
+    const bool locked = wait_until(
+        [this] {
+            bool expected = false;
+            return m_epoch_busy.compare_exchange_strong(expected, true, std::memory_order_acquire);
+        },
+        deadline);
+    if (!locked)
+        return false;
+    struct unlock {
+        scheduler* pool;
+        ~unlock() {
+            pool->m_epoch_busy.store(false, std::memory_order_release);
+            pool->wake_idle_waiters();
+        }
+    } guard{this};
+    const std::uint64_t epoch = m_epoch.load(std::memory_order_relaxed);
+    const auto current = static_cast<unsigned>(epoch & 1);
+    if (!wait_until([&] { return is_drained(current ^ 1); }, deadline))
+        return false;
+    m_epoch.store(epoch + 1, std::memory_order_seq_cst);
+    return wait_until([&] { return is_drained(current); }, deadline);
 }
 
 inline void scheduler::shutdown(bool cancel) {
@@ -488,66 +973,24 @@ inline void scheduler::shutdown(bool cancel) {
     if (m_joined)
         return;
     m_closed.store(true, std::memory_order_seq_cst);
-    wait_until_idle();
+    wait_until([this] { return is_idle(); }, nullptr);
     stop_and_join();
 }
 
 inline void scheduler::stop_and_join() noexcept {
     m_closed.store(true, std::memory_order_seq_cst);
-    m_stop.store(true, std::memory_order_seq_cst);
-    for (auto& w : m_workers)
-        w->m_parker->unpark();
-    for (auto& w : m_workers)
-        if (w->m_thread.joinable())
-            w->m_thread.join();
-    m_joined = true;
-}
-
-inline bool scheduler::help_until(wait_slot& slot, const steady_time* deadline) {
-    worker* self = tls_worker;
-    if (self == nullptr || self->m_help_depth >= max_help_depth)
-        return slot.block_until(deadline);
-    struct depth_guard {
-        worker& w;
-        explicit depth_guard(worker& target) : w(target) { ++w.m_help_depth; }
-        ~depth_guard() { --w.m_help_depth; }
-        depth_guard(const depth_guard&) = delete;
-        depth_guard& operator=(const depth_guard&) = delete;
-    } guard(*self);
-
-    const auto past_deadline = [deadline] {
-        return deadline != nullptr && std::chrono::steady_clock::now() >= *deadline;
-    };
-    for (;;) {
-        if (slot.is_ready())
-            return true;
-        if (past_deadline())
-            return false;
-        task_node* task = find_task(*self);
-        if (task == nullptr && !past_deadline())
-            task = spin_for_task(*self, &slot);
-        if (task != nullptr) {
-            execute(*self, task);
-            continue;
-        }
-        if (slot.is_ready())
-            return true;
-        if (past_deadline())
-            return false;
-        // Sleep until the slot is set or new work arrives, whichever comes first.
-        if (!slot.try_register_waiter(*self->m_parker))
-            return true;
-        announce_sleep(*self);
-        if (!has_visible_work(self)) {
-            if (deadline != nullptr)
-                self->m_parker->park_until(*deadline);
-            else
-                self->m_parker->park();
-        }
-        retract_sleep(*self);
-        if (!slot.deregister_waiter())
-            return true;
+    {
+        std::lock_guard lock(m_stand_in_mutex);
+        m_stop.store(true, std::memory_order_seq_cst);
     }
+    // Stand-ins can only be added under the mutex, which sees m_stop now: the table is final.
+    const std::size_t n = m_workers.size();
+    for (std::size_t i = 0; i < n; ++i)
+        m_workers[i].m_parker->unpark();
+    for (std::size_t i = 0; i < n; ++i)
+        if (m_workers[i].m_thread.joinable())
+            m_workers[i].m_thread.join();
+    m_joined = true;
 }
 
 inline void scheduler::name_thread(std::size_t index) const noexcept {
@@ -572,7 +1015,7 @@ inline void scheduler::report_error(std::exception_ptr error) noexcept {
                              std::current_exception());
         }
     }
-    report_to_stderr("triad::thread_pool: a posted task threw", error);
+    report_to_stderr("triad::thread_pool: a task threw and nobody could receive it", error);
 }
 
 inline void scheduler::report_task_error(std::exception_ptr error) noexcept {
@@ -582,30 +1025,25 @@ inline void scheduler::report_task_error(std::exception_ptr error) noexcept {
         report_to_stderr("triad: a task threw", error);
 }
 
-inline std::uint64_t scheduler::sum(std::atomic<std::uint64_t> worker::*counter) const noexcept {
-    std::uint64_t total = 0;
-    for (const auto& w : m_workers)
-        total += ((*w).*counter).load(std::memory_order_acquire);
-    return total;
-}
-
 // Each snapshot reads the counter that trails first, so a difference never goes negative.
 inline std::uint64_t scheduler::queued() const noexcept {
     const std::uint64_t started = sum(&worker::m_started);
-    const std::uint64_t refused = m_refused.load(std::memory_order_acquire);
-    const std::uint64_t submitted = m_submitted.load(std::memory_order_acquire);
+    const std::uint64_t refused = m_refused[0].load(std::memory_order_acquire) +
+                                  m_refused[1].load(std::memory_order_acquire);
+    const std::uint64_t submitted = m_submitted[0].load(std::memory_order_acquire) +
+                                    m_submitted[1].load(std::memory_order_acquire);
     return submitted > started + refused ? submitted - started - refused : 0;
 }
 
 inline std::uint64_t scheduler::running() const noexcept {
-    const std::uint64_t done = sum(&worker::m_done);
+    const std::uint64_t done = sum_done(0) + sum_done(1);
     const std::uint64_t started = sum(&worker::m_started);
     return started > done ? started - done : 0;
 }
 
 inline std::uint64_t scheduler::completed() const noexcept {
     const std::uint64_t cancelled_count = sum(&worker::m_cancelled);
-    const std::uint64_t done = sum(&worker::m_done);
+    const std::uint64_t done = sum_done(0) + sum_done(1);
     return done > cancelled_count ? done - cancelled_count : 0;
 }
 

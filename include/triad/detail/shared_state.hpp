@@ -8,15 +8,44 @@
 #include <type_traits>
 #include <utility>
 
+#include <triad/detail/node_cache.hpp>
 #include <triad/detail/wait_slot.hpp>
 #include <triad/errors.hpp>
 
 namespace triad::detail {
 
+// The exceptions that code which must not fail hands out (a cancelled task, a broken promise):
+// made once, ahead of time, where an allocation failure can still be reported, then only copied
+// (an exception_ptr copy never allocates). Pools and promises call these in their constructors.
+inline const std::exception_ptr& cancelled_error() {
+    static const std::exception_ptr error = std::make_exception_ptr(task_cancelled());
+    return error;
+}
+inline const std::exception_ptr& broken_promise_error() {
+    static const std::exception_ptr error = std::make_exception_ptr(broken_promise());
+    return error;
+}
+
+class state_base;
+
+// Continuations that become due while another continuation runs on the same thread wait here
+// until it returns, instead of running inside it: a chain of a million `then`s runs in a loop,
+// not a million frames deep.
+struct continuation_trampoline {
+    state_base* head = nullptr;
+    state_base* tail = nullptr;
+    bool active = false;
+};
+inline thread_local continuation_trampoline tls_trampoline;
+
+// Runs the continuations deferred on this thread; a thread about to block calls it first, so
+// that nothing it waits for is stuck behind its own wait.
+inline void run_deferred_continuations() noexcept;
+
 // The result half of a task: a ready flag (wait_slot), a reference count, one continuation slot
 // and, in the derived shared_state<T>, the value or the exception. Executors derive their task
 // objects from shared_state<T> so that a task and its result share one allocation.
-class state_base : public wait_slot {
+class state_base : public wait_slot, public pooled_node {
 public:
     using continuation_fn = void (*)(void* context) noexcept;
 
@@ -50,12 +79,26 @@ public:
         }
     }
 
+    // Takes back a continuation registered with try_set_continuation. True if it will never
+    // run; false if the result was set first, so it has run or is running.
+    bool try_clear_continuation() noexcept {
+        std::uint32_t flags = m_flags.load(std::memory_order_acquire);
+        for (;;) {
+            if ((flags & ready_bit) != 0 || (flags & continuation_bit) == 0)
+                return false;
+            if (m_flags.compare_exchange_weak(flags, flags & ~continuation_bit,
+                                              std::memory_order_acq_rel,
+                                              std::memory_order_acquire))
+                return true;
+        }
+    }
+
     // Called once by the producer after storing the result; the producer still holds its
     // reference, so waking the waiter and running the continuation never touch freed memory.
     void publish() noexcept {
         const std::uint32_t before = set_ready();
         if ((before & continuation_bit) != 0)
-            m_continuation(m_continuation_context);
+            run_continuation();
     }
 
 protected:
@@ -63,10 +106,60 @@ protected:
     virtual ~state_base() = default;
 
 private:
+    friend void run_deferred_continuations() noexcept;
+
+    void run_continuation() noexcept {
+        continuation_trampoline& t = tls_trampoline;
+        if (t.active) {
+            // Inside another continuation on this thread: run after it, from the loop below.
+            add_ref();
+            m_deferred_next = nullptr;
+            if (t.tail == nullptr)
+                t.head = this;
+            else
+                t.tail->m_deferred_next = this;
+            t.tail = this;
+            return;
+        }
+        t.active = true;
+        m_continuation(m_continuation_context);
+        run_deferred_continuations();
+        t.active = false;
+    }
+
     std::atomic<std::uint32_t> m_refs;
     continuation_fn m_continuation = nullptr;
     void* m_continuation_context = nullptr;
+    state_base* m_deferred_next = nullptr;
 };
+
+inline void run_deferred_continuations() noexcept {
+    continuation_trampoline& t = tls_trampoline;
+    const bool was_active = std::exchange(t.active, true);
+    while (state_base* next = t.head) {
+        t.head = next->m_deferred_next;
+        if (t.head == nullptr)
+            t.tail = nullptr;
+        next->m_continuation(next->m_continuation_context);
+        next->release();
+    }
+    t.active = was_active;
+}
+
+// Every blocking wait in triad: a pool worker helps (runs queued tasks) or blocks with a stand-in
+// thread in its place; any other thread blocks. Continuations this thread deferred run first.
+inline bool wait_on(wait_slot& slot, const steady_time* deadline) {
+    if (slot.is_ready())
+        return true;
+    if (tls_trampoline.head != nullptr) {
+        run_deferred_continuations();
+        if (slot.is_ready())
+            return true;
+    }
+    if (wait_helper* helper = tls_wait_helper)
+        return helper->help_until(slot, deadline);
+    return slot.block_until(deadline);
+}
 
 struct unit {};
 
@@ -139,6 +232,23 @@ public:
             return static_cast<T>(*m_value);
         else
             return std::move(m_value);
+    }
+
+    // For shared futures: the value stays in place and every reader sees it, or rethrows a copy
+    // of the exception. Only after the state is ready.
+    using peek_type =
+        std::conditional_t<std::is_void_v<T>, void,
+                           std::conditional_t<std::is_reference_v<T>, T,
+                                              std::add_lvalue_reference_t<const T>>>;
+    peek_type peek() const {
+        if (m_kind == kind::error)
+            std::rethrow_exception(m_error);
+        if constexpr (std::is_void_v<T>)
+            return;
+        else if constexpr (std::is_reference_v<T>)
+            return static_cast<T>(*m_value);
+        else
+            return m_value;
     }
 
     bool has_error() const noexcept { return m_kind == kind::error; }

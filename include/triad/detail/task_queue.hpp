@@ -7,12 +7,16 @@
 #include <new>
 #include <vector>
 
+#include <triad/detail/node_cache.hpp>
+
 namespace triad::detail {
 
 inline constexpr std::size_t cache_line = 64;
 
+struct drain_scope;
+
 // A unit of work in a thread pool's queues: intrusive, so queueing never allocates.
-struct task_node {
+struct task_node : pooled_node {
     // Runs the task (or, with `cancel`, drops it and fails its future) and then frees it; nothing
     // may touch the node afterwards.
     using execute_fn = void (*)(task_node* self, bool cancel) noexcept;
@@ -23,6 +27,11 @@ struct task_node {
 
     task_node* m_next = nullptr;
     execute_fn m_execute;
+    // Set when the task was submitted from inside the pool during a drain: the pre-shutdown task
+    // it descends from, which must still be running for it to start (see scheduler::execute).
+    drain_scope* m_scope = nullptr;
+    // Which of the two wait_idle generations counts this task.
+    std::uint8_t m_epoch = 0;
 };
 
 // Where threads outside the pool drop their tasks: a Treiber stack that producers push onto and a

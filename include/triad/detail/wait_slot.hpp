@@ -45,13 +45,15 @@ public:
 
     // Returns false if the slot became ready first: then its setter may still unpark the waiter,
     // which leaves at most a stale token behind.
+    // Acquire: a caller that learns "ready" here goes on to read the result.
     bool deregister_waiter() noexcept {
-        std::uint32_t flags = m_flags.load(std::memory_order_relaxed);
+        std::uint32_t flags = m_flags.load(std::memory_order_acquire);
         for (;;) {
             if ((flags & ready_bit) != 0)
                 return false;
             if (m_flags.compare_exchange_weak(flags, flags & ~waiter_bit,
-                                              std::memory_order_relaxed))
+                                              std::memory_order_relaxed,
+                                              std::memory_order_acquire))
                 return true;
         }
     }
@@ -106,14 +108,6 @@ protected:
 };
 
 inline thread_local wait_helper* tls_wait_helper = nullptr;
-
-inline bool wait_on(wait_slot& slot, const steady_time* deadline) {
-    if (slot.is_ready())
-        return true;
-    if (wait_helper* helper = tls_wait_helper)
-        return helper->help_until(slot, deadline);
-    return slot.block_until(deadline);
-}
 
 template <class Rep, class Period>
 steady_time deadline_after(const std::chrono::duration<Rep, Period>& d) {
