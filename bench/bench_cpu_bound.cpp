@@ -1,4 +1,4 @@
-// Which executor wins on CPU-bound work? The seeds' prime checks by trial division (scaled so a
+// Which executor wins on CPU-bound work? The Python course's prime checks by trial division (scaled so a
 // sequential run takes about a second) and their sums of squares (exact, 128-bit), on triad's
 // thread pool and process pool with 1 to 2x the CPU count workers, on the event loop alone
 // (one thread: no speedup, by design) and on the hybrid (the loop awaiting a process pool),
@@ -248,7 +248,7 @@ void register_workload(const std::string& title, const std::string& item) {
 const bool registered = [] {
     register_workload<prime_checks>("Prime checks (trial division of primes near 10^12)",
                                     "prime check");
-    register_workload<sums_of_squares>("Sums of squares (the seeds' 1e6..4e6, 128-bit)",
+    register_workload<sums_of_squares>("Sums of squares (the Python course's 1e6..4e6, 128-bit)",
                                        "sum of squares");
     return true;
 }();

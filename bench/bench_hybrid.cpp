@@ -1,5 +1,5 @@
-// Fetch, then analyse: the seeds' hybrid exercise. K datasets each arrive after L ms (I/O),
-// then each is analysed (CPU: the seeds' sum of sqrt(n) * log(n + 1) over M numbers). The
+// Fetch, then analyse: the Python course's hybrid exercise. K datasets each arrive after L ms (I/O),
+// then each is analysed (CPU: the Python course's sum of sqrt(n) * log(n + 1) over M numbers). The
 // hybrid fetches on the event loop and analyses on a process pool as each dataset arrives;
 // it is measured against each tool alone and against the loop handing the analysis to threads.
 
@@ -40,7 +40,7 @@ std::vector<std::uint32_t> make_dataset(std::size_t id, std::size_t n) {
     return numbers;
 }
 
-// The seeds' cpu_intensive_analysis.
+// The Python course's cpu_intensive_analysis.
 double analyse(std::vector<std::uint32_t> numbers) {
     double sum = 0;
     for (std::uint32_t n : numbers)
@@ -143,7 +143,7 @@ triad::task<std::vector<double>> hybrid(Pool& pool, sizes s) {
     co_return co_await triad::gather(std::move(pipelines));
 }
 
-// The loop fetches; Pool (processes, as in the seeds, or threads) analyses, one per core.
+// The loop fetches; Pool (processes, as in the Python course, or threads) analyses, one per core.
 template <class Pool>
 void triad_hybrid_on(benchmark::State& state) {
     const sizes s = workload_sizes();

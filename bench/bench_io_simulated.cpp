@@ -1,5 +1,5 @@
 // Which executor wins on I/O-bound work? N downloads that each wait L milliseconds (a blocking
-// sleep on the pools and threads, a timer on the event loops), N from 4 to 10,000 — the seeds'
+// sleep on the pools and threads, a timer on the event loops), N from 4 to 10,000 — the Python course's
 // 4 downloads, 20 and 200 URLs included — and, for the scaling chart, 1,000 downloads at
 // concurrency 1 to 1,000. Peers: boost::asio::thread_pool, std::async, a std::thread per
 // download, raw Asio co_spawn with timers. The sequential loop and the process pool run only

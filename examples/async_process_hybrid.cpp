@@ -1,4 +1,4 @@
-// Lesson: the hybrid of the seeds' bonus exercise — fetch datasets asynchronously (I/O, one
+// Lesson: the hybrid of the Python course's bonus exercise — fetch datasets asynchronously (I/O, one
 // thread, all in flight together), then analyse them on a process pool (CPU, every core),
 // awaiting the pool's futures from the event loop without blocking it (loop.run_in_executor in
 // Python; co_await on a triad::future here).
@@ -41,7 +41,7 @@ struct analysis {
     }
 };
 
-// The seeds' cpu_intensive_analysis: sum of sqrt(n) * log(n + 1).
+// The Python course's cpu_intensive_analysis: sum of sqrt(n) * log(n + 1).
 analysis cpu_intensive_analysis(dataset data) {
     double sum = 0;
     for (std::uint32_t n : data.numbers)

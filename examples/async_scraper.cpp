@@ -1,5 +1,5 @@
 // Lesson: an asynchronous scraper with a concurrency cap, retries and gathered errors. Mirrors
-// the seeds' Exercise 2 (AsyncWebScraper: a semaphore of 3 over 7 URLs, one of which fails,
+// the Python course's Exercise 2 (AsyncWebScraper: a semaphore of 3 over 7 URLs, one of which fails,
 // results gathered with return_exceptions=True) and its follow-up ("add retries with
 // exponential backoff"). One thread, several requests in flight, never more than the cap.
 // The request is simulated with a sleep so the lesson runs anywhere.

@@ -1,7 +1,7 @@
 // Lesson: CPU-bound work speeds up on threads in C++. In Python the GIL lets only one thread
-// run Python code at a time, so the seeds turn to multiprocessing for prime checks and sums of
+// run Python code at a time, so the Python course turn to multiprocessing for prime checks and sums of
 // squares; in C++ every thread runs on its own core, and a thread pool is the cheap way to use
-// them all. Mirrors the seeds' Exercise 1 (prime checks, sequential vs pool, with the speedup)
+// them all. Mirrors the Python course's Exercise 1 (prime checks, sequential vs pool, with the speedup)
 // and their sum-of-squares pool.map, whose exact results need 128 bits.
 //
 // Usage: cpu_bound_threads [primes=400] [start=1000000000000]
@@ -24,7 +24,7 @@ double seconds_since(clock_type::time_point start) {
     return std::chrono::duration<double>(clock_type::now() - start).count();
 }
 
-// The seeds' is_prime: trial division by odd numbers up to the square root.
+// The Python course's is_prime: trial division by odd numbers up to the square root.
 bool is_prime(std::uint64_t n) {
     if (n < 2)
         return false;
@@ -36,7 +36,7 @@ bool is_prime(std::uint64_t n) {
     return true;
 }
 
-// The seeds' sum(i * i for i in range(x)).
+// The Python course's sum(i * i for i in range(x)).
 uint128 sum_of_squares(std::uint64_t x) {
     uint128 sum = 0;
     for (std::uint64_t i = 0; i < x; ++i)

@@ -1,5 +1,5 @@
 // Lesson: gather runs awaitables concurrently, so four fetches take as long as the longest,
-// not as long as all four together. Mirrors the seeds' asyncio.gather of downloads. The
+// not as long as all four together. Mirrors the Python course's asyncio.gather of downloads. The
 // fetches here are real: an HTTP-like exchange over loopback TCP with a server this program
 // starts (Boost.Asio), each reply delayed by the server to stand for network latency.
 //

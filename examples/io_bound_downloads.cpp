@@ -1,5 +1,5 @@
 // Lesson: I/O-bound work (downloads, API calls) speeds up on a thread pool because the threads
-// spend their time waiting, not computing. Mirrors the seeds' ThreadPoolExecutor cell: 4 URLs
+// spend their time waiting, not computing. Mirrors the Python course's ThreadPoolExecutor cell: 4 URLs
 // at 0.5 s each take 2.0 s in a loop and 0.5 s on a pool. The download is simulated with a
 // sleep so the lesson runs anywhere; bench/ measures real HTTP over loopback.
 //

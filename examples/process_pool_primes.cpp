@@ -1,4 +1,4 @@
-// Lesson: CPU-bound work in separate processes. Mirrors the seeds' Exercise 1 (prime checks,
+// Lesson: CPU-bound work in separate processes. Mirrors the Python course's Exercise 1 (prime checks,
 // sequential vs multiprocessing.Pool, with the speedup). Processes cost more to start and to
 // talk to than threads, so they pay off when each task is heavy — and they isolate: a task
 // that crashes, leaks or is not thread-safe cannot harm the others or this program.
@@ -23,7 +23,7 @@ double seconds_since(clock_type::time_point start) {
     return std::chrono::duration<double>(clock_type::now() - start).count();
 }
 
-// The seeds' process_number: is it prime (trial division), its square and cube.
+// The Python course's process_number: is it prime (trial division), its square and cube.
 struct number_facts {
     std::uint64_t number = 0;
     bool is_prime = false;

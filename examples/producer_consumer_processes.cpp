@@ -1,4 +1,4 @@
-// Lesson: producer and consumer processes connected by a queue. Mirrors the seeds'
+// Lesson: producer and consumer processes connected by a queue. Mirrors the Python course's
 // multiprocessing.Queue exercise, where a producer process puts numbers and a consumer squares
 // them — but without a sentinel value: close() ends the stream, and every consumer drains what
 // is left before it sees the end.

@@ -1,4 +1,4 @@
-// Lesson: exact results from a process pool. Mirrors the seeds' cpu_heavy_task, which pool.map
+// Lesson: exact results from a process pool. Mirrors the Python course's cpu_heavy_task, which pool.map
 // runs over 1,000,000..4,000,000 and prints "Task 4000000 result: 21333325333334000000" — a
 // number that does not fit in 64 bits. Python's integers grow; in C++ choose a wide enough type:
 // here the sum is computed in unsigned __int128 and sent back as its decimal text.
@@ -38,7 +38,7 @@ struct task_result {
     }
 };
 
-// sum(i * i for i in range(x)), as the seeds compute it.
+// sum(i * i for i in range(x)), as the Python course compute it.
 task_result cpu_heavy_task(std::uint64_t x) {
     uint128 sum = 0;
     for (std::uint64_t i = 0; i < x; ++i)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The seeds' CPU-bound programs (prime checks by trial division, sums of squares) on
+"""The Python course's CPU-bound programs (prime checks by trial division, sums of squares) on
 threading, multiprocessing and asyncio, for the workloads of bench/bench_cpu_bound.cpp.
 
 Python checks a prime near 10^12 about 50x slower than C++, so it checks fewer of them: the
@@ -14,7 +14,7 @@ from common import QUICK, best_of, check, cpu_count, emit
 
 
 def is_prime(n):
-    """The seeds' trial division."""
+    """The Python course's trial division."""
     if n < 2:
         return False
     if n % 2 == 0:
@@ -59,12 +59,12 @@ def primes_from(start, count):
 
 
 def sum_of_squares(x):
-    """The seeds' sum(i * i for i in range(x))."""
+    """The Python course's sum(i * i for i in range(x))."""
     return sum(i * i for i in range(x))
 
 
 async def on_loop(fn, items):
-    """What the seeds' asyncio version does: coroutines that never await run one after another."""
+    """What the Python course's asyncio version does: coroutines that never await run one after another."""
     async def one(x):
         return fn(x)
     return await asyncio.gather(*(one(x) for x in items))

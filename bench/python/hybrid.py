@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The seeds' hybrid: fetch datasets (asyncio.sleep stands for the download), then analyse each
+"""The Python course's hybrid: fetch datasets (asyncio.sleep stands for the download), then analyse each
 (sum of sqrt(n) * log(n + 1)) — on asyncio + a ProcessPoolExecutor, against each tool alone.
 Same sizes as bench/bench_hybrid.cpp. Usage: hybrid.py [--quick]
 """
@@ -20,7 +20,7 @@ def make_dataset(dataset_id):
 
 
 def cpu_intensive_analysis(data):
-    """The seeds' analysis."""
+    """The Python course's analysis."""
     return sum(math.sqrt(n) * math.log(n + 1) for n in data)
 
 

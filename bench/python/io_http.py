@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The seeds' downloads done for real: HTTP GETs over loopback from the server that
+"""The Python course's downloads done for real: HTTP GETs over loopback from the server that
 `bench_io_http --triad_serve` runs, with urllib on threads and processes and raw asyncio streams
-on the event loop (the standard library has no async HTTP client; the seeds used aiohttp).
+on the event loop (the standard library has no async HTTP client; the Python course used aiohttp).
 Workloads match bench/bench_io_http.cpp. Usage: io_http.py --port N [--quick]
 """
 import asyncio

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The seeds' simulated downloads (each waits L ms) on threading, multiprocessing and asyncio,
+"""The Python course's simulated downloads (each waits L ms) on threading, multiprocessing and asyncio,
 for the workloads of bench/bench_io_simulated.cpp (same N and L as the C++ run).
 Usage: io_simulated.py [--quick]
 """

@@ -742,7 +742,7 @@ inline std::string overhead_table(const std::map<std::string, workload_info>& wo
     return out.str();
 }
 
-// The seeds' "choosing the right approach" table, from this run's numbers: per workload, the
+// The Python course's "choosing the right approach" table, from this run's numbers: per workload, the
 // winner, by how much it beat the runner-up, and where Python's best stood.
 inline std::string choosing_table(const std::vector<table>& tables) {
     std::ostringstream out;
@@ -832,7 +832,7 @@ render_report(const std::map<std::string, workload_info>& workloads,
           "(relative: to the fastest executor on the same operation; `sequential` rows are the "
           "work alone).\n\n"
        << overhead_table(workloads, all)
-       << "\n## Choosing the right approach\n\nThe seeds' table, filled in from this run: for each "
+       << "\n## Choosing the right approach\n\nThe Python course's table, filled in from this run: for each "
           "workload, the fastest C++ executor and by how much (under 5% is a tie: run-to-run noise "
           "on a "
           "shared machine is about that size).\n\n"
