@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
-#include <sys/wait.h>
 
 #include <sched.h>
 
@@ -175,7 +175,7 @@ TEST_CASE("cpu_count obeys a real cgroup CPU quota", "[cpu]") {
     });
     std::error_code error;
     fs::remove(made, error); // the child has exited, so the cgroup is empty
-    CHECK(seen == "1");       // half a CPU of quota, rounded up
+    CHECK(seen == "1");      // half a CPU of quota, rounded up
 }
 
 TEST_CASE("TRIAD_CPU_COUNT overrides the answer and is validated", "[cpu]") {

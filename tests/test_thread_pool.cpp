@@ -55,6 +55,9 @@ TEST_CASE("100,000 submitted tasks all return their own result", "[thread_pool]"
     for (long long i = 0; i < 100'000; ++i)
         expected += i * i;
     CHECK(sum == expected);
+    // A counter moves just after its task's result is published: wait_idle, not get(), is
+    // what guarantees the count is complete.
+    pool.wait_idle();
     CHECK(pool.completed() == 100'000);
 }
 
@@ -923,9 +926,8 @@ TEST_CASE("then(pool, fn) on a closed or cancelling pool completes with the reas
     triad::thread_pool pool(1);
     gate release;
     pool.post([&] { release.wait(); });
-    auto dropped = triad::make_ready_future(2).then(pool, [](triad::future<int> f) {
-        return f.get();
-    }); // queued behind the gate
+    auto dropped = triad::make_ready_future(2).then(
+        pool, [](triad::future<int> f) { return f.get(); }); // queued behind the gate
     std::thread canceller([&] { pool.shutdown(triad::shutdown_mode::cancel); });
     REQUIRE(eventually([&] { return pool.closed(); }));
     release.open();
@@ -950,4 +952,94 @@ TEST_CASE("running() counts a waiting task and the task it runs meanwhile", "[th
     CHECK(pool.size() == 1);
     release.open();
     outer.get();
+}
+
+// --- Found by attacking the pool after the fixes above ------------------------------------------
+
+TEST_CASE("a continuation on a worker may wait on a future whose continuation falls due meanwhile",
+          "[thread_pool][regression]") {
+    // The inline continuation waits (helping) and runs the inner task, whose own continuation
+    // became due on this thread: it must run there, not wait for the outer one to return.
+    triad::thread_pool pool(1);
+    auto outer = pool.submit([] {
+                         std::this_thread::sleep_for(10ms);
+                         return 1;
+                     })
+                     .then([&pool](triad::future<int> x) {
+                         const int inner =
+                             pool.submit([] { return 2; })
+                                 .then([](triad::future<int> y) { return y.get() * 10; })
+                                 .get();
+                         return x.get() + inner;
+                     });
+    REQUIRE(outer.wait_for(30s) == std::future_status::ready);
+    CHECK(outer.get() == 21);
+}
+
+TEST_CASE("during a drain, work that a running task is blocked on runs",
+          "[thread_pool][regression]") {
+    // A then(pool, f) continuation posted by a task that has returned, and a subtask submitted by
+    // a descendant whose root has returned: each still runs, because somebody waits for it.
+    for (int round = 0; round < 10; ++round) {
+        triad::thread_pool pool(1);
+        std::atomic<bool> go{false};
+        std::atomic<bool> queued{false};
+        auto outer = pool.submit([&] {
+            auto pre = pool.submit([] { return 41; }); // queued before shutdown
+            queued = true;
+            while (!go)
+                std::this_thread::sleep_for(1ms);
+            return std::move(pre)
+                .then(pool, [](triad::future<int> x) { return x.get() + 1; })
+                .get();
+        });
+        REQUIRE(eventually([&] { return queued.load(); }));
+        std::thread closer([&] { pool.shutdown(); });
+        REQUIRE(eventually([&] { return pool.closed(); }));
+        go = true;
+        closer.join();
+        CHECK(outer.get() == 42);
+    }
+    for (int round = 0; round < 10; ++round) {
+        triad::thread_pool pool(2);
+        std::atomic<bool> started{false};
+        triad::future<int> descendant;
+        pool.post([&] { // queued before shutdown
+            eventually([&] { return pool.closed(); });
+            descendant = pool.submit([&] {
+                started = true;
+                std::this_thread::sleep_for(20ms);          // its root returns meanwhile
+                return pool.submit([] { return 7; }).get(); // waited on: it runs
+            });
+            eventually([&] { return started.load(); });
+        });
+        pool.shutdown();
+        CHECK(descendant.get() == 7);
+    }
+}
+
+TEST_CASE("tasks queued behind workers that keep blocking in short timed waits still start",
+          "[thread_pool][regression]") {
+    // Before: a worker in the first 100 us of a wait did not count as blocked, so threads that
+    // poll every millisecond looked available and the queued tasks never got a stand-in.
+    triad::thread_pool pool(2);
+    constexpr int pollers = 64;
+    std::atomic<int> started{0};
+    std::atomic<bool> stop{false};
+    triad::promise<void> never;
+    const triad::shared_future<void> never_ready = never.get_future().share();
+    std::vector<triad::future<void>> tasks;
+    for (int i = 0; i < pollers; ++i)
+        tasks.push_back(pool.submit([&] {
+            ++started;
+            while (!stop)
+                (void)never_ready.wait_for(1ms);
+        }));
+    CHECK(eventually([&] { return started == pollers; }, 20s));
+    stop = true;
+    for (auto& t : tasks)
+        t.get();
+    never.set_value();
+    pool.shutdown();
+    CHECK(pool.stand_ins() == 0);
 }

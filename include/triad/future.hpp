@@ -14,7 +14,6 @@
 #include <ranges>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -49,7 +48,9 @@ struct future_access {
 // An executor that `then(executor, fn)` can hand a continuation to: a `triad::thread_pool`, an
 // `event_loop`, or anything with `post(callable)`.
 template <class Executor>
-concept posts_work = requires(Executor& executor, void (*fn)()) { executor.post(fn); };
+concept posts_work = requires(Executor& executor, void (*fn)()) {
+    executor.post(fn);
+};
 
 struct empty_slot {};
 } // namespace detail
@@ -164,8 +165,9 @@ public:
      * continuation per future (`on_ready`, `then`, `as_completed`, `share` and `co_await` each
      * use it); a second throws `triad::future_error`. An exception escaping a callback that runs
      * on a pool's thread goes to that pool's `on_error`, elsewhere to stderr; never lost
-     * silently. A future completed by a callback runs its own continuation after that callback
-     * returns, not inside it, so a chain of any length needs no more stack than one link.
+     * silently. Continuations nest inline up to 64 deep on one thread; deeper ones run when the
+     * outermost returns (or when the thread blocks in a triad wait), so a chain of any length
+     * needs bounded stack.
      */
     template <class Callback>
     void on_ready(Callback&& callback);
@@ -186,7 +188,7 @@ public:
      * outlive the continuation.
      */
     template <class Executor, class Fn>
-        requires detail::posts_work<Executor>
+    requires detail::posts_work<Executor>
     auto then(Executor& executor,
               Fn&& fn) && -> future<std::invoke_result_t<std::decay_t<Fn>, future<T>>>;
 
@@ -369,13 +371,16 @@ struct callback_box {
 template <class Fn, class T, class U>
 class then_state final : public shared_state<U> {
 public:
-    then_state(Fn fn, future<T> source)
+    // The source is taken by reference and moved last, so a callable whose copy throws leaves
+    // the caller's future as it was.
+    then_state(Fn fn, future<T>&& source)
         : shared_state<U>(2), m_fn(std::move(fn)), m_source(std::move(source)) {}
 
     static void fire(void* context) noexcept {
         auto* self = static_cast<then_state*>(context);
-        self->set_from(
-            [self] { return std::invoke(std::move(self->m_fn), std::move(self->m_source)); });
+        self->set_from([self]() -> decltype(auto) {
+            return std::invoke(std::move(self->m_fn), std::move(self->m_source));
+        });
         self->publish();
         self->release();
     }
@@ -391,27 +396,32 @@ private:
 template <class Executor, class Fn, class T, class U>
 class then_on_state final : public shared_state<U> {
 public:
-    then_on_state(Executor& executor, Fn fn, future<T> source)
+    then_on_state(Executor& executor, Fn fn, future<T>&& source)
         : shared_state<U>(2), m_executor(&executor), m_fn(std::move(fn)),
           m_source(std::move(source)) {
         (void)cancelled_error();
     }
 
+    // Once post() has the job, the state may be gone (run and released already, by an executor
+    // that runs work inline or on another thread): nothing here touches it after that, unless
+    // the job came back unrun. What the job's destructor saw during post() is kept per thread.
     static void fire(void* context) noexcept {
         auto* self = static_cast<then_on_state*>(context);
         job work(self);
-        self->m_poster.store(std::this_thread::get_id(), std::memory_order_relaxed);
+        posting attempt(self);
         try {
             self->m_executor->post(std::move(work));
-            self->m_poster.store(std::thread::id(), std::memory_order_relaxed);
         } catch (...) {
-            self->m_poster.store(std::thread::id(), std::memory_order_relaxed);
-            // The executor refused the job (a closed pool) or took it and failed (out of
-            // memory, destroying it on the way out): the future holds the reason.
+            // Refused before the executor took the job (a closed pool), or taken and dropped on
+            // the way out (out of memory): the future holds the reason.
             const bool still_ours = work.take() != nullptr;
-            if (still_ours || self->m_dropped_while_posting)
+            if (still_ours || attempt.dropped())
                 fail(self, std::current_exception());
+            return;
         }
+        // Taken and dropped unrun without an exception: as if the executor cancelled it.
+        if (attempt.dropped())
+            fail(self, cancelled_error());
     }
 
     future<T>& source() noexcept { return m_source; }
@@ -423,9 +433,31 @@ private:
         self->release();
     }
 
+    // The state whose job this thread is posting, and whether the job died inside the post.
+    struct posting_record {
+        const void* state = nullptr;
+        bool dropped = false;
+    };
+    static posting_record& current_posting() noexcept {
+        static thread_local posting_record record;
+        return record;
+    }
+    class posting {
+    public:
+        explicit posting(const then_on_state* self) noexcept
+            : m_outer(std::exchange(current_posting(), posting_record{self, false})) {}
+        ~posting() { current_posting() = m_outer; }
+        posting(const posting&) = delete;
+        posting& operator=(const posting&) = delete;
+        bool dropped() const noexcept { return current_posting().dropped; }
+
+    private:
+        posting_record m_outer;
+    };
+
     // Owns the producer's reference; whoever ends up with it runs the work or, dropping it
-    // unrun, completes the future with task_cancelled (or, inside a failed post, lets fire()
-    // report why).
+    // unrun, completes the future with task_cancelled (inside a post() of this thread, it leaves
+    // that to fire(), which knows why).
     class job {
     public:
         explicit job(then_on_state* self) noexcept : m_self(self) {}
@@ -435,17 +467,22 @@ private:
             if (m_self == nullptr)
                 return;
             then_on_state* self = std::exchange(m_self, nullptr);
-            if (self->m_poster.load(std::memory_order_relaxed) == std::this_thread::get_id())
-                self->m_dropped_while_posting = true; // fire() is on this thread's stack
+            posting_record& record = current_posting();
+            if (record.state == self)
+                record.dropped = true; // fire() is on this thread's stack and reports it
             else
                 fail(self, cancelled_error());
         }
         // Gives up the reference (to fire(), which reports why the post failed).
         then_on_state* take() noexcept { return std::exchange(m_self, nullptr); }
+        // The future this job completes, for a pool deciding during a drain whether somebody
+        // waits for it.
+        const wait_slot* result_slot() const noexcept { return m_self; }
         void operator()() noexcept {
             then_on_state* self = std::exchange(m_self, nullptr);
-            self->set_from(
-                [self] { return std::invoke(std::move(self->m_fn), std::move(self->m_source)); });
+            self->set_from([self]() -> decltype(auto) {
+                return std::invoke(std::move(self->m_fn), std::move(self->m_source));
+            });
             self->publish();
             self->release();
         }
@@ -454,10 +491,6 @@ private:
         then_on_state* m_self;
     };
 
-    // The thread inside post(), so that a job destroyed by a failing post() is told apart from
-    // one an executor dropped later.
-    std::atomic<std::thread::id> m_poster{};
-    bool m_dropped_while_posting = false;
     Executor* m_executor;
     Fn m_fn;
     future<T> m_source;
@@ -506,9 +539,9 @@ auto future<T>::then(Fn&& fn) && -> future<std::invoke_result_t<std::decay_t<Fn>
 
 template <class T>
 template <class Executor, class Fn>
-    requires detail::posts_work<Executor>
-auto future<T>::then(Executor& executor, Fn&& fn) && -> future<
-    std::invoke_result_t<std::decay_t<Fn>, future<T>>> {
+requires detail::posts_work<Executor>
+auto future<T>::then(Executor& executor,
+                     Fn&& fn) && -> future<std::invoke_result_t<std::decay_t<Fn>, future<T>>> {
     static_assert(std::is_invocable_v<std::decay_t<Fn>, future<T>>,
                   "triad::future<T>::then: the function must take a triad::future<T> by value");
     using U = std::invoke_result_t<std::decay_t<Fn>, future<T>>;
@@ -569,6 +602,17 @@ public:
     bool wait(const steady_time* deadline) {
         if (is_ready())
             return true;
+        // An untimed wait here is one on the source too, for a pool deciding during a drain
+        // whether somebody waits for the task.
+        if (deadline == nullptr)
+            m_source_slot->begin_untimed_wait();
+        struct untimed_guard {
+            wait_slot* slot;
+            ~untimed_guard() {
+                if (slot != nullptr)
+                    slot->end_untimed_wait();
+            }
+        } guard{deadline == nullptr ? m_source_slot : nullptr};
         waiter self;
         {
             std::lock_guard lock(m_mutex);
@@ -576,12 +620,23 @@ public:
                 return true;
             link(m_waiters, self);
         }
-        const bool woken = wait_on(self.slot, deadline);
         // The firer sets every waiter's slot while holding the mutex, so once this thread holds
-        // it, the firer is done with `self` and it may go.
-        std::lock_guard lock(m_mutex);
-        if (!is_ready())
-            unlink(m_waiters, self);
+        // it, the firer is done with `self` and it may go: on return, and when the wait throws
+        // (a blocking wait refused on an event loop's thread, a stand-in that cannot start).
+        struct leave {
+            shared_hub_base* hub;
+            waiter* self;
+            ~leave() {
+                std::lock_guard lock(hub->m_mutex);
+                if (!hub->is_ready())
+                    unlink(hub->m_waiters, *self);
+            }
+        };
+        bool woken = false;
+        {
+            const leave guard{this, &self};
+            woken = wait_on(self.slot, deadline);
+        }
         return woken || is_ready();
     }
 
@@ -604,7 +659,8 @@ public:
     }
 
 protected:
-    explicit shared_hub_base(std::uint32_t refs) noexcept : m_refs(refs) {}
+    shared_hub_base(std::uint32_t refs, wait_slot* source) noexcept
+        : m_refs(refs), m_source_slot(source) {}
     virtual ~shared_hub_base() = default;
 
     // The source state's continuation; owns one reference to the hub.
@@ -659,6 +715,7 @@ private:
     }
 
     std::atomic<std::uint32_t> m_refs;
+    wait_slot* m_source_slot;
     std::atomic<bool> m_ready{false};
     std::mutex m_mutex;
     list<waiter> m_waiters;
@@ -670,7 +727,7 @@ class shared_hub final : public shared_hub_base {
 public:
     // Takes the future's reference to its state; its continuation slot feeds this hub.
     explicit shared_hub(shared_state<T>* source) noexcept
-        : shared_hub_base(2), m_source(source) {} // one for the first shared_future, one for fire
+        : shared_hub_base(2, source), m_source(source) {} // refs: the first shared_future, fire
     ~shared_hub() override {
         if (m_source != nullptr)
             m_source->release();
@@ -945,8 +1002,8 @@ private:
     struct node {
         completion_queue* queue = nullptr;
         std::uint32_t index = 0;
-        state_base* state = nullptr;     // a future's state, referenced
-        shared_hub_base* hub = nullptr;  // or a shared future's hub, referenced
+        state_base* state = nullptr;    // a future's state, referenced
+        shared_hub_base* hub = nullptr; // or a shared future's hub, referenced
         hub_link link;
     };
 

@@ -2,9 +2,9 @@
 
 #include <chrono>
 #include <concepts>
-#include <cstdio>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <iterator>
@@ -75,8 +75,7 @@ constexpr bool result_refers_into_task_v() {
         if constexpr (!std::is_reference_v<R>)
             return false;
         else
-            return member_of_copied_object<Fn, Args...>() ||
-                   (result_refers_to_arg<R, Args> || ...);
+            return member_of_copied_object<Fn, Args...>() || (result_refers_to_arg<R, Args> || ...);
     }
 }
 
@@ -181,9 +180,12 @@ public:
     template <class Fn, class... Args>
     [[nodiscard]] auto submit(Fn&& fn, Args&&... args);
 
+    // The compiler quotes this line when it refuses such a call, so the advice stays on it.
+    // clang-format off
     template <class Fn, class... Args>
         requires detail::result_refers_into_task<Fn, Args...>
     void submit(Fn&&, Args&&...) = delete; // the result would refer into the task's own copy of an argument: pass std::ref(obj) or a pointer, or return by value
+    // clang-format on
 
     /**
      * Applies `fn` to every item of `items` on the workers and returns the results in input
@@ -209,10 +211,11 @@ public:
     void parallel_for(First first, Last last, Fn&& fn, map_options options = {});
 
     /**
-     * Blocks until every task submitted before the call (and every subtask they submitted
-     * meanwhile) has finished. Tasks submitted while it waits are not waited for, so a producer
-     * that never stops cannot starve it. The pool stays usable. Throws `std::logic_error` from
-     * one of the pool's own tasks.
+     * Blocks until every task submitted before the call has finished (a task that waits for its
+     * subtasks finishes after them). Work submitted while it waits is not waited for — neither
+     * a new producer's nor what those tasks post without waiting for it, such as `then(pool, f)`
+     * continuations — so a producer that never stops cannot starve it. The pool stays usable.
+     * Throws `std::logic_error` from one of the pool's own tasks.
      */
     void wait_idle() { m_scheduler->wait_idle_until(nullptr); }
 
@@ -238,11 +241,13 @@ public:
      *
      * The drain rule: with `drain`, every task queued before the call runs. A task running
      * during the drain may still submit (so it can wait on subtasks); such a subtask, and its
-     * own subtasks, start only while the pre-shutdown task they descend from is still running;
-     * once that task has returned, its unstarted descendants are cancelled (their futures throw
-     * `triad::task_cancelled`). So the drain ends as soon as the tasks themselves end, even if a
-     * task re-posts itself forever. With `cancel`, queued tasks are dropped and their futures
-     * throw `triad::task_cancelled`.
+     * own subtasks, start only while the pre-shutdown task they descend from is still running,
+     * or while a thread is blocked in an untimed wait (`get()`, `wait()`) for its result;
+     * anything else is cancelled when a worker reaches it (its future throws
+     * `triad::task_cancelled`). A `then(pool, f)` continuation whose future completes during the
+     * drain counts as a subtask of the task that completed it. So the drain ends as soon as the
+     * tasks themselves end, even if a task re-posts itself forever. With `cancel`, queued tasks
+     * are dropped and their futures throw `triad::task_cancelled`.
      */
     void shutdown(shutdown_mode mode = shutdown_mode::drain) {
         m_scheduler->shutdown(mode == shutdown_mode::cancel);
@@ -259,7 +264,11 @@ public:
      * exceed `size()`.
      */
     std::uint64_t running() const noexcept { return m_scheduler->running(); }
-    /** Tasks that ran to the end (returned or threw). */
+    /**
+     * Tasks that ran to the end (returned or threw). Like every counter here, a snapshot that
+     * moves just after a task's result is published; after `wait_idle()` it counts every task
+     * submitted before the call.
+     */
     std::uint64_t completed() const noexcept { return m_scheduler->completed(); }
     /** Tasks dropped by `shutdown(shutdown_mode::cancel)` or by the drain rule. */
     std::uint64_t cancelled() const noexcept { return m_scheduler->cancelled(); }
@@ -271,6 +280,7 @@ private:
     void run_bulk(std::size_t items, map_options options, Body& body);
 
     static detail::scheduler_config to_config(thread_pool_options&& options);
+    using wait_slot_pointer = const detail::wait_slot*;
 
     std::unique_ptr<detail::scheduler> m_scheduler;
 };
@@ -279,6 +289,13 @@ private:
 // Definitions
 
 namespace detail {
+
+// A callable that completes a future (a then(pool, fn) continuation) says which, so that the
+// drain can see whether somebody waits for it.
+template <class Fn>
+concept has_result_slot = requires(const Fn& fn) {
+    { fn.result_slot() } -> std::convertible_to<const wait_slot*>;
+};
 
 template <class Fn>
 struct posted_task final : task_node {
@@ -302,7 +319,9 @@ template <class Fn, class R>
 class submitted_task final : public shared_state<R>, public task_node {
 public:
     explicit submitted_task(Fn fn)
-        : shared_state<R>(2), task_node(&submitted_task::execute_node), m_fn(std::move(fn)) {}
+        : shared_state<R>(2), task_node(&submitted_task::execute_node), m_fn(std::move(fn)) {
+        m_result = this;
+    }
     ~submitted_task() override {
         if constexpr (keeps_callable)
             m_fn.~Fn();
@@ -341,8 +360,8 @@ auto bind_task(Fn&& fn, Args&&... args) {
 
 template <class Fn, class... Args>
 inline constexpr bool task_is_callable =
-    std::is_invocable_v<std::decay_t<Fn>, std::decay_t<Args>...> &&
-    std::is_move_constructible_v<std::decay_t<Fn>>;
+    std::is_invocable_v<std::decay_t<Fn>, std::decay_t<Args>...>&&
+        std::is_move_constructible_v<std::decay_t<Fn>>;
 
 template <class Fn, class... Args>
 constexpr void check_task_signature() {
@@ -354,7 +373,6 @@ constexpr void check_task_signature() {
     static_assert(std::is_move_constructible_v<std::decay_t<Fn>>,
                   "triad::thread_pool: the callable must be move-constructible");
 }
-
 
 } // namespace detail
 
@@ -396,6 +414,12 @@ void thread_pool::post(Fn&& fn, Args&&... args) {
     } else {
         using bound =
             decltype(detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...));
+        const wait_slot_pointer result = [&]() -> wait_slot_pointer {
+            if constexpr (sizeof...(Args) == 0 && detail::has_result_slot<std::decay_t<Fn>>)
+                return fn.result_slot();
+            else
+                return nullptr;
+        }();
         const detail::admission admitted = m_scheduler->admit(1);
         detail::task_node* node = nullptr;
         try {
@@ -406,6 +430,7 @@ void thread_pool::post(Fn&& fn, Args&&... args) {
             m_scheduler->refuse(1, admitted);
             throw;
         }
+        node->m_result = result;
         m_scheduler->push(node, node, 1, admitted);
     }
 }
@@ -472,7 +497,7 @@ namespace detail {
 // iota | take_while, an input-only one such as views::istream) is copied into a vector first.
 template <class Items>
 inline constexpr bool in_place_range =
-    std::ranges::random_access_range<Items> && std::ranges::sized_range<Items>;
+    std::ranges::random_access_range<Items>&& std::ranges::sized_range<Items>;
 
 template <class Items>
 auto copy_items(Items&& items) {

@@ -62,8 +62,9 @@ public:
 
 private:
     struct runner final : task_node {
-        explicit runner(bulk_job* job) noexcept
-            : task_node(&bulk_job::execute_runner), m_job(job) {}
+        explicit runner(bulk_job* job) noexcept : task_node(&bulk_job::execute_runner), m_job(job) {
+            m_result = job; // the caller of map waits on the job
+        }
         bulk_job* m_job;
     };
 

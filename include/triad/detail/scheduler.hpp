@@ -83,7 +83,7 @@ struct alignas(cache_line) worker {
         return m_random;
     }
 
-    enum class stand_in_state { active, spare, exited };
+    enum class stand_in_state { active, spare };
 
     work_stealing_deque m_deque;
     parker* m_parker = parker_pool::acquire();
@@ -98,6 +98,8 @@ struct alignas(cache_line) worker {
     // Stand-ins only, guarded by scheduler::m_stand_in_mutex.
     stand_in_state m_state = stand_in_state::active;
     worker* m_next_spare = nullptr;
+    // Stand-ins only: true between tasks, when a stand-in can notice it is no longer needed.
+    std::atomic<bool> m_between_tasks{false};
     alignas(cache_line) std::atomic<bool> m_sleeping{false};
     alignas(cache_line) std::atomic<std::uint64_t> m_started{0};
     std::atomic<std::uint64_t> m_done[2] = {}; // ran or cancelled, per wait_idle generation
@@ -190,8 +192,7 @@ public:
     admission admit(std::size_t count);
     void refuse(std::size_t count, const admission& a) noexcept;
     // Queues admitted tasks, linked through m_next from newest to oldest, and wakes workers.
-    void push(task_node* newest, task_node* oldest, std::size_t count,
-              const admission& a) noexcept;
+    void push(task_node* newest, task_node* oldest, std::size_t count, const admission& a) noexcept;
 
     // Returns false if the deadline (if any) passed first.
     bool wait_idle_until(const steady_time* deadline);
@@ -217,8 +218,11 @@ private:
     // A wait that must block starts a stand-in only if it is still blocked after this long: most
     // waits end sooner, and a thread costs tens of microseconds to start.
     static constexpr auto stand_in_delay = std::chrono::microseconds(100);
-    // A spare stand-in thread exits after this long without being needed.
-    static constexpr auto stand_in_keep_alive = std::chrono::seconds(5);
+    // Stand-ins for timed waits, which cannot deadlock, stop here (a timed wait past it just
+    // blocks); untimed waits that ran out of stack always get theirs.
+    std::size_t optional_stand_in_limit() const noexcept {
+        return std::max<std::size_t>(256, 4 * m_workers.base());
+    }
 
     struct idle_waiter {
         parker* waiter;
@@ -243,14 +247,14 @@ private:
     void wake_one() noexcept;
     void wake_for(std::size_t count) noexcept;
 
-    bool block_with_stand_in(worker& self, wait_slot& slot, const steady_time* deadline);
-    bool begin_block(bool required);
+    bool block_with_stand_in(wait_slot& slot, const steady_time* deadline);
+    void call_stand_in(bool required);
     void end_block() noexcept;
     bool is_surplus_stand_in() const noexcept {
-        return m_active_stand_ins.load(std::memory_order_relaxed) >
-               m_blocked.load(std::memory_order_relaxed);
+        return m_active_stand_ins.load(std::memory_order_seq_cst) >
+               m_blocked.load(std::memory_order_seq_cst);
     }
-    // True if the thread should exit.
+    // True if the thread should exit (the pool is stopping).
     bool retire_stand_in(worker& self);
 
     bool is_idle() const noexcept;
@@ -282,8 +286,10 @@ private:
     // One wait_idle at a time runs the generation protocol (not a std::timed_mutex: its timed
     // lock is invisible to ThreadSanitizer, which then reports every unlock).
     std::atomic<bool> m_epoch_busy{false};
-    // Stand-ins: m_blocked and m_active_stand_ins change under m_stand_in_mutex, and are read
-    // without it by stand-ins deciding whether they are still needed.
+    // Stand-ins. m_blocked counts workers blocked in a wait (from its first moment, so that a
+    // thread that keeps blocking briefly still counts as unavailable); m_active_stand_ins, which
+    // changes under m_stand_in_mutex, the stand-ins not parked as spares. Stand-ins read both
+    // without the mutex to decide whether they are still needed.
     std::mutex m_stand_in_mutex;
     std::atomic<std::size_t> m_blocked{0};
     std::atomic<std::size_t> m_active_stand_ins{0};
@@ -485,14 +491,20 @@ inline void scheduler::execute(worker& self, task_node* task) noexcept {
     drain_scope* const scope = task->m_scope;
     worker::bump(self.m_started, std::memory_order_relaxed);
     // The drain rule: work submitted from inside the pool during a drain starts only while the
-    // pre-shutdown task it descends from still runs. Once that task returned, nothing waits for
-    // its unstarted descendants, so they are cancelled: a task that re-posts itself forever
-    // cannot keep a drain (or the destructor) from ending.
+    // pre-shutdown task it descends from still runs, or while a thread is blocked in an untimed
+    // wait for its result (that thread cannot finish before it). Anything else is work nobody
+    // waits for, so it is cancelled: a task that re-posts itself forever cannot keep a drain (or
+    // the destructor) from ending, and a chain of tasks can only outlive its root by nesting
+    // untimed waits, that is, by not ending.
     const bool cancel = m_cancelling.load(std::memory_order_relaxed) ||
-                        (scope != nullptr && !scope->alive.load(std::memory_order_acquire));
+                        (scope != nullptr && !scope->alive.load(std::memory_order_acquire) &&
+                         !(task->m_result != nullptr && task->m_result->is_awaited()));
     execution current{scope, false};
     execution* const outer = std::exchange(self.m_current, &current);
-    task->execute(cancel);
+    {
+        const trampoline_scope own_trampoline;
+        task->execute(cancel);
+    }
     self.m_current = outer;
     if (current.owns_scope) {
         current.scope->alive.store(false, std::memory_order_release);
@@ -513,10 +525,13 @@ inline void scheduler::execute(worker& self, task_node* task) noexcept {
 inline void scheduler::run_worker(worker& self) {
     tls_wait_helper = this;
     for (;;) {
-        if (self.m_stand_in && is_surplus_stand_in() && self.m_deque.empty()) {
-            if (retire_stand_in(self))
-                break;
-            continue;
+        if (self.m_stand_in) {
+            self.m_between_tasks.store(true, std::memory_order_seq_cst);
+            if (is_surplus_stand_in() && self.m_deque.empty()) {
+                if (retire_stand_in(self))
+                    break;
+                continue;
+            }
         }
         task_node* task = find_task(self);
         if (task == nullptr) {
@@ -526,6 +541,8 @@ inline void scheduler::run_worker(worker& self) {
             task = spin_for_task(self, nullptr);
         }
         if (task != nullptr) {
+            if (self.m_stand_in)
+                self.m_between_tasks.store(false, std::memory_order_relaxed);
             execute(self, task);
             continue;
         }
@@ -690,18 +707,29 @@ inline bool scheduler::help_until(wait_slot& slot, const steady_time* deadline) 
     // A timed wait never runs other tasks: it could not stop one at its deadline. It cannot
     // deadlock either, so it blocks, and a stand-in keeps the pool's parallelism meanwhile.
     if (deadline != nullptr)
-        return block_with_stand_in(*self, slot, deadline);
+        return block_with_stand_in(slot, deadline);
+    // A wake-up meant for new work that this thread took but did not use goes on to another
+    // sleeper, on every way out, so the work does not wait while another worker sleeps.
+    struct owed_wake {
+        scheduler* pool;
+        bool owed = false;
+        ~owed_wake() {
+            if (owed)
+                pool->pass_on_wake();
+        }
+    } wake{this};
     for (;;) {
         if (slot.is_ready())
             return true;
         // Helping nests tasks on this stack. When what is left is the reserve, block instead;
         // a stand-in thread takes this one's place, so the wait still cannot deadlock.
         if (reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)) < self->m_stack_limit)
-            return block_with_stand_in(*self, slot, nullptr);
+            return block_with_stand_in(slot, nullptr);
         task_node* task = find_task(*self);
         if (task == nullptr)
             task = spin_for_task(*self, &slot);
         if (task != nullptr) {
+            wake.owed = false; // the wake-up, if any, found its work
             execute(*self, task);
             continue;
         }
@@ -714,136 +742,122 @@ inline bool scheduler::help_until(wait_slot& slot, const steady_time* deadline) 
         announce_sleep(*self);
         if (!has_visible_work(self))
             self->m_parker->park();
-        const bool woken_for_work = !retract_sleep(*self);
-        if (!slot.deregister_waiter()) {
-            // The slot is set: back to the waiting task. A wake-up meant for new work goes on
-            // to another sleeper instead of being lost here.
-            if (woken_for_work)
-                pass_on_wake();
+        if (!retract_sleep(*self))
+            wake.owed = true;
+        if (!slot.deregister_waiter())
             return true;
-        }
     }
 }
 
-inline bool scheduler::block_with_stand_in(worker& self, wait_slot& slot,
-                                           const steady_time* deadline) {
-    (void)self;
+inline bool scheduler::block_with_stand_in(wait_slot& slot, const steady_time* deadline) {
     flush_node_cache();
-    steady_time first = std::chrono::steady_clock::now() + stand_in_delay;
-    if (deadline != nullptr && *deadline < first)
-        first = *deadline;
-    if (slot.block_until(&first))
-        return true;
-    if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline)
-        return false;
-    // An untimed wait must have its stand-in (or it might wait for itself); a timed one only
-    // benefits from it.
-    const bool standing_in = begin_block(deadline == nullptr);
-    struct end_guard {
+    // Counted as blocked from now: a thread that blocks again and again, briefly, is not free to
+    // run tasks either.
+    m_blocked.fetch_add(1, std::memory_order_seq_cst);
+    struct unblock {
         scheduler* pool;
-        bool active;
-        ~end_guard() {
-            if (active)
-                pool->end_block();
-        }
-    } guard{this, standing_in};
+        ~unblock() { pool->end_block(); }
+    } guard{this};
+    const bool covered = m_active_stand_ins.load(std::memory_order_seq_cst) >=
+                         m_blocked.load(std::memory_order_seq_cst);
+    if (!covered) {
+        steady_time first = std::chrono::steady_clock::now() + stand_in_delay;
+        if (deadline != nullptr && *deadline < first)
+            first = *deadline;
+        if (slot.block_until(&first))
+            return true;
+        if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline)
+            return false;
+        // An untimed wait must have its stand-in (or it might wait for itself); a timed one
+        // only benefits from it.
+        call_stand_in(deadline == nullptr);
+    }
     return slot.block_until(deadline);
 }
 
-// Marks the calling worker blocked and makes sure a stand-in runs in its place. With `required`,
-// failing to start one throws (the wait would risk a deadlock); otherwise the wait just blocks.
-inline bool scheduler::begin_block(bool required) {
+// Makes sure there are as many active stand-ins as blocked workers: a spare is woken, or a thread
+// started. With `required`, failing to start one throws (the wait might otherwise deadlock);
+// otherwise the wait just blocks.
+inline void scheduler::call_stand_in(bool required) {
+    if (m_active_stand_ins.load(std::memory_order_seq_cst) >=
+        m_blocked.load(std::memory_order_seq_cst))
+        return; // covered already (checked again under the mutex before acting)
     std::lock_guard lock(m_stand_in_mutex);
     if (m_stop.load(std::memory_order_relaxed))
-        return false;
-    m_blocked.fetch_add(1, std::memory_order_relaxed);
-    if (m_active_stand_ins.load(std::memory_order_relaxed) >=
-        m_blocked.load(std::memory_order_relaxed))
-        return true; // a stand-in that is still active covers this block
+        return;
+    const std::size_t active = m_active_stand_ins.load(std::memory_order_relaxed);
+    if (active >= m_blocked.load(std::memory_order_seq_cst))
+        return; // a stand-in already covers this block
+    if (worker* spare = m_spares) {
+        m_spares = spare->m_next_spare;
+        spare->m_state = worker::stand_in_state::active;
+        m_active_stand_ins.fetch_add(1, std::memory_order_relaxed);
+        spare->m_parker->unpark();
+        return;
+    }
+    if (!required && active >= optional_stand_in_limit())
+        return;
     try {
-        if (worker* spare = m_spares) {
-            m_spares = spare->m_next_spare;
-            spare->m_state = worker::stand_in_state::active;
-            m_active_stand_ins.fetch_add(1, std::memory_order_relaxed);
-            spare->m_parker->unpark();
-            return true;
-        }
-        // A slot whose thread exited is reused before the table grows.
-        worker* slot = nullptr;
-        for (std::size_t i = m_workers.base(); i < m_workers.size(); ++i)
-            if (m_workers[i].m_state == worker::stand_in_state::exited) {
-                slot = &m_workers[i];
-                break;
-            }
-        if (slot != nullptr) {
-            if (slot->m_thread.joinable())
-                slot->m_thread.join(); // it has returned already, or is about to
-        } else {
-            slot = &m_workers.append();
-        }
-        slot->m_state = worker::stand_in_state::active;
+        worker& slot = m_workers.append();
+        slot.m_state = worker::stand_in_state::active;
         m_active_stand_ins.fetch_add(1, std::memory_order_relaxed);
         try {
-            start_thread(*slot);
+            start_thread(slot);
         } catch (...) {
-            slot->m_state = worker::stand_in_state::exited;
+            // The slot stays, a spare without a thread, which nobody wakes.
             m_active_stand_ins.fetch_sub(1, std::memory_order_relaxed);
+            slot.m_state = worker::stand_in_state::spare;
             throw;
         }
-        return true;
     } catch (...) {
-        m_blocked.fetch_sub(1, std::memory_order_relaxed);
         if (required)
             throw;
-        return false;
     }
 }
 
 inline void scheduler::end_block() noexcept {
-    std::lock_guard lock(m_stand_in_mutex);
-    m_blocked.fetch_sub(1, std::memory_order_relaxed);
-    // The surplus stand-in retires at its next turn between tasks. One that is asleep, or about
-    // to sleep, must notice too: each active stand-in gets a token, which wakes it now or makes
-    // its next park return at once (a spurious wake-up for those still needed).
-    if (m_active_stand_ins.load(std::memory_order_relaxed) >
+    m_blocked.fetch_sub(1, std::memory_order_seq_cst);
+    // A surplus stand-in retires at its next turn between tasks. One that is between tasks now
+    // (asleep, or about to be) gets a token so it notices: it wakes, or its next park returns.
+    // Stand-ins inside tasks (blocked themselves, say) are left alone; they look on their own.
+    if (m_active_stand_ins.load(std::memory_order_relaxed) <=
         m_blocked.load(std::memory_order_relaxed))
-        for (std::size_t i = m_workers.base(); i < m_workers.size(); ++i)
-            if (m_workers[i].m_state == worker::stand_in_state::active)
-                m_workers[i].m_parker->unpark();
+        return;
+    const std::size_t n = m_workers.size();
+    for (std::size_t i = m_workers.base(); i < n; ++i) {
+        worker& w = m_workers[i];
+        if (w.m_between_tasks.load(std::memory_order_seq_cst))
+            w.m_parker->unpark();
+    }
 }
 
+// Stand-ins are not retired for good: a spare parks until it is needed again or the pool stops
+// (so no thread is ever joined while the pool runs, and a blocked wait never waits for a thread
+// to exit). At most optional_stand_in_limit() of them serve timed waits.
 inline bool scheduler::retire_stand_in(worker& self) {
     {
         std::lock_guard lock(m_stand_in_mutex);
         if (m_active_stand_ins.load(std::memory_order_relaxed) <=
-            m_blocked.load(std::memory_order_relaxed))
+            m_blocked.load(std::memory_order_seq_cst))
             return false; // needed again meanwhile
         m_active_stand_ins.fetch_sub(1, std::memory_order_relaxed);
         self.m_state = worker::stand_in_state::spare;
         self.m_next_spare = m_spares;
         m_spares = &self;
+        self.m_between_tasks.store(false, std::memory_order_relaxed); // end_block leaves spares be
     }
     // If a wake-up for work brought this thread here, another sleeper gets it.
     pass_on_wake();
     flush_node_cache();
-    const steady_time give_up = std::chrono::steady_clock::now() + stand_in_keep_alive;
     for (;;) {
         {
             std::lock_guard lock(m_stand_in_mutex);
             if (self.m_state == worker::stand_in_state::active)
-                return false; // reactivated by begin_block
-            const bool expired = std::chrono::steady_clock::now() >= give_up;
-            if (m_stop.load(std::memory_order_relaxed) || expired) {
-                for (worker** link = &m_spares; *link != nullptr; link = &(*link)->m_next_spare)
-                    if (*link == &self) {
-                        *link = self.m_next_spare;
-                        break;
-                    }
-                self.m_state = worker::stand_in_state::exited;
+                return false; // woken by call_stand_in
+            if (m_stop.load(std::memory_order_relaxed))
                 return true;
-            }
         }
-        self.m_parker->park_until(give_up);
+        self.m_parker->park();
     }
 }
 
@@ -888,6 +902,8 @@ inline void scheduler::wake_idle_waiters() noexcept {
 
 template <class Condition>
 bool scheduler::wait_until(Condition condition, const steady_time* deadline) {
+    // A continuation deferred on this thread may be what the pool is waiting for.
+    run_deferred_continuations();
     // A parker of its own on the stack, not the thread's: nothing to allocate, so shutdown (and
     // the destructor) cannot fail for lack of memory. Wakers reach it only through the list,
     // under the mutex, and it leaves the list before it goes.
@@ -990,6 +1006,8 @@ inline void scheduler::stop_and_join() noexcept {
     for (std::size_t i = 0; i < n; ++i)
         if (m_workers[i].m_thread.joinable())
             m_workers[i].m_thread.join();
+    // Stand-ins that left on the stop signal, not through retirement, are gone too.
+    m_active_stand_ins.store(0, std::memory_order_relaxed);
     m_joined = true;
 }
 
@@ -1028,8 +1046,8 @@ inline void scheduler::report_task_error(std::exception_ptr error) noexcept {
 // Each snapshot reads the counter that trails first, so a difference never goes negative.
 inline std::uint64_t scheduler::queued() const noexcept {
     const std::uint64_t started = sum(&worker::m_started);
-    const std::uint64_t refused = m_refused[0].load(std::memory_order_acquire) +
-                                  m_refused[1].load(std::memory_order_acquire);
+    const std::uint64_t refused =
+        m_refused[0].load(std::memory_order_acquire) + m_refused[1].load(std::memory_order_acquire);
     const std::uint64_t submitted = m_submitted[0].load(std::memory_order_acquire) +
                                     m_submitted[1].load(std::memory_order_acquire);
     return submitted > started + refused ? submitted - started - refused : 0;

@@ -28,13 +28,15 @@ inline const std::exception_ptr& broken_promise_error() {
 
 class state_base;
 
-// Continuations that become due while another continuation runs on the same thread wait here
-// until it returns, instead of running inside it: a chain of a million `then`s runs in a loop,
-// not a million frames deep.
+// Continuations run inline, on the thread that completes the future, nested up to a depth of
+// max_inline_depth; deeper ones wait here until the outermost returns, so a chain of a million
+// `then`s runs in a loop rather than a million frames deep, while a callback that completes a
+// future a few levels down still sees its continuation run at once.
 struct continuation_trampoline {
+    static constexpr unsigned max_inline_depth = 64;
     state_base* head = nullptr;
     state_base* tail = nullptr;
-    bool active = false;
+    unsigned depth = 0;
 };
 inline thread_local continuation_trampoline tls_trampoline;
 
@@ -87,8 +89,7 @@ public:
             if ((flags & ready_bit) != 0 || (flags & continuation_bit) == 0)
                 return false;
             if (m_flags.compare_exchange_weak(flags, flags & ~continuation_bit,
-                                              std::memory_order_acq_rel,
-                                              std::memory_order_acquire))
+                                              std::memory_order_acq_rel, std::memory_order_acquire))
                 return true;
         }
     }
@@ -110,8 +111,8 @@ private:
 
     void run_continuation() noexcept {
         continuation_trampoline& t = tls_trampoline;
-        if (t.active) {
-            // Inside another continuation on this thread: run after it, from the loop below.
+        if (t.depth >= continuation_trampoline::max_inline_depth) {
+            // Deep inside continuations on this thread: run later, from the outermost one.
             add_ref();
             m_deferred_next = nullptr;
             if (t.tail == nullptr)
@@ -121,10 +122,11 @@ private:
             t.tail = this;
             return;
         }
-        t.active = true;
+        ++t.depth;
         m_continuation(m_continuation_context);
-        run_deferred_continuations();
-        t.active = false;
+        --t.depth;
+        if (t.depth == 0 && t.head != nullptr)
+            run_deferred_continuations();
     }
 
     std::atomic<std::uint32_t> m_refs;
@@ -135,15 +137,15 @@ private:
 
 inline void run_deferred_continuations() noexcept {
     continuation_trampoline& t = tls_trampoline;
-    const bool was_active = std::exchange(t.active, true);
     while (state_base* next = t.head) {
         t.head = next->m_deferred_next;
         if (t.head == nullptr)
             t.tail = nullptr;
+        ++t.depth;
         next->m_continuation(next->m_continuation_context);
+        --t.depth;
         next->release();
     }
-    t.active = was_active;
 }
 
 // Every blocking wait in triad: a pool worker helps (runs queued tasks) or blocks with a stand-in
@@ -156,10 +158,34 @@ inline bool wait_on(wait_slot& slot, const steady_time* deadline) {
         if (slot.is_ready())
             return true;
     }
+    if (deadline == nullptr)
+        slot.begin_untimed_wait();
+    struct untimed_guard {
+        wait_slot* slot;
+        ~untimed_guard() {
+            if (slot != nullptr)
+                slot->end_untimed_wait();
+        }
+    } guard{deadline == nullptr ? &slot : nullptr};
     if (wait_helper* helper = tls_wait_helper)
         return helper->help_until(slot, deadline);
     return slot.block_until(deadline);
 }
+
+// A task running on a pool thread starts with a trampoline of its own: what it publishes runs
+// within it, however deep the thread is nested in helping waits, instead of waiting for an outer
+// continuation that is itself waiting for the task (a deadlock).
+class trampoline_scope {
+public:
+    trampoline_scope() noexcept
+        : m_outer(std::exchange(tls_trampoline, continuation_trampoline{})) {}
+    ~trampoline_scope() { tls_trampoline = m_outer; }
+    trampoline_scope(const trampoline_scope&) = delete;
+    trampoline_scope& operator=(const trampoline_scope&) = delete;
+
+private:
+    continuation_trampoline m_outer;
+};
 
 struct unit {};
 
@@ -236,10 +262,9 @@ public:
 
     // For shared futures: the value stays in place and every reader sees it, or rethrows a copy
     // of the exception. Only after the state is ready.
-    using peek_type =
-        std::conditional_t<std::is_void_v<T>, void,
-                           std::conditional_t<std::is_reference_v<T>, T,
-                                              std::add_lvalue_reference_t<const T>>>;
+    using peek_type = std::conditional_t<
+        std::is_void_v<T>, void,
+        std::conditional_t<std::is_reference_v<T>, T, std::add_lvalue_reference_t<const T>>>;
     peek_type peek() const {
         if (m_kind == kind::error)
             std::rethrow_exception(m_error);

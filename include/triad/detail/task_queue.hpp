@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <triad/detail/node_cache.hpp>
+#include <triad/detail/wait_slot.hpp>
 
 namespace triad::detail {
 
@@ -30,6 +31,9 @@ struct task_node : pooled_node {
     // Set when the task was submitted from inside the pool during a drain: the pre-shutdown task
     // it descends from, which must still be running for it to start (see scheduler::execute).
     drain_scope* m_scope = nullptr;
+    // Where its result goes, if anyone can wait for it (a submitted task's own state), so that
+    // the drain can tell work somebody is blocked on.
+    const wait_slot* m_result = nullptr;
     // Which of the two wait_idle generations counts this task.
     std::uint8_t m_epoch = 0;
 };

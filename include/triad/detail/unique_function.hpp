@@ -21,9 +21,9 @@ public:
     unique_function(std::nullptr_t) noexcept {}
 
     template <class Fn>
-        requires(!std::is_same_v<std::remove_cvref_t<Fn>, unique_function> &&
-                 std::is_invocable_r_v<R, std::decay_t<Fn>&, Args...>)
-    unique_function(Fn&& fn) { // NOLINT(google-explicit-constructor): like std::function
+    requires(!std::is_same_v<std::remove_cvref_t<Fn>, unique_function> &&
+             std::is_invocable_r_v<R, std::decay_t<Fn>&, Args...>)
+        unique_function(Fn&& fn) { // NOLINT(google-explicit-constructor): like std::function
         using stored = std::decay_t<Fn>;
         if constexpr (std::is_pointer_v<stored> || std::is_member_pointer_v<stored> ||
                       requires { fn == nullptr; })

@@ -52,7 +52,6 @@ public:
             if ((flags & ready_bit) != 0)
                 return false;
             if (m_flags.compare_exchange_weak(flags, flags & ~waiter_bit,
-                                              std::memory_order_relaxed,
                                               std::memory_order_acquire))
                 return true;
         }
@@ -64,6 +63,16 @@ public:
         if ((before & waiter_bit) != 0)
             m_waiter.load(std::memory_order_relaxed)->unpark();
         return before;
+    }
+
+    // Threads blocked in an untimed wait on this slot. During a pool's drain, a task whose result
+    // somebody waits for that way still runs (see scheduler::execute).
+    void begin_untimed_wait() noexcept {
+        m_untimed_waiters.fetch_add(1, std::memory_order_seq_cst);
+    }
+    void end_untimed_wait() noexcept { m_untimed_waiters.fetch_sub(1, std::memory_order_release); }
+    bool is_awaited() const noexcept {
+        return m_untimed_waiters.load(std::memory_order_seq_cst) != 0;
     }
 
     // For slots used as an auto-reset event by their only waiter.
@@ -93,6 +102,7 @@ protected:
     std::atomic<std::uint32_t> m_flags{0};
 
 private:
+    std::atomic<std::uint32_t> m_untimed_waiters{0}; // fills the padding before m_waiter
     std::atomic<parker*> m_waiter{nullptr};
 };
 
