@@ -125,7 +125,9 @@ struct thread_pool_options {
  * When helping would go too deep for the thread's stack, and for every timed wait (which must
  * return by its deadline, so it cannot run a task of unknown length), the worker blocks instead
  * and a stand-in thread runs the pool's tasks until the wait ends (as Java's
- * `ForkJoinPool.managedBlock` does); idle stand-ins are kept a few seconds for reuse.
+ * `ForkJoinPool.managedBlock` does); idle stand-ins are kept as spares for reuse until the pool
+ * shuts down. Timed waits get stand-ins up to max(256, 4 x size()) of them; an untimed wait always
+ * gets one, and throws `std::system_error` if the system refuses a thread.
  *
  * @par Thread Safety
  * Every member may be called from any thread, concurrently, except that `shutdown` and

@@ -71,9 +71,9 @@ inline node_header* header_of(void* payload) noexcept {
 }
 
 struct node_sizes {
-    static constexpr std::size_t class_count = 4;
-    // Payload sizes; a block is the payload plus its header: 64, 128, 256 and 512 bytes.
-    static constexpr std::size_t class_payload[class_count] = {48, 112, 240, 496};
+    static constexpr std::size_t class_count = 5;
+    // Payload sizes; a block is the payload plus its header: 64, 128, 192, 256 and 512 bytes.
+    static constexpr std::size_t class_payload[class_count] = {48, 112, 176, 240, 496};
     static constexpr int class_of(std::size_t bytes) noexcept {
         for (std::size_t c = 0; c < class_count; ++c)
             if (bytes <= class_payload[c])

@@ -44,7 +44,7 @@ inline void test_point(const char* point) noexcept {
 
 // The pre-shutdown task that work submitted from inside the pool during a drain descends from.
 // Such work starts only while that task is still running (see scheduler::execute).
-struct drain_scope {
+struct alignas(8) drain_scope {
     std::atomic<bool> alive{true};
     std::atomic<std::uint32_t> refs{1};
     void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
@@ -456,11 +456,9 @@ inline void scheduler::refuse(std::size_t count, const admission& a) noexcept {
 inline void scheduler::push(task_node* newest, task_node* oldest, std::size_t count,
                             const admission& a) noexcept {
     for (task_node* node = newest;; node = node->m_next) {
-        node->m_epoch = a.epoch;
-        if (a.scope != nullptr) {
+        if (a.scope != nullptr)
             a.scope->add_ref();
-            node->m_scope = a.scope;
-        }
+        node->set_scope_and_epoch(a.scope, a.epoch);
         if (node == oldest)
             break;
     }
@@ -487,8 +485,8 @@ inline void scheduler::push(task_node* newest, task_node* oldest, std::size_t co
 }
 
 inline void scheduler::execute(worker& self, task_node* task) noexcept {
-    const unsigned epoch = task->m_epoch;
-    drain_scope* const scope = task->m_scope;
+    const unsigned epoch = task->epoch();
+    drain_scope* const scope = task->scope();
     worker::bump(self.m_started, std::memory_order_relaxed);
     // The drain rule: work submitted from inside the pool during a drain starts only while the
     // pre-shutdown task it descends from still runs, or while a thread is blocked in an untimed

@@ -26,16 +26,27 @@ struct task_node : pooled_node {
 
     void execute(bool cancel) noexcept { m_execute(this, cancel); }
 
-    task_node* m_next = nullptr;
-    execute_fn m_execute;
     // Set when the task was submitted from inside the pool during a drain: the pre-shutdown task
     // it descends from, which must still be running for it to start (see scheduler::execute).
-    drain_scope* m_scope = nullptr;
+    drain_scope* scope() const noexcept {
+        return reinterpret_cast<drain_scope*>(m_scope_and_epoch & ~std::uintptr_t{1});
+    }
+    // Which of the two wait_idle generations counts this task.
+    unsigned epoch() const noexcept { return static_cast<unsigned>(m_scope_and_epoch & 1); }
+    void set_scope_and_epoch(drain_scope* scope, unsigned epoch) noexcept {
+        m_scope_and_epoch = reinterpret_cast<std::uintptr_t>(scope) | (epoch & 1);
+    }
+
+    task_node* m_next = nullptr;
+    execute_fn m_execute;
     // Where its result goes, if anyone can wait for it (a submitted task's own state), so that
     // the drain can tell work somebody is blocked on.
     const wait_slot* m_result = nullptr;
-    // Which of the two wait_idle generations counts this task.
-    std::uint8_t m_epoch = 0;
+
+private:
+    // The scope pointer with the epoch in its low bit (scopes are aligned): a node stays at 32
+    // bytes, so a submitted task with a small callable fits the cache's 128-byte blocks.
+    std::uintptr_t m_scope_and_epoch = 0;
 };
 
 // Where threads outside the pool drop their tasks: a Treiber stack that producers push onto and a
