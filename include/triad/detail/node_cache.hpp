@@ -463,7 +463,7 @@ inline void* allocate_node(std::size_t bytes) {
 }
 
 // `bytes` must be what was passed to allocate_node.
-inline void deallocate_node(void* payload, std::size_t bytes) noexcept {
+inline void deallocate_node(void* payload, [[maybe_unused]] std::size_t bytes) noexcept {
 #if TRIAD_DETAIL_NODE_CACHE
     if (node_sizes::class_of(bytes) >= 0) {
         node_header* header = header_of(payload);
