@@ -571,7 +571,12 @@ TEST_CASE("a future state freed by another thread is reused by the thread that m
     });
     producer.join();
     CHECK(consumed == static_cast<int>(count));
-    CHECK(std::includes(first.begin(), first.end(), second.begin(), second.end()));
+    // The second batch reuses the first one's blocks (a few hundred may be blocks the thread
+    // had taken from the process-wide pool, which hands them out 512 at a time).
+    std::size_t reused = 0;
+    for (const void* address : second)
+        reused += first.count(address);
+    CHECK(reused >= count * 9 / 10);
 #else
     WARN("skipped: the node cache is off under AddressSanitizer");
 #endif

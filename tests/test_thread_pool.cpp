@@ -1056,3 +1056,87 @@ TEST_CASE("tasks queued behind workers that keep blocking in short timed waits s
     pool.shutdown();
     CHECK(pool.stand_ins() == 0);
 }
+
+TEST_CASE("threads outside the pool waiting for drain-time work cannot keep the drain going",
+          "[thread_pool][regression]") {
+    // Each task runs ~2 ms, submits its successor and hands it to an outside consumer, which
+    // waits for it; before, the drain (and the destructor) lasted as long as the consumer went on.
+    std::mutex mutex;
+    std::optional<triad::future<void>> mailbox;
+    std::atomic<bool> stop{false};
+    std::atomic<int> executions{0};
+    std::function<void()> step;
+    std::thread consumer;
+    std::chrono::steady_clock::duration drain{};
+    {
+        triad::thread_pool pool(1);
+        step = [&] {
+            ++executions;
+            auto next = pool.submit(step);
+            {
+                std::lock_guard lock(mutex);
+                mailbox.emplace(std::move(next));
+            }
+            std::this_thread::sleep_for(2ms);
+        };
+        consumer = std::thread([&] {
+            while (!stop) {
+                std::optional<triad::future<void>> f;
+                {
+                    std::lock_guard lock(mutex);
+                    f.swap(mailbox);
+                }
+                if (!f) {
+                    std::this_thread::yield();
+                    continue;
+                }
+                try {
+                    f->get();
+                } catch (const triad::task_cancelled&) {
+                    return; // the drain dropped it: the expected end
+                }
+            }
+        });
+        pool.post(step);
+        std::this_thread::sleep_for(50ms);
+        const auto start = std::chrono::steady_clock::now();
+        pool.shutdown();
+        drain = std::chrono::steady_clock::now() - start;
+    }
+    stop = true;
+    consumer.join();
+    CHECK(drain < 5s);
+    CHECK(executions > 1);
+}
+
+TEST_CASE("a then(pool, f) still pending when the pool is destroyed from its own task is safe",
+          "[thread_pool][regression]") {
+    // Before: the continuation posted through the freed pool object (ASan: heap-use-after-free).
+    // Now it holds the pool's engine; by the drain rule it is cancelled or runs, never lost.
+    triad::future<int> continuation;
+    std::atomic<bool> destroyed{false};
+    {
+        auto pool = std::make_shared<triad::thread_pool>(2);
+        auto slow = pool->submit([] {
+            std::this_thread::sleep_for(50ms);
+            return 41;
+        });
+        continuation =
+            std::move(slow).then(*pool, [](triad::future<int> f) { return f.get() + 1; });
+        triad::thread_pool* raw = pool.get();
+        raw->post([pool = std::move(pool), &destroyed]() mutable {
+            pool.reset(); // the last owner, on a worker
+            destroyed = true;
+        });
+    }
+    REQUIRE(eventually([&] { return destroyed.load(); }));
+    REQUIRE(continuation.wait_for(30s) == std::future_status::ready);
+    int value = 0;
+    bool cancelled = false; // by the drain rule: nobody in the pool waited for it
+    try {
+        value = continuation.get();
+    } catch (const triad::task_cancelled&) {
+        cancelled = true;
+    }
+    CHECK((cancelled || value == 42));
+}

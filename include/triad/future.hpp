@@ -52,6 +52,25 @@ concept posts_work = requires(Executor& executor, void (*fn)()) {
     executor.post(fn);
 };
 
+// What a continuation keeps of its executor: a handle the executor offers (a thread pool's,
+// which outlives the pool object while its drain runs), else a pointer.
+template <class Executor>
+struct executor_ref {
+    explicit executor_ref(Executor& executor) noexcept : m_executor(&executor) {}
+    Executor* operator->() const noexcept { return m_executor; }
+    Executor* m_executor;
+};
+template <class Executor>
+requires requires(const Executor& executor) {
+    executor.make_continuation_handle();
+}
+struct executor_ref<Executor> {
+    using handle = decltype(std::declval<const Executor&>().make_continuation_handle());
+    explicit executor_ref(Executor& executor) : m_handle(executor.make_continuation_handle()) {}
+    handle* operator->() noexcept { return &m_handle; }
+    handle m_handle;
+};
+
 struct empty_slot {};
 } // namespace detail
 
@@ -397,7 +416,7 @@ template <class Executor, class Fn, class T, class U>
 class then_on_state final : public shared_state<U> {
 public:
     then_on_state(Executor& executor, Fn fn, future<T>&& source)
-        : shared_state<U>(2), m_executor(&executor), m_fn(std::move(fn)),
+        : shared_state<U>(2), m_executor(executor), m_fn(std::move(fn)),
           m_source(std::move(source)) {
         (void)cancelled_error();
     }
@@ -491,7 +510,7 @@ private:
         then_on_state* m_self;
     };
 
-    Executor* m_executor;
+    executor_ref<Executor> m_executor;
     Fn m_fn;
     future<T> m_source;
 };
@@ -604,7 +623,8 @@ public:
             return true;
         // An untimed wait here is one on the source too, for a pool deciding during a drain
         // whether somebody waits for the task.
-        if (deadline == nullptr)
+        const bool counted = deadline == nullptr && tls_wait_helper != nullptr;
+        if (counted)
             m_source_slot->begin_untimed_wait();
         struct untimed_guard {
             wait_slot* slot;
@@ -612,7 +632,7 @@ public:
                 if (slot != nullptr)
                     slot->end_untimed_wait();
             }
-        } guard{deadline == nullptr ? m_source_slot : nullptr};
+        } guard{counted ? m_source_slot : nullptr};
         waiter self;
         {
             std::lock_guard lock(m_mutex);

@@ -244,12 +244,13 @@ public:
      * The drain rule: with `drain`, every task queued before the call runs. A task running
      * during the drain may still submit (so it can wait on subtasks); such a subtask, and its
      * own subtasks, start only while the pre-shutdown task they descend from is still running,
-     * or while a thread is blocked in an untimed wait (`get()`, `wait()`) for its result;
-     * anything else is cancelled when a worker reaches it (its future throws
-     * `triad::task_cancelled`). A `then(pool, f)` continuation whose future completes during the
-     * drain counts as a subtask of the task that completed it. So the drain ends as soon as the
-     * tasks themselves end, even if a task re-posts itself forever. With `cancel`, queued tasks
-     * are dropped and their futures throw `triad::task_cancelled`.
+     * or while a task of the pool is blocked in an untimed wait (`get()`, `wait()`) for its
+     * result (it then counts as the root of what it submits); anything else is cancelled when
+     * a worker reaches it (its future throws `triad::task_cancelled`), and waits by threads
+     * outside the pool do not keep it alive. A `then(pool, f)` continuation whose future
+     * completes during the drain counts as a subtask of the task that completed it. So the
+     * drain ends as soon as the tasks themselves end, even if a task re-posts itself forever.
+     * With `cancel`, queued tasks are dropped and their futures throw `triad::task_cancelled`.
      */
     void shutdown(shutdown_mode mode = shutdown_mode::drain) {
         m_scheduler->shutdown(mode == shutdown_mode::cancel);
@@ -277,14 +278,38 @@ public:
     /** Stand-in threads now running tasks in place of workers blocked in a wait. A snapshot. */
     std::size_t stand_ins() const noexcept { return m_scheduler->stand_ins(); }
 
+    /**
+     * What `future::then(pool, f)` keeps to post its continuation: it shares the pool's engine,
+     * so a continuation still works when the pool object itself was destroyed from one of its
+     * own tasks (its drain goes on in the background).
+     */
+    class continuation_handle {
+    public:
+        template <class Fn>
+        void post(Fn&& fn) {
+            post_to(*m_engine, std::forward<Fn>(fn));
+        }
+
+    private:
+        friend class thread_pool;
+        explicit continuation_handle(std::shared_ptr<detail::scheduler> engine) noexcept
+            : m_engine(std::move(engine)) {}
+        std::shared_ptr<detail::scheduler> m_engine;
+    };
+    continuation_handle make_continuation_handle() const {
+        return continuation_handle(m_scheduler);
+    }
+
 private:
+    template <class Fn, class... Args>
+    static void post_to(detail::scheduler& engine, Fn&& fn, Args&&... args);
     template <class Body>
     void run_bulk(std::size_t items, map_options options, Body& body);
 
     static detail::scheduler_config to_config(thread_pool_options&& options);
     using wait_slot_pointer = const detail::wait_slot*;
 
-    std::unique_ptr<detail::scheduler> m_scheduler;
+    std::shared_ptr<detail::scheduler> m_scheduler;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -389,18 +414,20 @@ inline detail::scheduler_config thread_pool::to_config(thread_pool_options&& opt
 }
 
 inline thread_pool::thread_pool(thread_pool_options options)
-    : m_scheduler(std::make_unique<detail::scheduler>(to_config(std::move(options)))) {}
+    : m_scheduler(std::make_shared<detail::scheduler>(to_config(std::move(options)))) {}
 
 inline thread_pool::~thread_pool() {
-    if (!m_scheduler->is_own_thread())
-        return; // m_scheduler's destructor drains and joins
+    if (!m_scheduler->is_own_thread()) {
+        // Drained and joined here, while this object is whole: a then(pool, f) continuation
+        // that falls due during the drain still posts through it.
+        m_scheduler->shutdown(false);
+        return;
+    }
     // The last owner let go inside one of the pool's own tasks: this thread cannot join itself,
     // so a background thread drains and joins the pool (the current task counts as running, so
-    // the drain waits for it to return).
-    detail::scheduler* engine = m_scheduler.get();
+    // the drain waits for it to return). Continuations hold the engine through their handles.
     try {
-        std::thread([engine] { std::unique_ptr<detail::scheduler>{engine}.reset(); }).detach();
-        (void)m_scheduler.release();
+        std::thread([engine = m_scheduler] { engine->shutdown(false); }).detach();
     } catch (...) {
         std::fputs("triad::thread_pool: destroyed on one of its own threads, and no thread could "
                    "be started to drain it in the background\n",
@@ -411,6 +438,11 @@ inline thread_pool::~thread_pool() {
 
 template <class Fn, class... Args>
 void thread_pool::post(Fn&& fn, Args&&... args) {
+    post_to(*m_scheduler, std::forward<Fn>(fn), std::forward<Args>(args)...);
+}
+
+template <class Fn, class... Args>
+void thread_pool::post_to(detail::scheduler& engine, Fn&& fn, Args&&... args) {
     if constexpr (!detail::task_is_callable<Fn, Args...>) {
         detail::check_task_signature<Fn, Args...>();
     } else {
@@ -422,18 +454,18 @@ void thread_pool::post(Fn&& fn, Args&&... args) {
             else
                 return nullptr;
         }();
-        const detail::admission admitted = m_scheduler->admit(1);
+        const detail::admission admitted = engine.admit(1);
         detail::task_node* node = nullptr;
         try {
             node = std::make_unique<detail::posted_task<bound>>(
                        detail::bind_task(std::forward<Fn>(fn), std::forward<Args>(args)...))
                        .release();
         } catch (...) {
-            m_scheduler->refuse(1, admitted);
+            engine.refuse(1, admitted);
             throw;
         }
         node->m_result = result;
-        m_scheduler->push(node, node, 1, admitted);
+        engine.push(node, node, 1, admitted);
     }
 }
 

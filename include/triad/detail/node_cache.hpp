@@ -21,11 +21,12 @@
 // Here every thread carves its blocks from slabs it maps itself (2 MiB ones as transparent huge
 // pages where the kernel allows, so a burst faults once per 2 MiB, not once per 4 KiB) and keeps
 // freed blocks on its own free lists; a block freed by another thread goes back to the thread
-// that allocated it, in batches, through one lock-free stack per size class. When a thread exits,
-// its free blocks (and, later, the blocks still in use as they come back) go to a process-wide
-// pool that other threads adopt before they map more: a thread that comes and goes leaves no
-// memory behind it, whatever outlives it. Slabs are never unmapped, so the process keeps the
-// most it ever had in flight, up to `max_slab_bytes`; beyond that, blocks come from the heap.
+// that allocated it, in batches, through one lock-free stack per size class. A thread keeps up to
+// keep_per_class free blocks per class; the rest, and all of them when it exits (and, later, the
+// blocks still in use as they come back), go to a process-wide pool that other threads adopt
+// before they map more. So threads that come and go leave nothing behind, and threads that take
+// turns with bursts share the same memory. Slabs are never unmapped: the process keeps about
+// the most it ever had in flight, up to `max_slab_bytes`; beyond that, blocks come from the heap.
 //
 // Under AddressSanitizer the cache is bypassed, so that a use after free of a task or a state is
 // still reported; ThreadSanitizer keeps it, so the cross-thread protocol is checked.
@@ -94,7 +95,15 @@ public:
 
     static node_pool& instance() noexcept {
         // Leaked on purpose: threads may exit, and give blocks back, after static destructors.
-        static node_pool* pool = new node_pool();
+        static node_pool* pool = [] {
+            auto* made = new node_pool();
+            // A fork while another thread holds the mutex would leave it held in the child (a
+            // process pool's workers are forked): hold it across every fork, as glibc's malloc
+            // does with its arenas.
+            ::pthread_atfork([] { instance().m_mutex.lock(); }, [] { instance().m_mutex.unlock(); },
+                             [] { instance().m_mutex.unlock(); });
+            return made;
+        }();
         return *pool;
     }
 
@@ -154,6 +163,10 @@ public:
     // adopts left-behind blocks this many at a time.
     static constexpr std::uint32_t batch_size = 64;
     static constexpr std::size_t adopt_size = 512;
+    // Free blocks a thread keeps per size class; beyond, they go to the process-wide pool in
+    // chains of adopt_size, so that a process holds about its peak in flight, not every
+    // thread's own peak (4,096 blocks: 512 KiB of 128-byte ones).
+    static constexpr std::uint64_t keep_per_class = 4096;
 
     // The calling thread's cache, or null once the thread is exiting.
     static node_cache* current() noexcept;
@@ -202,9 +215,19 @@ private:
             delete this;
     }
 
+    // Blocks freed past keep_per_class, gathered for the pool (owner-only).
+    struct overflow {
+        free_block* head = nullptr;
+        free_block* tail = nullptr;
+        std::size_t count = 0;
+    };
+    void spill(std::size_t size_class, free_block* head, free_block* tail,
+               std::size_t count) noexcept;
+
     free_block* m_free[class_count] = {};
-    std::uint64_t m_free_count = 0; // blocks on the free lists
-    std::uint64_t m_owned = 0;      // blocks whose header names this cache (owner-only count)
+    std::uint64_t m_free_in[class_count] = {}; // blocks on each free list
+    std::uint64_t m_owned = 0; // blocks whose header names this cache (owner-only count)
+    overflow m_overflow[class_count];
     char* m_bump = nullptr;
     char* m_bump_end = nullptr;
     std::size_t m_next_slab = first_slab_bytes;
@@ -220,7 +243,7 @@ inline void* node_cache::allocate(std::size_t size_class) {
         block = m_free[size_class];
     if (block != nullptr) {
         m_free[size_class] = block->next;
-        --m_free_count;
+        --m_free_in[size_class];
         return block;
     }
     return carve(size_class);
@@ -239,9 +262,16 @@ inline bool node_cache::adopt(std::size_t size_class) {
     }
     tail->next = m_free[size_class];
     m_free[size_class] = head;
-    m_free_count += count;
+    m_free_in[size_class] += count;
     m_owned += count;
     return true;
+}
+
+// Blocks past what this thread keeps leave for the pool: they are this cache's no longer.
+inline void node_cache::spill(std::size_t size_class, free_block* head, free_block* tail,
+                              std::size_t count) noexcept {
+    to_pool(size_class, head, tail, count);
+    m_owned -= count;
 }
 
 inline void* node_cache::carve(std::size_t size_class) {
@@ -290,9 +320,21 @@ inline bool node_cache::map_slab() {
 }
 
 inline void node_cache::free_local(free_block* block, std::size_t size_class) noexcept {
-    block->next = m_free[size_class];
-    m_free[size_class] = block;
-    ++m_free_count;
+    if (m_free_in[size_class] < keep_per_class) {
+        block->next = m_free[size_class];
+        m_free[size_class] = block;
+        ++m_free_in[size_class];
+        return;
+    }
+    overflow& out = m_overflow[size_class];
+    block->next = out.head;
+    if (out.head == nullptr)
+        out.tail = block;
+    out.head = block;
+    if (++out.count == adopt_size) {
+        spill(size_class, out.head, out.tail, out.count);
+        out = overflow{};
+    }
 }
 
 inline void node_cache::free_remote(node_header* header, free_block* block) noexcept {
@@ -360,12 +402,17 @@ inline bool node_cache::reclaim(std::size_t size_class) noexcept {
         return false;
     while (batches != nullptr) {
         free_block* next_batch = batches->next_batch;
-        m_free_count += header_of(batches)->batch;
-        batches->last->next = m_free[size_class];
-        m_free[size_class] = batches;
+        const std::uint32_t count = header_of(batches)->batch;
+        if (m_free_in[size_class] < keep_per_class) {
+            m_free_in[size_class] += count;
+            batches->last->next = m_free[size_class];
+            m_free[size_class] = batches;
+        } else {
+            spill(size_class, batches, batches->last, count);
+        }
         batches = next_batch;
     }
-    return true;
+    return m_free[size_class] != nullptr;
 }
 
 inline void node_cache::retire() noexcept {
@@ -373,6 +420,10 @@ inline void node_cache::retire() noexcept {
     std::uint64_t given = 0;
     for (std::size_t c = 0; c < class_count; ++c) {
         (void)reclaim(c);
+        if (m_overflow[c].count != 0) {
+            spill(c, m_overflow[c].head, m_overflow[c].tail, m_overflow[c].count);
+            m_overflow[c] = overflow{};
+        }
         // From now on, returns to this cache go straight to the pool.
         for (free_block* batch = m_remote[c].exchange(dead(), std::memory_order_acquire);
              batch != nullptr;) {
@@ -393,7 +444,8 @@ inline void node_cache::retire() noexcept {
             given += count;
         }
     }
-    m_free_count = 0;
+    for (auto& count : m_free_in)
+        count = 0;
     // m_refs counts the blocks still out from now on; the bias goes, and the last block to come
     // back (or this, if none is out) deletes the cache object.
     const auto out = static_cast<std::int64_t>(m_owned - given);

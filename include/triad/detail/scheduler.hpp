@@ -489,15 +489,16 @@ inline void scheduler::execute(worker& self, task_node* task) noexcept {
     drain_scope* const scope = task->scope();
     worker::bump(self.m_started, std::memory_order_relaxed);
     // The drain rule: work submitted from inside the pool during a drain starts only while the
-    // pre-shutdown task it descends from still runs, or while a thread is blocked in an untimed
-    // wait for its result (that thread cannot finish before it). Anything else is work nobody
-    // waits for, so it is cancelled: a task that re-posts itself forever cannot keep a drain (or
-    // the destructor) from ending, and a chain of tasks can only outlive its root by nesting
-    // untimed waits, that is, by not ending.
+    // pre-shutdown task it descends from still runs, or while a task of the pool is blocked in
+    // an untimed wait for its result (that task cannot finish before it); started so, it is the
+    // root of what it submits in turn. Anything else is work no running task waits for, so it
+    // is cancelled: a task that re-posts itself forever cannot keep a drain (or the destructor)
+    // from ending, and a chain of tasks can outlive the pre-shutdown ones only by nesting untimed
+    // waits in running tasks, that is, by not ending.
+    const bool orphaned = scope != nullptr && !scope->alive.load(std::memory_order_acquire);
     const bool cancel = m_cancelling.load(std::memory_order_relaxed) ||
-                        (scope != nullptr && !scope->alive.load(std::memory_order_acquire) &&
-                         !(task->m_result != nullptr && task->m_result->is_awaited()));
-    execution current{scope, false};
+                        (orphaned && !(task->m_result != nullptr && task->m_result->is_awaited()));
+    execution current{orphaned ? nullptr : scope, false};
     execution* const outer = std::exchange(self.m_current, &current);
     {
         const trampoline_scope own_trampoline;

@@ -158,7 +158,11 @@ inline bool wait_on(wait_slot& slot, const steady_time* deadline) {
         if (slot.is_ready())
             return true;
     }
-    if (deadline == nullptr)
+    // A pool task blocked for good on this result: during a drain, the task that produces it
+    // still runs (see scheduler::execute). Waits outside the pools do not count, so they cannot
+    // keep a drain going.
+    const bool counted = deadline == nullptr && tls_wait_helper != nullptr;
+    if (counted)
         slot.begin_untimed_wait();
     struct untimed_guard {
         wait_slot* slot;
@@ -166,7 +170,7 @@ inline bool wait_on(wait_slot& slot, const steady_time* deadline) {
             if (slot != nullptr)
                 slot->end_untimed_wait();
         }
-    } guard{deadline == nullptr ? &slot : nullptr};
+    } guard{counted ? &slot : nullptr};
     if (wait_helper* helper = tls_wait_helper)
         return helper->help_until(slot, deadline);
     return slot.block_until(deadline);
