@@ -649,6 +649,7 @@ TEST_CASE("a then() whose callable throws while being copied leaves the future a
     CHECK(f.get() == 4);
 }
 
+#if TRIAD_DETAIL_NODE_CACHE
 namespace {
 std::size_t resident_kib() {
     std::ifstream statm("/proc/self/statm");
@@ -658,6 +659,7 @@ std::size_t resident_kib() {
     return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) / 1024;
 }
 } // namespace
+#endif
 
 TEST_CASE("threads that come and go leave no memory behind, whatever outlives them",
           "[future][regression]") {
