@@ -1029,6 +1029,26 @@ TEST_CASE("during a drain, work that a running task is blocked on runs",
         pool.shutdown();
         CHECK(descendant.get() == 7);
     }
+    for (int round = 0; round < 10; ++round) {
+        // As above, but the descendant works a while between submitting and waiting, so the
+        // other worker finds the subtask first: it waits in the queue until it is waited for.
+        triad::thread_pool pool(2);
+        std::atomic<bool> started{false};
+        triad::future<int> descendant;
+        pool.post([&] {
+            eventually([&] { return pool.closed(); });
+            descendant = pool.submit([&] {
+                started = true;
+                std::this_thread::sleep_for(20ms); // its root returns meanwhile
+                auto subtask = pool.submit([] { return 7; });
+                busy_for(2ms); // its own share first
+                return subtask.get();
+            });
+            eventually([&] { return started.load(); });
+        });
+        pool.shutdown();
+        CHECK(descendant.get() == 7);
+    }
 }
 
 TEST_CASE("tasks queued behind workers that keep blocking in short timed waits still start",

@@ -44,20 +44,28 @@ inline void test_point(const char* point) noexcept {
 
 // The pre-shutdown task that work submitted from inside the pool during a drain descends from.
 // Such work starts only while that task is still running (see scheduler::execute).
+// One execution that submitted work during a drain: alive while it runs. `root` is the
+// execution whose liveness its work follows: the pre-shutdown task it descends from (itself, if
+// it is one), or a task started because a pool task waited for it.
 struct alignas(8) drain_scope {
     std::atomic<bool> alive{true};
     std::atomic<std::uint32_t> refs{1};
+    drain_scope* root = this; // referenced, unless it is this
+
     void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
     void release() noexcept {
-        if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+        if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            if (root != this)
+                root->release();
             delete this;
+        }
     }
 };
 
 // One task running on a worker; nested when the worker helps while it waits.
 struct execution {
-    drain_scope* scope = nullptr;
-    bool owns_scope = false;
+    drain_scope* root = nullptr; // null: this execution is a root
+    drain_scope* own = nullptr;  // made at its first submission during a drain
 };
 
 // One pool thread: a base worker, or a stand-in that runs tasks while a worker is blocked. Its
@@ -429,18 +437,21 @@ inline admission scheduler::admit(std::size_t count) {
             refuse(count, a);
             throw pool_closed("triad::thread_pool: cannot submit work after shutdown()");
         }
-        // A task submitting during the drain: its subtasks are tied to the pre-shutdown task it
-        // descends from.
+        // A task submitting during the drain: its subtasks are tied to it, and through it to
+        // the root it descends from.
         if (execution* e = tls_worker->m_current) {
-            if (e->scope == nullptr) {
-                e->scope = new (std::nothrow) drain_scope();
-                if (e->scope == nullptr) {
+            if (e->own == nullptr) {
+                e->own = new (std::nothrow) drain_scope();
+                if (e->own == nullptr) {
                     refuse(count, a);
                     throw std::bad_alloc();
                 }
-                e->owns_scope = true;
+                if (e->root != nullptr) {
+                    e->root->add_ref();
+                    e->own->root = e->root;
+                }
             }
-            a.scope = e->scope;
+            a.scope = e->own;
         }
     }
     return a;
@@ -487,27 +498,40 @@ inline void scheduler::push(task_node* newest, task_node* oldest, std::size_t co
 inline void scheduler::execute(worker& self, task_node* task) noexcept {
     const unsigned epoch = task->epoch();
     drain_scope* const scope = task->scope();
+    // The drain rule, for work submitted from inside the pool during a drain: it starts while
+    // the root it descends from (the pre-shutdown task) still runs, or while a task of the pool
+    // is blocked in an untimed wait for its result (that task cannot finish before it; started
+    // so, it is the root of what it submits). While the task that submitted it still runs, it
+    // waits (requeued) for either. Otherwise no running task waits for it, so it is cancelled:
+    // a task that re-posts itself forever cannot keep a drain (or the destructor) from ending,
+    // and work can outlive the pre-shutdown tasks only by nesting untimed waits in running
+    // tasks, that is, by not ending.
+    bool cancel = m_cancelling.load(std::memory_order_relaxed);
+    execution current{};
+    if (scope != nullptr && !cancel) {
+        if (scope->root->alive.load(std::memory_order_acquire)) {
+            current.root = scope->root;
+        } else if (!(task->m_result != nullptr && task->m_result->is_awaited())) {
+            if (scope->alive.load(std::memory_order_acquire)) {
+                // Its submitter may still wait for it: back in the queue, uncounted, and a
+                // pause so that a worker with nothing else does not spin on it.
+                m_injection.push(task);
+                std::this_thread::sleep_for(std::chrono::microseconds(50));
+                return;
+            }
+            cancel = true;
+        }
+    }
     worker::bump(self.m_started, std::memory_order_relaxed);
-    // The drain rule: work submitted from inside the pool during a drain starts only while the
-    // pre-shutdown task it descends from still runs, or while a task of the pool is blocked in
-    // an untimed wait for its result (that task cannot finish before it); started so, it is the
-    // root of what it submits in turn. Anything else is work no running task waits for, so it
-    // is cancelled: a task that re-posts itself forever cannot keep a drain (or the destructor)
-    // from ending, and a chain of tasks can outlive the pre-shutdown ones only by nesting untimed
-    // waits in running tasks, that is, by not ending.
-    const bool orphaned = scope != nullptr && !scope->alive.load(std::memory_order_acquire);
-    const bool cancel = m_cancelling.load(std::memory_order_relaxed) ||
-                        (orphaned && !(task->m_result != nullptr && task->m_result->is_awaited()));
-    execution current{orphaned ? nullptr : scope, false};
     execution* const outer = std::exchange(self.m_current, &current);
     {
         const trampoline_scope own_trampoline;
         task->execute(cancel);
     }
     self.m_current = outer;
-    if (current.owns_scope) {
-        current.scope->alive.store(false, std::memory_order_release);
-        current.scope->release();
+    if (current.own != nullptr) {
+        current.own->alive.store(false, std::memory_order_release);
+        current.own->release();
     }
     if (scope != nullptr)
         scope->release();
