@@ -142,3 +142,37 @@ TEST_CASE("a consumer killed while waiting does not break the queue", "[process_
     q.put(7);
     CHECK(q.get() == 7);
 }
+
+namespace {
+// Sets SIGCHLD's disposition for the scope, as a server that ignores it does.
+class sigchld_scope {
+public:
+    explicit sigchld_scope(void (*handler)(int)) {
+        struct sigaction action{};
+        action.sa_handler = handler;
+        sigemptyset(&action.sa_mask);
+        ::sigaction(SIGCHLD, &action, &m_saved);
+    }
+    ~sigchld_scope() { ::sigaction(SIGCHLD, &m_saved, nullptr); }
+    sigchld_scope(const sigchld_scope&) = delete;
+    sigchld_scope& operator=(const sigchld_scope&) = delete;
+
+private:
+    struct sigaction m_saved{};
+};
+} // namespace
+
+TEST_CASE("a process in a parent that ignores SIGCHLD still reports its code, never a false 0",
+          "[process]") {
+    sigchld_scope ignored(SIG_IGN); // the kernel discards every child's wait status
+    triad::process returns([] { return 7; });
+    CHECK(returns.join() == 7);
+    triad::process quick([] { return 3; });
+    CHECK(quick.join_for(10s) == 3);
+
+    triad::process killed([] { std::this_thread::sleep_for(30s); });
+    killed.kill();
+    // Killed by a signal, its status discarded: there is no code to report, and success would
+    // be a lie.
+    CHECK_THROWS_WITH(killed.join(), Catch::Contains("status was collected elsewhere"));
+}

@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -635,4 +637,125 @@ TEST_CASE("map draws a progress line when asked", "[process_pool]") {
     const auto out =
         pool.map(square, std::vector<long>(1000, 3), {.progress = triad::progress_bar::always});
     CHECK(out.size() == 1000);
+}
+
+namespace {
+bool is_even(long x) {
+    return x % 2 == 0;
+}
+
+// A tree of nodes, and a message that claims `depth` of them nested one in another. It is
+// encoded without recursion, so only the side that decodes it recurses.
+struct node {
+    std::vector<node> children;
+    template <class Archive>
+    void serialize(Archive& ar) {
+        ar(children);
+    }
+};
+struct deep_message {
+    std::size_t depth = 0;
+    node root;
+    template <class Archive>
+    void serialize(Archive& ar) {
+        if constexpr (std::is_same_v<Archive, triad::encoder>) {
+            for (std::size_t i = 1; i < depth; ++i) {
+                ar.writer().write_size(1);
+                ar.writer().write_scalar(triad::detail::element_marker);
+            }
+            ar.writer().write_size(0);
+        } else {
+            ar(root.children);
+        }
+    }
+};
+deep_message make_deep(std::size_t depth) {
+    return deep_message{depth, {}};
+}
+std::size_t receive_deep(deep_message message) {
+    return message.root.children.size();
+}
+} // namespace
+
+TEST_CASE("imap and imap_unordered of a function returning bool", "[process_pool]") {
+    triad::process_pool pool(2);
+    std::vector<long> items(1000);
+    std::iota(items.begin(), items.end(), 0L);
+    long index = 0;
+    long evens = 0;
+    for (bool even : pool.imap(is_even, items, {.chunk_size = 64})) {
+        CHECK(even == (index++ % 2 == 0));
+        evens += even ? 1 : 0;
+    }
+    CHECK(index == 1000);
+    CHECK(evens == 500);
+    long unordered_evens = 0;
+    for (bool even : pool.imap_unordered(is_even, items))
+        unordered_evens += even ? 1 : 0;
+    CHECK(unordered_evens == 500);
+}
+
+TEST_CASE("a message nesting user types too deep fails its task, not a process", "[process_pool]") {
+    triad::process_pool pool(1);
+    // A result nested 100,000 deep (about 900 KB): decoded on the pool's I/O thread, where
+    // unbounded recursion would overflow the stack and end this program.
+    CHECK_THROWS_WITH(pool.submit(make_deep, std::size_t{100'000}).get(),
+                      Catch::Contains("nested more than 256 levels"));
+    // An argument nested that deep: refused in the worker, which lives on.
+    const auto pid = pool.worker_pids();
+    CHECK_THROWS_WITH(pool.submit(receive_deep, make_deep(100'000)).get(),
+                      Catch::Contains("nested more than 256 levels"));
+    CHECK(pool.worker_pids() == pid);
+    CHECK(pool.workers_replaced() == 0);
+    // Within the limit, and a larger limit when asked.
+    CHECK(pool.submit(make_deep, std::size_t{200}).get().root.children.size() == 1);
+    triad::process_pool deeper({.processes = 1, .max_nesting = 2000});
+    CHECK(deeper.submit(receive_deep, make_deep(1500)).get() == 1);
+}
+
+TEST_CASE("pool options out of range are refused with a message", "[process_pool]") {
+    CHECK_THROWS_WITH(triad::process_pool({.processes = 1, .max_message_size = std::uint64_t{1} << 41}),
+                      Catch::Contains("max_message_size above"));
+    CHECK_THROWS_WITH(triad::process_pool({.processes = 1, .max_nesting = 0}),
+                      Catch::Contains("max_nesting"));
+}
+
+TEST_CASE("two threads shutting a pool down at once both return", "[process_pool]") {
+    for (int round = 0; round < 20; ++round) {
+        triad::process_pool pool(2);
+        std::vector<triad::future<int>> futures;
+        for (int i = 0; i < 4; ++i)
+            futures.push_back(pool.submit(sleep_ms, 20));
+        const bool finished = triad_test::finishes_within(20s, [&pool] {
+            std::thread other([&pool] { pool.shutdown(); });
+            pool.shutdown();
+            other.join();
+        });
+        REQUIRE(finished);
+        for (auto& f : futures)
+            CHECK(f.get() == 20);
+    }
+}
+
+TEST_CASE("a pool builds while another thread is blocked reading stdin", "[process_pool]") {
+    // stdin becomes a pipe nobody writes to yet, and a thread blocks reading it, holding the
+    // stream's lock for as long as the read lasts.
+    int input[2];
+    REQUIRE(::pipe(input) == 0);
+    const int saved_stdin = ::dup(0);
+    REQUIRE(::dup2(input[0], 0) == 0);
+    std::thread reader([] { std::fgetc(stdin); });
+    std::this_thread::sleep_for(50ms); // let it block
+    const bool built = triad_test::finishes_within(10s, [] {
+        triad::process_pool pool(1);
+        (void)pool.submit(square, 3L).get();
+    });
+    CHECK(built);
+    REQUIRE(::write(input[1], "x", 1) == 1);
+    reader.join();
+    ::dup2(saved_stdin, 0);
+    ::close(saved_stdin);
+    ::close(input[0]);
+    ::close(input[1]);
+    std::clearerr(stdin);
 }

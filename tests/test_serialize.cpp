@@ -2,7 +2,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
+#include <memory>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -43,6 +45,57 @@ void serialize(Archive& ar, point& p) {
 }
 
 struct no_fields {};
+
+// A tree of nodes: the recursion a hostile message can exploit.
+struct node {
+    std::vector<node> children;
+    template <class Archive>
+    void serialize(Archive& ar) {
+        ar(children);
+    }
+};
+
+// `depth` nodes, each the only child of the one before, encoded without recursion (so the
+// test itself cannot overflow its stack making them): each level is a count of 1, then the
+// child's marker byte.
+std::vector<char> nested_nodes(std::size_t depth) {
+    std::vector<char> bytes;
+    triad::detail::byte_writer writer(bytes);
+    for (std::size_t i = 1; i < depth; ++i) {
+        writer.write_size(1);
+        writer.write_scalar(triad::detail::element_marker);
+    }
+    writer.write_size(0);
+    return bytes;
+}
+
+enum plain_enum { plain_a, plain_b };
+enum sized_enum : int { sized_a, sized_b };
+enum class flag_enum : bool { off, on };
+
+// Counts the bytes a container has allocated at its peak.
+inline std::size_t g_live_bytes = 0;
+inline std::size_t g_peak_bytes = 0;
+template <class T>
+struct counting_allocator {
+    using value_type = T;
+    counting_allocator() = default;
+    template <class U>
+    counting_allocator(const counting_allocator<U>&) noexcept {}
+    T* allocate(std::size_t n) {
+        g_live_bytes += n * sizeof(T);
+        g_peak_bytes = std::max(g_peak_bytes, g_live_bytes);
+        return std::allocator<T>().allocate(n);
+    }
+    void deallocate(T* p, std::size_t n) noexcept {
+        g_live_bytes -= n * sizeof(T);
+        std::allocator<T>().deallocate(p, n);
+    }
+    template <class U>
+    bool operator==(const counting_allocator<U>&) const noexcept {
+        return true;
+    }
+};
 
 template <class T>
 T round_trip(const T& value) {
@@ -109,6 +162,52 @@ TEST_CASE("what cannot be sent is rejected at compile time", "[serialize]") {
     STATIC_REQUIRE_FALSE(triad::serializable<std::vector<int*>>);
     STATIC_REQUIRE_FALSE(triad::serializable<std::tuple<int, void*>>);
     STATIC_REQUIRE_FALSE(triad::serializable<std::optional<std::string_view>>);
+    // An enum without a fixed underlying type may hold fewer values than its bytes can:
+    // decoding one could make a value it cannot hold.
+    STATIC_REQUIRE_FALSE(triad::serializable<plain_enum>);
+    STATIC_REQUIRE(triad::serializable<sized_enum>);
+    STATIC_REQUIRE(triad::serializable<flag_enum>);
+}
+
+TEST_CASE("an enum based on bool decodes only 0 or 1", "[serialize]") {
+    CHECK(round_trip(flag_enum::on) == flag_enum::on);
+    CHECK(round_trip(std::vector<flag_enum>{flag_enum::on, flag_enum::off}) ==
+          std::vector<flag_enum>{flag_enum::on, flag_enum::off});
+    std::vector<char> bytes = triad::to_bytes(flag_enum::on);
+    REQUIRE(bytes.size() == 1);
+    bytes[0] = 7;
+    CHECK_THROWS_WITH(triad::from_bytes<flag_enum>(bytes), Catch::Contains("bool byte is 7"));
+    std::vector<char> many = triad::to_bytes(std::vector<flag_enum>{flag_enum::on});
+    many.back() = 7;
+    CHECK_THROWS_AS(triad::from_bytes<std::vector<flag_enum>>(many), triad::protocol_error);
+}
+
+TEST_CASE("user types nested past the limit are refused, not a stack overflow", "[serialize]") {
+    // Within the limit: decoded.
+    CHECK_NOTHROW(triad::from_bytes<node>(nested_nodes(triad::default_max_nesting)));
+    // 100,000 levels take ~1 MB: without a limit, the decoder's recursion overflows the stack.
+    CHECK_THROWS_WITH(triad::from_bytes<node>(nested_nodes(100'000)),
+                      Catch::Contains("nested more than 256 levels"));
+    CHECK_THROWS_AS(triad::from_bytes<node>(nested_nodes(triad::default_max_nesting + 1)),
+                    triad::protocol_error);
+    // The limit is the caller's to choose.
+    CHECK_NOTHROW(triad::from_bytes<node>(nested_nodes(1000), 1000));
+    CHECK_THROWS_AS(triad::from_bytes<node>(nested_nodes(3), 2), triad::protocol_error);
+}
+
+TEST_CASE("a hash set of small keys reserves by what can arrive, not by the claimed count",
+          "[serialize]") {
+    using small_set = std::unordered_set<std::uint8_t, std::hash<std::uint8_t>,
+                                         std::equal_to<std::uint8_t>,
+                                         counting_allocator<std::uint8_t>>;
+    // A million zero bytes claiming a million keys: at most 256 distinct keys can exist, and the
+    // second zero is already a duplicate.
+    std::vector<char> bytes(8 + 1'000'000, 0);
+    const std::uint64_t count = 1'000'000;
+    std::memcpy(bytes.data(), &count, sizeof count);
+    g_live_bytes = g_peak_bytes = 0;
+    CHECK_THROWS_WITH(triad::from_bytes<small_set>(bytes), Catch::Contains("same key"));
+    CHECK(g_peak_bytes < 64 * 1024); // reserving a million buckets would be 8 MB
 }
 
 TEST_CASE("every truncation of a message is a protocol_error", "[serialize]") {

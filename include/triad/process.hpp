@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <type_traits>
@@ -50,13 +51,14 @@ public:
 
     process(process&& other) noexcept
         : m_pid(std::exchange(other.m_pid, -1)), m_exit_code(other.m_exit_code),
-          m_parent_link(std::move(other.m_parent_link)) {}
+          m_parent_link(std::move(other.m_parent_link)), m_status(std::move(other.m_status)) {}
     process& operator=(process&& other) noexcept {
         if (this != &other) {
             finish();
             m_pid = std::exchange(other.m_pid, -1);
             m_exit_code = other.m_exit_code;
             m_parent_link = std::move(other.m_parent_link);
+            m_status = std::move(other.m_status);
         }
         return *this;
     }
@@ -71,6 +73,11 @@ public:
     /**
      * Waits for the child and returns its exit code: what the function returned, 1 if it
      * threw, or minus the signal number that killed it (as Python's `exitcode`).
+     *
+     * Where this process ignores SIGCHLD (or a handler reaps children), the system discards the
+     * child's status; the code the function returned still arrives (the child sends it), but if
+     * the child was killed by a signal there is nothing to report and `std::system_error`
+     * (ECHILD) says so.
      */
     int join() {
         while (!m_exit_code) {
@@ -79,7 +86,7 @@ public:
             if (r == m_pid)
                 record(status);
             else if (r < 0 && errno == ECHILD)
-                m_exit_code = 0; // somebody else reaped it (a SIGCHLD handler); its code is lost
+                status_collected_elsewhere();
             else
                 detail::throw_errno("triad::process::join: waitpid");
         }
@@ -110,7 +117,7 @@ public:
             if (r == m_pid)
                 record(status);
             else if (r < 0 && errno == ECHILD)
-                m_exit_code = 0;
+                status_collected_elsewhere();
         }
         return m_exit_code;
     }
@@ -130,6 +137,20 @@ private:
     }
     void record(int status) noexcept {
         m_exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    }
+    // The child is gone and its wait status with it: the code it sent before exiting, if any.
+    void status_collected_elsewhere() {
+        int code = 0;
+        const ssize_t n = detail::retry_eintr([&] { return ::read(m_status.get(), &code, sizeof code); });
+        if (n == static_cast<ssize_t>(sizeof code)) {
+            m_exit_code = code;
+            return;
+        }
+        m_exit_code = -1; // never reported as success, even if the caller ignores the exception
+        throw std::system_error(ECHILD, std::generic_category(),
+                                "triad::process: the child ended without returning (killed by a "
+                                "signal) and its status was collected elsewhere (this process "
+                                "ignores SIGCHLD, or a SIGCHLD handler reaped it)");
     }
     void finish() noexcept {
         if (m_pid > 0) {
@@ -153,7 +174,7 @@ private:
     }
 
     template <class Fn, class... Args>
-    [[noreturn]] static void run_child(int link, Fn& fn, Args&... args) noexcept {
+    [[noreturn]] static void run_child(int link, int status, Fn& fn, Args&... args) noexcept {
         int code = 0;
         try {
             watch_parent(link);
@@ -166,13 +187,17 @@ private:
                                      std::current_exception());
             code = 1;
         }
-        std::fflush(nullptr);
+        detail::flush_standard_streams();
+        // The code also travels through a pipe, for a parent whose wait status is discarded.
+        const int reported = code & 0xff; // what the wait status would have said
+        [[maybe_unused]] const int ignored = detail::write_all(status, &reported, sizeof reported);
         ::_exit(code); // not exit(): the parent's atexit handlers and destructors are the parent's
     }
 
     pid_t m_pid = -1;
     std::optional<int> m_exit_code;
     detail::unique_fd m_parent_link; // our end; closing it (by dying) tells the child
+    detail::unique_fd m_status;      // the child's exit code, written as it exits
 };
 
 template <class Fn, class... Args>
@@ -182,15 +207,19 @@ process::process(Fn&& fn, Args&&... args) {
     auto callable = std::decay_t<Fn>(std::forward<Fn>(fn));
     std::tuple<std::decay_t<Args>...> arguments(std::forward<Args>(args)...);
     detail::pipe_pair link = detail::make_pipe(O_CLOEXEC);
+    detail::pipe_pair status = detail::make_pipe(O_CLOEXEC | O_NONBLOCK);
     const pid_t pid = detail::fork_with_stdio_locked();
     if (pid < 0)
         detail::throw_errno("triad::process: fork");
     if (pid == 0) {
         link.write.reset();
-        std::apply([&](auto&... a) { run_child(link.read.get(), callable, a...); }, arguments);
+        status.read.reset();
+        std::apply([&](auto&... a) { run_child(link.read.get(), status.write.get(), callable, a...); },
+                   arguments);
     }
     m_pid = pid;
     m_parent_link = std::move(link.write);
+    m_status = std::move(status.read);
 }
 
 } // namespace triad

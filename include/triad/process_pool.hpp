@@ -48,8 +48,16 @@ struct process_pool_options {
      * replaced, and its future throws `triad::task_timeout`. Unset: no limit.
      */
     std::optional<std::chrono::nanoseconds> task_timeout{};
-    /** Largest message either way; a bigger one is a `triad::protocol_error`. */
+    /**
+     * Largest message either way; a bigger one is a `triad::protocol_error`. At least 1 KiB, at
+     * most 1 TiB (else `std::invalid_argument`).
+     */
     std::uint64_t max_message_size = std::uint64_t{4} << 30;
+    /**
+     * How deep user types may nest in a message (a tree of nodes); deeper is a
+     * `triad::protocol_error` for the task, so no message can exhaust a stack.
+     */
+    std::size_t max_nesting = default_max_nesting;
     /** Worker processes are named `<prefix>-<index>` (shortened to fit 15 characters). */
     std::string name_prefix = "triad-proc";
 };
@@ -271,8 +279,8 @@ private:
         std::shared_ptr<ready_queue> ready = std::make_shared<ready_queue>();
         std::size_t next_number = 0;
         bool input_done = false;
-        // The chunk being consumed.
-        std::vector<R> values;
+        // The chunk being consumed. Not std::vector<bool>, whose elements cannot be referenced.
+        std::conditional_t<std::is_same_v<R, bool>, std::deque<bool>, std::vector<R>> values;
         std::vector<std::exception_ptr> errors; // per item, null where it succeeded
         std::size_t position = 0;
         bool finished = false;
@@ -321,7 +329,10 @@ private:
                 position = 0;
                 try {
                     chunk result = done.result.get();
-                    values = std::move(result.first);
+                    if constexpr (std::is_same_v<R, bool>)
+                        values.assign(result.first.begin(), result.first.end());
+                    else
+                        values = std::move(result.first);
                     for (const auto& [index, failure] : result.second)
                         if (index < errors.size())
                             errors[index] = std::make_exception_ptr(
@@ -375,6 +386,7 @@ inline detail::process_manager_config process_pool::to_config(process_pool_optio
     config.max_tasks_per_child = options.max_tasks_per_child;
     config.task_timeout = options.task_timeout;
     config.max_message_size = options.max_message_size;
+    config.max_nesting = options.max_nesting;
     config.name_prefix = std::move(options.name_prefix);
     if (config.task_timeout && *config.task_timeout <= std::chrono::nanoseconds::zero())
         throw std::invalid_argument("triad::process_pool: task_timeout must be positive");

@@ -102,6 +102,29 @@ private:
         pthread_mutex_t& m_mutex;
     };
 
+    // Set while this process is halfway through a message; if it leaves by an exception there,
+    // the stream is cut somewhere unknown and the queue is broken for everyone.
+    class midway {
+    public:
+        midway(std::atomic<std::uint32_t>& flag, shared_block& shared) noexcept
+            : m_flag(flag), m_shared(shared) {
+            m_flag.store(1, std::memory_order_release);
+        }
+        ~midway() {
+            if (!m_done)
+                m_shared.broken.store(1, std::memory_order_release);
+            m_flag.store(0, std::memory_order_release);
+        }
+        midway(const midway&) = delete;
+        midway& operator=(const midway&) = delete;
+        void done() noexcept { m_done = true; }
+
+    private:
+        std::atomic<std::uint32_t>& m_flag;
+        shared_block& m_shared;
+        bool m_done = false;
+    };
+
     void write_frame(const void* data, std::size_t size) {
         if (const int error = detail::write_all(m_pipe.write.get(), data, size); error != 0)
             detail::throw_errno("triad::process_queue: write", error);
@@ -153,9 +176,9 @@ void process_queue<T>::put(const T& value) {
     lock guard(m_shared->write_lock, m_shared->writing, *m_shared);
     if (closed())
         throw pool_closed("triad::process_queue: put after close()");
-    m_shared->writing.store(1, std::memory_order_release);
+    midway writing(m_shared->writing, *m_shared);
     write_frame(frame.data(), frame.size());
-    m_shared->writing.store(0, std::memory_order_release);
+    writing.done();
 }
 
 template <serializable T>
@@ -164,11 +187,11 @@ std::optional<T> process_queue<T>::get() {
     std::uint64_t size = 0;
     if (!detail::read_exact(m_pipe.read.get(), &size, sizeof size, "triad::process_queue: read"))
         return std::nullopt;
-    m_shared->reading.store(1, std::memory_order_release);
+    midway reading(m_shared->reading, *m_shared);
     if (size == close_mark) {
         // Put the mark back for the next consumer: nothing can follow it.
         write_frame(&size, sizeof size);
-        m_shared->reading.store(0, std::memory_order_release);
+        reading.done();
         return std::nullopt;
     }
     if (size > (std::uint64_t{1} << 40))
@@ -184,7 +207,7 @@ std::optional<T> process_queue<T>::get() {
                            "triad::process_queue: read");
         done += step;
     }
-    m_shared->reading.store(0, std::memory_order_release);
+    reading.done();
     return from_bytes<T>(payload);
 }
 

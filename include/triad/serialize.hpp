@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <chrono>
@@ -31,8 +32,13 @@
 /// as 64-bit counts, `bool` as one byte, `optional` as a flag byte, `variant` as a 32-bit index.
 /// The decoder trusts nothing: every read is bounds-checked, every count is checked against
 /// the bytes that are left before anything is allocated for it, and leftovers are an error, all
-/// reported as `triad::protocol_error`.
+/// reported as `triad::protocol_error`. User types may nest (a tree of nodes), but a message may
+/// nest them at most `max_nesting` levels deep (default `triad::default_max_nesting`), so a
+/// hostile or mistaken message cannot exhaust the decoding thread's stack.
 namespace triad {
+
+/** How deep user types may nest in one decoded message, unless a caller says otherwise. */
+inline constexpr std::size_t default_max_nesting = 256;
 
 namespace detail {
 
@@ -79,7 +85,23 @@ private:
 /// Reads encoded bytes, checking every step.
 class byte_reader {
 public:
-    byte_reader(const char* data, std::size_t size) noexcept : m_pos(data), m_end(data + size) {}
+    byte_reader(const char* data, std::size_t size,
+                std::size_t max_nesting = default_max_nesting) noexcept
+        : m_pos(data), m_end(data + size), m_nesting_left(max_nesting),
+          m_max_nesting(max_nesting) {}
+
+    // One level deeper into a user type; a message nested deeper than the limit is refused
+    // before the recursion can exhaust the stack.
+    void enter_nested() {
+        if (m_nesting_left == 0)
+            throw protocol_error(concat("triad: corrupt or hostile message: user types nested more "
+                                        "than ",
+                                        m_max_nesting,
+                                        " levels deep (the decoder's limit; "
+                                        "process_pool_options::max_nesting raises it)"));
+        --m_nesting_left;
+    }
+    void leave_nested() noexcept { ++m_nesting_left; }
 
     std::size_t remaining() const noexcept { return static_cast<std::size_t>(m_end - m_pos); }
     const char* position() const noexcept { return m_pos; }
@@ -132,6 +154,8 @@ public:
 private:
     const char* m_pos;
     const char* m_end;
+    std::size_t m_nesting_left;
+    std::size_t m_max_nesting;
 };
 
 template <class T, class = void>
@@ -146,7 +170,8 @@ struct has_codec<T, std::void_t<decltype(codec<T>::supported)>>
 } // namespace detail
 
 /**
- * A type the codec can send between processes: arithmetic types, enums, `std::string`,
+ * A type the codec can send between processes: arithmetic types, enums with a fixed underlying
+ * type (`enum class`, `enum E : int`), `std::string`,
  * `std::vector`, `std::array`, `std::pair`, `std::tuple`, `std::optional`, `std::variant`,
  * `std::map`, `std::unordered_map`, `std::set`, `std::unordered_set`, `std::chrono::duration`,
  * nested in any way, and your own default-constructible types that list their fields:
@@ -194,7 +219,9 @@ template <class T>
 constexpr void require_serializable() {
     static_assert(serializable<T>,
                   "triad: this type cannot be sent between processes. Use arithmetic types, "
-                  "enums, std::string and standard containers of them, or give your type a "
+                  "enums with a fixed underlying type (enum class, or enum E : int; a plain enum "
+                  "may hold fewer values than its bytes can, so decoding it could be undefined), "
+                  "std::string and standard containers of them, or give your type a "
                   "member `template <class Archive> void serialize(Archive& ar) { ar(field1, "
                   "field2); }` (or a free serialize(Archive&, T&) found by ADL). Pointers, "
                   "references, std::string_view and callables cannot be sent: send the data.");
@@ -250,11 +277,16 @@ constexpr std::size_t element_min_size() {
 }
 
 // A decoded container may reserve up front only while that stays proportional to the bytes
-// really left; beyond that it grows as elements actually arrive.
+// really left; beyond that it grows as elements actually arrive. Hash containers reserve
+// buckets (a pointer each), not elements, and a set of small keys holds few distinct values
+// whatever the count claims: they reserve at most 1,024 and grow with what arrives.
 template <class T, class Container>
 void reserve_bounded(Container& c, std::size_t count, const byte_reader& in) {
-    if (count <= (in.remaining() + 4096) / sizeof(T) * 4)
+    if constexpr (requires { c.bucket_count(); }) {
+        c.reserve(std::min<std::size_t>(count, 1024));
+    } else if (count <= (in.remaining() + 4096) / sizeof(T) * 4) {
         c.reserve(count);
+    }
 }
 
 // --- scalars -----------------------------------------------------------------------------------
@@ -282,15 +314,33 @@ struct codec<bool> {
     }
 };
 
+// An enum whose underlying type is fixed (every `enum class`, and `enum E : int`) can hold
+// every value of that type. One without a fixed type can hold only the values of the smallest
+// bit-field that fits its enumerators, which C++ gives no way to ask for: decoding into it could
+// make a value it cannot hold, which is undefined behaviour. Such enums are not sendable.
+template <class T>
+concept enum_with_fixed_type = std::is_enum_v<T> && requires { T{std::underlying_type_t<T>{}}; };
+
 template <class T>
 struct codec<T, std::enable_if_t<std::is_enum_v<T>>> {
     using underlying = std::underlying_type_t<T>;
-    static constexpr bool supported = true;
+    static constexpr bool supported = enum_with_fixed_type<T>;
     static constexpr std::size_t min_size = sizeof(underlying);
     static void encode(byte_writer& out, const T& v) {
-        out.write_scalar(static_cast<underlying>(v));
+        if constexpr (std::is_same_v<underlying, bool>)
+            codec<bool>::encode(out, static_cast<bool>(v));
+        else
+            out.write_scalar(static_cast<underlying>(v));
     }
-    static void decode(byte_reader& in, T& v) { v = static_cast<T>(in.read_scalar<underlying>()); }
+    static void decode(byte_reader& in, T& v) {
+        if constexpr (std::is_same_v<underlying, bool>) {
+            bool value = false;
+            codec<bool>::decode(in, value); // a bool-based enum holds 0 or 1, nothing else
+            v = static_cast<T>(value);
+        } else {
+            v = static_cast<T>(in.read_scalar<underlying>());
+        }
+    }
 };
 
 template <>
@@ -317,8 +367,15 @@ struct codec<std::chrono::duration<Rep, Period>> {
 
 // Element types whose encoding is their bytes: sequences of them travel as one block.
 template <class T>
-inline constexpr bool is_blittable = (std::is_arithmetic_v<T> ||
-                                      std::is_enum_v<T>)&&!std::is_same_v<T, bool>;
+constexpr bool blittable_enum() {
+    if constexpr (enum_with_fixed_type<T>)
+        return !std::is_same_v<std::underlying_type_t<T>, bool>;
+    else
+        return false;
+}
+template <class T>
+inline constexpr bool is_blittable =
+    (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) || blittable_enum<T>();
 
 // --- strings and sequences ---------------------------------------------------------------------
 
@@ -584,6 +641,12 @@ struct codec<
             serialize(ar, fields);
     }
     static void decode(byte_reader& in, T& value) {
+        // User types are where recursion can happen (a node holding a vector of nodes).
+        in.enter_nested();
+        struct leave {
+            byte_reader& in;
+            ~leave() { in.leave_nested(); }
+        } level{in};
         decoder ar(in);
         if constexpr (has_member_serialize<T>)
             value.serialize(ar);
@@ -621,11 +684,12 @@ std::vector<char> to_bytes(const T& value) {
 
 /**
  * Decodes a `T` that must fill `bytes` exactly. Throws `triad::protocol_error` if the bytes are
- * truncated, corrupt, claim more than they hold, or carry anything after the value.
+ * truncated, corrupt, claim more than they hold, nest user types deeper than `max_nesting`, or
+ * carry anything after the value.
  */
 template <serializable T>
-T from_bytes(std::span<const char> bytes) {
-    detail::byte_reader reader(bytes.data(), bytes.size());
+T from_bytes(std::span<const char> bytes, std::size_t max_nesting = default_max_nesting) {
+    detail::byte_reader reader(bytes.data(), bytes.size(), max_nesting);
     T value{};
     detail::decode_value(reader, value);
     reader.expect_end();

@@ -60,6 +60,7 @@ struct pool_config {
     std::function<void(std::size_t)> initializer;
     std::size_t max_tasks_per_child = 0;
     std::uint64_t max_message_size = 0;
+    std::size_t max_nesting = default_max_nesting;
     std::string name_prefix;
     shared_state_block* shared = nullptr;
     worker_slot* slots = nullptr;
@@ -157,7 +158,7 @@ class worker_process {
 public:
     worker_process(const pool_config& config, std::size_t slot, int task_fd, int result_fd)
         : m_config(config), m_slot(slot), m_task_fd(task_fd), m_result_fd(result_fd),
-          m_parser(config.max_message_size) {}
+          m_parser(config.max_message_size, config.max_nesting) {}
 
     [[noreturn]] void run() noexcept {
         try {
@@ -270,7 +271,7 @@ private:
     [[noreturn]] void finish(int status) noexcept {
         // _exit, not exit: the parent's atexit handlers and static destructors belong to the
         // parent. Flush what the task printed first.
-        std::fflush(nullptr);
+        flush_standard_streams();
         ::_exit(status);
     }
 

@@ -155,20 +155,30 @@ inline void close_descriptors_from(int first, const int* keep, std::size_t keep_
 }
 
 // fork() copies only the calling thread: a lock another thread holds at that moment stays
-// held in the child for ever. The standard streams' locks are the ones any child touches
-// (printing from a task), so they are taken around the fork and released on both sides
-// (glibc also resets every stream lock in the child; other C libraries need not). Buffered
-// output is flushed first, or the child would write it a second time.
+// held in the child for ever. The standard output streams are the ones a child touches
+// (printing from a task), so their locks are taken around the fork and released on both sides
+// (glibc also resets every stream lock in the child; other C libraries need not). Only stdout
+// and stderr are flushed and locked: fflush(nullptr) or flockfile(stdin) would wait for any
+// thread blocked reading stdin, which holds its stream's lock for the whole read. Other streams'
+// buffered output stays in the parent; children end with flush_standard_streams() and _exit, so
+// they never write it a second time.
 inline pid_t fork_with_stdio_locked() noexcept {
-    std::fflush(nullptr);
-    ::flockfile(stdin);
+    std::fflush(stdout);
+    std::fflush(stderr);
     ::flockfile(stdout);
     ::flockfile(stderr);
     const pid_t pid = ::fork();
     ::funlockfile(stderr);
     ::funlockfile(stdout);
-    ::funlockfile(stdin);
     return pid;
+}
+
+// What a forked child flushes before _exit: what it printed itself. Not fflush(nullptr), which
+// would also write the parent's unflushed buffers of other streams, copied by fork, a second
+// time.
+inline void flush_standard_streams() noexcept {
+    std::fflush(stdout);
+    std::fflush(stderr);
 }
 
 inline std::string describe_wait_status(int status) {

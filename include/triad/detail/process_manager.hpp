@@ -102,6 +102,7 @@ struct process_manager_config {
     std::size_t max_tasks_per_child = 0;
     std::optional<std::chrono::nanoseconds> task_timeout;
     std::uint64_t max_message_size = std::uint64_t{4} << 30;
+    std::size_t max_nesting = default_max_nesting;
     std::string name_prefix = "triad-proc";
 };
 
@@ -121,6 +122,7 @@ public:
         return m_next_id.fetch_add(1, std::memory_order_relaxed);
     }
     std::uint64_t max_message_size() const noexcept { return m_config.max_message_size; }
+    static constexpr std::uint64_t max_message_limit = std::uint64_t{1} << 40;
 
     // Queues a task for the I/O thread. On refusal (shutdown, a broken pool) the task is failed
     // and pool_closed is thrown.
@@ -146,7 +148,8 @@ private:
     enum class worker_state { starting, ready, retiring, dead };
 
     struct worker {
-        explicit worker(std::uint64_t max_payload) : parser(max_payload) {}
+        worker(std::uint64_t max_payload, std::size_t max_nesting)
+            : parser(max_payload, max_nesting) {}
         worker_state state = worker_state::dead;
         pid_t pid = 0;
         unique_fd task_fd;
@@ -197,6 +200,7 @@ private:
     void task_done() noexcept;
     void wake() noexcept;
     void stop_server() noexcept;
+    void join_io_thread();
 
     process_manager_config m_config;
     pool_config m_pool;
@@ -233,6 +237,8 @@ private:
     std::size_t m_spawn_failures = 0;
     std::chrono::steady_clock::time_point m_respawn_at{};
     bool m_stopping_workers = false;
+    std::mutex m_join_mutex;
+    std::thread::id m_thread_id; // set before any task can run on the I/O thread
     std::thread m_thread;
 };
 
@@ -245,9 +251,15 @@ inline process_manager::process_manager(process_manager_config config)
         throw std::invalid_argument("triad::process_pool: the process count must be at least 1");
     if (m_config.max_message_size < 1024)
         throw std::invalid_argument("triad::process_pool: max_message_size below 1 KiB");
+    if (m_config.max_message_size > max_message_limit)
+        throw std::invalid_argument(
+            concat("triad::process_pool: max_message_size above ", max_message_limit,
+                   " bytes (1 TiB): frame sizes must not overflow"));
+    if (m_config.max_nesting == 0)
+        throw std::invalid_argument("triad::process_pool: max_nesting must be at least 1");
     const std::size_t n = m_config.processes;
     for (std::size_t i = 0; i < n; ++i)
-        m_workers.push_back(std::make_unique<worker>(m_config.max_message_size));
+        m_workers.push_back(std::make_unique<worker>(m_config.max_message_size, m_config.max_nesting));
     m_ready_pids = std::make_unique<std::atomic<pid_t>[]>(n);
 
     // Shared with every worker: the cancel flag and one slot per worker.
@@ -265,6 +277,7 @@ inline process_manager::process_manager(process_manager_config config)
     m_pool.initializer = m_config.initializer;
     m_pool.max_tasks_per_child = m_config.max_tasks_per_child;
     m_pool.max_message_size = m_config.max_message_size;
+    m_pool.max_nesting = m_config.max_nesting;
     m_pool.name_prefix = m_config.name_prefix;
     ::pthread_sigmask(SIG_SETMASK, nullptr, &m_pool.original_signal_mask);
 
@@ -301,6 +314,7 @@ inline process_manager::process_manager(process_manager_config config)
         watch(m_control.get(), tag_control, EPOLLIN);
         m_starting = n;
         m_thread = std::thread([this] { run(); });
+        m_thread_id = m_thread.get_id();
     } catch (...) {
         stop_server();
         ::munmap(m_shared_memory, m_shared_bytes);
@@ -326,8 +340,7 @@ inline process_manager::~process_manager() {
         report_to_stderr("triad::process_pool: shutdown in the destructor failed",
                          std::current_exception());
     }
-    if (m_thread.joinable())
-        m_thread.join();
+    join_io_thread();
     ::munmap(m_shared_memory, m_shared_bytes);
 }
 
@@ -369,7 +382,7 @@ inline void process_manager::enqueue(remote_task* task) {
 }
 
 inline void process_manager::wait_idle() {
-    if (std::this_thread::get_id() == m_thread.get_id())
+    if (std::this_thread::get_id() == m_thread_id)
         throw std::logic_error("triad::process_pool::wait_idle: called from a continuation on the "
                                "pool's I/O thread, it would wait for itself");
     std::unique_lock lock(m_state_mutex);
@@ -387,7 +400,17 @@ inline void process_manager::shutdown(bool cancel) {
         }
     }
     wake();
-    if (m_thread.joinable() && m_thread.get_id() != std::this_thread::get_id())
+    join_io_thread();
+}
+
+// Any number of threads may shut down at once: one joins, the others wait for it to finish.
+// On the I/O thread itself (a continuation shutting the pool down) there is nothing to wait
+// for: the loop sees the request when the continuation returns.
+inline void process_manager::join_io_thread() {
+    if (m_thread_id == std::this_thread::get_id())
+        return;
+    std::lock_guard lock(m_join_mutex);
+    if (m_thread.joinable())
         m_thread.join();
 }
 
@@ -570,7 +593,7 @@ inline void process_manager::spawn(std::size_t slot) {
             worker_died("triad::process_pool: the fork server is gone; no worker can start")));
         return;
     }
-    w = worker(m_config.max_message_size);
+    w = worker(m_config.max_message_size, m_config.max_nesting);
     w.state = worker_state::starting;
     w.task_fd = std::move(task_pipe.write);
     w.result_fd = std::move(result_pipe.read);

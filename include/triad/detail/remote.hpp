@@ -100,7 +100,9 @@ private:
 // Splits complete frames off the front of a receive buffer; validates each header.
 class frame_parser {
 public:
-    explicit frame_parser(std::uint64_t max_payload) noexcept : m_max_payload(max_payload) {}
+    explicit frame_parser(std::uint64_t max_payload,
+                          std::size_t max_nesting = default_max_nesting) noexcept
+        : m_max_payload(max_payload), m_max_nesting(max_nesting) {}
 
     // Received bytes are appended here. It grows by what the next frame needs, 16 MiB at a
     // time at most, so a header's claim alone never makes it allocate.
@@ -116,7 +118,7 @@ public:
             frame_header header;
             std::memcpy(&header, m_buffer.data() + offset, sizeof header);
             byte_reader payload(m_buffer.data() + offset + sizeof header,
-                                static_cast<std::size_t>(header.payload_size));
+                                static_cast<std::size_t>(header.payload_size), m_max_nesting);
             offset += total;
             total = complete_frame_at(offset);
             on_frame(header, payload, total != 0);
@@ -153,6 +155,7 @@ private:
     }
 
     std::uint64_t m_max_payload;
+    std::size_t m_max_nesting;
     receive_buffer m_buffer;
 };
 
