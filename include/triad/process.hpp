@@ -212,6 +212,9 @@ process::process(Fn&& fn, Args&&... args) {
     if (pid < 0)
         detail::throw_errno("triad::process: fork");
     if (pid == 0) {
+        // The parent's process pools' pipes and sockets are not the child's: holding them would
+        // keep those pools' workers and servers waiting for it.
+        detail::pool_descriptors::close_all_in_child();
         link.write.reset();
         status.read.reset();
         std::apply([&](auto&... a) { run_child(link.read.get(), status.write.get(), callable, a...); },

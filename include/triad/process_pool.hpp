@@ -30,6 +30,36 @@
 
 namespace triad {
 
+/**
+ * What runs once in each worker process before it takes tasks: any callable taking the
+ * worker's slot index. A function, or a lambda without captures, can also be used by pools
+ * whose workers come from the process-wide fork server (`triad::fork_server_guard`); state
+ * captured by anything else exists only in this process's memory as it is now.
+ */
+class process_initializer {
+public:
+    process_initializer() noexcept = default;
+    template <class F>
+        requires(!std::is_same_v<std::remove_cvref_t<F>, process_initializer> &&
+                 std::is_invocable_v<std::decay_t<F>&, std::size_t>)
+    process_initializer(F&& f) // NOLINT: implicit, like std::function
+        : m_call(std::forward<F>(f)) {
+        // A function pointer, or a stateless lambda: moving it into m_call left it intact.
+        if constexpr (std::is_convertible_v<std::decay_t<F>, void (*)(std::size_t)>)
+            m_function = static_cast<void (*)(std::size_t)>(f);
+    }
+
+    explicit operator bool() const noexcept { return static_cast<bool>(m_call); }
+    void operator()(std::size_t worker_index) const { m_call(worker_index); }
+    /** The function it calls, where it is a plain function (or a lambda without captures). */
+    void (*function() const noexcept)(std::size_t) { return m_function; }
+    const std::function<void(std::size_t)>& callable() const noexcept { return m_call; }
+
+private:
+    std::function<void(std::size_t)> m_call;
+    void (*m_function)(std::size_t) = nullptr;
+};
+
 /** How a `triad::process_pool` is built; every field has a sensible default. */
 struct process_pool_options {
     /** Worker processes; unset means `triad::cpu_count()`. Zero throws `std::invalid_argument`. */
@@ -40,7 +70,7 @@ struct process_pool_options {
      * the pool is built. If it throws at start-up the constructor throws
      * `triad::initializer_error`; if it throws in a replacement, the pool breaks.
      */
-    std::function<void(std::size_t worker_index)> initializer{};
+    process_initializer initializer{};
     /** Replace a worker after it ran this many tasks (a chunk of `map` is one); 0: never. */
     std::size_t max_tasks_per_child = 0;
     /**
@@ -60,6 +90,12 @@ struct process_pool_options {
     std::size_t max_nesting = default_max_nesting;
     /** Worker processes are named `<prefix>-<index>` (shortened to fit 15 characters). */
     std::string name_prefix = "triad-proc";
+    /**
+     * Fork this pool's workers from the process-wide fork server when one was started
+     * (`triad::fork_server_guard`); false: from a server of its own, forked from this process
+     * as it is now (its memory, and any lock another thread holds).
+     */
+    bool use_fork_server_guard = true;
 };
 
 template <class R>
@@ -382,7 +418,10 @@ private:
 inline detail::process_manager_config process_pool::to_config(process_pool_options&& options) {
     detail::process_manager_config config;
     config.processes = options.processes ? *options.processes : cpu_count();
-    config.initializer = std::move(options.initializer);
+    config.initializer_address = reinterpret_cast<std::uintptr_t>(options.initializer.function());
+    config.initializer = options.initializer.callable();
+    if (options.use_fork_server_guard)
+        config.zygote = detail::zygote_connection::current();
     config.max_tasks_per_child = options.max_tasks_per_child;
     config.task_timeout = options.task_timeout;
     config.max_message_size = options.max_message_size;
@@ -404,6 +443,7 @@ future<R> process_pool::send(std::uintptr_t function, Encode&& encode_arguments)
     detail::byte_writer writer(frame);
     writer.write_scalar<std::uint32_t>(Call::id);
     writer.write_scalar<std::uint64_t>(function);
+    writer.write_scalar<std::int64_t>(m_manager.default_timeout_ns());
     encode_arguments(writer);
     detail::end_frame(frame, 0);
     if (frame.size() - sizeof(detail::frame_header) > m_manager.max_message_size())

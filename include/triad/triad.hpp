@@ -5,6 +5,7 @@
 #include <triad/combinators.hpp>
 #include <triad/cpu.hpp>
 #include <triad/errors.hpp>
+#include <triad/fork_server.hpp>
 #include <triad/future.hpp>
 #include <triad/pool_options.hpp>
 #include <triad/process.hpp>

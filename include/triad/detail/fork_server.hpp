@@ -8,6 +8,8 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <initializer_list>
+#include <system_error>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <triad/detail/exception_info.hpp>
@@ -32,27 +35,67 @@
 // Descriptors: the server closes everything it inherited except stdin/stdout/stderr and its
 // control socket, so the parent's files and sockets never stay open in pool processes. Each
 // worker gets a task pipe and a result pipe, created by the parent and handed over with
-// SCM_RIGHTS.
+// SCM_RIGHTS; the server hands back a pidfd of each worker, so the parent learns of a worker's
+// end from the process itself, never from a pipe some grandchild may hold open.
 //
-// Lifetime: when the parent dies, even by SIGKILL, the server reads end-of-file on its control
-// socket and kills its workers; workers also have PR_SET_PDEATHSIG on the server (whose only
-// thread is the one that forked them, so the signal fires exactly when the server is gone).
-// The server itself cannot use PR_SET_PDEATHSIG: it fires when the parent *thread* that forked
-// it ends, and a pool may be built on a thread that ends long before the process does.
+// Signals: the server and its workers start with every disposition at its default, whatever
+// the parent set: a parent that ignores SIGCHLD (or set SA_NOCLDWAIT) would otherwise make the
+// kernel reap workers behind the server's back, and a parent's handler has no business running
+// in a worker. The server ignores SIGTERM, SIGINT, SIGHUP and SIGQUIT: it is infrastructure
+// that ends with the parent, so a SIGTERM to the whole service (systemd's stop) leaves the
+// parent to decide; workers keep the default and die of it like any process.
+//
+// Lifetime: the server watches the parent's pidfd and ends, killing its workers, when the
+// parent process is gone (even by SIGKILL, and even while some other process holds the control
+// socket open); end-of-file on the control socket and an explicit stop message end it too.
+// Workers have PR_SET_PDEATHSIG on the server (whose only thread is the one that forked them,
+// so the signal fires exactly when the server is gone). The server itself cannot use
+// PR_SET_PDEATHSIG: it fires when the parent *thread* that forked it ends, and a pool may be
+// built on a thread that ends long before the process does.
+//
+// Exactly once: every task frame carries a per-worker sequence number, and a worker *claims*
+// a task in shared memory before it starts it (a compare-and-swap that fails once the parent
+// revoked it). So when a worker dies, the parent knows which tasks started (they fail: nothing
+// may run twice) and which never did (they run elsewhere); and it can take back tasks queued
+// behind a long one and give them to an idle worker. Results are written as soon as each task
+// ends, never held back behind the next.
 namespace triad::detail {
 
 // Shared (MAP_SHARED) between the parent and every worker: one cache line per worker.
 struct alignas(64) worker_slot {
     std::atomic<std::uint64_t> running_task{0}; // the task a worker is running, 0 between tasks
+    // (revoked_through << 32) | started: the sequence number of the last task the worker
+    // started, and the last one the parent took back. A worker starts task s only if
+    // s > revoked_through, in the same compare-and-swap that records it as started.
+    std::atomic<std::uint64_t> claim{0};
+    // When the running task's time is up (steady clock, ns), 0 if it has no timeout.
+    std::atomic<std::int64_t> deadline_ns{0};
 };
+
+inline constexpr std::uint32_t claim_started(std::uint64_t claim) noexcept {
+    return static_cast<std::uint32_t>(claim);
+}
+inline constexpr std::uint32_t claim_revoked(std::uint64_t claim) noexcept {
+    return static_cast<std::uint32_t>(claim >> 32);
+}
+inline constexpr std::uint64_t make_claim(std::uint32_t revoked, std::uint32_t started) noexcept {
+    return (std::uint64_t{revoked} << 32) | started;
+}
 
 struct alignas(64) shared_state_block {
     std::atomic<std::uint32_t> cancelling{0}; // set by shutdown(cancel): queued tasks never start
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
-                  std::atomic<std::uint32_t>::is_always_lock_free,
+                  std::atomic<std::uint32_t>::is_always_lock_free &&
+                  std::atomic<std::int64_t>::is_always_lock_free,
               "process-shared atomics must be lock-free");
+
+inline std::int64_t steady_now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
 
 // What the parent and a worker know about the pool before the server is forked; workers read
 // it from the server's copy of the parent's memory.
@@ -66,14 +109,17 @@ struct pool_config {
     worker_slot* slots = nullptr;
     std::size_t slot_count = 0;
     sigset_t original_signal_mask{};
+    pid_t parent = 0;      // the pool's process, which the server watches...
+    int parent_pidfd = -1; // ...or a pidfd of it, when the server is not its child (zygote)
 };
 
 // Messages on the control socket (SOCK_SEQPACKET: one message per read).
 enum class control_type : std::uint32_t {
     spawn = 1,        // parent -> server: fork worker `slot`, with two descriptors attached
-    spawned = 2,      // server -> parent: `slot` is running as `pid`
+    spawned = 2,      // server -> parent: `slot` is running as `pid`, its pidfd attached
     exited = 3,       // server -> parent: `pid` ended with wait status `status`
     spawn_failed = 4, // server -> parent: fork failed with errno `status`
+    stop = 5,         // parent -> server: kill what is left, reap it and exit
 };
 
 struct control_message {
@@ -154,6 +200,40 @@ inline void set_process_name(const std::string& prefix, std::size_t index) noexc
 
 // --- the worker --------------------------------------------------------------------------------
 
+// Ends the worker when its running task's time is up: a POSIX timer that delivers SIGKILL to
+// the worker itself, armed for each task that has a timeout. Killing from inside means the
+// kill can only ever hit the task it was armed for; the parent tells a timeout from a crash by
+// the deadline the worker published before arming it.
+class task_timer {
+public:
+    task_timer() noexcept {
+        sigevent event{};
+        event.sigev_notify = SIGEV_SIGNAL;
+        event.sigev_signo = SIGKILL;
+        m_valid = ::timer_create(CLOCK_MONOTONIC, &event, &m_timer) == 0;
+    }
+    task_timer(const task_timer&) = delete;
+    task_timer& operator=(const task_timer&) = delete;
+
+    bool valid() const noexcept { return m_valid; }
+    void arm(std::int64_t ns) noexcept {
+        itimerspec spec{};
+        spec.it_value.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+        spec.it_value.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+        if (spec.it_value.tv_sec == 0 && spec.it_value.tv_nsec == 0)
+            spec.it_value.tv_nsec = 1;
+        ::timer_settime(m_timer, 0, &spec, nullptr);
+    }
+    void disarm() noexcept {
+        itimerspec spec{};
+        ::timer_settime(m_timer, 0, &spec, nullptr);
+    }
+
+private:
+    timer_t m_timer{};
+    bool m_valid = false;
+};
+
 class worker_process {
 public:
     worker_process(const pool_config& config, std::size_t slot, int task_fd, int result_fd)
@@ -161,6 +241,9 @@ public:
           m_parser(config.max_message_size, config.max_nesting) {}
 
     [[noreturn]] void run() noexcept {
+        // A triad::process a task starts closes these, so a helper cannot hold a worker's pipes.
+        pool_descriptors::add(m_task_fd);
+        pool_descriptors::add(m_result_fd);
         try {
             if (!initialize())
                 finish(0);
@@ -204,21 +287,26 @@ private:
                 return; // the parent closed the pipe: shutdown, or the parent is gone
             if (n < 0)
                 throw_errno("triad worker: read");
+            bool stop = false;
             bool retire = false;
-            m_parser.parse([&](const frame_header& header, byte_reader& payload, bool more) {
-                if (retire)
-                    return; // past max_tasks_per_child: the parent re-sends the rest
-                run_task(header, payload, slot);
+            m_parser.parse([&](const frame_header& header, byte_reader& payload, bool) {
+                if (stop || retire)
+                    return; // the parent re-sends what was never started
+                const auto kind = static_cast<frame_kind>(header.kind);
+                if (kind == frame_kind::stop) {
+                    stop = true;
+                    return;
+                }
+                if (kind != frame_kind::task)
+                    throw protocol_error("triad worker: expected a task frame");
+                if (!run_task(header, payload, slot))
+                    return; // taken back by the parent before it started
                 ++m_tasks_done;
                 retire = m_config.max_tasks_per_child != 0 &&
                          m_tasks_done >= m_config.max_tasks_per_child;
-                // Send results as soon as there is nothing queued behind them, so the parent
-                // sees each task finish; batch them while a burst of small tasks is queued.
-                if (!more || retire || m_out.size() > 256 * 1024 ||
-                    std::chrono::steady_clock::now() - m_first_unsent >
-                        std::chrono::microseconds(200))
-                    flush();
             });
+            if (stop)
+                return;
             if (retire) {
                 const std::size_t start = m_out.size();
                 begin_frame(m_out, frame_kind::retiring, 0);
@@ -229,22 +317,45 @@ private:
         }
     }
 
-    void run_task(const frame_header& header, byte_reader& payload, worker_slot& slot) {
-        if (static_cast<frame_kind>(header.kind) != frame_kind::task)
-            throw protocol_error("triad worker: expected a task frame");
-        if (m_out.empty())
-            m_first_unsent = std::chrono::steady_clock::now();
+    // Starts task `seq` unless the parent took it back; the same compare-and-swap records it
+    // as started, so the parent, reading the word, never re-sends a task that began.
+    static bool claim(worker_slot& slot, std::uint32_t seq) noexcept {
+        std::uint64_t word = slot.claim.load(std::memory_order_acquire);
+        for (;;) {
+            if (seq <= claim_revoked(word))
+                return false;
+            if (slot.claim.compare_exchange_weak(word, make_claim(claim_revoked(word), seq),
+                                                 std::memory_order_acq_rel,
+                                                 std::memory_order_acquire))
+                return true;
+        }
+    }
+
+    bool run_task(const frame_header& header, byte_reader& payload, worker_slot& slot) {
+        if (!claim(slot, header.sequence))
+            return false;
         const std::size_t start = m_out.size();
         if (m_config.shared->cancelling.load(std::memory_order_acquire) != 0) {
             begin_frame(m_out, frame_kind::cancelled, header.task_id);
             end_frame(m_out, start);
-            return;
+            flush();
+            return true;
         }
         slot.running_task.store(header.task_id, std::memory_order_release);
         begin_frame(m_out, frame_kind::result, header.task_id);
+        bool timed = false;
         try {
             const auto invoker_index = payload.read_scalar<std::uint32_t>();
             const auto function = payload.read_scalar<std::uint64_t>();
+            const auto timeout_ns = payload.read_scalar<std::int64_t>();
+            if (timeout_ns > 0) {
+                if (!m_timer.valid())
+                    throw std::system_error(errno, std::generic_category(),
+                                            "triad worker: timer_create for the task's timeout");
+                slot.deadline_ns.store(steady_now_ns() + timeout_ns, std::memory_order_release);
+                m_timer.arm(timeout_ns);
+                timed = true;
+            }
             invoker_registry::find(invoker_index)(static_cast<std::uintptr_t>(function), payload,
                                                   m_out);
         } catch (...) {
@@ -253,8 +364,14 @@ private:
             begin_frame(m_out, frame_kind::failure, header.task_id);
             encode_to(m_out, capture_failure(std::current_exception()));
         }
+        if (timed) {
+            m_timer.disarm();
+            slot.deadline_ns.store(0, std::memory_order_release);
+        }
         end_frame(m_out, start);
         slot.running_task.store(0, std::memory_order_release);
+        flush(); // at once: a quick result never waits behind the next task
+        return true;
     }
 
     void flush() {
@@ -282,10 +399,26 @@ private:
     frame_parser m_parser;
     std::vector<char> m_out;
     std::size_t m_tasks_done = 0;
-    std::chrono::steady_clock::time_point m_first_unsent{};
+    task_timer m_timer;
 };
 
 // --- the fork server ---------------------------------------------------------------------------
+
+// Every disposition back to its default (a blocked-and-ignored SIGCHLD, or SA_NOCLDWAIT, would
+// make the kernel reap children behind the server's back), then `ignored` ignored.
+inline void reset_signal_dispositions(std::initializer_list<int> ignored) noexcept {
+    struct sigaction action{};
+    sigemptyset(&action.sa_mask);
+    for (int sig = 1; sig < NSIG; ++sig) {
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        action.sa_handler = SIG_DFL;
+        for (int ignore : ignored)
+            if (ignore == sig)
+                action.sa_handler = SIG_IGN;
+        ::sigaction(sig, &action, nullptr); // fails harmlessly for signals glibc reserves
+    }
+}
 
 class fork_server {
 public:
@@ -297,9 +430,19 @@ public:
     // stdio, no allocation). The parent flushed stdio before forking.
     [[noreturn]] void run() noexcept {
         ::setpgid(0, 0); // terminal signals (Ctrl-C) go to the parent, which decides
-        const int keep[] = {m_control};
-        close_descriptors_from(3, keep, 1);
+        const int keep[] = {m_control, m_config.parent_pidfd};
+        close_descriptors_from(3, keep, m_config.parent_pidfd >= 0 ? 2 : 1);
+        pool_descriptors::forget_all(); // what the parent's pools held is closed here
         ::prctl(PR_SET_NAME, "triad-forksrv", 0, 0, 0);
+        reset_signal_dispositions({SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT});
+
+        // The parent, watched as a process: a pidfd is readable once it is gone.
+        int parent = m_config.parent_pidfd;
+        if (parent < 0) {
+            parent = open_pidfd(m_config.parent);
+            if (::getppid() != m_config.parent)
+                ::_exit(0); // it died before we could watch it
+        }
 
         sigset_t child_signals;
         sigemptyset(&child_signals);
@@ -309,9 +452,10 @@ public:
         if (children < 0)
             ::_exit(10);
 
-        pollfd fds[2] = {{m_control, POLLIN, 0}, {children, POLLIN, 0}};
+        pollfd fds[3] = {{m_control, POLLIN, 0}, {children, POLLIN, 0}, {parent, POLLIN, 0}};
+        const nfds_t watched = parent >= 0 ? 3 : 2;
         for (;;) {
-            if (retry_eintr([&] { return ::poll(fds, 2, -1); }) < 0)
+            if (retry_eintr([&] { return ::poll(fds, watched, -1); }) < 0)
                 stop(11);
             if ((fds[1].revents & POLLIN) != 0) {
                 signalfd_siginfo info;
@@ -319,24 +463,30 @@ public:
                 }
                 reap();
             }
+            if (watched == 3 && fds[2].revents != 0)
+                stop(0); // the parent process is gone
             if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
                 control_message message{};
                 int received[2];
                 const ssize_t n = receive_control(m_control, message, received);
                 if (n <= 0)
                     stop(0); // the parent closed its end, or died
-                if (static_cast<control_type>(message.type) == control_type::spawn)
-                    spawn(message.slot, received[0], received[1], children);
-                else
+                const auto type = static_cast<control_type>(message.type);
+                if (type == control_type::spawn) {
+                    spawn(message.slot, received[0], received[1], children, parent);
+                } else {
                     for (int fd : received)
                         if (fd >= 0)
                             ::close(fd);
+                    if (type == control_type::stop)
+                        stop(0);
+                }
             }
         }
     }
 
 private:
-    void spawn(std::uint32_t slot, int task_fd, int result_fd, int children_fd) {
+    void spawn(std::uint32_t slot, int task_fd, int result_fd, int children_fd, int parent_fd) {
         if (slot >= m_config.slot_count || task_fd < 0 || result_fd < 0) {
             ::close(task_fd);
             ::close(result_fd);
@@ -351,13 +501,12 @@ private:
                 ::_exit(1); // the server died before prctl took effect
             ::close(m_control);
             ::close(children_fd);
+            if (parent_fd >= 0)
+                ::close(parent_fd);
             // A worker starts with default signal handling: the parent's handlers (a test
             // runner's, a crash reporter's) are the parent's business, and a crash must end
             // the worker in the way the pool reports. The initializer may install its own.
-            for (int sig = 1; sig < NSIG; ++sig)
-                if (sig != SIGKILL && sig != SIGSTOP)
-                    ::signal(sig, SIG_DFL);
-            ::signal(SIGPIPE, SIG_IGN); // a vanished parent shows up as EPIPE, not a signal
+            reset_signal_dispositions({SIGPIPE}); // a vanished parent shows up as EPIPE
             ::sigprocmask(SIG_SETMASK, &m_config.original_signal_mask, nullptr);
             set_process_name(m_config.name_prefix, slot);
             worker_process(m_config, slot, task_fd, result_fd).run();
@@ -366,6 +515,7 @@ private:
         ::close(result_fd);
         control_message reply{};
         reply.slot = slot;
+        int handle = -1;
         if (pid < 0) {
             reply.type = static_cast<std::uint32_t>(control_type::spawn_failed);
             reply.status = errno;
@@ -373,8 +523,13 @@ private:
             reply.type = static_cast<std::uint32_t>(control_type::spawned);
             reply.pid = pid;
             m_workers[slot] = pid;
+            handle = open_pidfd(pid); // not reaped yet (SIGCHLD is blocked), so it is that child
         }
-        if (send_control(m_control, reply) != 0)
+        const int error = handle >= 0 ? send_control(m_control, reply, &handle, 1)
+                                      : send_control(m_control, reply);
+        if (handle >= 0)
+            ::close(handle);
+        if (error != 0)
             stop(0);
     }
 
@@ -395,7 +550,7 @@ private:
     [[noreturn]] void stop(int status) noexcept {
         for (pid_t w : m_workers)
             if (w > 0)
-                ::kill(w, SIGKILL);
+                ::kill(w, SIGKILL); // not reaped yet, so the pid is still that worker's
         int ignored = 0;
         while (retry_eintr([&] { return ::waitpid(-1, &ignored, 0); }) > 0) {
         }

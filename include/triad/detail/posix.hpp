@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -62,6 +63,112 @@ public:
 private:
     int m_fd = -1;
 };
+
+// The descriptors process pools hold (sockets, pipes, pidfds), as a process-wide bitmap that a
+// forked child can walk without a lock: a `triad::process` child closes them, so a pool's
+// workers and fork server never wait for a child that merely inherited a pipe or socket end.
+// Lock-free because the child of a multi-threaded fork must not take a lock another thread may
+// have held. Descriptors past 65,535 are not tracked (stop frames and pidfds still end a pool
+// without end-of-file).
+class pool_descriptors {
+public:
+    static void add(int fd) noexcept {
+        if (fd >= 0 && fd < limit)
+            word(fd).fetch_or(bit(fd), std::memory_order_relaxed);
+    }
+    static void remove(int fd) noexcept {
+        if (fd >= 0 && fd < limit)
+            word(fd).fetch_and(~bit(fd), std::memory_order_relaxed);
+    }
+    static bool contains(int fd) noexcept {
+        return fd >= 0 && fd < limit &&
+               (word(fd).load(std::memory_order_relaxed) & bit(fd)) != 0;
+    }
+    // In a process that closed them all (a fork server): none is open any more.
+    static void forget_all() noexcept {
+        for (int w = 0; w < limit / 64; ++w)
+            words()[w].store(0, std::memory_order_relaxed);
+    }
+    // In a freshly forked child: closes every descriptor a pool of the parent held.
+    static void close_all_in_child() noexcept {
+        for (int w = 0; w < limit / 64; ++w) {
+            std::uint64_t bits = words()[w].load(std::memory_order_relaxed);
+            while (bits != 0) {
+                const int b = __builtin_ctzll(bits);
+                bits &= bits - 1;
+                ::close(w * 64 + b);
+            }
+        }
+    }
+
+private:
+    static constexpr int limit = 65536;
+    static std::atomic<std::uint64_t>* words() noexcept {
+        static std::atomic<std::uint64_t> bitmap[limit / 64] = {};
+        return bitmap;
+    }
+    static std::atomic<std::uint64_t>& word(int fd) noexcept { return words()[fd / 64]; }
+    static std::uint64_t bit(int fd) noexcept { return std::uint64_t{1} << (fd % 64); }
+};
+
+/// A descriptor a pool owns: a unique_fd that is also listed in pool_descriptors.
+class pool_fd {
+public:
+    pool_fd() noexcept = default;
+    explicit pool_fd(int fd) noexcept : m_fd(fd) { pool_descriptors::add(fd); }
+    explicit pool_fd(unique_fd&& fd) noexcept : pool_fd(fd.release()) {}
+    pool_fd(pool_fd&& other) noexcept : m_fd(std::exchange(other.m_fd, -1)) {}
+    pool_fd& operator=(pool_fd&& other) noexcept {
+        if (this != &other) {
+            reset();
+            m_fd = std::exchange(other.m_fd, -1);
+        }
+        return *this;
+    }
+    pool_fd(const pool_fd&) = delete;
+    pool_fd& operator=(const pool_fd&) = delete;
+    ~pool_fd() { reset(); }
+
+    int get() const noexcept { return m_fd; }
+    explicit operator bool() const noexcept { return m_fd >= 0; }
+    int release() noexcept {
+        pool_descriptors::remove(m_fd);
+        return std::exchange(m_fd, -1);
+    }
+    void reset(int fd = -1) noexcept {
+        if (m_fd >= 0) {
+            // Unlisted first: once closed, the number may be reused for a descriptor of the user's.
+            pool_descriptors::remove(m_fd);
+            ::close(m_fd);
+        }
+        m_fd = fd;
+        pool_descriptors::add(fd);
+    }
+
+private:
+    int m_fd = -1;
+};
+
+// pidfds (Linux 5.3): a process handle that cannot be fooled by pid reuse or by who reaps.
+// -1 with errno set where the kernel has none (ENOSYS), and callers fall back to pids.
+inline int open_pidfd(pid_t pid) noexcept {
+#ifdef SYS_pidfd_open
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+// Sends `sig` through the pidfd when there is one, else by pid.
+inline int signal_process(int pidfd, pid_t pid, int sig) noexcept {
+#ifdef SYS_pidfd_send_signal
+    if (pidfd >= 0)
+        return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+#endif
+    return pid > 0 ? ::kill(pid, sig) : -1;
+}
 
 struct pipe_pair {
     unique_fd read;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <signal.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -32,6 +33,7 @@
 #include <triad/detail/remote.hpp>
 #include <triad/detail/shared_state.hpp>
 #include <triad/detail/text.hpp>
+#include <triad/detail/zygote.hpp>
 #include <triad/errors.hpp>
 #include <triad/serialize.hpp>
 
@@ -99,6 +101,8 @@ private:
 struct process_manager_config {
     std::size_t processes = 1;
     std::function<void(std::size_t)> initializer;
+    std::uintptr_t initializer_address = 0; // where it is a plain function: sendable to a zygote
+    std::shared_ptr<zygote_connection> zygote; // the process-wide fork server, if used
     std::size_t max_tasks_per_child = 0;
     std::optional<std::chrono::nanoseconds> task_timeout;
     std::uint64_t max_message_size = std::uint64_t{4} << 30;
@@ -110,6 +114,12 @@ struct process_manager_config {
 // the workers over non-blocking pipes and reads their results, and the bookkeeping that turns
 // crashes, timeouts and recycling into the right error on the right future while every other
 // task goes on.
+//
+// A worker's end is learnt from the process (its pidfd, or the server's report that it was
+// reaped), never from end-of-file on its pipe, which a grandchild the task forked may hold
+// open. Each task a worker is sent carries a sequence number; the worker claims it in shared
+// memory before starting it (see worker_slot), so at a worker's death the parent knows which
+// tasks started (they fail) and which never did (they run elsewhere): no task ever runs twice.
 class process_manager {
 public:
     explicit process_manager(process_manager_config config);
@@ -123,6 +133,10 @@ public:
     }
     std::uint64_t max_message_size() const noexcept { return m_config.max_message_size; }
     static constexpr std::uint64_t max_message_limit = std::uint64_t{1} << 40;
+    // The timeout a task frame carries when its caller did not choose one; 0: none.
+    std::int64_t default_timeout_ns() const noexcept {
+        return m_config.task_timeout ? m_config.task_timeout->count() : 0;
+    }
 
     // Queues a task for the I/O thread. On refusal (shutdown, a broken pool) the task is failed
     // and pool_closed is thrown.
@@ -145,28 +159,34 @@ public:
     pid_t server_pid() const noexcept { return m_server_pid; }
 
 private:
-    enum class worker_state { starting, ready, retiring, dead };
+    enum class worker_state { starting, ready, retiring, stopping, dead };
+
+    struct in_flight {
+        remote_task* task;
+        std::uint32_t sequence;
+    };
 
     struct worker {
         worker(std::uint64_t max_payload, std::size_t max_nesting)
             : parser(max_payload, max_nesting) {}
         worker_state state = worker_state::dead;
         pid_t pid = 0;
-        unique_fd task_fd;
-        unique_fd result_fd;
+        pool_fd pidfd; // the worker process's handle, where the kernel has pidfds
+        pool_fd task_fd;
+        pool_fd result_fd;
         frame_parser parser;
-        std::deque<remote_task*> outstanding; // sent or being sent, oldest first
-        std::size_t sent = 0;                 // how many of `outstanding` are fully written
-        std::size_t sent_bytes = 0;           // of outstanding[sent]
+        std::deque<in_flight> outstanding; // sent or being sent, oldest first
+        std::size_t sent = 0;              // how many of `outstanding` are fully written
+        std::size_t sent_bytes = 0;        // of outstanding[sent]
+        std::uint32_t next_sequence = 1;
         bool writable_watch = false;
-        bool eof = false;
-        bool exited = false;
+        bool initialized = false;  // its ready frame arrived
+        bool ended = false;        // the process is gone
+        bool status_known = false; // the server reported how it ended
         int exit_status = 0;
-        std::uint64_t timed_out_task = 0;
+        std::chrono::steady_clock::time_point ended_at{};
         std::uint64_t poisoned_task = 0;
         std::exception_ptr poison;
-        std::uint64_t observed_task = 0; // what the shared slot said at the last check
-        std::chrono::steady_clock::time_point observed_since{};
         std::chrono::steady_clock::time_point head_since{};
         double task_ns = 0; // moving average of task time, for the dispatch window
         std::size_t window = 2;
@@ -177,22 +197,33 @@ private:
     static constexpr std::uint64_t tag_control = 2ull << 40;
     static constexpr std::uint64_t tag_result = 3ull << 40;
     static constexpr std::uint64_t tag_task = 4ull << 40;
+    static constexpr std::uint64_t tag_pidfd = 5ull << 40;
     static constexpr std::uint64_t tag_mask = 0xffull << 40;
+    // Sequence numbers are 32 bits in the claim word: a worker that used this many is replaced
+    // (after some four billion tasks) before they could wrap.
+    static constexpr std::uint32_t sequence_limit = 0xffff'0000u;
 
     void run() noexcept;
     void loop();
     void take_inbox();
     void handle_control();
-    void handle_result(std::size_t slot);
+    void read_results(std::size_t slot);
     void handle_frame(std::size_t slot, const frame_header& header, byte_reader& payload);
     void write_some(std::size_t slot);
     void dispatch();
+    bool steal_for_idle_workers();
+    std::size_t revoke_unstarted(std::size_t slot);
     void spawn(std::size_t slot);
-    void worker_gone(std::size_t slot);
+    void spawn_failed(std::size_t slot, const std::string& why);
+    void process_ended(std::size_t slot);
+    void became_ready(std::size_t slot);
     void finalize_death(std::size_t slot);
-    void check_timeouts();
+    void check_deadlines();
     void finish_task(remote_task* task, std::exception_ptr error, bool cancelled);
     void break_pool(std::exception_ptr reason);
+    void stop_workers();
+    void send_stop(worker& w);
+    void retire_exhausted_workers();
     bool all_workers_gone() const noexcept;
     int poll_timeout_ms() const noexcept;
     void watch(int fd, std::uint64_t tag, std::uint32_t events);
@@ -206,10 +237,12 @@ private:
     pool_config m_pool;
     void* m_shared_memory = nullptr;
     std::size_t m_shared_bytes = 0;
-    unique_fd m_control;
-    unique_fd m_epoll;
-    unique_fd m_wake;
+    pool_fd m_control;
+    pool_fd m_epoll;
+    pool_fd m_wake;
+    pool_fd m_server_pidfd;
     pid_t m_server_pid = -1;
+    bool m_server_is_child = true; // else the zygote's child: waited for through its pidfd only
     std::vector<std::unique_ptr<worker>> m_workers;
     std::deque<remote_task*> m_pending; // I/O thread only
 
@@ -232,7 +265,8 @@ private:
     std::atomic<std::uint64_t> m_replaced{0};
     std::atomic<std::uint64_t> m_recycled{0};
     std::unique_ptr<std::atomic<pid_t>[]> m_ready_pids; // published for worker_pids()
-    std::size_t m_start_crashes = 0;
+    std::size_t m_start_failures = 0; // workers in a row that died or failed before ready
+    std::exception_ptr m_start_error; // the last initializer failure in a replacement
     std::atomic<std::uint64_t> m_pending_count{0};
     std::size_t m_spawn_failures = 0;
     std::chrono::steady_clock::time_point m_respawn_at{};
@@ -259,13 +293,30 @@ inline process_manager::process_manager(process_manager_config config)
         throw std::invalid_argument("triad::process_pool: max_nesting must be at least 1");
     const std::size_t n = m_config.processes;
     for (std::size_t i = 0; i < n; ++i)
-        m_workers.push_back(std::make_unique<worker>(m_config.max_message_size, m_config.max_nesting));
+        m_workers.push_back(
+            std::make_unique<worker>(m_config.max_message_size, m_config.max_nesting));
     m_ready_pids = std::make_unique<std::atomic<pid_t>[]>(n);
 
-    // Shared with every worker: the cancel flag and one slot per worker.
+    if (m_config.zygote && m_config.initializer && m_config.initializer_address == 0)
+        throw std::invalid_argument(
+            "triad::process_pool: with the process-wide fork server (triad::fork_server_guard) "
+            "the initializer must be a function or a lambda without captures: workers are "
+            "forked from the server's early snapshot, where objects made since do not exist. "
+            "Pass what it needs through the task arguments, or build this pool with "
+            "process_pool_options::use_fork_server_guard = false");
+
+    // Shared with every worker: the cancel flag and one slot per worker. Through a memfd when a
+    // zygote's server must map it too; inherited by fork otherwise.
     m_shared_bytes = sizeof(shared_state_block) + n * sizeof(worker_slot);
-    m_shared_memory =
-        ::mmap(nullptr, m_shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    unique_fd memory;
+    if (m_config.zygote) {
+        memory.reset(::memfd_create("triad-pool", MFD_CLOEXEC));
+        if (!memory || ::ftruncate(memory.get(), static_cast<off_t>(m_shared_bytes)) != 0)
+            throw_errno("triad::process_pool: memfd_create");
+    }
+    m_shared_memory = ::mmap(nullptr, m_shared_bytes, PROT_READ | PROT_WRITE,
+                             memory ? MAP_SHARED : MAP_SHARED | MAP_ANONYMOUS,
+                             memory ? memory.get() : -1, 0);
     if (m_shared_memory == MAP_FAILED)
         throw_errno("triad::process_pool: mmap");
     m_pool.shared = ::new (m_shared_memory) shared_state_block();
@@ -279,6 +330,7 @@ inline process_manager::process_manager(process_manager_config config)
     m_pool.max_message_size = m_config.max_message_size;
     m_pool.max_nesting = m_config.max_nesting;
     m_pool.name_prefix = m_config.name_prefix;
+    m_pool.parent = ::getpid();
     ::pthread_sigmask(SIG_SETMASK, nullptr, &m_pool.original_signal_mask);
 
     int pair[2];
@@ -287,22 +339,48 @@ inline process_manager::process_manager(process_manager_config config)
         throw_errno("triad::process_pool: socketpair");
     }
     m_control.reset(pair[0]);
-    unique_fd server_end(pair[1]);
+    pool_fd server_end(pair[1]);
     set_nonblocking(m_control.get(), true);
 
-    // Everything the server needs is allocated here, before the fork.
-    fork_server server(m_pool, server_end.get());
-    const pid_t pid = fork_with_stdio_locked();
-    if (pid < 0) {
-        const int error = errno;
-        ::munmap(m_shared_memory, m_shared_bytes);
-        throw_errno("triad::process_pool: fork", error);
+    if (m_config.zygote) {
+        // The process-wide fork server forks this pool's server from its clean snapshot.
+        zygote_request request;
+        request.slot_count = n;
+        request.max_tasks_per_child = m_config.max_tasks_per_child;
+        request.max_message_size = m_config.max_message_size;
+        request.max_nesting = m_config.max_nesting;
+        request.shared_bytes = m_shared_bytes;
+        request.initializer = m_config.initializer_address;
+        request.name_prefix = m_config.name_prefix;
+        const auto* mask = reinterpret_cast<const std::uint8_t*>(&m_pool.original_signal_mask);
+        request.signal_mask.assign(mask, mask + sizeof(sigset_t));
+        try {
+            const auto [pid, handle] = m_config.zygote->request(request, server_end.get(),
+                                                                memory.get());
+            m_server_pid = pid;
+            m_server_pidfd.reset(handle);
+            m_server_is_child = false;
+        } catch (...) {
+            ::munmap(m_shared_memory, m_shared_bytes);
+            throw;
+        }
+    } else {
+        // Everything the server needs is allocated here, before the fork.
+        fork_server server(m_pool, server_end.get());
+        const pid_t pid = fork_with_stdio_locked();
+        if (pid < 0) {
+            const int error = errno;
+            ::munmap(m_shared_memory, m_shared_bytes);
+            throw_errno("triad::process_pool: fork", error);
+        }
+        if (pid == 0) {
+            (void)m_control.release(); // closed by the server's descriptor sweep
+            server.run();
+        }
+        m_server_pid = pid;
+        m_server_pidfd.reset(open_pidfd(pid)); // our child, not reaped yet: it is the server
     }
-    if (pid == 0) {
-        m_control.release(); // closed by the server's descriptor sweep
-        server.run();
-    }
-    m_server_pid = pid;
+    memory.reset();
     server_end.reset();
 
     try {
@@ -495,12 +573,21 @@ inline void process_manager::loop() {
             } else if (tag == tag_control) {
                 handle_control();
             } else if (tag == tag_result) {
-                handle_result(slot);
+                read_results(slot);
+            } else if (tag == tag_pidfd) {
+                // Only if that pidfd is still this slot's and really says so: an event read in
+                // the same batch may belong to the worker this slot had before a respawn.
+                worker& w = *m_workers[slot];
+                pollfd gone{w.pidfd.get(), POLLIN, 0};
+                if (w.pidfd && ::poll(&gone, 1, 0) == 1)
+                    process_ended(slot);
             } else if (tag == tag_task) {
-                if ((events[i].events & (EPOLLERR | EPOLLHUP)) != 0)
+                if ((events[i].events & (EPOLLERR | EPOLLHUP)) != 0) {
                     unwatch(m_workers[slot]->task_fd.get());
-                else
+                    m_workers[slot]->writable_watch = false;
+                } else {
                     write_some(slot);
+                }
             }
         }
         take_inbox();
@@ -519,14 +606,22 @@ inline void process_manager::loop() {
                 finish_task(task, std::make_exception_ptr(task_cancelled()), true);
             }
         }
-        if (m_config.task_timeout)
-            check_timeouts();
-        if (std::chrono::steady_clock::now() >= m_respawn_at)
+        const auto now = std::chrono::steady_clock::now();
+        for (std::size_t i = 0; i < m_workers.size(); ++i) {
+            worker& w = *m_workers[i];
+            // Ended, but the server has not said how within 200 ms (it is gone): finish it
+            // without the status.
+            if (w.ended && w.state != worker_state::dead &&
+                now - w.ended_at > std::chrono::milliseconds(200))
+                finalize_death(i);
+        }
+        check_deadlines();
+        if (now >= m_respawn_at && !m_stopping_workers && !m_broken)
             for (std::size_t i = 0; i < m_workers.size(); ++i)
-                if (m_workers[i]->state == worker_state::dead && !m_stopping_workers &&
-                    m_workers[i]->exited && m_workers[i]->eof && !m_broken)
+                if (m_workers[i]->state == worker_state::dead)
                     spawn(i);
         dispatch();
+        retire_exhausted_workers();
 
         if (drain) {
             bool idle;
@@ -534,18 +629,43 @@ inline void process_manager::loop() {
                 std::lock_guard lock(m_state_mutex);
                 idle = m_unfinished == 0 || m_broken;
             }
-            if (idle && !m_stopping_workers) {
-                // Closing the task pipes ends every worker; the server reports each exit.
-                m_stopping_workers = true;
-                for (auto& w : m_workers) {
-                    unwatch(w->task_fd.get());
-                    w->task_fd.reset();
-                }
-            }
+            if (idle && !m_stopping_workers)
+                stop_workers();
             if (m_stopping_workers && all_workers_gone())
                 return;
         }
     }
+}
+
+// Every worker is told to stop, by a stop frame and by end-of-file on its task pipe (either one
+// suffices, so neither a full pipe nor a stray copy of the pipe's end in another process can
+// keep a worker alive); its end is then seen through its pidfd or the server's report.
+inline void process_manager::stop_workers() {
+    m_stopping_workers = true;
+    for (auto& w : m_workers) {
+        send_stop(*w);
+        if (w->state != worker_state::dead)
+            w->state = worker_state::stopping;
+    }
+}
+
+inline void process_manager::send_stop(worker& w) {
+    if (w.task_fd && w.sent == w.outstanding.size() && w.sent_bytes == 0) {
+        frame_header stop{0, static_cast<std::uint32_t>(frame_kind::stop), 0, 0};
+        [[maybe_unused]] const ssize_t n = ::write(w.task_fd.get(), &stop, sizeof stop);
+    }
+    unwatch(w.task_fd.get());
+    w.task_fd.reset();
+    w.writable_watch = false;
+}
+
+inline void process_manager::retire_exhausted_workers() {
+    for (auto& w : m_workers)
+        if (w->state == worker_state::ready && w->next_sequence >= sequence_limit &&
+            w->outstanding.empty()) {
+            send_stop(*w);
+            w->state = worker_state::retiring; // replaced when it has gone, as if recycled
+        }
 }
 
 inline void process_manager::take_inbox() {
@@ -560,46 +680,68 @@ inline void process_manager::take_inbox() {
 
 inline int process_manager::poll_timeout_ms() const noexcept {
     int timeout = -1;
-    if (m_config.task_timeout) {
-        for (const auto& w : m_workers)
-            if (w->state != worker_state::dead && !w->outstanding.empty()) {
-                const auto step = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    *m_config.task_timeout / 20);
-                timeout = static_cast<int>(std::clamp<long long>(step.count(), 1, 50));
-                break;
-            }
+    const auto at_most = [&timeout](int ms) { timeout = timeout < 0 ? ms : std::min(timeout, ms); };
+    for (const auto& w : m_workers) {
+        if (w->ended && w->state != worker_state::dead)
+            at_most(20); // waiting for the server's report of how it ended
+        // A task past its deadline whose worker's own timer did not end it: checked often.
+        if (w->state == worker_state::ready && !w->outstanding.empty() &&
+            (m_config.task_timeout || w->outstanding.size() > 1))
+            at_most(50);
     }
-    for (const auto& w : m_workers)
-        if (w->eof != w->exited) // half-dead: waiting for the other half of the news
-            timeout = timeout < 0 ? 50 : std::min(timeout, 50);
     if (m_respawn_at > std::chrono::steady_clock::now())
-        timeout = timeout < 0 ? 20 : std::min(timeout, 20);
+        at_most(20);
     return timeout;
 }
 
 inline void process_manager::spawn(std::size_t slot) {
     worker& w = *m_workers[slot];
-    pipe_pair task_pipe = make_pipe(O_CLOEXEC);
-    pipe_pair result_pipe = make_pipe(O_CLOEXEC);
-    grow_pipe(task_pipe.write.get(), 1 << 20);
-    grow_pipe(result_pipe.write.get(), 1 << 20);
-    set_nonblocking(task_pipe.write.get(), true);
-    set_nonblocking(result_pipe.read.get(), true);
-    const int give[2] = {task_pipe.read.get(), result_pipe.write.get()};
-    const control_message message{static_cast<std::uint32_t>(control_type::spawn),
-                                  static_cast<std::uint32_t>(slot), 0, 0};
-    if (send_control(m_control.get(), message, give, 2) != 0) {
-        break_pool(std::make_exception_ptr(
-            worker_died("triad::process_pool: the fork server is gone; no worker can start")));
-        return;
+    try {
+        pipe_pair task_pipe = make_pipe(O_CLOEXEC);
+        pipe_pair result_pipe = make_pipe(O_CLOEXEC);
+        grow_pipe(task_pipe.write.get(), 1 << 20);
+        grow_pipe(result_pipe.write.get(), 1 << 20);
+        set_nonblocking(task_pipe.write.get(), true);
+        set_nonblocking(result_pipe.read.get(), true);
+        const int give[2] = {task_pipe.read.get(), result_pipe.write.get()};
+        const control_message message{static_cast<std::uint32_t>(control_type::spawn),
+                                      static_cast<std::uint32_t>(slot), 0, 0};
+        if (send_control(m_control.get(), message, give, 2) != 0) {
+            break_pool(std::make_exception_ptr(
+                worker_died("triad::process_pool: the fork server is gone; no worker can start")));
+            return;
+        }
+        w = worker(m_config.max_message_size, m_config.max_nesting);
+        w.state = worker_state::starting;
+        w.task_fd = pool_fd(std::move(task_pipe.write));
+        w.result_fd = pool_fd(std::move(result_pipe.read));
+        w.head_since = std::chrono::steady_clock::now();
+        worker_slot& shared = m_pool.slots[slot];
+        shared.running_task.store(0, std::memory_order_relaxed);
+        shared.claim.store(0, std::memory_order_relaxed);
+        shared.deadline_ns.store(0, std::memory_order_relaxed);
+        watch(w.result_fd.get(), tag_result | slot, EPOLLIN);
+    } catch (const std::exception& e) {
+        // Out of descriptors (EMFILE) or memory: try again shortly, as when fork fails.
+        w.task_fd.reset();
+        w.result_fd.reset();
+        spawn_failed(slot, e.what());
     }
-    w = worker(m_config.max_message_size, m_config.max_nesting);
-    w.state = worker_state::starting;
-    w.task_fd = std::move(task_pipe.write);
-    w.result_fd = std::move(result_pipe.read);
-    w.head_since = w.observed_since = std::chrono::steady_clock::now();
-    m_pool.slots[slot].running_task.store(0, std::memory_order_relaxed);
-    watch(w.result_fd.get(), tag_result | slot, EPOLLIN);
+}
+
+// A worker could not be started. Retried every 100 ms; after 50 failures in a row (5 s)
+// with no worker starting, the pool breaks: its futures fail with the reason rather than wait
+// for ever.
+inline void process_manager::spawn_failed(std::size_t slot, const std::string& why) {
+    worker& w = *m_workers[slot];
+    unwatch(w.result_fd.get());
+    w.state = worker_state::dead;
+    w.task_fd.reset();
+    w.result_fd.reset();
+    m_respawn_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+    if (++m_spawn_failures >= 50)
+        break_pool(std::make_exception_ptr(
+            worker_died(concat("triad::process_pool: cannot start workers: ", why))));
 }
 
 inline void process_manager::handle_control() {
@@ -607,58 +749,62 @@ inline void process_manager::handle_control() {
         control_message message{};
         int fds[2];
         const ssize_t got = receive_control(m_control.get(), message, fds);
-        for (int fd : fds)
-            if (fd >= 0)
-                ::close(fd);
         if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        if (got <= 0) {
-            // The server died: nothing can run any more.
-            unwatch(m_control.get());
-            int status = 0;
-            std::string how = "ended";
-            if (retry_eintr([&] { return ::waitpid(m_server_pid, &status, 0); }) == m_server_pid) {
-                how = describe_wait_status(status);
-                m_server_pid = -1;
-            }
-            break_pool(std::make_exception_ptr(
-                worker_died(concat("triad::process_pool: the fork server ", how))));
-            for (auto& w : m_workers)
-                if (w->state != worker_state::dead || !w->exited) {
-                    w->exited = true;
-                    w->exit_status = 0;
-                    if (w->eof)
-                        finalize_death(static_cast<std::size_t>(&w - &m_workers[0]));
-                }
-            return;
-        }
         const auto type = static_cast<control_type>(message.type);
-        if (type == control_type::spawned && message.slot < m_workers.size()) {
+        if (got > 0 && type == control_type::spawned && message.slot < m_workers.size() &&
+            m_workers[message.slot]->state != worker_state::dead &&
+            m_workers[message.slot]->pid == 0) {
             worker& w = *m_workers[message.slot];
             w.pid = message.pid;
             m_spawn_failures = 0;
-            if (w.state == worker_state::ready) // its ready frame came first
-                m_ready_pids[message.slot].store(w.pid, std::memory_order_release);
+            if (fds[0] >= 0) {
+                w.pidfd.reset(fds[0]);
+                fds[0] = -1;
+                watch(w.pidfd.get(), tag_pidfd | message.slot, EPOLLIN);
+            }
+        }
+        for (int fd : fds)
+            if (fd >= 0)
+                ::close(fd);
+        if (got <= 0) {
+            // The server died: nothing can run any more. Its workers die with it
+            // (PR_SET_PDEATHSIG); their pidfds, where there are any, say when.
+            unwatch(m_control.get());
+            std::string how = "ended";
+            if (m_server_pid > 0) {
+                int status = 0;
+                if (m_server_is_child &&
+                    retry_eintr([&] { return ::waitpid(m_server_pid, &status, 0); }) ==
+                        m_server_pid)
+                    how = describe_wait_status(status);
+                m_server_pid = -1;
+                unwatch(m_server_pidfd.get());
+                m_server_pidfd.reset();
+            }
+            break_pool(std::make_exception_ptr(
+                worker_died(concat("triad::process_pool: the fork server ", how))));
+            for (std::size_t i = 0; i < m_workers.size(); ++i) {
+                worker& w = *m_workers[i];
+                if (w.state != worker_state::dead && !w.pidfd) {
+                    // Without a pidfd nobody will report its end: take it as ended now.
+                    w.ended = true;
+                    w.ended_at = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+                }
+            }
+            return;
+        }
+        if (type == control_type::spawned && message.slot < m_workers.size()) {
+            became_ready(message.slot);
         } else if (type == control_type::spawn_failed && message.slot < m_workers.size()) {
-            worker& w = *m_workers[message.slot];
-            unwatch(w.result_fd.get());
-            w.state = worker_state::dead;
-            w.exited = w.eof = true;
-            w.task_fd.reset();
-            w.result_fd.reset();
-            m_respawn_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
-            if (++m_spawn_failures >= 50)
-                break_pool(std::make_exception_ptr(
-                    worker_died(concat("triad::process_pool: cannot fork workers: ",
-                                       std::generic_category().message(message.status)))));
+            spawn_failed(message.slot, std::generic_category().message(message.status));
         } else if (type == control_type::exited) {
             for (std::size_t i = 0; i < m_workers.size(); ++i) {
                 worker& w = *m_workers[i];
-                if (w.pid == message.pid && !w.exited) {
-                    w.exited = true;
+                if (w.pid == message.pid && w.state != worker_state::dead && !w.status_known) {
+                    w.status_known = true;
                     w.exit_status = message.status;
-                    if (w.eof)
-                        finalize_death(i);
+                    process_ended(i);
                     break;
                 }
             }
@@ -666,7 +812,40 @@ inline void process_manager::handle_control() {
     }
 }
 
-inline void process_manager::handle_result(std::size_t slot) {
+// The worker process is gone (its pidfd is readable, or the server reaped it). What it wrote
+// before it died is still in the pipe: read it all, then settle its tasks.
+inline void process_manager::process_ended(std::size_t slot) {
+    worker& w = *m_workers[slot];
+    if (w.state == worker_state::dead)
+        return;
+    if (!w.ended) {
+        w.ended = true;
+        w.ended_at = std::chrono::steady_clock::now();
+        unwatch(w.pidfd.get());
+        if (w.result_fd)
+            read_results(slot);
+    }
+    if (w.state != worker_state::dead && (w.status_known || !w.pidfd))
+        finalize_death(slot);
+    // else: the server's report of how it ended follows (or the 200 ms grace in loop()).
+}
+
+// A worker is ready once it ran its initializer (its ready frame) and the server said who it is
+// (its pid and pidfd), whichever comes last.
+inline void process_manager::became_ready(std::size_t slot) {
+    worker& w = *m_workers[slot];
+    if (w.state != worker_state::starting || !w.initialized || w.pid <= 0)
+        return;
+    w.state = worker_state::ready;
+    m_start_failures = 0;
+    m_start_error = nullptr;
+    m_ready_pids[slot].store(w.pid, std::memory_order_release);
+    std::lock_guard lock(m_state_mutex);
+    if (m_starting > 0 && --m_starting == 0)
+        m_state_changed.notify_all();
+}
+
+inline void process_manager::read_results(std::size_t slot) {
     worker& w = *m_workers[slot];
     for (;;) {
         const long n = read_into(w.result_fd.get(), w.parser);
@@ -680,19 +859,26 @@ inline void process_manager::handle_result(std::size_t slot) {
                 // limit) is killed and replaced; the task it answered fails with the reason, so
                 // it is not run again and again.
                 if (!w.outstanding.empty()) {
-                    w.poisoned_task = w.outstanding.front()->id();
+                    w.poisoned_task = w.outstanding.front().task->id();
                     w.poison = std::current_exception();
                 }
-                if (w.pid > 0)
-                    ::kill(w.pid, SIGKILL);
-                worker_gone(slot);
+                // Its end, seen through the pidfd or the server's report, settles its tasks.
+                if (!w.ended)
+                    signal_process(w.pidfd.get(), w.pidfd ? 0 : w.pid, SIGKILL);
+                unwatch(w.result_fd.get());
+                w.result_fd.reset();
                 return;
             }
+            if (w.state == worker_state::dead)
+                return;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        worker_gone(slot); // end of file: the worker exited
+        // End of file (or an error): the worker closed its end by exiting. Its death is
+        // settled by the process, not by this: a grandchild may hold a copy of the pipe.
+        unwatch(w.result_fd.get());
+        w.result_fd.reset();
         return;
     }
 }
@@ -702,13 +888,8 @@ inline void process_manager::handle_frame(std::size_t slot, const frame_header& 
     worker& w = *m_workers[slot];
     const auto kind = static_cast<frame_kind>(header.kind);
     if (kind == frame_kind::ready) {
-        w.state = worker_state::ready;
-        m_start_crashes = 0;
-        if (w.pid > 0)
-            m_ready_pids[slot].store(w.pid, std::memory_order_release);
-        std::lock_guard lock(m_state_mutex);
-        if (m_starting > 0 && --m_starting == 0)
-            m_state_changed.notify_all();
+        w.initialized = true;
+        became_ready(slot);
         return;
     }
     if (kind == frame_kind::init_failed) {
@@ -726,25 +907,37 @@ inline void process_manager::handle_frame(std::size_t slot, const frame_header& 
         } catch (...) {
             error = std::current_exception();
         }
-        break_pool(error);
+        bool constructing;
+        {
+            std::lock_guard lock(m_state_mutex);
+            constructing = m_starting > 0;
+        }
+        // At construction the constructor throws it. In a replacement the worker (which exits
+        // now) is started again; ten failures in a row break the pool with this error.
+        if (constructing)
+            break_pool(error);
+        else
+            m_start_error = error;
         return;
     }
     if (kind == frame_kind::retiring) {
         w.state = worker_state::retiring;
         return;
     }
-    if (w.outstanding.empty() || w.outstanding.front()->id() != header.task_id || w.sent == 0)
+    if (w.outstanding.empty() || w.outstanding.front().task->id() != header.task_id || w.sent == 0)
         throw protocol_error("triad: a worker answered a task it was not running");
-    remote_task* task = w.outstanding.front();
+    remote_task* task = w.outstanding.front().task;
     w.outstanding.pop_front();
     --w.sent;
     const auto now = std::chrono::steady_clock::now();
     const double took = std::chrono::duration<double, std::nano>(now - w.head_since).count();
     w.task_ns = w.task_ns == 0 ? took : 0.8 * w.task_ns + 0.2 * took;
     // Enough tasks in flight to cover ~200 us of work (a cross-core wake-up here costs tens of
-    // microseconds), at least two so a worker never waits for its next task.
-    w.window =
-        static_cast<std::size_t>(std::clamp(200'000.0 / std::max(w.task_ns, 1.0), 2.0, 1024.0));
+    // microseconds), at least two so a worker rarely waits for its next task; one for tasks
+    // over 2 ms, where that wait is under 2% and a second task would only wait behind the first.
+    w.window = w.task_ns > 2e6 ? 1
+                               : static_cast<std::size_t>(
+                                     std::clamp(200'000.0 / std::max(w.task_ns, 1.0), 2.0, 1024.0));
     w.head_since = now;
     if (kind == frame_kind::result) {
         m_pending_count.fetch_sub(1, std::memory_order_relaxed);
@@ -788,29 +981,114 @@ inline void process_manager::task_done() noexcept {
 }
 
 inline void process_manager::dispatch() {
-    if (m_pending.empty() || m_broken)
+    if (m_broken)
         return;
-    // Each task goes to the least loaded ready worker with room in its window, so an idle
-    // worker never waits while another has a queue.
-    while (!m_pending.empty()) {
-        worker* best = nullptr;
-        for (auto& candidate : m_workers) {
-            worker& w = *candidate;
-            if (w.state != worker_state::ready || !w.task_fd || w.outstanding.size() >= w.window)
-                continue;
-            if (best == nullptr || w.outstanding.size() < best->outstanding.size())
-                best = &w;
+    for (int round = 0; round < 2; ++round) {
+        // Each task goes to the least loaded ready worker with room in its window, so an idle
+        // worker never waits while another has a queue.
+        while (!m_pending.empty()) {
+            worker* best = nullptr;
+            for (auto& candidate : m_workers) {
+                worker& w = *candidate;
+                if (w.state != worker_state::ready || !w.task_fd ||
+                    w.outstanding.size() >= w.window || w.next_sequence >= sequence_limit)
+                    continue;
+                // Ties go to the worker whose current task began last: one whose task has run
+                // long (which is why its queue was taken back) does not get it again.
+                if (best == nullptr || w.outstanding.size() < best->outstanding.size() ||
+                    (w.outstanding.size() == best->outstanding.size() &&
+                     w.head_since > best->head_since))
+                    best = &w;
+            }
+            if (best == nullptr)
+                break;
+            if (best->outstanding.empty())
+                best->head_since = std::chrono::steady_clock::now();
+            remote_task* task = m_pending.front();
+            m_pending.pop_front();
+            const std::uint32_t sequence = best->next_sequence++;
+            // The frame's sequence field is this worker's number for it (re-dispatched tasks
+            // get a new one).
+            std::memcpy(task->frame().data() + offsetof(frame_header, sequence), &sequence,
+                        sizeof sequence);
+            best->outstanding.push_back({task, sequence});
         }
-        if (best == nullptr)
-            break;
-        if (best->outstanding.empty())
-            best->head_since = std::chrono::steady_clock::now();
-        best->outstanding.push_back(m_pending.front());
-        m_pending.pop_front();
+        for (std::size_t i = 0; i < m_workers.size(); ++i)
+            if (m_workers[i]->sent < m_workers[i]->outstanding.size() &&
+                !m_workers[i]->writable_watch)
+                write_some(i);
+        if (!m_pending.empty() || !steal_for_idle_workers())
+            return;
     }
-    for (std::size_t i = 0; i < m_workers.size(); ++i)
-        if (m_workers[i]->sent < m_workers[i]->outstanding.size() && !m_workers[i]->writable_watch)
-            write_some(i);
+}
+
+// An idle worker and nothing pending: tasks queued behind a running one on another worker are
+// taken back (those that have not started) and dispatched again, so no task waits behind a
+// busy worker while another is idle. A queue behind a task is left alone while that task is
+// young (under twice the worker's average task time, at least 50 us), which keeps streams of
+// tiny tasks pipelined.
+inline bool process_manager::steal_for_idle_workers() {
+    bool idle = false;
+    for (const auto& w : m_workers)
+        if (w->state == worker_state::ready && w->task_fd && w->outstanding.empty())
+            idle = true;
+    if (!idle)
+        return false;
+    const auto now = std::chrono::steady_clock::now();
+    std::size_t taken = 0;
+    for (std::size_t i = 0; i < m_workers.size(); ++i) {
+        worker& w = *m_workers[i];
+        if (w.state != worker_state::ready || w.outstanding.size() < 2)
+            continue;
+        const double running_ns = std::chrono::duration<double, std::nano>(now - w.head_since).count();
+        if (running_ns < std::max(50'000.0, 2 * w.task_ns))
+            continue;
+        taken += revoke_unstarted(i);
+    }
+    return taken != 0;
+}
+
+// Takes back every task of worker `slot` that has not started and puts them, in order, at the
+// front of the queue; returns how many. Frames not written yet are simply kept; written ones
+// are revoked in shared memory, in the compare-and-swap the worker's claim races with.
+inline std::size_t process_manager::revoke_unstarted(std::size_t slot) {
+    worker& w = *m_workers[slot];
+    worker_slot& shared = m_pool.slots[slot];
+    std::uint32_t started = 0;
+    // The last fully written frame: everything up to it may be revoked.
+    const std::uint32_t last_written = w.sent > 0 ? w.outstanding[w.sent - 1].sequence : 0;
+    std::uint64_t word = shared.claim.load(std::memory_order_acquire);
+    for (;;) {
+        started = claim_started(word);
+        if (last_written <= started)
+            break; // every written frame started: nothing to revoke there
+        if (shared.claim.compare_exchange_weak(word, make_claim(last_written, started),
+                                               std::memory_order_acq_rel,
+                                               std::memory_order_acquire))
+            break;
+    }
+    // Written and not started: [first, sent). The frame being written (sent_bytes > 0) stays:
+    // its bytes must be completed. Frames after it were never written.
+    std::size_t first = 0;
+    while (first < w.sent && w.outstanding[first].sequence <= started)
+        ++first;
+    std::vector<remote_task*> back;
+    for (std::size_t i = first; i < w.sent; ++i)
+        back.push_back(w.outstanding[i].task);
+    const std::size_t keep_partial = w.sent_bytes > 0 ? 1 : 0;
+    for (std::size_t i = w.sent + keep_partial; i < w.outstanding.size(); ++i)
+        back.push_back(w.outstanding[i].task);
+    if (back.empty())
+        return 0;
+    std::deque<in_flight> kept(w.outstanding.begin(),
+                               w.outstanding.begin() + static_cast<std::ptrdiff_t>(first));
+    if (keep_partial != 0)
+        kept.push_back(w.outstanding[w.sent]);
+    w.outstanding.swap(kept);
+    w.sent = first;
+    for (auto it = back.rbegin(); it != back.rend(); ++it)
+        m_pending.push_front(*it);
+    return back.size();
 }
 
 inline void process_manager::write_some(std::size_t slot) {
@@ -819,7 +1097,7 @@ inline void process_manager::write_some(std::size_t slot) {
         iovec io[64];
         std::size_t count = 0;
         for (std::size_t i = w.sent; i < w.outstanding.size() && count < 64; ++i, ++count) {
-            std::vector<char>& frame = w.outstanding[i]->frame();
+            std::vector<char>& frame = w.outstanding[i].task->frame();
             const std::size_t skip = i == w.sent ? w.sent_bytes : 0;
             io[count] = {frame.data() + skip, frame.size() - skip};
         }
@@ -834,7 +1112,7 @@ inline void process_manager::write_some(std::size_t slot) {
                 }
                 return;
             }
-            // EPIPE: the worker is gone; its end of file on the result pipe will follow.
+            // EPIPE: the worker is gone; its pidfd (or the server) will say so.
             unwatch(w.task_fd.get());
             w.task_fd.reset();
             w.writable_watch = false;
@@ -842,7 +1120,8 @@ inline void process_manager::write_some(std::size_t slot) {
         }
         std::size_t left = static_cast<std::size_t>(n);
         while (left > 0) {
-            const std::size_t frame_left = w.outstanding[w.sent]->frame().size() - w.sent_bytes;
+            const std::size_t frame_left =
+                w.outstanding[w.sent].task->frame().size() - w.sent_bytes;
             if (left >= frame_left) {
                 left -= frame_left;
                 ++w.sent;
@@ -859,43 +1138,45 @@ inline void process_manager::write_some(std::size_t slot) {
     }
 }
 
-inline void process_manager::worker_gone(std::size_t slot) {
-    worker& w = *m_workers[slot];
-    if (w.eof)
-        return;
-    w.eof = true;
-    unwatch(w.result_fd.get());
-    if (w.task_fd) {
-        unwatch(w.task_fd.get());
-        w.task_fd.reset();
-        w.writable_watch = false;
-    }
-    w.result_fd.reset();
-    if (w.exited)
-        finalize_death(slot); // else when the server reports how it ended
-}
-
 inline void process_manager::finalize_death(std::size_t slot) {
     worker& w = *m_workers[slot];
     const worker_state was = w.state;
     w.state = worker_state::dead;
     m_ready_pids[slot].store(0, std::memory_order_release);
-    const std::uint64_t running_id = m_pool.slots[slot].running_task.exchange(0);
+    unwatch(w.pidfd.get());
+    w.pidfd.reset();
+    unwatch(w.result_fd.get());
+    w.result_fd.reset();
+    unwatch(w.task_fd.get());
+    w.task_fd.reset();
+    w.writable_watch = false;
+
+    worker_slot& shared = m_pool.slots[slot];
+    const std::uint32_t started = claim_started(shared.claim.load(std::memory_order_acquire));
+    const std::int64_t deadline = shared.deadline_ns.load(std::memory_order_acquire);
+    // Killed by SIGKILL past the deadline the worker armed its own timer for: a timeout.
+    const bool timed_out = w.status_known && WIFSIGNALED(w.exit_status) &&
+                           WTERMSIG(w.exit_status) == SIGKILL && deadline != 0 &&
+                           steady_now_ns() >= deadline;
     const std::string who = concat("worker ", w.pid, " (slot ", slot, ") ");
+    const std::string how =
+        w.status_known ? describe_wait_status(w.exit_status) : std::string("ended");
     std::vector<remote_task*> requeue;
-    for (remote_task* task : w.outstanding) {
+    for (const in_flight& f : w.outstanding) {
+        remote_task* task = f.task;
         if (w.poisoned_task != 0 && task->id() == w.poisoned_task) {
             finish_task(task, std::move(w.poison), false);
-        } else if (running_id != 0 && task->id() == running_id) {
+        } else if (f.sequence <= started && f.sequence != 0) {
+            // It started: it may have done anything, so it never runs again.
             std::exception_ptr error;
-            if (w.timed_out_task == running_id)
+            if (timed_out && f.sequence == started)
                 error = std::make_exception_ptr(task_timeout(concat(
-                    "triad::process_pool: the task ran longer than the pool's task_timeout; ", who,
+                    "triad::process_pool: the task ran longer than its timeout; ", who,
                     "was killed and replaced")));
             else
-                error = std::make_exception_ptr(worker_died(
-                    concat("triad::process_pool: ", who, describe_wait_status(w.exit_status),
-                           " while running the task; the worker was replaced")));
+                error = std::make_exception_ptr(
+                    worker_died(concat("triad::process_pool: ", who, how,
+                                       " while running the task; the worker was replaced")));
             finish_task(task, std::move(error), false);
         } else {
             requeue.push_back(task);
@@ -903,6 +1184,8 @@ inline void process_manager::finalize_death(std::size_t slot) {
     }
     w.outstanding.clear();
     w.sent = w.sent_bytes = 0;
+    shared.running_task.store(0, std::memory_order_relaxed);
+    shared.deadline_ns.store(0, std::memory_order_relaxed);
     if (m_broken) {
         for (remote_task* task : requeue)
             finish_task(task, m_broken, false);
@@ -911,37 +1194,41 @@ inline void process_manager::finalize_death(std::size_t slot) {
     // Tasks the worker never started go back to the front of the queue, in order.
     for (auto it = requeue.rbegin(); it != requeue.rend(); ++it)
         m_pending.push_front(*it);
-    if (m_stopping_workers)
+    if (m_stopping_workers || was == worker_state::stopping)
         return;
-    if (was == worker_state::retiring && running_id == 0) {
+    if (was == worker_state::retiring) {
         m_recycled.fetch_add(1, std::memory_order_relaxed);
     } else {
         m_replaced.fetch_add(1, std::memory_order_relaxed);
-        // A worker that cannot even start (its initializer crashes) must not respawn forever.
-        if (was == worker_state::starting && ++m_start_crashes >= 10) {
-            break_pool(std::make_exception_ptr(worker_died(
-                concat("triad::process_pool: workers keep dying before they are ready; the last ",
-                       describe_wait_status(w.exit_status)))));
+        // A worker that cannot even start (its initializer throws or crashes) is started again
+        // after a pause, as the cause may pass; ten in a row break the pool with the reason.
+        if (was == worker_state::starting && ++m_start_failures >= 10) {
+            break_pool(m_start_error ? m_start_error
+                                     : std::make_exception_ptr(worker_died(concat(
+                                           "triad::process_pool: workers keep dying before they "
+                                           "are ready; the last ",
+                                           how))));
             return;
         }
     }
-    spawn(slot);
+    if (was == worker_state::starting)
+        m_respawn_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+    else
+        spawn(slot);
 }
 
-inline void process_manager::check_timeouts() {
-    const auto now = std::chrono::steady_clock::now();
+// A worker's own timer ends a task at its deadline. Should that fail (the task deleted the
+// timer, or exec'd), the parent kills it a second past the deadline, through the pidfd, so the
+// kill cannot reach a reused pid; the deadline in shared memory decides the blame at death.
+inline void process_manager::check_deadlines() {
+    const std::int64_t now = steady_now_ns();
     for (std::size_t i = 0; i < m_workers.size(); ++i) {
         worker& w = *m_workers[i];
-        if (w.state == worker_state::dead || w.eof || w.pid <= 0 || w.timed_out_task != 0)
+        if (w.state == worker_state::dead || w.ended)
             continue;
-        const std::uint64_t running = m_pool.slots[i].running_task.load(std::memory_order_acquire);
-        if (running != w.observed_task) {
-            w.observed_task = running;
-            w.observed_since = now;
-        } else if (running != 0 && now - w.observed_since > *m_config.task_timeout) {
-            w.timed_out_task = running;
-            ::kill(w.pid, SIGKILL);
-        }
+        const std::int64_t deadline = m_pool.slots[i].deadline_ns.load(std::memory_order_acquire);
+        if (deadline != 0 && now > deadline + 1'000'000'000)
+            signal_process(w.pidfd.get(), w.pidfd ? 0 : w.pid, SIGKILL);
     }
 }
 
@@ -963,7 +1250,7 @@ inline void process_manager::break_pool(std::exception_ptr reason) {
 
 inline bool process_manager::all_workers_gone() const noexcept {
     for (const auto& w : m_workers)
-        if (w->state != worker_state::dead || !w->exited || !w->eof)
+        if (w->state != worker_state::dead)
             return false;
     return true;
 }
@@ -971,15 +1258,16 @@ inline bool process_manager::all_workers_gone() const noexcept {
 inline void process_manager::stop_server() noexcept {
     // Tasks still in a worker when the pool stops (a broken pool) fail rather than hang.
     for (auto& w : m_workers) {
-        for (remote_task* task : w->outstanding) {
+        for (const in_flight& f : w->outstanding) {
             m_pending_count.fetch_sub(1, std::memory_order_relaxed);
-            task->fail(std::make_exception_ptr(
+            f.task->fail(std::make_exception_ptr(
                 worker_died("triad::process_pool: the pool stopped before the task finished")));
             task_done();
         }
         w->outstanding.clear();
         w->task_fd.reset();
         w->result_fd.reset();
+        w->pidfd.reset();
     }
     for (remote_task* task : m_pending) {
         m_pending_count.fetch_sub(1, std::memory_order_relaxed);
@@ -988,12 +1276,26 @@ inline void process_manager::stop_server() noexcept {
         task_done();
     }
     m_pending.clear();
-    m_control.reset(); // the server sees end of file, kills what is left and exits
+    if (m_control) {
+        const control_message stop{static_cast<std::uint32_t>(control_type::stop), 0, 0, 0};
+        (void)send_control(m_control.get(), stop);
+    }
+    m_control.reset(); // end of file too, for a server that missed the message
     if (m_server_pid > 0) {
-        int status = 0;
-        retry_eintr([&] { return ::waitpid(m_server_pid, &status, 0); });
+        // Wait for the server through its pidfd, with a bound: a server that does not end (it
+        // is stopped, or stuck) is killed rather than waited for.
+        if (m_server_pidfd) {
+            pollfd gone{m_server_pidfd.get(), POLLIN, 0};
+            if (retry_eintr([&] { return ::poll(&gone, 1, 5000); }) == 0)
+                signal_process(m_server_pidfd.get(), 0, SIGKILL);
+        }
+        if (m_server_is_child) {
+            int status = 0;
+            retry_eintr([&] { return ::waitpid(m_server_pid, &status, 0); });
+        }
         m_server_pid = -1;
     }
+    m_server_pidfd.reset();
 }
 
 } // namespace triad::detail

@@ -37,12 +37,13 @@ enum class frame_kind : std::uint32_t {
     init_failed = 5, // worker -> parent: the initializer threw (type, what); the worker exits
     cancelled = 6,   // worker -> parent: the pool is cancelling; the task was not run
     retiring = 7,    // worker -> parent: max_tasks_per_child reached; the worker exits
+    stop = 8,        // parent -> worker: the pool is stopping; exit now
 };
 
 struct frame_header {
     std::uint64_t payload_size;
     std::uint32_t kind;
-    std::uint32_t reserved;
+    std::uint32_t sequence; // of a task frame: its number on the worker it was sent to
     std::uint64_t task_id;
 };
 static_assert(sizeof(frame_header) == 24);
@@ -147,7 +148,7 @@ private:
             throw protocol_error(concat("triad: a message of ", header.payload_size,
                                         " bytes exceeds the limit of ", m_max_payload,
                                         " (process_pool_options::max_message_size)"));
-        if (header.kind < 1 || header.kind > 7)
+        if (header.kind < 1 || header.kind > 8)
             throw protocol_error(
                 concat("triad: corrupt message: unknown frame kind ", header.kind));
         const std::size_t total = sizeof header + static_cast<std::size_t>(header.payload_size);

@@ -1,0 +1,92 @@
+// Helpers for tests of processes: what this process has open, and its descendants as /proc
+// shows them (any depth, so a forgotten grandchild or a zombie anywhere is found).
+#pragma once
+
+#include <dirent.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace triad_test {
+
+inline std::size_t open_descriptors() {
+    std::size_t count = 0;
+    DIR* dir = ::opendir("/proc/self/fd");
+    while (dirent* entry = ::readdir(dir))
+        if (entry->d_name[0] != '.')
+            ++count;
+    ::closedir(dir);
+    return count - 1; // the directory stream's own descriptor
+}
+
+struct process_info {
+    pid_t pid = 0;
+    pid_t parent = 0;
+    char state = '?';
+};
+
+inline std::vector<process_info> all_processes() {
+    std::vector<process_info> found;
+    DIR* dir = ::opendir("/proc");
+    while (dirent* entry = ::readdir(dir)) {
+        const pid_t pid = std::atoi(entry->d_name);
+        if (pid <= 0)
+            continue;
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        std::getline(stat, line);
+        const auto close_paren = line.rfind(')');
+        if (close_paren == std::string::npos)
+            continue;
+        std::istringstream rest(line.substr(close_paren + 2));
+        process_info info;
+        info.pid = pid;
+        rest >> info.state >> info.parent;
+        found.push_back(info);
+    }
+    ::closedir(dir);
+    return found;
+}
+
+// Every descendant of `root` (default: this process), at any depth.
+inline std::vector<process_info> descendants(pid_t root = ::getpid()) {
+    const auto processes = all_processes();
+    std::multimap<pid_t, process_info> by_parent;
+    for (const auto& p : processes)
+        by_parent.emplace(p.parent, p);
+    std::vector<process_info> found;
+    std::vector<pid_t> frontier{root};
+    while (!frontier.empty()) {
+        const pid_t parent = frontier.back();
+        frontier.pop_back();
+        auto [first, last] = by_parent.equal_range(parent);
+        for (auto it = first; it != last; ++it) {
+            found.push_back(it->second);
+            frontier.push_back(it->second.pid);
+        }
+    }
+    return found;
+}
+
+// Gone, or a zombie waiting for its parent.
+inline bool process_gone(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line))
+        return true;
+    const auto close_paren = line.rfind(')');
+    return close_paren != std::string::npos && line.size() > close_paren + 2 &&
+           line[close_paren + 2] == 'Z';
+}
+
+inline bool process_alive(pid_t pid) {
+    return !process_gone(pid);
+}
+
+} // namespace triad_test

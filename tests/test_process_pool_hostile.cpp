@@ -1,0 +1,442 @@
+// The process pool in a hostile process: SIGCHLD ignored, workers that die with results
+// unsent, tasks queued behind a long one, timeouts that race the next task, children and
+// grandchildren holding the pool's descriptors, SIGTERM to every process of the service, a
+// parent killed while an unrelated child lives, descriptors running out, initializers that fail
+// in a replacement. Each case checks the results, a time bound, that no task ran twice (side
+// effects counted in shared memory) and that no process is left behind.
+#include <triad/process.hpp>
+#include <triad/process_pool.hpp>
+
+#include <catch2/catch.hpp>
+
+#include "process_support.hpp"
+#include "support.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using triad_test::descendants;
+using triad_test::finishes_within;
+using triad_test::process_alive;
+using triad_test::process_gone;
+
+namespace {
+
+template <class Predicate>
+bool eventually(Predicate predicate, std::chrono::milliseconds limit = 20s) {
+    return triad_test::eventually(predicate, limit);
+}
+
+// How many times each task ran, in memory every worker shares (mapped before any pool, so
+// every fork server and worker inherits it).
+constexpr std::size_t counter_count = 1 << 16;
+std::atomic<int>* const g_runs = [] {
+    void* memory = ::mmap(nullptr, counter_count * sizeof(std::atomic<int>),
+                          PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED)
+        std::abort();
+    return static_cast<std::atomic<int>*>(memory);
+}();
+
+void reset_runs() {
+    for (std::size_t i = 0; i < counter_count; ++i)
+        g_runs[i].store(0);
+}
+
+int count_run(int id) {
+    g_runs[id].fetch_add(1);
+    return id;
+}
+int count_then_sleep(int id, int ms) {
+    g_runs[id].fetch_add(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return id;
+}
+int count_then_abort(int id) {
+    g_runs[id].fetch_add(1);
+    std::signal(SIGABRT, SIG_DFL);
+    std::abort();
+}
+int sleep_ms(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+}
+int crash(int) {
+    std::signal(SIGSEGV, SIG_DFL);
+    std::raise(SIGSEGV);
+    return 0;
+}
+// Forks a grandchild that outlives the task (15 s) and holds the worker's descriptors; its pid
+// goes to g_runs[slot], so the test can end it.
+int fork_helper(int slot) {
+    const pid_t helper = ::fork();
+    if (helper == 0) {
+        ::sleep(15);
+        ::_exit(0);
+    }
+    g_runs[slot].store(helper);
+    return static_cast<int>(helper);
+}
+int fork_helper_then_crash(int slot) {
+    fork_helper(slot);
+    return crash(0);
+}
+
+// Sets a signal's disposition for the scope.
+class signal_scope {
+public:
+    signal_scope(int sig, void (*handler)(int), int flags = 0) : m_sig(sig) {
+        struct sigaction action{};
+        action.sa_handler = handler;
+        action.sa_flags = flags;
+        sigemptyset(&action.sa_mask);
+        ::sigaction(sig, &action, &m_saved);
+    }
+    ~signal_scope() { ::sigaction(m_sig, &m_saved, nullptr); }
+    signal_scope(const signal_scope&) = delete;
+    signal_scope& operator=(const signal_scope&) = delete;
+
+private:
+    int m_sig;
+    struct sigaction m_saved{};
+};
+
+void nothing(int) {}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The pool works, crashes fail only their task, and nothing is left once it is gone.
+void check_pool_survives_crashes() {
+    const auto before = descendants().size();
+    {
+        triad::process_pool pool(2);
+        auto crashed = pool.submit(crash, 0);
+        auto fine = pool.submit(sleep_ms, 1);
+        CHECK_THROWS_AS(crashed.get(), triad::worker_died);
+        CHECK(fine.get() == 1);
+        CHECK(pool.submit(sleep_ms, 2).get() == 2);
+    }
+    CHECK(eventually([&] { return descendants().size() == before; }, 10s));
+}
+
+} // namespace
+
+TEST_CASE("a parent that ignores SIGCHLD: crashes are reported and the pool ends",
+          "[process_pool][hostile]") {
+    signal_scope ignored(SIGCHLD, SIG_IGN);
+    CHECK(finishes_within(30s, check_pool_survives_crashes));
+}
+
+TEST_CASE("a parent with SA_NOCLDWAIT: crashes are reported and the pool ends",
+          "[process_pool][hostile]") {
+    signal_scope no_wait(SIGCHLD, nothing, SA_NOCLDWAIT);
+    CHECK(finishes_within(30s, check_pool_survives_crashes));
+}
+
+TEST_CASE("a task that finished before its worker died never runs again", "[process_pool][hostile]") {
+    reset_runs();
+    triad::process_pool pool(1);
+    for (int round = 0; round < 30; ++round) {
+        // Sent together: the first is done (its result may still be unsent) when the second
+        // kills the worker.
+        auto done = pool.submit(count_run, round);
+        auto killer = pool.submit(count_then_abort, 1000 + round);
+        CHECK(done.get() == round);
+        CHECK_THROWS_AS(killer.get(), triad::worker_died);
+    }
+    for (int round = 0; round < 30; ++round) {
+        INFO("round " << round);
+        CHECK(g_runs[round].load() == 1);
+        CHECK(g_runs[1000 + round].load() == 1);
+    }
+}
+
+TEST_CASE("a quick task's result does not wait behind a slow task", "[process_pool][hostile]") {
+    triad::process_pool pool(1);
+    (void)pool.submit(sleep_ms, 0).get(); // warm
+    for (int round = 0; round < 3; ++round) {
+        const auto start = std::chrono::steady_clock::now();
+        auto quick = pool.submit(sleep_ms, 0);
+        auto slow = pool.submit(sleep_ms, 1500);
+        CHECK(quick.get() == 0);
+        CHECK(seconds_since(start) < 0.75); // the slow one takes 1.5 s
+        CHECK(slow.get() == 1500);
+    }
+}
+
+TEST_CASE("no task waits behind a busy worker while another is idle", "[process_pool][hostile]") {
+    triad::process_pool pool(2);
+    (void)pool.map(sleep_ms, std::vector<int>{0, 0}); // both workers up
+    for (int round = 0; round < 3; ++round) {
+        auto long_task = pool.submit(sleep_ms, 2000);
+        std::this_thread::sleep_for(20ms);
+        const auto start = std::chrono::steady_clock::now();
+        auto first = pool.submit(sleep_ms, 20);
+        auto second = pool.submit(sleep_ms, 20);
+        CHECK(first.get() == 20);
+        CHECK(second.get() == 20);
+        CHECK(seconds_since(start) < 1.0); // not after the 2 s task
+        CHECK(long_task.get() == 2000);
+    }
+}
+
+TEST_CASE("tasks taken back from a busy worker run exactly once", "[process_pool][hostile]") {
+    reset_runs();
+    triad::process_pool pool(3);
+    std::mt19937 random(12345);
+    std::vector<triad::future<int>> futures;
+    int id = 0;
+    for (int round = 0; round < 20; ++round) {
+        futures.push_back(pool.submit(count_then_sleep, id++, 150));
+        for (int i = 0; i < 30; ++i)
+            futures.push_back(pool.submit(count_then_sleep, id++,
+                                          static_cast<int>(random() % 3)));
+    }
+    for (auto& f : futures)
+        (void)f.get();
+    for (int i = 0; i < id; ++i) {
+        INFO("task " << i);
+        REQUIRE(g_runs[i].load() == 1);
+    }
+}
+
+TEST_CASE("a timeout fails the task that ran too long, never the one after it",
+          "[process_pool][hostile]") {
+    reset_runs();
+    triad::process_pool pool({.processes = 1, .task_timeout = 30ms});
+    std::mt19937 random(7);
+    int timeouts = 0;
+    for (int round = 0; round < 60; ++round) {
+        // Around the deadline: some finish, some time out...
+        auto around = pool.submit(count_then_sleep, round, 27 + static_cast<int>(random() % 7));
+        // ...and the next task must never pay for it.
+        auto next = pool.submit(count_then_sleep, 1000 + round, 5);
+        try {
+            (void)around.get();
+        } catch (const triad::task_timeout&) {
+            ++timeouts;
+        }
+        CHECK(next.get() == 1000 + round);
+        CHECK(g_runs[round].load() == 1);
+        CHECK(g_runs[1000 + round].load() == 1);
+    }
+    CHECK(timeouts > 0);
+}
+
+TEST_CASE("recycling, crashes and timeouts together: every task ran at most once",
+          "[process_pool][hostile]") {
+    reset_runs();
+    triad::process_pool pool({.processes = 2, .max_tasks_per_child = 5, .task_timeout = 200ms});
+    std::mt19937 random(99);
+    std::vector<std::pair<int, triad::future<int>>> futures;
+    for (int id = 0; id < 400; ++id) {
+        const auto kind = random() % 20;
+        if (kind == 0)
+            futures.emplace_back(id, pool.submit(count_then_abort, id));
+        else if (kind == 1)
+            futures.emplace_back(id, pool.submit(count_then_sleep, id, 1000));
+        else
+            futures.emplace_back(id, pool.submit(count_then_sleep, id,
+                                                 static_cast<int>(random() % 2)));
+    }
+    int failed = 0;
+    for (auto& [id, f] : futures) {
+        int value = -1;
+        try {
+            value = f.get();
+        } catch (const triad::worker_died&) {
+            ++failed;
+        } catch (const triad::task_timeout&) {
+            ++failed;
+        }
+        INFO("task " << id);
+        CHECK((value == id || value == -1));
+        CHECK(g_runs[id].load() == 1);
+    }
+    CHECK(failed > 0);
+    CHECK(pool.workers_recycled() > 0);
+}
+
+TEST_CASE("a triad::process child alive at shutdown does not delay it", "[process_pool][hostile]") {
+    triad::process_pool pool(2);
+    CHECK(pool.submit(sleep_ms, 1).get() == 1);
+    triad::process child([] { std::this_thread::sleep_for(30s); });
+    const auto start = std::chrono::steady_clock::now();
+    pool.shutdown();
+    CHECK(seconds_since(start) < 2.0);
+    child.kill();
+    (void)child.join();
+}
+
+TEST_CASE("a grandchild a task forked does not hold up shutdown or a crash report",
+          "[process_pool][hostile]") {
+    reset_runs();
+    {
+        triad::process_pool pool(1);
+        (void)pool.submit(fork_helper, 0).get();
+        // The worker crashes while its helper lives on, holding the worker's pipes.
+        auto crashed = pool.submit(fork_helper_then_crash, 1);
+        CHECK(finishes_within(10s, [&crashed] {
+            CHECK_THROWS_AS(crashed.get(), triad::worker_died);
+        }));
+        const auto start = std::chrono::steady_clock::now();
+        pool.shutdown();
+        CHECK(seconds_since(start) < 2.0);
+    }
+    for (int slot : {0, 1})
+        if (const int helper = g_runs[slot].load(); helper > 0)
+            ::kill(helper, SIGKILL);
+}
+
+TEST_CASE("SIGTERM to every process of the service leaves the pool to its owner",
+          "[process_pool][hostile]") {
+    // systemd stops a service by sending SIGTERM to every process in its cgroup. The fork
+    // server ignores it (it ends with this process); workers die of it and are replaced.
+    triad::process_pool pool(2);
+    CHECK(pool.submit(sleep_ms, 1).get() == 1);
+    auto running = pool.submit(sleep_ms, 5000);
+    REQUIRE(eventually([&] { return pool.running() == 1; }));
+    const auto workers = pool.worker_pids();
+    REQUIRE(workers.size() == 2);
+    for (const auto& p : descendants())
+        ::kill(p.pid, SIGTERM);
+    CHECK_THROWS_AS(running.get(), triad::worker_died);
+    for (pid_t w : workers)
+        CHECK(eventually([w] { return process_gone(w); }, 10s));
+    CHECK_FALSE(pool.closed());
+    CHECK(pool.submit(sleep_ms, 3).get() == 3);
+    CHECK(pool.map(sleep_ms, std::vector<int>{1, 1, 1, 1}) == std::vector<int>{1, 1, 1, 1});
+}
+
+TEST_CASE("the pool's processes end when the parent is killed while an unrelated child lives",
+          "[process_pool][hostile]") {
+    int report[2];
+    REQUIRE(::pipe(report) == 0);
+    const pid_t parent = ::fork();
+    REQUIRE(parent >= 0);
+    if (parent == 0) {
+        ::close(report[0]);
+        triad::process_pool pool(2);
+        std::vector<int> pids;
+        for (pid_t w : pool.worker_pids())
+            pids.push_back(w);
+        // A child forked the plain way after the pool: it inherits the pool's descriptors.
+        const pid_t unrelated = ::fork();
+        if (unrelated == 0) {
+            ::sleep(30);
+            ::_exit(0);
+        }
+        pids.push_back(unrelated);
+        for (const auto& p : descendants())
+            if (p.parent == ::getpid() && p.pid != unrelated)
+                pids.push_back(p.pid); // the fork server
+        const int count = static_cast<int>(pids.size());
+        [[maybe_unused]] ssize_t n = ::write(report[1], &count, sizeof count);
+        n = ::write(report[1], pids.data(), sizeof(int) * pids.size());
+        ::pause();
+        ::_exit(0);
+    }
+    ::close(report[1]);
+    int count = 0;
+    REQUIRE(::read(report[0], &count, sizeof count) == sizeof count);
+    std::vector<int> pids(static_cast<std::size_t>(count));
+    REQUIRE(::read(report[0], pids.data(), sizeof(int) * pids.size()) ==
+            static_cast<ssize_t>(sizeof(int) * pids.size()));
+    ::close(report[0]);
+    ::kill(parent, SIGKILL);
+    int status = 0;
+    ::waitpid(parent, &status, 0);
+    REQUIRE(pids.size() == 4); // two workers, the unrelated child, the server
+    const pid_t unrelated = pids[2];
+    for (std::size_t i = 0; i < pids.size(); ++i)
+        if (pids[i] != unrelated)
+            CHECK(eventually([pid = pids[i]] { return process_gone(pid); }, 10s));
+    CHECK(process_alive(unrelated)); // it was not ours to end
+    ::kill(unrelated, SIGKILL);
+}
+
+TEST_CASE("running out of descriptors delays a replacement; the pool recovers",
+          "[process_pool][hostile]") {
+    triad::process_pool pool(1);
+    CHECK(pool.submit(sleep_ms, 1).get() == 1);
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    // Every descriptor below a low limit taken: the crashed worker's three (its pipes and
+    // pidfd) come free, but a replacement needs four.
+    const int lowest_free = ::dup(0);
+    ::close(lowest_free);
+    rlimit tight = saved;
+    tight.rlim_cur = static_cast<rlim_t>(lowest_free) + 8;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+    std::vector<int> filler;
+    for (int fd; (fd = ::dup(0)) >= 0;)
+        filler.push_back(fd);
+    CHECK_THROWS_AS(pool.submit(crash, 0).get(), triad::worker_died);
+    auto waiting = pool.submit(sleep_ms, 4);
+    std::this_thread::sleep_for(500ms);
+    CHECK_FALSE(waiting.ready()); // no worker: it waits (for up to 5 s) rather than fail
+    for (int fd : filler)
+        ::close(fd);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    CHECK(finishes_within(10s, [&waiting] { CHECK(waiting.get() == 4); }));
+    CHECK_FALSE(pool.closed());
+}
+
+namespace {
+// Fails in a replacement worker twice, then works: the counter lives in shared memory.
+void flaky_initializer(std::size_t) {
+    const int start = g_runs[counter_count - 1].fetch_add(1);
+    if (start == 1 || start == 2)
+        throw std::runtime_error("the database is not up yet");
+}
+} // namespace
+
+TEST_CASE("an initializer that fails in a replacement is retried; ten failures break the pool",
+          "[process_pool][hostile]") {
+    reset_runs();
+    {
+        triad::process_pool pool({.processes = 1, .initializer = flaky_initializer});
+        CHECK_THROWS_AS(pool.submit(crash, 0).get(), triad::worker_died);
+        // The replacement's initializer fails twice, then the third start works.
+        CHECK(pool.submit(sleep_ms, 5).get() == 5);
+        CHECK_FALSE(pool.closed());
+    }
+    {
+        triad::process_pool pool({.processes = 1, .initializer = [](std::size_t) {
+                                      if (g_runs[counter_count - 2].fetch_add(1) > 0)
+                                          throw std::runtime_error("gone for good");
+                                  }});
+        CHECK_THROWS_AS(pool.submit(crash, 0).get(), triad::worker_died);
+        auto waiting = pool.submit(sleep_ms, 5);
+        REQUIRE(finishes_within(20s, [&waiting] {
+            CHECK_THROWS_WITH(waiting.get(), Catch::Contains("gone for good"));
+        }));
+        CHECK(pool.closed());
+    }
+}
+
+TEST_CASE("no zombie and no descriptor is left by the hostile cases", "[process_pool][hostile]") {
+    const auto fds = triad_test::open_descriptors();
+    {
+        triad::process_pool pool(2);
+        (void)pool.map(sleep_ms, std::vector<int>(10, 1));
+        CHECK_THROWS_AS(pool.submit(crash, 0).get(), triad::worker_died);
+    }
+    CHECK(eventually([] { return descendants().empty(); }, 10s));
+    CHECK(triad_test::open_descriptors() == fds);
+}
