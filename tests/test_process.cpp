@@ -176,3 +176,47 @@ TEST_CASE("a process in a parent that ignores SIGCHLD still reports its code, ne
     // be a lie.
     CHECK_THROWS_WITH(killed.join(), Catch::Contains("status was collected elsewhere"));
 }
+
+TEST_CASE("a bounded queue: try_put when full, put_for and get_for time out, size counts",
+          "[process_queue]") {
+    triad::process_queue<int> q(2);
+    CHECK(q.max_size() == 2);
+    CHECK(q.size() == 0);
+    int out = 0;
+    CHECK(q.try_get(out) == triad::queue_status::empty);
+    CHECK(q.try_put(1) == triad::queue_status::success);
+    CHECK(q.put_for(2, 10ms) == triad::queue_status::success);
+    CHECK(q.size() == 2);
+    CHECK(q.try_put(3) == triad::queue_status::full);
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(q.put_for(3, 100ms) == triad::queue_status::timeout);
+    CHECK(std::chrono::steady_clock::now() - start >= 100ms);
+    // A consumer process makes room; the blocked put then goes through.
+    triad::process consumer([&q] {
+        std::this_thread::sleep_for(100ms);
+        int value = 0;
+        return q.get_for(value, 5s) == triad::queue_status::success ? value : -1;
+    });
+    q.put(3);
+    CHECK(consumer.join() == 1);
+    CHECK(q.size() == 2);
+    CHECK(q.get() == 2);
+    CHECK(q.get() == 3);
+    CHECK(q.get_for(out, 50ms) == triad::queue_status::timeout);
+    q.close();
+    CHECK(q.get_for(out, 50ms) == triad::queue_status::closed);
+    CHECK(q.try_put(4) == triad::queue_status::closed);
+}
+
+TEST_CASE("closing a full queue ends a put blocked on it", "[process_queue]") {
+    triad::process_queue<int> q(1);
+    q.put(1);
+    std::thread closer([&q] {
+        std::this_thread::sleep_for(100ms);
+        q.close();
+    });
+    CHECK_THROWS_AS(q.put(2), triad::pool_closed);
+    closer.join();
+    CHECK(q.get() == 1);
+    CHECK_FALSE(q.get().has_value());
+}

@@ -1,4 +1,5 @@
 #include <triad/process_pool.hpp>
+#include <triad/process_queue.hpp>
 #include <triad/thread_pool.hpp>
 
 #include <catch2/catch.hpp>
@@ -11,7 +12,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cctype>
 #include <dirent.h>
+#include <pty.h>
+#include <termios.h>
 #include <fstream>
 #include <list>
 #include <mutex>
@@ -758,4 +762,194 @@ TEST_CASE("a pool builds while another thread is blocked reading stdin", "[proce
     ::close(input[0]);
     ::close(input[1]);
     std::clearerr(stdin);
+}
+
+TEST_CASE("terminate() kills running tasks and cancels the queue, at once", "[process_pool]") {
+    triad::process_pool pool(2);
+    auto hung = pool.submit(sleep_ms, 60'000);
+    auto also_hung = pool.submit(sleep_ms, 60'000);
+    std::vector<triad::future<int>> queued;
+    for (int i = 0; i < 10; ++i)
+        queued.push_back(pool.submit(sleep_ms, 1));
+    REQUIRE(eventually([&] { return pool.running() == 2; }));
+    const auto workers = pool.worker_pids();
+    // A thread blocked in shutdown(), waiting for the hung tasks, is released too.
+    std::thread draining([&pool] { pool.shutdown(); });
+    std::this_thread::sleep_for(50ms);
+    const auto start = std::chrono::steady_clock::now();
+    pool.terminate();
+    draining.join();
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+    CHECK_THROWS_AS(hung.get(), triad::task_cancelled);
+    CHECK_THROWS_AS(also_hung.get(), triad::task_cancelled);
+    for (auto& f : queued)
+        CHECK_THROWS_AS(f.get(), triad::task_cancelled);
+    for (pid_t w : workers)
+        CHECK(process_gone(w));
+    CHECK(children().empty());
+    pool.terminate(); // idempotent
+    CHECK_THROWS_AS((void)pool.submit(square, 1L), triad::pool_closed);
+}
+
+TEST_CASE("a timeout per task, and per map item", "[process_pool]") {
+    triad::process_pool pool(2);
+    CHECK_THROWS_AS(pool.submit({.timeout = 100ms}, sleep_ms, 5000).get(), triad::task_timeout);
+    CHECK(pool.submit(sleep_ms, 300).get() == 300); // the pool itself has no limit
+    CHECK(pool.submit({.timeout = 2s}, sleep_ms, 10).get() == 10);
+    CHECK_THROWS_AS(pool.submit({.timeout = 0ms}, sleep_ms, 1), std::invalid_argument);
+
+    // Each item gets the whole limit, however many share a chunk: four 300 ms items in one
+    // chunk take 1.2 s, over the limit, and pass.
+    const std::vector<int> slow(4, 300);
+    CHECK(pool.map(sleep_ms, slow, {.chunk_size = 4, .item_timeout = 700ms}) == slow);
+    // One item over it fails the map, naming the item.
+    const std::vector<int> one_hangs{10, 10, 10, 10, 5000, 10};
+    CHECK_THROWS_WITH(pool.map(sleep_ms, one_hangs, {.chunk_size = 6, .item_timeout = 500ms}),
+                      Catch::Contains("item 4 of a map chunk"));
+    CHECK_THROWS_AS(pool.map(sleep_ms, one_hangs, {.chunk_size = 6, .item_timeout = 500ms}),
+                    triad::task_timeout);
+    triad::thread_pool threads(1);
+    CHECK_THROWS_AS(threads.map([](int x) { return x; }, std::vector<int>{1}, {.item_timeout = 1s}),
+                    std::invalid_argument);
+}
+
+TEST_CASE("imap starts sending when it is called, not when iteration begins", "[process_pool]") {
+    triad::process_pool pool(2);
+    counting_input::shared state;
+    auto results = pool.imap(square, counting_input{1000, &state}, {.chunk_size = 10});
+    CHECK(state.produced > 0);
+    CHECK(eventually([&] { return pool.completed() > 0; }));
+    long total = 0;
+    for (long value : results) {
+        ++state.consumed;
+        total += value;
+    }
+    CHECK(total == 332'833'500); // sum of squares 0..999
+}
+
+namespace {
+int busy_2ms(int x) {
+    const auto until = std::chrono::steady_clock::now() + 2ms;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    return x;
+}
+
+// stderr as the slave side of a pseudo-terminal for the scope; what was written is read from
+// the master side, all along (a full terminal buffer would block the writer).
+class captured_terminal {
+public:
+    captured_terminal() {
+        REQUIRE(::openpty(&m_master, &m_slave, nullptr, nullptr, nullptr) == 0);
+        termios mode{};
+        ::tcgetattr(m_slave, &mode);
+        mode.c_oflag &= ~static_cast<tcflag_t>(OPOST); // no \n -> \r\n translation
+        ::tcsetattr(m_slave, TCSANOW, &mode);
+        m_saved = ::dup(STDERR_FILENO);
+        ::dup2(m_slave, STDERR_FILENO);
+        m_reader = std::thread([this] {
+            char buffer[4096];
+            for (;;) {
+                const ssize_t n = ::read(m_master, buffer, sizeof buffer);
+                if (n <= 0)
+                    return;
+                std::lock_guard lock(m_mutex);
+                m_text.append(buffer, static_cast<std::size_t>(n));
+            }
+        });
+    }
+    ~captured_terminal() { restore(); }
+    captured_terminal(const captured_terminal&) = delete;
+    captured_terminal& operator=(const captured_terminal&) = delete;
+
+    // Puts stderr back and returns everything written to the terminal.
+    std::string restore() {
+        if (m_saved >= 0) {
+            ::dup2(m_saved, STDERR_FILENO);
+            ::close(m_saved);
+            m_saved = -1;
+            ::close(m_slave); // the reader sees the end (EIO) once nothing is left
+            m_reader.join();
+            ::close(m_master);
+        }
+        std::lock_guard lock(m_mutex);
+        return m_text;
+    }
+
+private:
+    int m_master = -1;
+    int m_slave = -1;
+    int m_saved = -1;
+    std::thread m_reader;
+    std::mutex m_mutex;
+    std::string m_text;
+};
+
+// The percentages of the lines drawn, in order.
+std::vector<int> drawn_percentages(const std::string& text) {
+    std::vector<int> found;
+    for (std::size_t at = text.find('%'); at != std::string::npos; at = text.find('%', at + 1)) {
+        std::size_t start = at;
+        while (start > 0 && (std::isdigit(static_cast<unsigned char>(text[start - 1])) ||
+                             text[start - 1] == ' '))
+            --start;
+        found.push_back(std::atoi(text.substr(start, at - start).c_str()));
+    }
+    return found;
+}
+} // namespace
+
+TEST_CASE("a process-pool map's progress bar counts items and ends its line before map returns",
+          "[process_pool]") {
+    triad::process_pool pool(2);
+    std::vector<int> items(2000);
+    std::iota(items.begin(), items.end(), 0);
+    captured_terminal terminal;
+    // 2,000 items of 2 ms on 2 workers: about 2 s, in 8 chunks (4 per worker).
+    const auto out = pool.map(busy_2ms, items, {.progress = triad::progress_bar::terminal});
+    const std::string after = "after map\n";
+    [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, after.data(), after.size());
+    const std::string text = terminal.restore();
+    CHECK(out == items);
+    INFO(text);
+    const std::vector<int> percentages = drawn_percentages(text);
+    REQUIRE(percentages.size() >= 5);
+    // Steps smaller than a chunk's 12.5%: the workers report items within their chunks.
+    int small_steps = 0;
+    for (std::size_t i = 1; i < percentages.size(); ++i)
+        if (percentages[i] > percentages[i - 1] && percentages[i] - percentages[i - 1] < 12)
+            ++small_steps;
+    CHECK(small_steps >= 3);
+    CHECK(percentages.back() == 100);
+    // The 100% line is complete and ended before map returned: the next output starts a line.
+    CHECK(text.find("| 2000/2000 [") != std::string::npos);
+    CHECK(text.size() >= after.size());
+    CHECK(text.compare(text.size() - after.size(), after.size(), after) == 0);
+    const std::size_t last_line = text.rfind('\r');
+    REQUIRE(last_line != std::string::npos);
+    CHECK(text.find('\n', last_line) == text.size() - after.size() - 1);
+}
+
+namespace {
+triad::process_queue<int>* g_queue = nullptr;
+int put_square(int x) {
+    g_queue->put(x * x);
+    return x;
+}
+} // namespace
+
+TEST_CASE("a process_queue made before a pool is usable from its workers", "[process_pool]") {
+    triad::process_queue<int> queue;
+    g_queue = &queue;
+    {
+        triad::process_pool pool(2);
+        CHECK(pool.map(put_square, std::vector<int>{1, 2, 3, 4}) == std::vector<int>{1, 2, 3, 4});
+    }
+    std::vector<int> squares;
+    int value = 0;
+    while (queue.try_get(value) == triad::queue_status::success)
+        squares.push_back(value);
+    std::sort(squares.begin(), squares.end());
+    CHECK(squares == std::vector<int>{1, 4, 9, 16});
+    g_queue = nullptr;
 }

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <optional>
 
 /// Options shared by every triad pool.
 namespace triad {
@@ -22,6 +24,13 @@ struct map_options {
     std::size_t chunk_size = 0;
     /** Draws a progress line on stderr while the call runs. */
     progress_bar progress = progress_bar::off;
+    /**
+     * Process pools only: an item running longer than this has its worker killed, and the map
+     * throws `triad::task_timeout` naming the item (each item gets the whole limit, however
+     * the items are chunked). Unset: the pool's `task_timeout`, if any, limits each chunk. A
+     * thread cannot be killed, so the thread pool refuses it (`std::invalid_argument`).
+     */
+    std::optional<std::chrono::nanoseconds> item_timeout{};
 };
 
 /** `drain` runs everything queued before stopping; `cancel` drops it (its futures throw

@@ -98,6 +98,15 @@ struct process_pool_options {
     bool use_fork_server_guard = true;
 };
 
+/** How one task submitted to a `triad::process_pool` runs. */
+struct task_options {
+    /**
+     * Kill the task's worker if the task runs longer than this; its future throws
+     * `triad::task_timeout`. Unset: the pool's `task_timeout`. Must be positive.
+     */
+    std::optional<std::chrono::nanoseconds> timeout{};
+};
+
 template <class R>
 class imap_range;
 
@@ -154,8 +163,15 @@ public:
      * `triad::task_cancelled`. Throws `triad::pool_closed` after `shutdown()`.
      */
     template <class Fn, class... Args>
+        requires(!std::is_same_v<std::remove_cvref_t<Fn>, task_options>)
     [[nodiscard]] auto submit(Fn&& fn, const Args&... args) -> future<
         std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>>;
+
+    /** `submit` with per-task options: `pool.submit({.timeout = 2s}, fn, args...)`. */
+    template <class Fn, class... Args>
+    [[nodiscard]] auto submit(const task_options& options, Fn&& fn, const Args&... args)
+        -> future<std::remove_cvref_t<
+            std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>>;
 
     /**
      * `fn(item)` for every item, results in input order, in chunks (about four per worker
@@ -194,6 +210,14 @@ public:
         m_manager.shutdown(mode == shutdown_mode::cancel);
     }
 
+    /**
+     * Stops now (Python's `Pool.terminate()`): running tasks have their workers killed and
+     * their futures throw `triad::task_cancelled`, queued ones are cancelled, and every process
+     * is reaped before it returns. Idempotent; any thread may call it, also during a
+     * `shutdown()` that waits for a hung task, which it then ends.
+     */
+    void terminate() { m_manager.terminate(); }
+
     /** True once `shutdown()` began, or the pool broke (a failed initializer, a lost fork server).
      */
     bool closed() const noexcept { return m_manager.closed(); }
@@ -221,10 +245,27 @@ private:
     static constexpr void check_map_call();
 
     template <class R, class Call, class Encode>
-    future<R> send(std::uintptr_t function, Encode&& encode_arguments);
+    future<R> send(std::uintptr_t function, std::int64_t timeout_ns, Encode&& encode_arguments,
+                   std::uint64_t* task_id = nullptr);
+
+    std::int64_t timeout_ns(const std::optional<std::chrono::nanoseconds>& timeout) const {
+        if (!timeout)
+            return m_manager.default_timeout_ns();
+        if (*timeout <= std::chrono::nanoseconds::zero())
+            throw std::invalid_argument("triad::process_pool: a timeout must be positive");
+        return timeout->count();
+    }
 
     template <class F, class Item, bool Spread, class It>
-    auto send_chunk(const F& fn, It first, std::size_t count);
+    auto send_chunk(const F& fn, It first, std::size_t count, std::int64_t timeout_ns,
+                    std::uint64_t* task_id = nullptr);
+
+    // A map chunk's timeout: per item if the map has one (negative), else the pool's.
+    std::int64_t chunk_timeout_ns(const map_options& options) const {
+        if (!options.item_timeout)
+            return m_manager.default_timeout_ns();
+        return -timeout_ns(options.item_timeout);
+    }
 
     template <class Fn, class Items, bool Spread>
     auto map_impl(Fn&& fn, Items&& items, map_options options);
@@ -404,8 +445,9 @@ private:
             m_state->meter->add(1);
             m_state->meter->tick();
         }
-        if (++m_state->position >= m_state->values.size())
-            m_state->next_chunk();
+        if (++m_state->position >= m_state->values.size() && !m_state->next_chunk() &&
+            m_state->meter)
+            m_state->meter->finish(); // the final line, ended, when the last item is consumed
     }
     bool at_end() const noexcept { return m_state->finished; }
 
@@ -436,14 +478,17 @@ inline process_pool::process_pool(process_pool_options options)
     : m_manager(to_config(std::move(options))) {}
 
 template <class R, class Call, class Encode>
-future<R> process_pool::send(std::uintptr_t function, Encode&& encode_arguments) {
+future<R> process_pool::send(std::uintptr_t function, std::int64_t timeout_ns,
+                             Encode&& encode_arguments, std::uint64_t* task_id) {
     auto task = std::make_unique<detail::remote_future_task<R>>(m_manager.next_task_id());
+    if (task_id != nullptr)
+        *task_id = task->id();
     std::vector<char>& frame = task->frame();
     detail::begin_frame(frame, detail::frame_kind::task, task->id());
     detail::byte_writer writer(frame);
     writer.write_scalar<std::uint32_t>(Call::id);
     writer.write_scalar<std::uint64_t>(function);
-    writer.write_scalar<std::int64_t>(m_manager.default_timeout_ns());
+    writer.write_scalar<std::int64_t>(timeout_ns);
     encode_arguments(writer);
     detail::end_frame(frame, 0);
     if (frame.size() - sizeof(detail::frame_header) > m_manager.max_message_size())
@@ -456,7 +501,14 @@ future<R> process_pool::send(std::uintptr_t function, Encode&& encode_arguments)
 }
 
 template <class Fn, class... Args>
+    requires(!std::is_same_v<std::remove_cvref_t<Fn>, task_options>)
 auto process_pool::submit(Fn&& fn, const Args&... args)
+    -> future<std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>> {
+    return submit(task_options{}, std::forward<Fn>(fn), args...);
+}
+
+template <class Fn, class... Args>
+auto process_pool::submit(const task_options& options, Fn&& fn, const Args&... args)
     -> future<std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>> {
     using F = std::decay_t<Fn>;
     detail::require_sendable_callable<F>();
@@ -468,9 +520,12 @@ auto process_pool::submit(Fn&& fn, const Args&... args)
     if constexpr (!std::is_void_v<R>)
         detail::require_serializable<R>();
     using call = detail::remote_call<F, std::decay_t<Args>...>;
-    return send<R, call>(detail::callable_address(F(fn)), [&](detail::byte_writer& writer) {
-        (detail::encode_value(writer, static_cast<const std::decay_t<Args>&>(args)), ...);
-    });
+    return send<R, call>(detail::callable_address(F(fn)), timeout_ns(options.timeout),
+                         [&](detail::byte_writer& writer) {
+                             (detail::encode_value(writer,
+                                                   static_cast<const std::decay_t<Args>&>(args)),
+                              ...);
+                         });
 }
 
 template <class Fn, class Item, bool Spread>
@@ -493,12 +548,14 @@ constexpr void process_pool::check_map_call() {
 }
 
 template <class F, class Item, bool Spread, class It>
-auto process_pool::send_chunk(const F& fn, It first, std::size_t count) {
+auto process_pool::send_chunk(const F& fn, It first, std::size_t count, std::int64_t timeout_ns,
+                              std::uint64_t* task_id) {
     using call = detail::remote_chunk<F, Item, Spread>;
     using R = typename call::result_type;
     return send<detail::chunk_result<R>, call>(
-        detail::callable_address(fn),
-        [&](detail::byte_writer& writer) { detail::encode_sequence(writer, first, count); });
+        detail::callable_address(fn), timeout_ns,
+        [&](detail::byte_writer& writer) { detail::encode_sequence(writer, first, count); },
+        task_id);
 }
 
 template <class Fn, class Items, bool Spread>
@@ -514,35 +571,51 @@ auto process_pool::map_impl(Fn&& fn, Items&& items, map_options options) {
         const F callable(fn);
         const std::size_t n = static_cast<std::size_t>(std::ranges::size(items));
         const std::size_t chunk = map_chunk_size(n, options);
-        auto meter = std::make_shared<detail::progress_meter>(options.progress, n);
-        std::vector<std::pair<future<detail::chunk_result<R>>, std::size_t>> chunks;
+        const std::int64_t timeout = chunk_timeout_ns(options);
+        detail::progress_meter meter(options.progress, n);
+        struct sent_chunk {
+            future<detail::chunk_result<R>> result;
+            std::size_t count;
+            std::uint64_t task;
+        };
+        std::vector<sent_chunk> chunks;
         chunks.reserve((n + chunk - 1) / chunk);
         std::exception_ptr error;
         auto first = std::ranges::begin(items);
         for (std::size_t begin = 0; begin < n; begin += chunk) {
             const std::size_t count = std::min(chunk, n - begin);
             try {
-                chunks.emplace_back(
-                    send_chunk<F, Item, Spread>(
-                        callable,
-                        first + static_cast<std::ranges::range_difference_t<Items>>(begin), count),
-                    count);
+                std::uint64_t task = 0;
+                auto result = send_chunk<F, Item, Spread>(
+                    callable, first + static_cast<std::ranges::range_difference_t<Items>>(begin),
+                    count, timeout, &task);
+                chunks.push_back({std::move(result), count, task});
             } catch (...) {
                 error = std::current_exception(); // stop sending; wait for what was sent
                 break;
             }
-            if (meter->enabled())
-                chunks.back().first.on_ready([meter, count] { meter->add(count); });
         }
+        // The bar counts items: those of finished chunks, and those the workers report done
+        // within the chunks they are running.
+        const auto show_progress = [&](std::size_t from) {
+            std::size_t under_way = 0;
+            for (std::size_t i = from; i < chunks.size(); ++i)
+                under_way += chunks[i].result.ready()
+                                 ? chunks[i].count
+                                 : static_cast<std::size_t>(m_manager.items_done(chunks[i].task));
+            meter.set_partial(under_way);
+            meter.tick();
+        };
         std::vector<R> results;
         results.reserve(n);
         std::size_t first_failure = n;
         std::size_t offset = 0;
-        for (auto& [result, count] : chunks) {
-            if (meter->enabled())
+        for (std::size_t i = 0; i < chunks.size(); ++i) {
+            auto& [result, count, task] = chunks[i];
+            if (meter.enabled())
                 while (result.wait_for(std::chrono::milliseconds(100)) ==
                        std::future_status::timeout)
-                    meter->tick();
+                    show_progress(i);
             try {
                 auto [values, failures] = result.get();
                 if (values.size() != count)
@@ -560,8 +633,9 @@ auto process_pool::map_impl(Fn&& fn, Items&& items, map_options options) {
                     error = std::current_exception();
             }
             offset += count;
+            meter.add(count);
         }
-        meter->tick();
+        meter.finish(!error); // the final line, ended, before map returns
         if (error)
             std::rethrow_exception(error);
         return results;
@@ -612,9 +686,10 @@ auto process_pool::imap_impl(Fn&& fn, Items&& items, map_options options) {
         if (options.progress != progress_bar::off)
             s->meter = std::make_unique<detail::progress_meter>(options.progress, total);
     const F callable(fn);
+    const std::int64_t timeout = chunk_timeout_ns(options);
     s->send_next =
-        [this, input, chunk,
-         callable]() -> std::optional<std::pair<future<detail::chunk_result<R>>, std::size_t>> {
+        [this, input, chunk, callable,
+         timeout]() -> std::optional<std::pair<future<detail::chunk_result<R>>, std::size_t>> {
         // Pull the next chunk of items from the input; only it is ever held here.
         std::vector<Item> batch;
         const auto end = std::ranges::end(input->items);
@@ -625,8 +700,11 @@ auto process_pool::imap_impl(Fn&& fn, Items&& items, map_options options) {
         if (batch.empty())
             return std::nullopt;
         const std::size_t count = batch.size();
-        return std::pair{send_chunk<F, Item, false>(callable, batch.begin(), count), count};
+        return std::pair{send_chunk<F, Item, false>(callable, batch.begin(), count, timeout),
+                         count};
     };
+    // Sending starts now, as Python's imap does, not when iteration begins.
+    s->fill();
     return range_type(std::move(s));
 }
 

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
+#include <stdexcept>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -8,12 +10,15 @@
 #include <optional>
 #include <vector>
 
+#include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <triad/detail/posix.hpp>
 #include <triad/detail/text.hpp>
+#include <triad/detail/wait_slot.hpp>
 #include <triad/errors.hpp>
 #include <triad/serialize.hpp>
 
@@ -41,19 +46,55 @@ namespace triad {
  * lines.close();
  * @endcode
  */
+/** What a non-blocking or timed queue operation did. */
+enum class queue_status {
+    success, ///< the value was put or taken
+    full,    ///< `try_put`: the queue holds `max_size` values
+    empty,   ///< `try_get`: nothing to take now
+    timeout, ///< `put_for` / `get_for`: the time ran out
+    closed,  ///< the queue is closed (a put), or closed and drained (a get)
+};
+
 template <serializable T>
 class process_queue {
 public:
-    process_queue();
+    /**
+     * An unbounded queue (`put` waits only while the pipe is full, about 1 MiB), or one that
+     * holds at most `max_size` values (Python's `Queue(maxsize)`): `put` then waits for room.
+     */
+    explicit process_queue(std::size_t max_size = 0);
     ~process_queue();
     process_queue(const process_queue&) = delete;
     process_queue& operator=(const process_queue&) = delete;
 
-    /** Appends a value. Throws `triad::pool_closed` after `close()`. */
+    /**
+     * Appends a value, waiting for room in a bounded queue. Throws `triad::pool_closed` after
+     * `close()`, also when closing ends the wait.
+     */
     void put(const T& value);
+    /** Appends a value if there is room now (Python's `put_nowait`). */
+    queue_status try_put(const T& value);
+    /** Appends a value, waiting at most `timeout` for room (Python's `put(block, timeout)`). */
+    template <class Rep, class Period>
+    queue_status put_for(const T& value, std::chrono::duration<Rep, Period> timeout);
 
     /** The next value, blocking until there is one; empty once the queue is closed and drained. */
     std::optional<T> get();
+    /** Takes the next value into `out` if one is there now (Python's `get_nowait`). */
+    queue_status try_get(T& out);
+    /** Takes the next value into `out`, waiting at most `timeout` (Python's `get(timeout=)`). */
+    template <class Rep, class Period>
+    queue_status get_for(T& out, std::chrono::duration<Rep, Period> timeout);
+
+    /**
+     * How many values are in the queue (Python's `qsize()`): a snapshot, as other processes
+     * put and take concurrently.
+     */
+    std::size_t size() const noexcept {
+        return static_cast<std::size_t>(m_shared->count.load(std::memory_order_acquire));
+    }
+    /** The bound given at construction; 0: unbounded. */
+    std::size_t max_size() const noexcept { return m_max_size; }
 
     /** No more values: consumers drain what is queued, then get an empty optional. Idempotent. */
     void close();
@@ -67,6 +108,8 @@ private:
     struct shared_block {
         pthread_mutex_t write_lock;
         pthread_mutex_t read_lock;
+        sem_t free_slots; // a bounded queue's room
+        std::atomic<std::uint64_t> count{0};
         std::atomic<std::uint32_t> closed{0};
         std::atomic<std::uint32_t> broken{0};
         // Set while a holder of the lock is halfway through a message.
@@ -76,9 +119,17 @@ private:
 
     class lock {
     public:
-        lock(pthread_mutex_t& mutex, std::atomic<std::uint32_t>& midway, shared_block& shared)
+        // Without a deadline it waits as long as it takes; with one, owns() says if it got it.
+        lock(pthread_mutex_t& mutex, std::atomic<std::uint32_t>& midway, shared_block& shared,
+             const timespec* deadline = nullptr)
             : m_mutex(mutex) {
-            const int rc = ::pthread_mutex_lock(&m_mutex);
+            const int rc = deadline == nullptr
+                               ? ::pthread_mutex_lock(&m_mutex)
+                               : ::pthread_mutex_clocklock(&m_mutex, CLOCK_MONOTONIC, deadline);
+            if (rc == ETIMEDOUT) {
+                m_owned = false;
+                return;
+            }
             if (rc == EOWNERDEAD) {
                 // Its last owner died. Only if it died halfway through a message is the stream
                 // cut somewhere unknown; a consumer killed while waiting breaks nothing.
@@ -94,13 +145,44 @@ private:
                                      "queue, so its contents can no longer be trusted");
             }
         }
-        ~lock() { ::pthread_mutex_unlock(&m_mutex); }
+        ~lock() {
+            if (m_owned)
+                ::pthread_mutex_unlock(&m_mutex);
+        }
         lock(const lock&) = delete;
         lock& operator=(const lock&) = delete;
+        bool owns() const noexcept { return m_owned; }
 
     private:
         pthread_mutex_t& m_mutex;
+        bool m_owned = true;
     };
+
+    using clock = std::chrono::steady_clock;
+    static constexpr auto forever = clock::time_point::max();
+
+    static timespec monotonic(clock::time_point when) noexcept {
+        // steady_clock is CLOCK_MONOTONIC on Linux.
+        const auto ns =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()).count();
+        return timespec{static_cast<time_t>(ns / 1'000'000'000),
+                        static_cast<long>(ns % 1'000'000'000)};
+    }
+
+    std::vector<char> encode_frame(const T& value) const {
+        std::vector<char> frame(sizeof(std::uint64_t));
+        encode_to(frame, value);
+        const std::uint64_t size = frame.size() - sizeof(std::uint64_t);
+        std::memcpy(frame.data(), &size, sizeof size);
+        return frame;
+    }
+    // Room for one value in a bounded queue, by `deadline`; checks for close() every 50 ms,
+    // since a close does not post the semaphore.
+    queue_status reserve_slot(clock::time_point deadline);
+    queue_status put_until(const T& value, clock::time_point deadline);
+    queue_status get_until(T& out, clock::time_point deadline);
+    // With the read lock held: waits for a frame by `deadline`, reads it into `out`.
+    queue_status read_frame(T& out, clock::time_point deadline);
 
     // Set while this process is halfway through a message; if it leaves by an exception there,
     // the stream is cut somewhere unknown and the queue is broken for everyone.
@@ -132,10 +214,14 @@ private:
 
     shared_block* m_shared = nullptr;
     detail::pipe_pair m_pipe;
+    std::size_t m_max_size = 0;
 };
 
 template <serializable T>
-process_queue<T>::process_queue() {
+process_queue<T>::process_queue(std::size_t max_size) : m_max_size(max_size) {
+    if (max_size > static_cast<std::size_t>(SEM_VALUE_MAX))
+        throw std::invalid_argument(detail::concat("triad::process_queue: max_size above ",
+                                                   SEM_VALUE_MAX));
     void* memory = ::mmap(nullptr, sizeof(shared_block), PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED)
@@ -148,10 +234,14 @@ process_queue<T>::process_queue() {
     ::pthread_mutex_init(&m_shared->write_lock, &attributes);
     ::pthread_mutex_init(&m_shared->read_lock, &attributes);
     ::pthread_mutexattr_destroy(&attributes);
+    ::sem_init(&m_shared->free_slots, 1, static_cast<unsigned>(max_size));
     try {
         // Children started with triad::process inherit it through fork; O_CLOEXEC keeps it out
         // of programs anyone execs.
         m_pipe = detail::make_pipe(O_CLOEXEC);
+        // Process pools built later keep it open in their servers and workers.
+        detail::shared_descriptors::add(m_pipe.read.get());
+        detail::shared_descriptors::add(m_pipe.write.get());
     } catch (...) {
         ::munmap(memory, sizeof(shared_block));
         throw;
@@ -161,6 +251,8 @@ process_queue<T>::process_queue() {
 
 template <serializable T>
 process_queue<T>::~process_queue() {
+    detail::shared_descriptors::remove(m_pipe.read.get());
+    detail::shared_descriptors::remove(m_pipe.write.get());
     m_pipe.read.reset();
     m_pipe.write.reset();
     // Every process unmaps its own view; the mutexes live as long as any view does.
@@ -168,31 +260,98 @@ process_queue<T>::~process_queue() {
 }
 
 template <serializable T>
-void process_queue<T>::put(const T& value) {
-    std::vector<char> frame(sizeof(std::uint64_t));
-    encode_to(frame, value);
-    const std::uint64_t size = frame.size() - sizeof(std::uint64_t);
-    std::memcpy(frame.data(), &size, sizeof size);
-    lock guard(m_shared->write_lock, m_shared->writing, *m_shared);
-    if (closed())
-        throw pool_closed("triad::process_queue: put after close()");
-    midway writing(m_shared->writing, *m_shared);
-    write_frame(frame.data(), frame.size());
-    writing.done();
+queue_status process_queue<T>::reserve_slot(clock::time_point deadline) {
+    if (m_max_size == 0)
+        return queue_status::success;
+    for (;;) {
+        if (closed())
+            return queue_status::closed;
+        const auto now = clock::now();
+        if (deadline != forever && now >= deadline)
+            return ::sem_trywait(&m_shared->free_slots) == 0 ? queue_status::success
+                                                             : queue_status::timeout;
+        const auto slice = std::min<clock::time_point>(deadline, now + std::chrono::milliseconds(50));
+        const timespec until = monotonic(slice);
+        if (::sem_clockwait(&m_shared->free_slots, CLOCK_MONOTONIC, &until) == 0)
+            return queue_status::success;
+        if (errno != ETIMEDOUT && errno != EINTR)
+            detail::throw_errno("triad::process_queue: sem_clockwait");
+    }
 }
 
 template <serializable T>
-std::optional<T> process_queue<T>::get() {
-    lock guard(m_shared->read_lock, m_shared->reading, *m_shared);
+queue_status process_queue<T>::put_until(const T& value, clock::time_point deadline) {
+    const std::vector<char> frame = encode_frame(value);
+    const queue_status room = reserve_slot(deadline);
+    if (room != queue_status::success)
+        return room;
+    bool written = false;
+    try {
+        lock guard(m_shared->write_lock, m_shared->writing, *m_shared);
+        if (!closed()) {
+            midway writing(m_shared->writing, *m_shared);
+            write_frame(frame.data(), frame.size());
+            m_shared->count.fetch_add(1, std::memory_order_acq_rel);
+            writing.done();
+            written = true;
+        }
+    } catch (...) {
+        if (m_max_size != 0)
+            ::sem_post(&m_shared->free_slots);
+        throw;
+    }
+    if (!written) {
+        if (m_max_size != 0)
+            ::sem_post(&m_shared->free_slots);
+        return queue_status::closed;
+    }
+    return queue_status::success;
+}
+
+template <serializable T>
+void process_queue<T>::put(const T& value) {
+    if (put_until(value, forever) == queue_status::closed)
+        throw pool_closed("triad::process_queue: put after close()");
+}
+
+template <serializable T>
+queue_status process_queue<T>::try_put(const T& value) {
+    const queue_status status = put_until(value, clock::now());
+    return status == queue_status::timeout ? queue_status::full : status;
+}
+
+template <serializable T>
+template <class Rep, class Period>
+queue_status process_queue<T>::put_for(const T& value,
+                                       std::chrono::duration<Rep, Period> timeout) {
+    return put_until(value, detail::deadline_after(timeout));
+}
+
+template <serializable T>
+queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
+    if (deadline != forever) {
+        for (;;) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+            pollfd readable{m_pipe.read.get(), POLLIN, 0};
+            const int ready = ::poll(&readable, 1, static_cast<int>(std::clamp<long long>(
+                                                       left.count(), 0, 1'000'000)));
+            if (ready > 0)
+                break;
+            if (ready < 0 && errno != EINTR)
+                detail::throw_errno("triad::process_queue: poll");
+            if (ready == 0 && clock::now() >= deadline)
+                return queue_status::timeout;
+        }
+    }
     std::uint64_t size = 0;
     if (!detail::read_exact(m_pipe.read.get(), &size, sizeof size, "triad::process_queue: read"))
-        return std::nullopt;
+        return queue_status::closed;
     midway reading(m_shared->reading, *m_shared);
     if (size == close_mark) {
         // Put the mark back for the next consumer: nothing can follow it.
         write_frame(&size, sizeof size);
         reading.done();
-        return std::nullopt;
+        return queue_status::closed;
     }
     if (size > (std::uint64_t{1} << 40))
         throw protocol_error(
@@ -207,8 +366,42 @@ std::optional<T> process_queue<T>::get() {
                            "triad::process_queue: read");
         done += step;
     }
+    m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
     reading.done();
-    return from_bytes<T>(payload);
+    if (m_max_size != 0)
+        ::sem_post(&m_shared->free_slots);
+    out = from_bytes<T>(payload);
+    return queue_status::success;
+}
+
+template <serializable T>
+queue_status process_queue<T>::get_until(T& out, clock::time_point deadline) {
+    const timespec until = monotonic(deadline);
+    lock guard(m_shared->read_lock, m_shared->reading, *m_shared,
+               deadline == forever ? nullptr : &until);
+    if (!guard.owns())
+        return queue_status::timeout;
+    return read_frame(out, deadline);
+}
+
+template <serializable T>
+std::optional<T> process_queue<T>::get() {
+    T value{};
+    if (get_until(value, forever) != queue_status::success)
+        return std::nullopt;
+    return value;
+}
+
+template <serializable T>
+queue_status process_queue<T>::try_get(T& out) {
+    const queue_status status = get_until(out, clock::now());
+    return status == queue_status::timeout ? queue_status::empty : status;
+}
+
+template <serializable T>
+template <class Rep, class Period>
+queue_status process_queue<T>::get_for(T& out, std::chrono::duration<Rep, Period> timeout) {
+    return get_until(out, detail::deadline_after(timeout));
 }
 
 template <serializable T>

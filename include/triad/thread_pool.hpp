@@ -496,6 +496,10 @@ auto thread_pool::submit(Fn&& fn, Args&&... args) {
 
 template <class Body>
 void thread_pool::run_bulk(std::size_t items, map_options options, Body& body) {
+    if (options.item_timeout)
+        throw std::invalid_argument("triad::thread_pool: map_options::item_timeout is for process "
+                                    "pools (a thread cannot be killed); check a deadline in the "
+                                    "task instead");
     if (items == 0)
         return;
     const auto run = [](void* context, std::size_t begin, std::size_t end, detail::bulk_job& job) {
@@ -524,6 +528,7 @@ void thread_pool::run_bulk(std::size_t items, map_options options, Body& body) {
         while (done.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout)
             meter.tick();
     done.get();
+    meter.finish();
 }
 
 namespace detail {

@@ -9,6 +9,7 @@
 #include <exception>
 #include <functional>
 #include <initializer_list>
+#include <iterator>
 #include <system_error>
 #include <string>
 #include <vector>
@@ -70,6 +71,8 @@ struct alignas(64) worker_slot {
     std::atomic<std::uint64_t> claim{0};
     // When the running task's time is up (steady clock, ns), 0 if it has no timeout.
     std::atomic<std::int64_t> deadline_ns{0};
+    // Items of the running map chunk finished so far (progress bars; which item timed out).
+    std::atomic<std::uint64_t> items_done{0};
 };
 
 inline constexpr std::uint32_t claim_started(std::uint64_t claim) noexcept {
@@ -234,6 +237,31 @@ private:
     bool m_valid = false;
 };
 
+// How a map chunk, deep in an invoker, reports each item: progress for the parent's bar, and a
+// fresh deadline per item when the map has a per-item timeout. One per worker process (tasks
+// run one at a time on its main thread).
+struct item_hook {
+    std::atomic<std::uint64_t>* done = nullptr;
+    std::int64_t item_timeout_ns = 0;
+    std::atomic<std::int64_t>* deadline = nullptr;
+    task_timer* timer = nullptr;
+
+    static item_hook& current() noexcept {
+        static item_hook hook;
+        return hook;
+    }
+    void begin_item() noexcept {
+        if (item_timeout_ns > 0 && timer != nullptr) {
+            deadline->store(steady_now_ns() + item_timeout_ns, std::memory_order_release);
+            timer->arm(item_timeout_ns);
+        }
+    }
+    void end_item() noexcept {
+        if (done != nullptr)
+            done->fetch_add(1, std::memory_order_relaxed);
+    }
+};
+
 class worker_process {
 public:
     worker_process(const pool_config& config, std::size_t slot, int task_fd, int result_fd)
@@ -244,6 +272,10 @@ public:
         // A triad::process a task starts closes these, so a helper cannot hold a worker's pipes.
         pool_descriptors::add(m_task_fd);
         pool_descriptors::add(m_result_fd);
+        chunk_items& hooks = chunk_items::current();
+        hooks.context = &item_hook::current();
+        hooks.begin_item = [](void* hook) noexcept { static_cast<item_hook*>(hook)->begin_item(); };
+        hooks.end_item = [](void* hook) noexcept { static_cast<item_hook*>(hook)->end_item(); };
         try {
             if (!initialize())
                 finish(0);
@@ -341,21 +373,29 @@ private:
             flush();
             return true;
         }
+        slot.items_done.store(0, std::memory_order_relaxed);
         slot.running_task.store(header.task_id, std::memory_order_release);
         begin_frame(m_out, frame_kind::result, header.task_id);
         bool timed = false;
+        item_hook& items = item_hook::current();
         try {
             const auto invoker_index = payload.read_scalar<std::uint32_t>();
             const auto function = payload.read_scalar<std::uint64_t>();
+            // > 0: a limit for the whole task; < 0: a limit for each item of a map chunk.
             const auto timeout_ns = payload.read_scalar<std::int64_t>();
+            if (timeout_ns != 0 && !m_timer.valid())
+                throw std::system_error(errno, std::generic_category(),
+                                        "triad worker: timer_create for the task's timeout");
             if (timeout_ns > 0) {
-                if (!m_timer.valid())
-                    throw std::system_error(errno, std::generic_category(),
-                                            "triad worker: timer_create for the task's timeout");
                 slot.deadline_ns.store(steady_now_ns() + timeout_ns, std::memory_order_release);
                 m_timer.arm(timeout_ns);
                 timed = true;
             }
+            items.done = &slot.items_done;
+            items.item_timeout_ns = timeout_ns < 0 ? -timeout_ns : 0;
+            items.deadline = &slot.deadline_ns;
+            items.timer = &m_timer;
+            timed = timed || timeout_ns < 0;
             invoker_registry::find(invoker_index)(static_cast<std::uintptr_t>(function), payload,
                                                   m_out);
         } catch (...) {
@@ -364,6 +404,7 @@ private:
             begin_frame(m_out, frame_kind::failure, header.task_id);
             encode_to(m_out, capture_failure(std::current_exception()));
         }
+        items.item_timeout_ns = 0;
         if (timed) {
             m_timer.disarm();
             slot.deadline_ns.store(0, std::memory_order_release);
@@ -430,8 +471,18 @@ public:
     // stdio, no allocation). The parent flushed stdio before forking.
     [[noreturn]] void run() noexcept {
         ::setpgid(0, 0); // terminal signals (Ctrl-C) go to the parent, which decides
-        const int keep[] = {m_control, m_config.parent_pidfd};
-        close_descriptors_from(3, keep, m_config.parent_pidfd >= 0 ? 2 : 1);
+        // Kept: the control socket, the parent's pidfd, and descriptors meant for workers
+        // (process queues made before the pool). A fixed array: no allocation here.
+        int keep[256];
+        std::size_t kept = 0;
+        keep[kept++] = m_control;
+        if (m_config.parent_pidfd >= 0)
+            keep[kept++] = m_config.parent_pidfd;
+        shared_descriptors::for_each([&](int fd) {
+            if (kept < std::size(keep))
+                keep[kept++] = fd;
+        });
+        close_descriptors_from(3, keep, kept);
         pool_descriptors::forget_all(); // what the parent's pools held is closed here
         ::prctl(PR_SET_NAME, "triad-forksrv", 0, 0, 0);
         reset_signal_dispositions({SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT});

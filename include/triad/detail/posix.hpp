@@ -64,13 +64,11 @@ private:
     int m_fd = -1;
 };
 
-// The descriptors process pools hold (sockets, pipes, pidfds), as a process-wide bitmap that a
-// forked child can walk without a lock: a `triad::process` child closes them, so a pool's
-// workers and fork server never wait for a child that merely inherited a pipe or socket end.
-// Lock-free because the child of a multi-threaded fork must not take a lock another thread may
-// have held. Descriptors past 65,535 are not tracked (stop frames and pidfds still end a pool
-// without end-of-file).
-class pool_descriptors {
+// Process-wide sets of descriptors, as bitmaps a freshly forked child can walk without a lock
+// (the child of a multi-threaded fork must not take a lock another thread may have held).
+// Descriptors past 65,535 are not tracked.
+template <class Tag>
+class descriptor_set {
 public:
     static void add(int fd) noexcept {
         if (fd >= 0 && fd < limit)
@@ -89,16 +87,21 @@ public:
         for (int w = 0; w < limit / 64; ++w)
             words()[w].store(0, std::memory_order_relaxed);
     }
-    // In a freshly forked child: closes every descriptor a pool of the parent held.
-    static void close_all_in_child() noexcept {
+    // Calls f(fd) for each descriptor in the set, without allocating.
+    template <class F>
+    static void for_each(F f) noexcept {
         for (int w = 0; w < limit / 64; ++w) {
             std::uint64_t bits = words()[w].load(std::memory_order_relaxed);
             while (bits != 0) {
                 const int b = __builtin_ctzll(bits);
                 bits &= bits - 1;
-                ::close(w * 64 + b);
+                f(w * 64 + b);
             }
         }
+    }
+    // In a freshly forked child: closes every descriptor in the set.
+    static void close_all_in_child() noexcept {
+        for_each([](int fd) { ::close(fd); });
     }
 
 private:
@@ -110,6 +113,16 @@ private:
     static std::atomic<std::uint64_t>& word(int fd) noexcept { return words()[fd / 64]; }
     static std::uint64_t bit(int fd) noexcept { return std::uint64_t{1} << (fd % 64); }
 };
+
+// The descriptors process pools hold (sockets, pipes, pidfds): a `triad::process` child closes
+// them, so a pool's workers and fork server never wait for a child that merely inherited a
+// pipe or socket end. Stop frames and pidfds still end a pool whatever a child holds.
+using pool_descriptors = descriptor_set<struct pool_descriptors_tag>;
+
+// Descriptors meant to be shared with pool processes (a `triad::process_queue`'s pipe): fork
+// servers, which close everything else they inherit, keep these, so workers can use a queue
+// made before their pool.
+using shared_descriptors = descriptor_set<struct shared_descriptors_tag>;
 
 /// A descriptor a pool owns: a unique_fd that is also listed in pool_descriptors.
 class pool_fd {

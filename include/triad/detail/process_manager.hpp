@@ -98,6 +98,16 @@ private:
     }
 };
 
+// The timeout a task frame carries (after its header, the invoker index and the function):
+// > 0 for the whole task, < 0 for each item of a map chunk, 0 for none.
+inline std::int64_t frame_timeout_ns(remote_task& task) noexcept {
+    constexpr std::size_t at = sizeof(frame_header) + sizeof(std::uint32_t) + sizeof(std::uint64_t);
+    std::int64_t timeout = 0;
+    if (task.frame().size() >= at + sizeof timeout)
+        std::memcpy(&timeout, task.frame().data() + at, sizeof timeout);
+    return timeout;
+}
+
 struct process_manager_config {
     std::size_t processes = 1;
     std::function<void(std::size_t)> initializer;
@@ -143,6 +153,7 @@ public:
     void enqueue(remote_task* task);
     void wait_idle();
     void shutdown(bool cancel);
+    void terminate();
     bool closed() const noexcept { return m_closed.load(std::memory_order_acquire); }
 
     std::uint64_t queued() const;
@@ -156,6 +167,13 @@ public:
         return m_recycled.load(std::memory_order_relaxed);
     }
     std::vector<pid_t> worker_pids() const;
+    // Items of map chunk `task` finished so far, if a worker is running it now; else 0.
+    std::uint64_t items_done(std::uint64_t task) const noexcept {
+        for (std::size_t i = 0; i < m_pool.slot_count; ++i)
+            if (m_pool.slots[i].running_task.load(std::memory_order_acquire) == task)
+                return m_pool.slots[i].items_done.load(std::memory_order_relaxed);
+        return 0;
+    }
     pid_t server_pid() const noexcept { return m_server_pid; }
 
 private:
@@ -257,6 +275,7 @@ private:
     std::exception_ptr m_broken;    // why the pool cannot run tasks any more
     bool m_drain = false;           // shutdown requested
     bool m_cancel = false;
+    bool m_terminate = false;   // terminate(): kill the workers, cancel everything
     bool m_loop_done = false;
 
     std::atomic<bool> m_closed{false};
@@ -271,6 +290,7 @@ private:
     std::size_t m_spawn_failures = 0;
     std::chrono::steady_clock::time_point m_respawn_at{};
     bool m_stopping_workers = false;
+    bool m_terminating = false; // I/O thread's copy of m_terminate, once acted on
     std::mutex m_join_mutex;
     std::thread::id m_thread_id; // set before any task can run on the I/O thread
     std::thread m_thread;
@@ -481,6 +501,19 @@ inline void process_manager::shutdown(bool cancel) {
     join_io_thread();
 }
 
+inline void process_manager::terminate() {
+    {
+        std::lock_guard lock(m_state_mutex);
+        m_closed.store(true, std::memory_order_release);
+        m_drain = true;
+        m_cancel = true;
+        m_terminate = true;
+        m_pool.shared->cancelling.store(1, std::memory_order_release);
+    }
+    wake();
+    join_io_thread();
+}
+
 // Any number of threads may shut down at once: one joins, the others wait for it to finish.
 // On the I/O thread itself (a continuation shutting the pool down) there is nothing to wait
 // for: the loop sees the request when the continuation returns.
@@ -594,10 +627,25 @@ inline void process_manager::loop() {
 
         bool drain;
         bool cancel;
+        bool terminating;
         {
             std::lock_guard lock(m_state_mutex);
             drain = m_drain;
             cancel = m_cancel;
+            terminating = m_terminate;
+        }
+        if (terminating && !m_stopping_workers) {
+            // terminate(): every worker killed now; what they ran fails as cancelled, what they
+            // had not started is cancelled with the queue.
+            m_stopping_workers = true;
+            m_terminating = true;
+            for (auto& w : m_workers) {
+                if (w->state != worker_state::dead && !w->ended)
+                    signal_process(w->pidfd.get(), w->pidfd ? 0 : w->pid, SIGKILL);
+                send_stop(*w); // one still starting, whose pid is not known yet, stops too
+                if (w->state != worker_state::dead)
+                    w->state = worker_state::stopping;
+            }
         }
         if (cancel) {
             while (!m_pending.empty()) {
@@ -763,6 +811,8 @@ inline void process_manager::handle_control() {
                 fds[0] = -1;
                 watch(w.pidfd.get(), tag_pidfd | message.slot, EPOLLIN);
             }
+            if (m_terminating) // terminate() came while it was starting
+                signal_process(w.pidfd.get(), w.pidfd ? 0 : w.pid, SIGKILL);
         }
         for (int fd : fds)
             if (fd >= 0)
@@ -1166,13 +1216,24 @@ inline void process_manager::finalize_death(std::size_t slot) {
         remote_task* task = f.task;
         if (w.poisoned_task != 0 && task->id() == w.poisoned_task) {
             finish_task(task, std::move(w.poison), false);
+        } else if (f.sequence <= started && f.sequence != 0 && m_terminating) {
+            finish_task(task,
+                        std::make_exception_ptr(task_cancelled(
+                            "triad::process_pool::terminate() killed the task's worker")),
+                        true);
         } else if (f.sequence <= started && f.sequence != 0) {
             // It started: it may have done anything, so it never runs again.
             std::exception_ptr error;
             if (timed_out && f.sequence == started)
-                error = std::make_exception_ptr(task_timeout(concat(
-                    "triad::process_pool: the task ran longer than its timeout; ", who,
-                    "was killed and replaced")));
+                error = std::make_exception_ptr(task_timeout(
+                    frame_timeout_ns(*task) < 0
+                        ? concat("triad::process_pool: item ",
+                                 shared.items_done.load(std::memory_order_relaxed),
+                                 " of a map chunk (counting from 0) ran longer than the per-item "
+                                 "timeout; ",
+                                 who, "was killed and replaced")
+                        : concat("triad::process_pool: the task ran longer than its timeout; ",
+                                 who, "was killed and replaced")));
             else
                 error = std::make_exception_ptr(
                     worker_died(concat("triad::process_pool: ", who, how,
@@ -1186,6 +1247,7 @@ inline void process_manager::finalize_death(std::size_t slot) {
     w.sent = w.sent_bytes = 0;
     shared.running_task.store(0, std::memory_order_relaxed);
     shared.deadline_ns.store(0, std::memory_order_relaxed);
+    shared.items_done.store(0, std::memory_order_relaxed);
     if (m_broken) {
         for (remote_task* task : requeue)
             finish_task(task, m_broken, false);

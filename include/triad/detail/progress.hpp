@@ -23,12 +23,7 @@ public:
                     (mode == progress_bar::terminal && ::isatty(STDERR_FILENO) != 0)) {}
     progress_meter(const progress_meter&) = delete;
     progress_meter& operator=(const progress_meter&) = delete;
-    ~progress_meter() {
-        if (m_enabled && m_drawn) {
-            draw();
-            write_text("\n");
-        }
-    }
+    ~progress_meter() { finish(false); }
 
     bool enabled() const noexcept { return m_enabled; }
     std::atomic<std::size_t>* counter() noexcept { return m_enabled ? &m_done : nullptr; }
@@ -37,9 +32,33 @@ public:
             m_done.fetch_add(n, std::memory_order_relaxed);
     }
 
+    // Items under way that have not been added yet (a process-pool chunk half done): shown,
+    // not counted.
+    void set_partial(std::size_t n) noexcept { m_partial.store(n, std::memory_order_relaxed); }
+
+    // Everything is done: the final line, at 100%, and the end of the line, drawn now (before
+    // the call that owns the meter returns, so the program's next output starts on a line of
+    // its own). Later calls do nothing.
+    void finish(bool complete = true) noexcept {
+        if (!m_enabled || m_finished)
+            return;
+        m_finished = true;
+        if (complete) {
+            m_done.store(m_total, std::memory_order_relaxed);
+            m_partial.store(0, std::memory_order_relaxed);
+        }
+        if (!m_drawn && !complete)
+            return;
+        try {
+            draw();
+        } catch (...) {
+        }
+        write_text("\n");
+    }
+
     // Draws if a tenth of a second passed since the last line.
     void tick() {
-        if (!m_enabled)
+        if (!m_enabled || m_finished)
             return;
         const auto now = std::chrono::steady_clock::now();
         if (m_drawn && now - m_last < std::chrono::milliseconds(100))
@@ -50,7 +69,9 @@ public:
 
     // The line as it would be drawn now (tests read it).
     std::string line() const {
-        const std::size_t done = std::min(m_done.load(std::memory_order_relaxed), m_total);
+        const std::size_t done = std::min(
+            m_done.load(std::memory_order_relaxed) + m_partial.load(std::memory_order_relaxed),
+            m_total);
         const double elapsed =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - m_start).count();
         const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
@@ -92,11 +113,13 @@ private:
     }
 
     std::atomic<std::size_t> m_done{0};
+    std::atomic<std::size_t> m_partial{0};
     std::size_t m_total;
     std::chrono::steady_clock::time_point m_start;
     std::chrono::steady_clock::time_point m_last{};
     bool m_enabled;
     bool m_drawn = false;
+    bool m_finished = false;
 };
 
 } // namespace triad::detail

@@ -335,6 +335,18 @@ template <class R>
 using chunk_result =
     std::pair<std::vector<R>, std::vector<std::pair<std::uint64_t, remote_failure>>>;
 
+// Where a map chunk reports each item's start and end in a worker (set by the worker; unset in
+// any other process).
+struct chunk_items {
+    void (*begin_item)(void*) noexcept = nullptr;
+    void (*end_item)(void*) noexcept = nullptr;
+    void* context = nullptr;
+    static chunk_items& current() noexcept {
+        static chunk_items hooks;
+        return hooks;
+    }
+};
+
 // A chunk of map items: f applied to each, every item's result or failure sent back. With
 // `Spread`, each item is a tuple whose elements become the arguments (starmap).
 template <class F, class Item, bool Spread>
@@ -355,13 +367,18 @@ struct remote_chunk {
         F f = callable_from<F>(function);
         chunk_result<result_type> result;
         result.first.reserve(items.size());
+        chunk_items& progress = chunk_items::current();
         for (std::size_t i = 0; i < items.size(); ++i) {
+            if (progress.begin_item != nullptr)
+                progress.begin_item(progress.context);
             try {
                 result.first.push_back(call(f, items[i]));
             } catch (...) {
                 result.first.emplace_back();
                 result.second.emplace_back(i, capture_failure(std::current_exception()));
             }
+            if (progress.end_item != nullptr)
+                progress.end_item(progress.context);
         }
         encode_to(out, result);
     }

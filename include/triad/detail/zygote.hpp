@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -124,8 +125,14 @@ public:
 
     [[noreturn]] void run(pid_t parent) noexcept {
         ::setpgid(0, 0);
-        const int keep[] = {m_socket};
-        close_descriptors_from(3, keep, 1);
+        int keep[256];
+        std::size_t kept = 0;
+        keep[kept++] = m_socket;
+        shared_descriptors::for_each([&](int fd) {
+            if (kept < std::size(keep))
+                keep[kept++] = fd;
+        });
+        close_descriptors_from(3, keep, kept);
         pool_descriptors::forget_all();
         ::prctl(PR_SET_NAME, "triad-zygote", 0, 0, 0);
         reset_signal_dispositions({SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT});
