@@ -609,10 +609,15 @@ TEST_CASE("a message over max_message_size is refused with protocol_error", "[pr
     triad::process_pool pool(triad::process_pool_options{.processes = 1, .max_message_size = 4096});
     CHECK_THROWS_AS((void)pool.submit(echo_bytes, std::vector<std::uint8_t>(10'000)),
                     triad::protocol_error);
-    // A result over the limit fails that task (its worker is replaced); the pool goes on.
+    // A result over the limit fails that task, refused by the worker itself (which lives on);
+    // the pool goes on.
+    const auto workers = pool.worker_pids();
     auto big_result = pool.submit([](int) { return std::string(100'000, 'x'); }, 0);
-    CHECK_THROWS_WITH(big_result.get(), Catch::Contains("exceeds the limit"));
+    CHECK_THROWS_WITH(big_result.get(), Catch::Contains("over max_message_size"));
+    CHECK_THROWS_AS(pool.submit([](int) { return std::string(100'000, 'x'); }, 0).get(),
+                    triad::protocol_error);
     CHECK(pool.submit(square, 4L).get() == 16);
+    CHECK(pool.worker_pids() == workers);
 }
 
 TEST_CASE("process pool futures mix with the thread pool", "[process_pool]") {

@@ -51,7 +51,8 @@ public:
 
     process(process&& other) noexcept
         : m_pid(std::exchange(other.m_pid, -1)), m_exit_code(other.m_exit_code),
-          m_parent_link(std::move(other.m_parent_link)), m_status(std::move(other.m_status)) {}
+          m_parent_link(std::move(other.m_parent_link)), m_status(std::move(other.m_status)),
+          m_pidfd(std::move(other.m_pidfd)) {}
     process& operator=(process&& other) noexcept {
         if (this != &other) {
             finish();
@@ -59,6 +60,7 @@ public:
             m_exit_code = other.m_exit_code;
             m_parent_link = std::move(other.m_parent_link);
             m_status = std::move(other.m_status);
+            m_pidfd = std::move(other.m_pidfd);
         }
         return *this;
     }
@@ -82,7 +84,7 @@ public:
     int join() {
         while (!m_exit_code) {
             int status = 0;
-            const pid_t r = detail::retry_eintr([&] { return ::waitpid(m_pid, &status, 0); });
+            const pid_t r = detail::wait_for_child(m_pidfd.get(), m_pid, status, false);
             if (r == m_pid)
                 record(status);
             else if (r < 0 && errno == ECHILD)
@@ -113,7 +115,7 @@ public:
     std::optional<int> exit_code() {
         if (!m_exit_code) {
             int status = 0;
-            const pid_t r = detail::retry_eintr([&] { return ::waitpid(m_pid, &status, WNOHANG); });
+            const pid_t r = detail::wait_for_child(m_pidfd.get(), m_pid, status, true);
             if (r == m_pid)
                 record(status);
             else if (r < 0 && errno == ECHILD)
@@ -164,20 +166,26 @@ private:
     // In the child: a thread that ends the process when the parent's end of the link closes,
     // which happens when the parent *process* dies (PR_SET_PDEATHSIG would fire when the
     // parent *thread* that forked ends).
-    static void watch_parent(int link) {
-        std::thread([link] {
-            char byte;
-            while (::read(link, &byte, 1) < 0 && errno == EINTR) {
+    static void watch_parent(int link, pid_t parent) {
+        // The link's end-of-file, or the parent's pidfd: the first alone can be held off by
+        // any other process that inherited the parent's end of the link.
+        const int parent_fd = detail::open_pidfd(parent);
+        if (::getppid() != parent)
+            ::_exit(128 + SIGHUP);
+        std::thread([link, parent_fd] {
+            pollfd watched[2] = {{link, POLLIN, 0}, {parent_fd, POLLIN, 0}};
+            while (::poll(watched, parent_fd >= 0 ? 2 : 1, -1) < 0 && errno == EINTR) {
             }
             ::_exit(128 + SIGHUP);
         }).detach();
     }
 
     template <class Fn, class... Args>
-    [[noreturn]] static void run_child(int link, int status, Fn& fn, Args&... args) noexcept {
+    [[noreturn]] static void run_child(int link, pid_t parent, int status, Fn& fn,
+                                       Args&... args) noexcept {
         int code = 0;
         try {
-            watch_parent(link);
+            watch_parent(link, parent);
             if constexpr (std::is_convertible_v<std::invoke_result_t<Fn&, Args&...>, int>)
                 code = static_cast<int>(std::invoke(fn, args...));
             else
@@ -198,6 +206,7 @@ private:
     std::optional<int> m_exit_code;
     detail::unique_fd m_parent_link; // our end; closing it (by dying) tells the child
     detail::unique_fd m_status;      // the child's exit code, written as it exits
+    detail::unique_fd m_pidfd;       // the child, for waits no reused pid can fool
 };
 
 template <class Fn, class... Args>
@@ -208,6 +217,7 @@ process::process(Fn&& fn, Args&&... args) {
     std::tuple<std::decay_t<Args>...> arguments(std::forward<Args>(args)...);
     detail::pipe_pair link = detail::make_pipe(O_CLOEXEC);
     detail::pipe_pair status = detail::make_pipe(O_CLOEXEC | O_NONBLOCK);
+    const pid_t parent = ::getpid();
     const pid_t pid = detail::fork_with_stdio_locked();
     if (pid < 0)
         detail::throw_errno("triad::process: fork");
@@ -217,10 +227,11 @@ process::process(Fn&& fn, Args&&... args) {
         detail::pool_descriptors::close_all_in_child();
         link.write.reset();
         status.read.reset();
-        std::apply([&](auto&... a) { run_child(link.read.get(), status.write.get(), callable, a...); },
+        std::apply([&](auto&... a) { run_child(link.read.get(), parent, status.write.get(), callable, a...); },
                    arguments);
     }
     m_pid = pid;
+    m_pidfd.reset(detail::open_pidfd(pid)); // not reaped yet: it is our child
     m_parent_link = std::move(link.write);
     m_status = std::move(status.read);
 }

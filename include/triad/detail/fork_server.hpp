@@ -42,9 +42,9 @@
 // Signals: the server and its workers start with every disposition at its default, whatever
 // the parent set: a parent that ignores SIGCHLD (or set SA_NOCLDWAIT) would otherwise make the
 // kernel reap workers behind the server's back, and a parent's handler has no business running
-// in a worker. The server ignores SIGTERM, SIGINT, SIGHUP and SIGQUIT: it is infrastructure
-// that ends with the parent, so a SIGTERM to the whole service (systemd's stop) leaves the
-// parent to decide; workers keep the default and die of it like any process.
+// in a worker. The server ignores every signal from outside but faults: it is infrastructure
+// that ends with the parent, so a SIGTERM (or SIGUSR1...) to the whole service leaves the parent
+// to decide; workers keep the defaults and die of such signals like any process.
 //
 // Lifetime: the server watches the parent's pidfd and ends, killing its workers, when the
 // parent process is gone (even by SIGKILL, and even while some other process holds the control
@@ -114,6 +114,7 @@ struct pool_config {
     sigset_t original_signal_mask{};
     pid_t parent = 0;      // the pool's process, which the server watches...
     int parent_pidfd = -1; // ...or a pidfd of it, when the server is not its child (zygote)
+    bool parent_is_child = true; // the server is a direct child of `parent`
 };
 
 // Messages on the control socket (SOCK_SEQPACKET: one message per read).
@@ -251,9 +252,10 @@ struct item_hook {
         return hook;
     }
     void begin_item() noexcept {
-        if (item_timeout_ns > 0 && timer != nullptr) {
+        if (item_timeout_ns > 0) {
             deadline->store(steady_now_ns() + item_timeout_ns, std::memory_order_release);
-            timer->arm(item_timeout_ns);
+            if (timer != nullptr)
+                timer->arm(item_timeout_ns);
         }
     }
     void end_item() noexcept {
@@ -383,18 +385,18 @@ private:
             const auto function = payload.read_scalar<std::uint64_t>();
             // > 0: a limit for the whole task; < 0: a limit for each item of a map chunk.
             const auto timeout_ns = payload.read_scalar<std::int64_t>();
-            if (timeout_ns != 0 && !m_timer.valid())
-                throw std::system_error(errno, std::generic_category(),
-                                        "triad worker: timer_create for the task's timeout");
+            // Without a timer (timer_create failed: RLIMIT_SIGPENDING), the deadline is still
+            // published and the parent kills the worker a second past it.
             if (timeout_ns > 0) {
                 slot.deadline_ns.store(steady_now_ns() + timeout_ns, std::memory_order_release);
-                m_timer.arm(timeout_ns);
+                if (m_timer.valid())
+                    m_timer.arm(timeout_ns);
                 timed = true;
             }
             items.done = &slot.items_done;
             items.item_timeout_ns = timeout_ns < 0 ? -timeout_ns : 0;
             items.deadline = &slot.deadline_ns;
-            items.timer = &m_timer;
+            items.timer = m_timer.valid() ? &m_timer : nullptr;
             timed = timed || timeout_ns < 0;
             invoker_registry::find(invoker_index)(static_cast<std::uintptr_t>(function), payload,
                                                   m_out);
@@ -408,6 +410,15 @@ private:
         if (timed) {
             m_timer.disarm();
             slot.deadline_ns.store(0, std::memory_order_release);
+        }
+        if (m_out.size() - start - sizeof(frame_header) > m_config.max_message_size) {
+            // Over the limit the parent enforces: say so, rather than send what it must refuse.
+            const std::size_t bytes = m_out.size() - start - sizeof(frame_header);
+            m_out.resize(start);
+            begin_frame(m_out, frame_kind::too_large, header.task_id);
+            encode_to(m_out, concat("triad::process_pool: the result encodes to ", bytes,
+                                    " bytes, over max_message_size (",
+                                    m_config.max_message_size, ")"));
         }
         end_frame(m_out, start);
         slot.running_task.store(0, std::memory_order_release);
@@ -461,6 +472,33 @@ inline void reset_signal_dispositions(std::initializer_list<int> ignored) noexce
     }
 }
 
+// For the fork server and the zygote: infrastructure that ends with its parent, so every signal
+// sent from outside (a `systemctl kill -s USR1` reaches every process of the service) is
+// ignored, except those a fault raises and SIGCHLD, which they need.
+inline void ignore_signals_from_outside() noexcept {
+    reset_signal_dispositions({});
+    struct sigaction action{};
+    sigemptyset(&action.sa_mask);
+    action.sa_handler = SIG_IGN;
+    for (int sig = 1; sig < NSIG; ++sig) {
+        switch (sig) {
+        case SIGKILL:
+        case SIGSTOP:
+        case SIGCHLD:
+        case SIGSEGV:
+        case SIGBUS:
+        case SIGILL:
+        case SIGFPE:
+        case SIGABRT:
+        case SIGTRAP:
+        case SIGSYS:
+            continue;
+        default:
+            ::sigaction(sig, &action, nullptr);
+        }
+    }
+}
+
 class fork_server {
 public:
     fork_server(const pool_config& config, int control_fd)
@@ -472,26 +510,18 @@ public:
     [[noreturn]] void run() noexcept {
         ::setpgid(0, 0); // terminal signals (Ctrl-C) go to the parent, which decides
         // Kept: the control socket, the parent's pidfd, and descriptors meant for workers
-        // (process queues made before the pool). A fixed array: no allocation here.
-        int keep[256];
-        std::size_t kept = 0;
-        keep[kept++] = m_control;
-        if (m_config.parent_pidfd >= 0)
-            keep[kept++] = m_config.parent_pidfd;
-        shared_descriptors::for_each([&](int fd) {
-            if (kept < std::size(keep))
-                keep[kept++] = fd;
-        });
-        close_descriptors_from(3, keep, kept);
+        // (process queues made before the pool).
+        const int keep[] = {m_control, m_config.parent_pidfd};
+        close_descriptors_from(3, keep, m_config.parent_pidfd >= 0 ? 2 : 1, true);
         pool_descriptors::forget_all(); // what the parent's pools held is closed here
         ::prctl(PR_SET_NAME, "triad-forksrv", 0, 0, 0);
-        reset_signal_dispositions({SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT});
+        ignore_signals_from_outside();
 
         // The parent, watched as a process: a pidfd is readable once it is gone.
         int parent = m_config.parent_pidfd;
         if (parent < 0) {
             parent = open_pidfd(m_config.parent);
-            if (::getppid() != m_config.parent)
+            if (m_config.parent_is_child && ::getppid() != m_config.parent)
                 ::_exit(0); // it died before we could watch it
         }
 
@@ -506,8 +536,11 @@ public:
         pollfd fds[3] = {{m_control, POLLIN, 0}, {children, POLLIN, 0}, {parent, POLLIN, 0}};
         const nfds_t watched = parent >= 0 ? 3 : 2;
         for (;;) {
-            if (retry_eintr([&] { return ::poll(fds, watched, -1); }) < 0)
+            // Without a pidfd (before Linux 5.3), the parent is checked twice a second.
+            if (retry_eintr([&] { return ::poll(fds, watched, watched == 3 ? -1 : 500); }) < 0)
                 stop(11);
+            if (watched == 2 && !parent_alive())
+                stop(0);
             if ((fds[1].revents & POLLIN) != 0) {
                 signalfd_siginfo info;
                 while (::read(children, &info, sizeof info) == sizeof info) {
@@ -557,7 +590,9 @@ private:
             // A worker starts with default signal handling: the parent's handlers (a test
             // runner's, a crash reporter's) are the parent's business, and a crash must end
             // the worker in the way the pool reports. The initializer may install its own.
-            reset_signal_dispositions({SIGPIPE}); // a vanished parent shows up as EPIPE
+            // SIGPIPE too: an ignored disposition would survive into programs a task execs. A
+            // worker whose parent closed its result pipe is being ended anyway.
+            reset_signal_dispositions({});
             ::sigprocmask(SIG_SETMASK, &m_config.original_signal_mask, nullptr);
             set_process_name(m_config.name_prefix, slot);
             worker_process(m_config, slot, task_fd, result_fd).run();
@@ -582,6 +617,12 @@ private:
             ::close(handle);
         if (error != 0)
             stop(0);
+    }
+
+    bool parent_alive() const noexcept {
+        if (m_config.parent_is_child)
+            return ::getppid() == m_config.parent;
+        return ::kill(m_config.parent, 0) == 0 || errno != ESRCH;
     }
 
     void reap() {

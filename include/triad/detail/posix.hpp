@@ -99,9 +99,24 @@ public:
             }
         }
     }
-    // In a freshly forked child: closes every descriptor in the set.
+    // The smallest descriptor in the set that is >= fd, or -1.
+    static int next_at_or_after(int fd) noexcept {
+        if (fd < 0)
+            fd = 0;
+        for (int w = fd / 64; w < limit / 64; ++w) {
+            std::uint64_t bits = words()[w].load(std::memory_order_relaxed);
+            if (w == fd / 64)
+                bits &= ~std::uint64_t{0} << (fd % 64);
+            if (bits != 0)
+                return w * 64 + __builtin_ctzll(bits);
+        }
+        return -1;
+    }
+    // In a freshly forked child: closes every descriptor in the set, and forgets them (the
+    // numbers are free for the child's own files, which a later child must not close).
     static void close_all_in_child() noexcept {
         for_each([](int fd) { ::close(fd); });
+        forget_all();
     }
 
 private:
@@ -183,6 +198,32 @@ inline int signal_process(int pidfd, pid_t pid, int sig) noexcept {
     return pid > 0 ? ::kill(pid, sig) : -1;
 }
 
+// Waits for a child to end, by its pidfd where there is one (so a pid reused after someone
+// else reaped the child can never be mistaken for it), else by pid. Returns the pid with the
+// wait status in `status`, 0 if `no_hang` and it still runs, or -1 with errno (ECHILD: reaped
+// elsewhere).
+inline pid_t wait_for_child(int pidfd, pid_t pid, int& status, bool no_hang) noexcept {
+    if (pidfd >= 0) {
+        siginfo_t info{};
+        const int options = WEXITED | (no_hang ? WNOHANG : 0);
+        const int rc = retry_eintr(
+            [&] { return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd),
+                                  &info, options); });
+        if (rc != 0) {
+            if (errno != EINVAL)
+                return -1;
+            // EINVAL: a kernel without P_PIDFD (before 5.4); by pid, then.
+        } else if (info.si_pid == 0) {
+            return 0; // WNOHANG, still running
+        } else {
+            status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8
+                                                : (info.si_status & 0x7f);
+            return info.si_pid;
+        }
+    }
+    return retry_eintr([&] { return ::waitpid(pid, &status, no_hang ? WNOHANG : 0); });
+}
+
 struct pipe_pair {
     unique_fd read;
     unique_fd write;
@@ -246,13 +287,15 @@ inline bool read_exact(int fd, void* data, std::size_t size, const char* what) {
     return true;
 }
 
-// Closes every descriptor from `first` up, except those listed: for a freshly forked helper
-// process that must not keep its parent's files, sockets or pipes open.
-inline void close_descriptors_from(int first, const int* keep, std::size_t keep_count) noexcept {
+// Closes every descriptor from `first` up, except those listed and, with `keep_shared`, those
+// in shared_descriptors (however many): for a freshly forked helper process that must not
+// keep its parent's files, sockets or pipes open. Allocates nothing.
+inline void close_descriptors_from(int first, const int* keep, std::size_t keep_count,
+                                   bool keep_shared = false) noexcept {
     int from = first;
     // Ranges between kept descriptors, in ascending order.
     for (;;) {
-        int next_keep = -1;
+        int next_keep = keep_shared ? shared_descriptors::next_at_or_after(from) : -1;
         for (std::size_t i = 0; i < keep_count; ++i)
             if (keep[i] >= from && (next_keep == -1 || keep[i] < next_keep))
                 next_keep = keep[i];

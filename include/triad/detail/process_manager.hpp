@@ -287,7 +287,8 @@ private:
     std::size_t m_start_failures = 0; // workers in a row that died or failed before ready
     std::exception_ptr m_start_error; // the last initializer failure in a replacement
     std::atomic<std::uint64_t> m_pending_count{0};
-    std::size_t m_spawn_failures = 0;
+    std::size_t m_spawn_failures = 0; // in a row, since m_first_spawn_failure
+    std::chrono::steady_clock::time_point m_first_spawn_failure{};
     std::chrono::steady_clock::time_point m_respawn_at{};
     bool m_stopping_workers = false;
     bool m_terminating = false; // I/O thread's copy of m_terminate, once acted on
@@ -328,7 +329,7 @@ inline process_manager::process_manager(process_manager_config config)
     // Shared with every worker: the cancel flag and one slot per worker. Through a memfd when a
     // zygote's server must map it too; inherited by fork otherwise.
     m_shared_bytes = sizeof(shared_state_block) + n * sizeof(worker_slot);
-    unique_fd memory;
+    pool_fd memory;
     if (m_config.zygote) {
         memory.reset(::memfd_create("triad-pool", MFD_CLOEXEC));
         if (!memory || ::ftruncate(memory.get(), static_cast<off_t>(m_shared_bytes)) != 0)
@@ -432,6 +433,13 @@ inline process_manager::process_manager(process_manager_config config)
 }
 
 inline process_manager::~process_manager() {
+    if (m_thread_id == std::this_thread::get_id()) {
+        // Its own I/O thread cannot wait for itself, and the loop still runs beneath this call.
+        std::fputs("triad::process_pool: destroyed from one of its own continuations (on its I/O "
+                   "thread); destroy it on another thread\n",
+                   stderr);
+        std::abort();
+    }
     try {
         shutdown(false);
     } catch (...) {
@@ -634,7 +642,7 @@ inline void process_manager::loop() {
             cancel = m_cancel;
             terminating = m_terminate;
         }
-        if (terminating && !m_stopping_workers) {
+        if (terminating && !m_terminating) { // also after shutdown() began stopping workers
             // terminate(): every worker killed now; what they ran fails as cancelled, what they
             // had not started is cancelled with the queue.
             m_stopping_workers = true;
@@ -698,10 +706,17 @@ inline void process_manager::stop_workers() {
 }
 
 inline void process_manager::send_stop(worker& w) {
-    if (w.task_fd && w.sent == w.outstanding.size() && w.sent_bytes == 0) {
+    bool told = false;
+    if (w.task_fd && w.outstanding.empty() && w.sent_bytes == 0) {
         frame_header stop{0, static_cast<std::uint32_t>(frame_kind::stop), 0, 0};
-        [[maybe_unused]] const ssize_t n = ::write(w.task_fd.get(), &stop, sizeof stop);
+        told = ::write(w.task_fd.get(), &stop, sizeof stop) == static_cast<ssize_t>(sizeof stop);
     }
+    // A worker that cannot be told (tasks still in it, as when the pool broke, or a frame half
+    // written, or a full pipe) is killed: end-of-file alone may never come while some other
+    // process holds a copy of the pipe.
+    if ((!told || w.state == worker_state::starting) && w.state != worker_state::dead &&
+        !w.ended && w.pid > 0) // one still in its initializer reads nothing: killed too
+        signal_process(w.pidfd.get(), w.pidfd ? 0 : w.pid, SIGKILL);
     unwatch(w.task_fd.get());
     w.task_fd.reset();
     w.writable_watch = false;
@@ -732,9 +747,9 @@ inline int process_manager::poll_timeout_ms() const noexcept {
     for (const auto& w : m_workers) {
         if (w->ended && w->state != worker_state::dead)
             at_most(20); // waiting for the server's report of how it ended
-        // A task past its deadline whose worker's own timer did not end it: checked often.
-        if (w->state == worker_state::ready && !w->outstanding.empty() &&
-            (m_config.task_timeout || w->outstanding.size() > 1))
+        // Deadlines whose worker's own timer did not fire (a task that exec'd), and queues
+        // behind long tasks to take back: checked often while anything runs.
+        if (w->state != worker_state::dead && !w->outstanding.empty())
             at_most(50);
     }
     if (m_respawn_at > std::chrono::steady_clock::now())
@@ -745,8 +760,13 @@ inline int process_manager::poll_timeout_ms() const noexcept {
 inline void process_manager::spawn(std::size_t slot) {
     worker& w = *m_workers[slot];
     try {
-        pipe_pair task_pipe = make_pipe(O_CLOEXEC);
-        pipe_pair result_pipe = make_pipe(O_CLOEXEC);
+        // Listed as pool descriptors at once, so a triad::process forked meanwhile closes them.
+        pipe_pair task_ends = make_pipe(O_CLOEXEC);
+        pipe_pair result_ends = make_pipe(O_CLOEXEC);
+        struct {
+            pool_fd read, write;
+        } task_pipe{pool_fd(std::move(task_ends.read)), pool_fd(std::move(task_ends.write))},
+            result_pipe{pool_fd(std::move(result_ends.read)), pool_fd(std::move(result_ends.write))};
         grow_pipe(task_pipe.write.get(), 1 << 20);
         grow_pipe(result_pipe.write.get(), 1 << 20);
         set_nonblocking(task_pipe.write.get(), true);
@@ -761,8 +781,8 @@ inline void process_manager::spawn(std::size_t slot) {
         }
         w = worker(m_config.max_message_size, m_config.max_nesting);
         w.state = worker_state::starting;
-        w.task_fd = pool_fd(std::move(task_pipe.write));
-        w.result_fd = pool_fd(std::move(result_pipe.read));
+        w.task_fd = std::move(task_pipe.write);
+        w.result_fd = std::move(result_pipe.read);
         w.head_since = std::chrono::steady_clock::now();
         worker_slot& shared = m_pool.slots[slot];
         shared.running_task.store(0, std::memory_order_relaxed);
@@ -777,17 +797,20 @@ inline void process_manager::spawn(std::size_t slot) {
     }
 }
 
-// A worker could not be started. Retried every 100 ms; after 50 failures in a row (5 s)
-// with no worker starting, the pool breaks: its futures fail with the reason rather than wait
-// for ever.
+// A worker could not be started. Retried every 100 ms; after 5 s in which every start failed
+// and no worker started, the pool breaks: its futures fail with the reason rather than wait for
+// ever.
 inline void process_manager::spawn_failed(std::size_t slot, const std::string& why) {
     worker& w = *m_workers[slot];
     unwatch(w.result_fd.get());
     w.state = worker_state::dead;
     w.task_fd.reset();
     w.result_fd.reset();
-    m_respawn_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
-    if (++m_spawn_failures >= 50)
+    const auto now = std::chrono::steady_clock::now();
+    m_respawn_at = now + std::chrono::milliseconds(100);
+    if (m_spawn_failures++ == 0)
+        m_first_spawn_failure = now;
+    if (now - m_first_spawn_failure >= std::chrono::seconds(5))
         break_pool(std::make_exception_ptr(
             worker_died(concat("triad::process_pool: cannot start workers: ", why))));
 }
@@ -811,7 +834,7 @@ inline void process_manager::handle_control() {
                 fds[0] = -1;
                 watch(w.pidfd.get(), tag_pidfd | message.slot, EPOLLIN);
             }
-            if (m_terminating) // terminate() came while it was starting
+            if (m_terminating || w.state == worker_state::stopping) // it started too late
                 signal_process(w.pidfd.get(), w.pidfd ? 0 : w.pid, SIGKILL);
         }
         for (int fd : fds)
@@ -825,8 +848,7 @@ inline void process_manager::handle_control() {
             if (m_server_pid > 0) {
                 int status = 0;
                 if (m_server_is_child &&
-                    retry_eintr([&] { return ::waitpid(m_server_pid, &status, 0); }) ==
-                        m_server_pid)
+                    wait_for_child(m_server_pidfd.get(), m_server_pid, status, false) > 0)
                     how = describe_wait_status(status);
                 m_server_pid = -1;
                 unwatch(m_server_pidfd.get());
@@ -1005,6 +1027,17 @@ inline void process_manager::handle_frame(std::size_t slot, const frame_header& 
         }
         m_completed.fetch_add(1, std::memory_order_relaxed);
         finish_task(task, std::move(error), false);
+    } else if (kind == frame_kind::too_large) {
+        std::string why;
+        std::exception_ptr error;
+        try {
+            decode_value(payload, why);
+            error = std::make_exception_ptr(protocol_error(why));
+        } catch (...) {
+            error = std::current_exception();
+        }
+        m_completed.fetch_add(1, std::memory_order_relaxed);
+        finish_task(task, std::move(error), false);
     } else if (kind == frame_kind::cancelled) {
         finish_task(task, std::make_exception_ptr(task_cancelled()), true);
     } else {
@@ -1051,6 +1084,10 @@ inline void process_manager::dispatch() {
                     best = &w;
             }
             if (best == nullptr)
+                break;
+            // A large frame (over 64 KiB) only goes to a worker with nothing in flight: written
+            // half-way into a busy worker's pipe it could not be taken back for an idle one.
+            if (m_pending.front()->frame().size() > 64 * 1024 && !best->outstanding.empty())
                 break;
             if (best->outstanding.empty())
                 best->head_since = std::chrono::steady_clock::now();
@@ -1353,7 +1390,7 @@ inline void process_manager::stop_server() noexcept {
         }
         if (m_server_is_child) {
             int status = 0;
-            retry_eintr([&] { return ::waitpid(m_server_pid, &status, 0); });
+            wait_for_child(m_server_pidfd.get(), m_server_pid, status, false);
         }
         m_server_pid = -1;
     }

@@ -38,6 +38,7 @@ enum class frame_kind : std::uint32_t {
     cancelled = 6,   // worker -> parent: the pool is cancelling; the task was not run
     retiring = 7,    // worker -> parent: max_tasks_per_child reached; the worker exits
     stop = 8,        // parent -> worker: the pool is stopping; exit now
+    too_large = 9,   // worker -> parent: the result is over max_message_size (why, as text)
 };
 
 struct frame_header {
@@ -113,16 +114,22 @@ public:
     // for each complete frame in the buffer, then drops them from it.
     template <class OnFrame>
     void parse(OnFrame&& on_frame) {
+        // Frames are delivered (and consumed) one at a time, so a bad frame behind good ones
+        // throws only once the good ones were handled.
         std::size_t offset = 0;
-        std::size_t total = complete_frame_at(offset);
-        while (total != 0) {
-            frame_header header;
-            std::memcpy(&header, m_buffer.data() + offset, sizeof header);
-            byte_reader payload(m_buffer.data() + offset + sizeof header,
-                                static_cast<std::size_t>(header.payload_size), m_max_nesting);
-            offset += total;
-            total = complete_frame_at(offset);
-            on_frame(header, payload, total != 0);
+        try {
+            for (std::size_t total = complete_frame_at(offset); total != 0;
+                 total = complete_frame_at(offset)) {
+                frame_header header;
+                std::memcpy(&header, m_buffer.data() + offset, sizeof header);
+                byte_reader payload(m_buffer.data() + offset + sizeof header,
+                                    static_cast<std::size_t>(header.payload_size), m_max_nesting);
+                offset += total;
+                on_frame(header, payload, m_buffer.size() - offset >= sizeof(frame_header));
+            }
+        } catch (...) {
+            m_buffer.consume(offset);
+            throw;
         }
         m_buffer.consume(offset);
     }
@@ -148,7 +155,7 @@ private:
             throw protocol_error(concat("triad: a message of ", header.payload_size,
                                         " bytes exceeds the limit of ", m_max_payload,
                                         " (process_pool_options::max_message_size)"));
-        if (header.kind < 1 || header.kind > 8)
+        if (header.kind < 1 || header.kind > 9)
             throw protocol_error(
                 concat("triad: corrupt message: unknown frame kind ", header.kind));
         const std::size_t total = sizeof header + static_cast<std::size_t>(header.payload_size);

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <dirent.h>
@@ -125,17 +126,11 @@ public:
 
     [[noreturn]] void run(pid_t parent) noexcept {
         ::setpgid(0, 0);
-        int keep[256];
-        std::size_t kept = 0;
-        keep[kept++] = m_socket;
-        shared_descriptors::for_each([&](int fd) {
-            if (kept < std::size(keep))
-                keep[kept++] = fd;
-        });
-        close_descriptors_from(3, keep, kept);
+        const int keep[] = {m_socket};
+        close_descriptors_from(3, keep, 1, true);
         pool_descriptors::forget_all();
         ::prctl(PR_SET_NAME, "triad-zygote", 0, 0, 0);
-        reset_signal_dispositions({SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT});
+        ignore_signals_from_outside();
         const int parent_fd = open_pidfd(parent);
         if (::getppid() != parent)
             ::_exit(0);
@@ -147,9 +142,13 @@ public:
         pollfd fds[3] = {{m_socket, POLLIN, 0}, {children, POLLIN, 0}, {parent_fd, POLLIN, 0}};
         const nfds_t watched = parent_fd >= 0 ? 3 : 2;
         std::vector<char> buffer(zygote_message_limit);
+        m_parent = parent;
         for (;;) {
-            if (retry_eintr([&] { return ::poll(fds, watched, -1); }) < 0)
+            // Without a pidfd (before Linux 5.3), the parent is checked twice a second.
+            if (retry_eintr([&] { return ::poll(fds, watched, parent_fd >= 0 ? -1 : 500); }) < 0)
                 ::_exit(11);
+            if (parent_fd < 0 && ::getppid() != parent)
+                ::_exit(0);
             if (fds[1].revents != 0) {
                 signalfd_siginfo info;
                 while (::read(children, &info, sizeof info) == sizeof info) {
@@ -165,8 +164,8 @@ public:
                 continue;
             int received[2];
             const ssize_t n = receive_packet(m_socket, buffer.data(), buffer.size(), received);
-            if (n <= 0)
-                ::_exit(0); // the guard was destroyed, or the parent died
+            if (n <= 1)
+                ::_exit(0); // the guard was destroyed (a one-byte stop), or the parent died
             serve(buffer.data(), static_cast<std::size_t>(n), received, parent_fd, children);
             for (int fd : received)
                 if (fd >= 0)
@@ -232,7 +231,8 @@ private:
                                                       sizeof(shared_state_block));
         config.slot_count = request.slot_count;
         std::memcpy(&config.original_signal_mask, request.signal_mask.data(), sizeof(sigset_t));
-        config.parent = 0;
+        config.parent = m_parent;
+        config.parent_is_child = false; // the server is the zygote's child, not the pool's
         config.parent_pidfd = parent_fd;
         if (request.initializer != 0)
             config.initializer = reinterpret_cast<void (*)(std::size_t)>(request.initializer);
@@ -241,6 +241,7 @@ private:
     }
 
     int m_socket;
+    pid_t m_parent = 0;
 };
 
 // The parent's end: one per process, made by triad::fork_server_guard.
@@ -276,7 +277,13 @@ public:
     }
 
     ~zygote_connection() {
-        m_socket.reset(); // the zygote reads end of file and exits
+        // A stop message, then end-of-file: the message ends the zygote even while a plain
+        // fork() child of this process holds a copy of the socket.
+        if (m_socket && ::getpid() == m_owner) {
+            const char stop = 0;
+            (void)send_packet(m_socket.get(), &stop, 1, nullptr, 0);
+        }
+        m_socket.reset();
         // In a fork of the process that started it, the zygote is not ours to wait for or kill:
         // closing our copy of the socket was all.
         if (m_pid > 0 && ::getpid() == m_owner) {
@@ -286,7 +293,7 @@ public:
                     signal_process(m_pidfd.get(), 0, SIGKILL);
             }
             int status = 0;
-            retry_eintr([&] { return ::waitpid(m_pid, &status, 0); });
+            wait_for_child(m_pidfd.get(), m_pid, status, false);
         }
     }
     zygote_connection(const zygote_connection&) = delete;
@@ -302,10 +309,22 @@ public:
             throw std::invalid_argument("triad::process_pool: settings too large for the fork "
                                         "server (a very long name_prefix?)");
         std::lock_guard lock(m_mutex);
+        if (m_unanswered)
+            throw std::system_error(ETIMEDOUT, std::generic_category(),
+                                    "triad::process_pool: the fork server (fork_server_guard) "
+                                    "stopped answering");
         const int fds[2] = {control, memory};
         if (const int error = send_packet(m_socket.get(), bytes.data(), bytes.size(), fds, 2))
             throw_errno("triad::process_pool: the fork server (fork_server_guard) is gone",
                         error);
+        // A zygote that does not answer in 10 s (stopped, or stuck) is an error, not a hang.
+        pollfd answer{m_socket.get(), POLLIN, 0};
+        if (retry_eintr([&] { return ::poll(&answer, 1, 10'000); }) == 0) {
+            m_unanswered = true; // a late answer would be taken for the next request's
+            throw std::system_error(ETIMEDOUT, std::generic_category(),
+                                    "triad::process_pool: the fork server (fork_server_guard) did "
+                                    "not answer within 10 s");
+        }
         zygote_reply reply;
         int received[2];
         const ssize_t n = receive_packet(m_socket.get(), &reply, sizeof reply, received);
@@ -350,6 +369,7 @@ private:
     }
 
     std::mutex m_mutex;
+    bool m_unanswered = false;
     pool_fd m_socket;
     pool_fd m_pidfd;
     pid_t m_pid = -1;
