@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
@@ -220,3 +221,4 @@ TEST_CASE("closing a full queue ends a put blocked on it", "[process_queue]") {
     CHECK(q.get() == 1);
     CHECK_FALSE(q.get().has_value());
 }
+

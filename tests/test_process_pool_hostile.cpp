@@ -6,6 +6,7 @@
 // effects counted in shared memory) and that no process is left behind.
 #include <triad/process.hpp>
 #include <triad/process_pool.hpp>
+#include <triad/process_queue.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -15,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <memory>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -439,4 +441,126 @@ TEST_CASE("no zombie and no descriptor is left by the hostile cases", "[process_
     }
     CHECK(eventually([] { return descendants().empty(); }, 10s));
     CHECK(triad_test::open_descriptors() == fds);
+}
+
+// --- found by attacking the first version of these fixes -------------------------------------
+
+namespace {
+int busy_ms(int ms) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    return ms;
+}
+std::size_t size_of(const std::vector<char>& bytes) {
+    return bytes.size();
+}
+std::string sized(int bytes) {
+    return std::string(static_cast<std::size_t>(bytes), 'x');
+}
+int exec_sleep(int) {
+    ::execlp("sleep", "sleep", "20", static_cast<char*>(nullptr));
+    return -1;
+}
+} // namespace
+
+TEST_CASE("a triad::process inside a triad::process child keeps the child's own files",
+          "[process_pool][hostile]") {
+    triad::process_pool pool(1); // its descriptors are what a child must close, and forget
+    triad::process outer([] {
+        triad::process inner([] { return 7; });
+        return inner.join();
+    });
+    CHECK(outer.join() == 7);
+}
+
+TEST_CASE("a signal from outside to every process (systemctl kill -s USR1) leaves the pool working",
+          "[process_pool][hostile]") {
+    signal_scope handled(SIGUSR1, nothing);
+    triad::process_pool pool(2);
+    CHECK(pool.submit(sleep_ms, 1).get() == 1);
+    for (const auto& p : descendants())
+        ::kill(p.pid, SIGUSR1);
+    ::kill(::getpid(), SIGUSR1);
+    std::this_thread::sleep_for(100ms);
+    CHECK_FALSE(pool.closed());
+    CHECK(pool.map(sleep_ms, std::vector<int>{1, 1, 1, 1}) == std::vector<int>{1, 1, 1, 1});
+}
+
+TEST_CASE("a task with a large argument does not wait behind a busy worker",
+          "[process_pool][hostile]") {
+    triad::process_pool pool(2);
+    (void)pool.map(sleep_ms, std::vector<int>{0, 0});
+    auto short_one = pool.submit(sleep_ms, 200);
+    auto long_one = pool.submit(sleep_ms, 3000);
+    std::this_thread::sleep_for(20ms);
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(pool.submit(size_of, std::vector<char>(4 << 20, 'x')).get() == (4u << 20));
+    CHECK(seconds_since(start) < 1.5);
+    CHECK(long_one.get() == 3000);
+}
+
+TEST_CASE("a good result is kept when an oversized one arrives in the same read",
+          "[process_pool][hostile]") {
+    triad::process_pool pool({.processes = 1, .max_message_size = 1024});
+    for (int round = 0; round < 5; ++round) {
+        auto good = pool.submit(sized, 50);
+        auto bad = pool.submit(sized, 4000);
+        // Keep the I/O thread busy so both results arrive together.
+        good.on_ready([] { std::this_thread::sleep_for(50ms); });
+        CHECK_THROWS_AS(bad.get(), triad::protocol_error);
+        CHECK(good.get().size() == 50);
+    }
+}
+
+TEST_CASE("shutdown ends a replacement stuck in its initializer, and terminate ends a broken pool",
+          "[process_pool][hostile]") {
+    reset_runs();
+    CHECK(finishes_within(15s, [] {
+        triad::process_pool pool({.processes = 2, .initializer = [](std::size_t) {
+                                      if (g_runs[counter_count - 4].fetch_add(1) >= 2)
+                                          ::pause(); // replacements hang here
+                                  }});
+        CHECK_THROWS_AS(pool.submit(crash, 0).get(), triad::worker_died);
+        CHECK(pool.submit(sleep_ms, 1).get() == 1); // the healthy worker
+        pool.shutdown();
+    }));
+}
+
+TEST_CASE("a per-task timeout holds even when the task execs another program",
+          "[process_pool][hostile]") {
+    triad::process_pool pool(1);
+    const auto start = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(pool.submit({.timeout = 100ms}, exec_sleep, 0).get(), triad::task_timeout);
+    CHECK(seconds_since(start) < 5.0);
+    CHECK(pool.submit(busy_ms, 1).get() == 1);
+}
+
+namespace {
+std::vector<std::unique_ptr<triad::process_queue<int>>>* g_queues = nullptr;
+int put_in_every_queue(int value) {
+    for (auto& q : *g_queues)
+        q->put(value);
+    return value;
+}
+} // namespace
+
+TEST_CASE("more than a hundred queues made before a pool all stay usable in its workers",
+          "[process_pool][hostile]") {
+    // The fork server keeps them all open, however many, and nothing of the pool's lands on
+    // their numbers.
+    std::vector<std::unique_ptr<triad::process_queue<int>>> queues;
+    for (int i = 0; i < 200; ++i)
+        queues.push_back(std::make_unique<triad::process_queue<int>>());
+    g_queues = &queues;
+    {
+        triad::process_pool pool(1);
+        CHECK(pool.submit(put_in_every_queue, 5).get() == 5);
+    }
+    for (auto& q : queues) {
+        int value = 0;
+        CHECK(q->try_get(value) == triad::queue_status::success);
+        CHECK(value == 5);
+    }
+    g_queues = nullptr;
 }
