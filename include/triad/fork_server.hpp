@@ -26,6 +26,11 @@ namespace triad {
  *   that builds its pools before starting threads, and the way to give workers data built at
  *   run time (they see this process's memory as it was then).
  *
+ * With the guard, workers are what this process was when the guard was made: its memory, and
+ * also its user and group ids, working directory, environment, resource limits, umask and open
+ * stdout/stderr. A privilege drop, `chdir`, `setenv` or redirection made later does not reach
+ * them; do those before creating the guard, or in an initializer.
+ *
  * With the guard, workers see memory as it was when the guard was made, so an initializer must
  * be a function or a lambda without captures (pass data through task arguments); a capturing
  * initializer is refused with `std::invalid_argument`. Pools already built are unaffected by
