@@ -528,12 +528,15 @@ TEST_CASE("as_completed works on shared futures and leaves them usable", "[futur
     std::vector<triad::shared_future<int>> futures;
     for (auto& p : promises)
         futures.push_back(p.get_future().share());
+    // The range registers first; only then are the values set, in the order 2, 0, 1 (set before
+    // it, all would be ready at once and come in input order).
+    auto completed = triad::as_completed(futures);
     std::thread producer([&] {
         for (int i : {2, 0, 1})
             promises[static_cast<std::size_t>(i)].set_value(i);
     });
     std::vector<int> seen;
-    for (auto& f : triad::as_completed(futures))
+    for (auto& f : completed)
         seen.push_back(f.get());
     producer.join();
     CHECK(seen == std::vector<int>{2, 0, 1});

@@ -222,3 +222,44 @@ TEST_CASE("closing a full queue ends a put blocked on it", "[process_queue]") {
     CHECK_FALSE(q.get().has_value());
 }
 
+
+TEST_CASE("a child that calls exit() in a parent ignoring SIGCHLD reports its code",
+          "[process]") {
+    sigchld_scope ignored(SIG_IGN);
+    triad::process exits([] { std::exit(3); });
+    CHECK(exits.join() == 3);
+}
+
+TEST_CASE("a producer killed halfway through a message breaks the queue; a reader never hangs",
+          "[process_queue]") {
+    triad::process_queue<std::string> q;
+    // A message far larger than the pipe: the producer blocks halfway through writing it.
+    triad::process producer([&q] {
+        q.put(std::string(8 << 20, 'x'));
+        return 0;
+    });
+    std::this_thread::sleep_for(200ms);
+    // A reader starts taking the message, then the producer dies before the rest is written.
+    std::atomic<int> outcome{0}; // 1: protocol_error, 2: anything else
+    std::thread reader([&] {
+        try {
+            (void)q.get();
+            outcome = 2;
+        } catch (const triad::protocol_error&) {
+            outcome = 1;
+        } catch (...) {
+            outcome = 2;
+        }
+    });
+    std::this_thread::sleep_for(100ms);
+    producer.kill();
+    (void)producer.join();
+    const auto start = std::chrono::steady_clock::now();
+    while (outcome == 0 && std::chrono::steady_clock::now() - start < 10s)
+        std::this_thread::sleep_for(10ms);
+    CHECK(outcome == 1);
+    if (outcome == 0)
+        reader.detach(); // still blocked: the failure above says so
+    else
+        reader.join();
+}

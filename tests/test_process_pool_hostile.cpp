@@ -564,3 +564,132 @@ TEST_CASE("more than a hundred queues made before a pool all stay usable in its 
     }
     g_queues = nullptr;
 }
+
+// --- found by attacking the API ----------------------------------------------------------------
+
+TEST_CASE("a submit racing terminate() is refused or settled, never left pending",
+          "[process_pool][hostile]") {
+    // Eight submitting threads on two cores: a submit accepted but not yet handed to the I/O
+    // thread when terminate() ends the loop is then likely.
+    const auto until = std::chrono::steady_clock::now() + 8s;
+    for (int round = 0; std::chrono::steady_clock::now() < until; ++round) {
+        triad::process_pool pool(2);
+        auto hung = pool.submit(sleep_ms, 60'000);
+        std::atomic<bool> stop{false};
+        std::vector<std::vector<triad::future<int>>> accepted(8);
+        std::vector<std::thread> submitters;
+        for (std::size_t t = 0; t < accepted.size(); ++t)
+            submitters.emplace_back([&, t] {
+                while (!stop.load()) {
+                    try {
+                        accepted[t].push_back(pool.submit(sleep_ms, 0));
+                    } catch (const triad::pool_closed&) {
+                        return;
+                    }
+                }
+            });
+        std::this_thread::sleep_for(std::chrono::microseconds(2000 + (round * 7919) % 20000));
+        pool.terminate();
+        stop = true;
+        for (auto& thread : submitters)
+            thread.join();
+        for (auto& list : accepted)
+            for (auto& f : list)
+                REQUIRE(f.wait_for(10s) == std::future_status::ready);
+    }
+}
+
+TEST_CASE("the longest timeouts mean never, not an overflow", "[process_pool][hostile]") {
+    triad::process_pool pool({.processes = 1, .task_timeout = std::chrono::nanoseconds::max()});
+    CHECK(pool.submit(sleep_ms, 200).get() == 200);
+    CHECK(pool.submit({.timeout = std::chrono::nanoseconds::max()}, sleep_ms, 200).get() == 200);
+    CHECK(pool.map(sleep_ms, std::vector<int>{100, 100},
+                   {.item_timeout = std::chrono::nanoseconds::max()}) ==
+          std::vector<int>{100, 100});
+}
+
+namespace {
+// A result that takes 100 ms to encode.
+struct slow_to_encode {
+    int value = 0;
+    template <class Archive>
+    void serialize(Archive& ar) {
+        if constexpr (std::is_same_v<Archive, triad::encoder>)
+            std::this_thread::sleep_for(100ms);
+        ar(value);
+    }
+};
+slow_to_encode make_slow(int x) {
+    return {x};
+}
+} // namespace
+
+TEST_CASE("a per-item timeout covers items, not the encoding after the last one",
+          "[process_pool][hostile]") {
+    // Three instant items whose results take 300 ms to encode: the chunk outlives the 50 ms
+    // per-item limit, and no item does.
+    triad::process_pool pool(1);
+    const auto results =
+        pool.map(make_slow, std::vector<int>{1, 2, 3}, {.chunk_size = 3, .item_timeout = 50ms});
+    REQUIRE(results.size() == 3);
+    CHECK(results[2].value == 3);
+}
+
+TEST_CASE("a map's per-item timeout names the item in the input", "[process_pool][hostile]") {
+    triad::process_pool pool(2);
+    std::vector<int> items(80, 1);
+    items[57] = 5000;
+    CHECK_THROWS_WITH(pool.map(sleep_ms, items, {.chunk_size = 10, .item_timeout = 500ms}),
+                      Catch::Contains("item 7 of a map chunk") &&
+                          Catch::Contains("the chunk starts at input item 50"));
+}
+
+namespace {
+// An input range that throws at item 40.
+struct throwing_input {
+    struct iterator {
+        using value_type = int;
+        using difference_type = std::ptrdiff_t;
+        int i = 0;
+        int operator*() const {
+            if (i == 40)
+                throw std::runtime_error("input failed");
+            return i;
+        }
+        iterator& operator++() {
+            ++i;
+            return *this;
+        }
+        void operator++(int) { ++i; }
+        bool operator==(const iterator& other) const { return i == other.i; }
+    };
+    iterator begin() const { return {}; }
+    iterator end() const { return {100}; }
+};
+int identity(int x) {
+    return x;
+}
+} // namespace
+
+TEST_CASE("an input range that throws during imap is an error, never a bad read",
+          "[process_pool][hostile]") {
+    triad::process_pool pool(2);
+    auto results = pool.imap(identity, throwing_input{}, {.chunk_size = 4});
+    int seen = 0;
+    int errors = 0;
+    // A caller that catches and goes on iterating gets errors or values, never garbage.
+    for (auto it = results.begin(); it != results.end() && errors < 5;) {
+        try {
+            const int value = *it;
+            CHECK(value == seen);
+            ++seen;
+            ++it;
+        } catch (const std::runtime_error&) {
+            ++errors;
+        } catch (const std::out_of_range&) {
+            ++errors;
+        }
+    }
+    CHECK(errors > 0);
+    CHECK(seen <= 40);
+}

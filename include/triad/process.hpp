@@ -184,6 +184,16 @@ private:
     [[noreturn]] static void run_child(int link, pid_t parent, int status, Fn& fn,
                                        Args&... args) noexcept {
         int code = 0;
+        // A child that calls exit() itself reports its code from there (glibc's on_exit).
+        static int status_fd = -1;
+        status_fd = status;
+        ::on_exit(
+            [](int exit_code, void*) {
+                const int reported = exit_code & 0xff;
+                [[maybe_unused]] const int ignored =
+                    detail::write_all(status_fd, &reported, sizeof reported);
+            },
+            nullptr);
         try {
             watch_parent(link, parent);
             if constexpr (std::is_convertible_v<std::invoke_result_t<Fn&, Args&...>, int>)

@@ -432,7 +432,8 @@ private:
     explicit imap_range(std::unique_ptr<state> s) : m_state(std::move(s)) {}
 
     R& current() const {
-        if (m_state->finished)
+        // Past the end, or after an error from the input range left no current item.
+        if (m_state->finished || m_state->position >= m_state->values.size())
             throw std::out_of_range("triad::imap_range: dereferenced past the end");
         if (const auto& error = m_state->errors[m_state->position])
             std::rethrow_exception(error);
@@ -628,6 +629,11 @@ auto process_pool::map_impl(Fn&& fn, Items&& items, map_options options) {
                 }
                 results.insert(results.end(), std::make_move_iterator(values.begin()),
                                std::make_move_iterator(values.end()));
+            } catch (const task_timeout& e) {
+                // The worker counts items within its chunk; say where the chunk starts.
+                if (!error)
+                    error = std::make_exception_ptr(task_timeout(detail::concat(
+                        e.what(), " (the chunk starts at input item ", offset, ")")));
             } catch (...) {
                 if (!error)
                     error = std::current_exception();

@@ -125,7 +125,7 @@ private:
             : m_mutex(mutex) {
             const int rc = deadline == nullptr
                                ? ::pthread_mutex_lock(&m_mutex)
-                               : ::pthread_mutex_clocklock(&m_mutex, CLOCK_MONOTONIC, deadline);
+                               : ::pthread_mutex_timedlock(&m_mutex, deadline);
             if (rc == ETIMEDOUT) {
                 m_owned = false;
                 return;
@@ -161,10 +161,16 @@ private:
     using clock = std::chrono::steady_clock;
     static constexpr auto forever = clock::time_point::max();
 
-    static timespec monotonic(clock::time_point when) noexcept {
-        // steady_clock is CLOCK_MONOTONIC on Linux.
-        const auto ns =
-            std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()).count();
+    // The wall-clock moment `when` falls on, for the waits that take CLOCK_REALTIME deadlines
+    // (pthread_mutex_timedlock, sem_timedwait: what ThreadSanitizer understands; their
+    // CLOCK_MONOTONIC variants it does not).
+    static timespec realtime(clock::time_point when) noexcept {
+        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::max(when - clock::now(), clock::duration::zero()));
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count() +
+                        std::min<std::int64_t>(left.count(), std::int64_t{1} << 50);
         return timespec{static_cast<time_t>(ns / 1'000'000'000),
                         static_cast<long>(ns % 1'000'000'000)};
     }
@@ -183,6 +189,12 @@ private:
     queue_status get_until(T& out, clock::time_point deadline);
     // With the read lock held: waits for a frame by `deadline`, reads it into `out`.
     queue_status read_frame(T& out, clock::time_point deadline);
+    // Reads `size` bytes of a message (false: end of file before the first, if allowed). While
+    // bytes are missing it checks, ten times a second, that a writer is still at work: one that
+    // died halfway through the message breaks the queue (protocol_error) instead of hanging
+    // this reader.
+    bool read_whole(void* data, std::size_t size, bool end_allowed);
+    void check_writer_alive();
 
     // Set while this process is halfway through a message; if it leaves by an exception there,
     // the stream is cut somewhere unknown and the queue is broken for everyone.
@@ -271,11 +283,11 @@ queue_status process_queue<T>::reserve_slot(clock::time_point deadline) {
             return ::sem_trywait(&m_shared->free_slots) == 0 ? queue_status::success
                                                              : queue_status::timeout;
         const auto slice = std::min<clock::time_point>(deadline, now + std::chrono::milliseconds(50));
-        const timespec until = monotonic(slice);
-        if (::sem_clockwait(&m_shared->free_slots, CLOCK_MONOTONIC, &until) == 0)
+        const timespec until = realtime(slice);
+        if (::sem_timedwait(&m_shared->free_slots, &until) == 0)
             return queue_status::success;
         if (errno != ETIMEDOUT && errno != EINTR)
-            detail::throw_errno("triad::process_queue: sem_clockwait");
+            detail::throw_errno("triad::process_queue: sem_timedwait");
     }
 }
 
@@ -290,8 +302,14 @@ queue_status process_queue<T>::put_until(const T& value, clock::time_point deadl
         lock guard(m_shared->write_lock, m_shared->writing, *m_shared);
         if (!closed()) {
             midway writing(m_shared->writing, *m_shared);
-            write_frame(frame.data(), frame.size());
+            // Counted first: a fast consumer's decrement must never come before it.
             m_shared->count.fetch_add(1, std::memory_order_acq_rel);
+            try {
+                write_frame(frame.data(), frame.size());
+            } catch (...) {
+                m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
+                throw;
+            }
             writing.done();
             written = true;
         }
@@ -328,25 +346,83 @@ queue_status process_queue<T>::put_for(const T& value,
 }
 
 template <serializable T>
-queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
-    if (deadline != forever) {
-        for (;;) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
-            pollfd readable{m_pipe.read.get(), POLLIN, 0};
-            const int ready = ::poll(&readable, 1, static_cast<int>(std::clamp<long long>(
-                                                       left.count(), 0, 1'000'000)));
-            if (ready > 0)
-                break;
-            if (ready < 0 && errno != EINTR)
-                detail::throw_errno("triad::process_queue: poll");
-            if (ready == 0 && clock::now() >= deadline)
-                return queue_status::timeout;
-        }
+void process_queue<T>::check_writer_alive() {
+    const int rc = ::pthread_mutex_trylock(&m_shared->write_lock);
+    if (rc == EBUSY)
+        return; // a writer is at work: its bytes are coming
+    if (rc == EOWNERDEAD) {
+        m_shared->broken.store(1, std::memory_order_release);
+        ::pthread_mutex_consistent(&m_shared->write_lock);
     }
-    std::uint64_t size = 0;
-    if (!detail::read_exact(m_pipe.read.get(), &size, sizeof size, "triad::process_queue: read"))
-        return queue_status::closed;
+    // The lock is ours: no writer is halfway through a message. Missing bytes can then only
+    // mean one died (or bytes arrived just now).
+    pollfd readable{m_pipe.read.get(), POLLIN, 0};
+    const bool arrived = ::poll(&readable, 1, 0) > 0;
+    if (!arrived)
+        m_shared->broken.store(1, std::memory_order_release);
+    ::pthread_mutex_unlock(&m_shared->write_lock);
+    if (m_shared->broken.load(std::memory_order_acquire) != 0)
+        throw protocol_error("triad::process_queue: a process died while writing to the queue, "
+                             "so its contents can no longer be trusted");
+}
+
+template <serializable T>
+bool process_queue<T>::read_whole(void* data, std::size_t size, bool end_allowed) {
+    auto* p = static_cast<char*>(data);
+    std::size_t done = 0;
+    while (done < size) {
+        pollfd readable{m_pipe.read.get(), POLLIN, 0};
+        const int ready = ::poll(&readable, 1, 100);
+        if (ready == 0) {
+            check_writer_alive();
+            continue;
+        }
+        if (ready < 0) {
+            if (errno == EINTR)
+                continue;
+            detail::throw_errno("triad::process_queue: poll");
+        }
+        const ssize_t n = ::read(m_pipe.read.get(), p + done, size - done);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            detail::throw_errno("triad::process_queue: read");
+        }
+        if (n == 0) {
+            if (done == 0 && end_allowed)
+                return false;
+            throw protocol_error("triad::process_queue: end of file in the middle of a message");
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+template <serializable T>
+queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
+    // Wait for the first byte before counting as midway: a consumer killed while it waits
+    // breaks nothing; one killed after it took bytes does.
+    for (;;) {
+        int wait_ms = -1;
+        if (deadline != forever)
+            wait_ms = static_cast<int>(std::clamp<long long>(
+                std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now()).count(), 0,
+                1'000'000));
+        pollfd readable{m_pipe.read.get(), POLLIN, 0};
+        const int ready = ::poll(&readable, 1, wait_ms);
+        if (ready > 0)
+            break;
+        if (ready < 0 && errno != EINTR)
+            detail::throw_errno("triad::process_queue: poll");
+        if (ready == 0 && deadline != forever && clock::now() >= deadline)
+            return queue_status::timeout;
+    }
     midway reading(m_shared->reading, *m_shared);
+    std::uint64_t size = 0;
+    if (!read_whole(&size, sizeof size, true)) {
+        reading.done();
+        return queue_status::closed;
+    }
     if (size == close_mark) {
         // Put the mark back for the next consumer: nothing can follow it.
         write_frame(&size, sizeof size);
@@ -362,8 +438,7 @@ queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
         const std::size_t step =
             static_cast<std::size_t>(std::min<std::uint64_t>(size - done, 1 << 20));
         payload.resize(static_cast<std::size_t>(done) + step);
-        detail::read_exact(m_pipe.read.get(), payload.data() + done, step,
-                           "triad::process_queue: read");
+        read_whole(payload.data() + done, step, false);
         done += step;
     }
     m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
@@ -376,7 +451,7 @@ queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
 
 template <serializable T>
 queue_status process_queue<T>::get_until(T& out, clock::time_point deadline) {
-    const timespec until = monotonic(deadline);
+    const timespec until = realtime(deadline);
     lock guard(m_shared->read_lock, m_shared->reading, *m_shared,
                deadline == forever ? nullptr : &until);
     if (!guard.owns())

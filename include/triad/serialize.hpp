@@ -88,7 +88,16 @@ public:
     byte_reader(const char* data, std::size_t size,
                 std::size_t max_nesting = default_max_nesting) noexcept
         : m_pos(data), m_end(data + size), m_nesting_left(max_nesting),
-          m_max_nesting(max_nesting) {}
+          m_max_nesting(max_nesting), m_reserve_budget(4 * size + 64 * 1024) {}
+
+    // Memory decoding may reserve ahead of what arrives, for the whole message: four times its
+    // size. Without a shared budget, nested containers could each reserve that much.
+    bool take_reservation(std::size_t bytes) noexcept {
+        if (bytes > m_reserve_budget)
+            return false;
+        m_reserve_budget -= bytes;
+        return true;
+    }
 
     // One level deeper into a user type; a message nested deeper than the limit is refused
     // before the recursion can exhaust the stack.
@@ -156,6 +165,7 @@ private:
     const char* m_end;
     std::size_t m_nesting_left;
     std::size_t m_max_nesting;
+    std::size_t m_reserve_budget;
 };
 
 template <class T, class = void>
@@ -281,10 +291,13 @@ constexpr std::size_t element_min_size() {
 // buckets (a pointer each), not elements, and a set of small keys holds few distinct values
 // whatever the count claims: they reserve at most 1,024 and grow with what arrives.
 template <class T, class Container>
-void reserve_bounded(Container& c, std::size_t count, const byte_reader& in) {
+void reserve_bounded(Container& c, std::size_t count, byte_reader& in) {
     if constexpr (requires { c.bucket_count(); }) {
-        c.reserve(std::min<std::size_t>(count, 1024));
-    } else if (count <= (in.remaining() + 4096) / sizeof(T) * 4) {
+        const std::size_t buckets = std::min<std::size_t>(count, 1024);
+        if (in.take_reservation(buckets * sizeof(void*)))
+            c.reserve(buckets);
+    } else if (count <= (in.remaining() + 4096) / sizeof(T) * 4 &&
+               in.take_reservation(count * sizeof(T))) {
         c.reserve(count);
     }
 }

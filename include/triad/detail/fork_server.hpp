@@ -100,6 +100,12 @@ inline std::int64_t steady_now_ns() noexcept {
         .count();
 }
 
+// Now plus `ns`, saturating: a timeout of nanoseconds::max() means "never", not an overflow.
+inline std::int64_t deadline_in(std::int64_t ns) noexcept {
+    const std::int64_t now = steady_now_ns();
+    return ns > INT64_MAX - now ? INT64_MAX : now + ns;
+}
+
 // What the parent and a worker know about the pool before the server is forked; workers read
 // it from the server's copy of the parent's memory.
 struct pool_config {
@@ -253,12 +259,19 @@ struct item_hook {
     }
     void begin_item() noexcept {
         if (item_timeout_ns > 0) {
-            deadline->store(steady_now_ns() + item_timeout_ns, std::memory_order_release);
+            deadline->store(deadline_in(item_timeout_ns), std::memory_order_release);
             if (timer != nullptr)
                 timer->arm(item_timeout_ns);
         }
     }
     void end_item() noexcept {
+        // Disarmed between items: the time after the last one (encoding the chunk's results)
+        // belongs to no item.
+        if (item_timeout_ns > 0) {
+            if (timer != nullptr)
+                timer->disarm();
+            deadline->store(0, std::memory_order_release);
+        }
         if (done != nullptr)
             done->fetch_add(1, std::memory_order_relaxed);
     }
@@ -388,7 +401,7 @@ private:
             // Without a timer (timer_create failed: RLIMIT_SIGPENDING), the deadline is still
             // published and the parent kills the worker a second past it.
             if (timeout_ns > 0) {
-                slot.deadline_ns.store(steady_now_ns() + timeout_ns, std::memory_order_release);
+                slot.deadline_ns.store(deadline_in(timeout_ns), std::memory_order_release);
                 if (m_timer.valid())
                     m_timer.arm(timeout_ns);
                 timed = true;

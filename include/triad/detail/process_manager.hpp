@@ -1326,7 +1326,7 @@ inline void process_manager::check_deadlines() {
         if (w.state == worker_state::dead || w.ended)
             continue;
         const std::int64_t deadline = m_pool.slots[i].deadline_ns.load(std::memory_order_acquire);
-        if (deadline != 0 && now > deadline + 1'000'000'000)
+        if (deadline != 0 && now - 1'000'000'000 > deadline)
             signal_process(w.pidfd.get(), w.pidfd ? 0 : w.pid, SIGKILL);
     }
 }
@@ -1368,13 +1368,36 @@ inline void process_manager::stop_server() noexcept {
         w->result_fd.reset();
         w->pidfd.reset();
     }
-    for (remote_task* task : m_pending) {
-        m_pending_count.fetch_sub(1, std::memory_order_relaxed);
-        task->fail(std::make_exception_ptr(
-            worker_died("triad::process_pool: the pool stopped before the task ran")));
-        task_done();
+    // A submit accepted while the loop was ending (counted, not yet in the inbox) is failed
+    // too, never left pending: the pool is closed, so the count only falls, and it reaches zero
+    // once each accepted submit has put its task in the inbox, a moment later.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+        take_inbox();
+        for (remote_task* task : m_pending) {
+            m_pending_count.fetch_sub(1, std::memory_order_relaxed);
+            if (m_terminating)
+                task->fail(std::make_exception_ptr(
+                    task_cancelled("triad::process_pool::terminate() cancelled the task")));
+            else
+                task->fail(std::make_exception_ptr(
+                    worker_died("triad::process_pool: the pool stopped before the task ran")));
+            task_done();
+        }
+        m_pending.clear();
+        {
+            std::lock_guard lock(m_state_mutex);
+            if (m_unfinished == 0)
+                break;
+        }
+        if (std::chrono::steady_clock::now() > give_up) {
+            std::fputs("triad::process_pool: tasks still counted as unfinished at shutdown; "
+                       "giving up on them\n",
+                       stderr);
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
-    m_pending.clear();
     if (m_control) {
         const control_message stop{static_cast<std::uint32_t>(control_type::stop), 0, 0, 0};
         (void)send_control(m_control.get(), stop);
