@@ -107,8 +107,8 @@ public:
         const auto end_after = std::chrono::milliseconds(50 + m_random() % 400);
         std::vector<std::thread> threads;
         std::vector<std::vector<tracked>> submitted(static_cast<std::size_t>(submitters));
-        std::vector<std::vector<std::pair<std::vector<int>, std::optional<std::vector<int>>>>>
-            maps(static_cast<std::size_t>(submitters));
+        std::vector<std::vector<std::pair<std::vector<int>, std::optional<std::vector<int>>>>> maps(
+            static_cast<std::size_t>(submitters));
         std::vector<std::uint64_t> seeds;
         for (int t = 0; t < submitters; ++t)
             seeds.push_back(m_random());
@@ -148,9 +148,9 @@ public:
     }
 
 private:
-    void submit_some(triad::process_pool& pool, std::uint64_t seed, std::vector<tracked>& out,
-                     std::vector<std::pair<std::vector<int>, std::optional<std::vector<int>>>>&
-                         maps) {
+    void
+    submit_some(triad::process_pool& pool, std::uint64_t seed, std::vector<tracked>& out,
+                std::vector<std::pair<std::vector<int>, std::optional<std::vector<int>>>>& maps) {
         std::mt19937_64 random(seed);
         for (int i = 0; i < 60; ++i) {
             const auto choice = random() % 100;
@@ -189,8 +189,9 @@ private:
                 const bool own_timeout = what == kind::hangs || random() % 10 == 0;
                 const int ms = static_cast<int>(random() % 20);
                 triad::future<int> f =
-                    own_timeout ? pool.submit({.timeout = 200ms}, act, id, static_cast<int>(what), ms)
-                                : pool.submit(act, id, static_cast<int>(what), ms);
+                    own_timeout
+                        ? pool.submit({.timeout = 200ms}, act, id, static_cast<int>(what), ms)
+                        : pool.submit(act, id, static_cast<int>(what), ms);
                 out.push_back({id, what, own_timeout, std::move(f)});
             } catch (const triad::pool_closed&) {
                 return; // the pool was shut down: nothing more is taken
@@ -202,7 +203,8 @@ private:
 
     void check(tracked& t, bool terminated) {
         const int runs = g_runs[t.id].load();
-        expect(runs <= 1, "task " + std::to_string(t.id) + " ran " + std::to_string(runs) + " times");
+        expect(runs <= 1,
+               "task " + std::to_string(t.id) + " ran " + std::to_string(runs) + " times");
         if (t.result.wait_for(60s) != std::future_status::ready) {
             expect(false, "a future was never completed");
             return;
@@ -213,7 +215,8 @@ private:
             expect(runs == 1, "a task with a result did not run exactly once");
             expect(t.what == kind::quick || t.what == kind::slow, "a failing task returned");
         } catch (const triad::remote_error&) {
-            expect(t.what == kind::throws && runs == 1, "remote_error from a task that did not throw");
+            expect(t.what == kind::throws && runs == 1,
+                   "remote_error from a task that did not throw");
         } catch (const triad::worker_died&) {
             // Only a task that started can fail with its worker (a crash, or killed under it).
             expect(runs == 1, "worker_died for a task that never ran");

@@ -24,8 +24,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::mutex g_lock;  // held by another thread when a pool is built
-int g_late = 0;     // set by a test, after the snapshot
+std::mutex g_lock; // held by another thread when a pool is built
+int g_late = 0;    // set by a test, after the snapshot
 int g_initialized = 0;
 
 int take_the_lock(int x) {
@@ -98,8 +98,7 @@ TEST_CASE("with the early fork server, a pool built while another thread holds a
 TEST_CASE("without it, the same pool's workers inherit the held lock (bounded by a timeout)",
           "[fork_server]") {
     lock_holder holder;
-    triad::process_pool pool(
-        {.processes = 1, .task_timeout = 1s, .use_fork_server_guard = false});
+    triad::process_pool pool({.processes = 1, .task_timeout = 1s, .use_fork_server_guard = false});
     CHECK_THROWS_AS(pool.submit(take_the_lock, 1).get(), triad::task_timeout);
 }
 
@@ -123,8 +122,8 @@ TEST_CASE("an initializer must be a function or a captureless lambda with the fo
     CHECK(by_lambda.submit(read_initialized, 0).get() == 7);
     int captured = 5;
     CHECK_THROWS_WITH(
-        triad::process_pool({.processes = 1,
-                             .initializer = [captured](std::size_t) { g_initialized = captured; }}),
+        triad::process_pool(
+            {.processes = 1, .initializer = [captured](std::size_t) { g_initialized = captured; }}),
         Catch::Contains("initializer must be a function or a lambda without captures"));
     // Without the fork server, a capturing initializer is fine.
     triad::process_pool own({.processes = 1,
@@ -133,8 +132,7 @@ TEST_CASE("an initializer must be a function or a captureless lambda with the fo
     CHECK(own.submit(read_initialized, 0).get() == 5);
 }
 
-TEST_CASE("one fork server at a time, and only while the process has one thread",
-          "[fork_server]") {
+TEST_CASE("one fork server at a time, and only while the process has one thread", "[fork_server]") {
     CHECK_THROWS_WITH(triad::fork_server_guard(), Catch::Contains("already running"));
     // A forked child does not use its parent's server; with a thread running it cannot start one.
     const pid_t child = ::fork();

@@ -149,7 +149,7 @@ namespace {
 class sigchld_scope {
 public:
     explicit sigchld_scope(void (*handler)(int)) {
-        struct sigaction action{};
+        struct sigaction action {};
         action.sa_handler = handler;
         sigemptyset(&action.sa_mask);
         ::sigaction(SIGCHLD, &action, &m_saved);
@@ -159,7 +159,7 @@ public:
     sigchld_scope& operator=(const sigchld_scope&) = delete;
 
 private:
-    struct sigaction m_saved{};
+    struct sigaction m_saved {};
 };
 } // namespace
 
@@ -222,9 +222,7 @@ TEST_CASE("closing a full queue ends a put blocked on it", "[process_queue]") {
     CHECK_FALSE(q.get().has_value());
 }
 
-
-TEST_CASE("a child that calls exit() in a parent ignoring SIGCHLD reports its code",
-          "[process]") {
+TEST_CASE("a child that calls exit() in a parent ignoring SIGCHLD reports its code", "[process]") {
     sigchld_scope ignored(SIG_IGN);
     triad::process exits([] { std::exit(3); });
     CHECK(exits.join() == 3);

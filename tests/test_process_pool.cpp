@@ -7,25 +7,25 @@
 #include "support.hpp"
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <cctype>
 #include <dirent.h>
-#include <pty.h>
-#include <termios.h>
 #include <fstream>
 #include <list>
 #include <mutex>
 #include <numeric>
+#include <pty.h>
 #include <set>
 #include <sstream>
 #include <string>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -723,8 +723,9 @@ TEST_CASE("a message nesting user types too deep fails its task, not a process",
 }
 
 TEST_CASE("pool options out of range are refused with a message", "[process_pool]") {
-    CHECK_THROWS_WITH(triad::process_pool({.processes = 1, .max_message_size = std::uint64_t{1} << 41}),
-                      Catch::Contains("max_message_size above"));
+    CHECK_THROWS_WITH(
+        triad::process_pool({.processes = 1, .max_message_size = std::uint64_t{1} << 41}),
+        Catch::Contains("max_message_size above"));
     CHECK_THROWS_WITH(triad::process_pool({.processes = 1, .max_nesting = 0}),
                       Catch::Contains("max_nesting"));
 }

@@ -16,9 +16,9 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
-#include <memory>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -46,8 +46,8 @@ bool eventually(Predicate predicate, std::chrono::milliseconds limit = 20s) {
 // every fork server and worker inherits it).
 constexpr std::size_t counter_count = 1 << 16;
 std::atomic<int>* const g_runs = [] {
-    void* memory = ::mmap(nullptr, counter_count * sizeof(std::atomic<int>),
-                          PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void* memory = ::mmap(nullptr, counter_count * sizeof(std::atomic<int>), PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED)
         std::abort();
     return static_cast<std::atomic<int>*>(memory);
@@ -101,7 +101,7 @@ int fork_helper_then_crash(int slot) {
 class signal_scope {
 public:
     signal_scope(int sig, void (*handler)(int), int flags = 0) : m_sig(sig) {
-        struct sigaction action{};
+        struct sigaction action {};
         action.sa_handler = handler;
         action.sa_flags = flags;
         sigemptyset(&action.sa_mask);
@@ -113,7 +113,7 @@ public:
 
 private:
     int m_sig;
-    struct sigaction m_saved{};
+    struct sigaction m_saved {};
 };
 
 void nothing(int) {}
@@ -150,7 +150,8 @@ TEST_CASE("a parent with SA_NOCLDWAIT: crashes are reported and the pool ends",
     CHECK(finishes_within(30s, check_pool_survives_crashes));
 }
 
-TEST_CASE("a task that finished before its worker died never runs again", "[process_pool][hostile]") {
+TEST_CASE("a task that finished before its worker died never runs again",
+          "[process_pool][hostile]") {
     reset_runs();
     triad::process_pool pool(1);
     for (int round = 0; round < 30; ++round) {
@@ -206,8 +207,7 @@ TEST_CASE("tasks taken back from a busy worker run exactly once", "[process_pool
     for (int round = 0; round < 20; ++round) {
         futures.push_back(pool.submit(count_then_sleep, id++, 150));
         for (int i = 0; i < 30; ++i)
-            futures.push_back(pool.submit(count_then_sleep, id++,
-                                          static_cast<int>(random() % 3)));
+            futures.push_back(pool.submit(count_then_sleep, id++, static_cast<int>(random() % 3)));
     }
     for (auto& f : futures)
         (void)f.get();
@@ -253,8 +253,8 @@ TEST_CASE("recycling, crashes and timeouts together: every task ran at most once
         else if (kind == 1)
             futures.emplace_back(id, pool.submit(count_then_sleep, id, 1000));
         else
-            futures.emplace_back(id, pool.submit(count_then_sleep, id,
-                                                 static_cast<int>(random() % 2)));
+            futures.emplace_back(id,
+                                 pool.submit(count_then_sleep, id, static_cast<int>(random() % 2)));
     }
     int failed = 0;
     for (auto& [id, f] : futures) {
@@ -293,9 +293,8 @@ TEST_CASE("a grandchild a task forked does not hold up shutdown or a crash repor
         (void)pool.submit(fork_helper, 0).get();
         // The worker crashes while its helper lives on, holding the worker's pipes.
         auto crashed = pool.submit(fork_helper_then_crash, 1);
-        CHECK(finishes_within(10s, [&crashed] {
-            CHECK_THROWS_AS(crashed.get(), triad::worker_died);
-        }));
+        CHECK(finishes_within(10s,
+                              [&crashed] { CHECK_THROWS_AS(crashed.get(), triad::worker_died); }));
         const auto start = std::chrono::steady_clock::now();
         pool.shutdown();
         CHECK(seconds_since(start) < 2.0);

@@ -4,11 +4,11 @@
 
 #include <algorithm>
 #include <array>
-#include <memory>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -197,9 +197,9 @@ TEST_CASE("user types nested past the limit are refused, not a stack overflow", 
 
 TEST_CASE("a hash set of small keys reserves by what can arrive, not by the claimed count",
           "[serialize]") {
-    using small_set = std::unordered_set<std::uint8_t, std::hash<std::uint8_t>,
-                                         std::equal_to<std::uint8_t>,
-                                         counting_allocator<std::uint8_t>>;
+    using small_set =
+        std::unordered_set<std::uint8_t, std::hash<std::uint8_t>, std::equal_to<std::uint8_t>,
+                           counting_allocator<std::uint8_t>>;
     // A million zero bytes claiming a million keys: at most 256 distinct keys can exist, and the
     // second zero is already a duplicate.
     std::vector<char> bytes(8 + 1'000'000, 0);

@@ -143,7 +143,8 @@ private:
     // The child is gone and its wait status with it: the code it sent before exiting, if any.
     void status_collected_elsewhere() {
         int code = 0;
-        const ssize_t n = detail::retry_eintr([&] { return ::read(m_status.get(), &code, sizeof code); });
+        const ssize_t n =
+            detail::retry_eintr([&] { return ::read(m_status.get(), &code, sizeof code); });
         if (n == static_cast<ssize_t>(sizeof code)) {
             m_exit_code = code;
             return;
@@ -237,8 +238,11 @@ process::process(Fn&& fn, Args&&... args) {
         detail::pool_descriptors::close_all_in_child();
         link.write.reset();
         status.read.reset();
-        std::apply([&](auto&... a) { run_child(link.read.get(), parent, status.write.get(), callable, a...); },
-                   arguments);
+        std::apply(
+            [&](auto&... a) {
+                run_child(link.read.get(), parent, status.write.get(), callable, a...);
+            },
+            arguments);
     }
     m_pid = pid;
     m_pidfd.reset(detail::open_pidfd(pid)); // not reaped yet: it is our child

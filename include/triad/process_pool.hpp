@@ -40,9 +40,9 @@ class process_initializer {
 public:
     process_initializer() noexcept = default;
     template <class F>
-        requires(!std::is_same_v<std::remove_cvref_t<F>, process_initializer> &&
-                 std::is_invocable_v<std::decay_t<F>&, std::size_t>)
-    process_initializer(F&& f) // NOLINT: implicit, like std::function
+    requires(!std::is_same_v<std::remove_cvref_t<F>, process_initializer> &&
+             std::is_invocable_v<std::decay_t<F>&, std::size_t>)
+        process_initializer(F&& f) // NOLINT: implicit, like std::function
         : m_call(std::forward<F>(f)) {
         // A function pointer, or a stateless lambda: moving it into m_call left it intact.
         if constexpr (std::is_convertible_v<std::decay_t<F>, void (*)(std::size_t)>)
@@ -163,15 +163,14 @@ public:
      * `triad::task_cancelled`. Throws `triad::pool_closed` after `shutdown()`.
      */
     template <class Fn, class... Args>
-        requires(!std::is_same_v<std::remove_cvref_t<Fn>, task_options>)
-    [[nodiscard]] auto submit(Fn&& fn, const Args&... args) -> future<
-        std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>>;
+    requires(!std::is_same_v<std::remove_cvref_t<Fn>, task_options>)
+        [[nodiscard]] auto submit(Fn&& fn, const Args&... args) -> future<
+            std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>>;
 
     /** `submit` with per-task options: `pool.submit({.timeout = 2s}, fn, args...)`. */
     template <class Fn, class... Args>
-    [[nodiscard]] auto submit(const task_options& options, Fn&& fn, const Args&... args)
-        -> future<std::remove_cvref_t<
-            std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>>;
+    [[nodiscard]] auto submit(const task_options& options, Fn&& fn, const Args&... args) -> future<
+        std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>>;
 
     /**
      * `fn(item)` for every item, results in input order, in chunks (about four per worker
@@ -502,8 +501,8 @@ future<R> process_pool::send(std::uintptr_t function, std::int64_t timeout_ns,
 }
 
 template <class Fn, class... Args>
-    requires(!std::is_same_v<std::remove_cvref_t<Fn>, task_options>)
-auto process_pool::submit(Fn&& fn, const Args&... args)
+requires(!std::is_same_v<std::remove_cvref_t<Fn>, task_options>) auto process_pool::submit(
+    Fn&& fn, const Args&... args)
     -> future<std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>> {
     return submit(task_options{}, std::forward<Fn>(fn), args...);
 }
@@ -521,12 +520,11 @@ auto process_pool::submit(const task_options& options, Fn&& fn, const Args&... a
     if constexpr (!std::is_void_v<R>)
         detail::require_serializable<R>();
     using call = detail::remote_call<F, std::decay_t<Args>...>;
-    return send<R, call>(detail::callable_address(F(fn)), timeout_ns(options.timeout),
-                         [&](detail::byte_writer& writer) {
-                             (detail::encode_value(writer,
-                                                   static_cast<const std::decay_t<Args>&>(args)),
-                              ...);
-                         });
+    return send<R, call>(
+        detail::callable_address(F(fn)), timeout_ns(options.timeout),
+        [&](detail::byte_writer& writer) {
+            (detail::encode_value(writer, static_cast<const std::decay_t<Args>&>(args)), ...);
+        });
 }
 
 template <class Fn, class Item, bool Spread>

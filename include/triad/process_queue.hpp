@@ -1,13 +1,13 @@
 #pragma once
 
 #include <algorithm>
-#include <chrono>
-#include <stdexcept>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 #include <poll.h>
@@ -123,9 +123,8 @@ private:
         lock(pthread_mutex_t& mutex, std::atomic<std::uint32_t>& midway, shared_block& shared,
              const timespec* deadline = nullptr)
             : m_mutex(mutex) {
-            const int rc = deadline == nullptr
-                               ? ::pthread_mutex_lock(&m_mutex)
-                               : ::pthread_mutex_timedlock(&m_mutex, deadline);
+            const int rc = deadline == nullptr ? ::pthread_mutex_lock(&m_mutex)
+                                               : ::pthread_mutex_timedlock(&m_mutex, deadline);
             if (rc == ETIMEDOUT) {
                 m_owned = false;
                 return;
@@ -232,8 +231,8 @@ private:
 template <serializable T>
 process_queue<T>::process_queue(std::size_t max_size) : m_max_size(max_size) {
     if (max_size > static_cast<std::size_t>(SEM_VALUE_MAX))
-        throw std::invalid_argument(detail::concat("triad::process_queue: max_size above ",
-                                                   SEM_VALUE_MAX));
+        throw std::invalid_argument(
+            detail::concat("triad::process_queue: max_size above ", SEM_VALUE_MAX));
     void* memory = ::mmap(nullptr, sizeof(shared_block), PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED)
@@ -282,7 +281,8 @@ queue_status process_queue<T>::reserve_slot(clock::time_point deadline) {
         if (deadline != forever && now >= deadline)
             return ::sem_trywait(&m_shared->free_slots) == 0 ? queue_status::success
                                                              : queue_status::timeout;
-        const auto slice = std::min<clock::time_point>(deadline, now + std::chrono::milliseconds(50));
+        const auto slice =
+            std::min<clock::time_point>(deadline, now + std::chrono::milliseconds(50));
         const timespec until = realtime(slice);
         if (::sem_timedwait(&m_shared->free_slots, &until) == 0)
             return queue_status::success;
@@ -340,8 +340,7 @@ queue_status process_queue<T>::try_put(const T& value) {
 
 template <serializable T>
 template <class Rep, class Period>
-queue_status process_queue<T>::put_for(const T& value,
-                                       std::chrono::duration<Rep, Period> timeout) {
+queue_status process_queue<T>::put_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
     return put_until(value, detail::deadline_after(timeout));
 }
 

@@ -87,8 +87,8 @@ class byte_reader {
 public:
     byte_reader(const char* data, std::size_t size,
                 std::size_t max_nesting = default_max_nesting) noexcept
-        : m_pos(data), m_end(data + size), m_nesting_left(max_nesting),
-          m_max_nesting(max_nesting), m_reserve_budget(4 * size + 64 * 1024) {}
+        : m_pos(data), m_end(data + size), m_nesting_left(max_nesting), m_max_nesting(max_nesting),
+          m_reserve_budget(4 * size + 64 * 1024) {}
 
     // Memory decoding may reserve ahead of what arrives, for the whole message: four times its
     // size. Without a shared budget, nested containers could each reserve that much.
@@ -332,7 +332,9 @@ struct codec<bool> {
 // bit-field that fits its enumerators, which C++ gives no way to ask for: decoding into it could
 // make a value it cannot hold, which is undefined behaviour. Such enums are not sendable.
 template <class T>
-concept enum_with_fixed_type = std::is_enum_v<T> && requires { T{std::underlying_type_t<T>{}}; };
+concept enum_with_fixed_type = std::is_enum_v<T> && requires {
+    T{std::underlying_type_t<T>{}};
+};
 
 template <class T>
 struct codec<T, std::enable_if_t<std::is_enum_v<T>>> {
@@ -387,8 +389,8 @@ constexpr bool blittable_enum() {
         return false;
 }
 template <class T>
-inline constexpr bool is_blittable =
-    (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) || blittable_enum<T>();
+inline constexpr bool
+    is_blittable = (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) || blittable_enum<T>();
 
 // --- strings and sequences ---------------------------------------------------------------------
 

@@ -10,8 +10,8 @@
 #include <functional>
 #include <initializer_list>
 #include <iterator>
-#include <system_error>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <poll.h>
@@ -118,8 +118,8 @@ struct pool_config {
     worker_slot* slots = nullptr;
     std::size_t slot_count = 0;
     sigset_t original_signal_mask{};
-    pid_t parent = 0;      // the pool's process, which the server watches...
-    int parent_pidfd = -1; // ...or a pidfd of it, when the server is not its child (zygote)
+    pid_t parent = 0;            // the pool's process, which the server watches...
+    int parent_pidfd = -1;       // ...or a pidfd of it, when the server is not its child (zygote)
     bool parent_is_child = true; // the server is a direct child of `parent`
 };
 
@@ -139,10 +139,10 @@ struct control_message {
     std::int32_t status;
 };
 
-// Sends a control message, with descriptors when given. Returns 0 or an errno.
-inline int send_control(int socket, const control_message& message, const int* fds = nullptr,
-                        std::size_t fd_count = 0) noexcept {
-    iovec io{const_cast<control_message*>(&message), sizeof message};
+// Sends one message with up to two descriptors on a SOCK_SEQPACKET socket (blocking).
+inline int send_packet(int socket, const void* data, std::size_t size, const int* fds,
+                       std::size_t fd_count) noexcept {
+    iovec io{const_cast<void*>(data), size};
     msghdr header{};
     header.msg_iov = &io;
     header.msg_iovlen = 1;
@@ -156,14 +156,40 @@ inline int send_control(int socket, const control_message& message, const int* f
         cm->cmsg_len = CMSG_LEN(sizeof(int) * fd_count);
         std::memcpy(CMSG_DATA(cm), fds, sizeof(int) * fd_count);
     }
+    const ssize_t n = retry_eintr([&] { return ::sendmsg(socket, &header, MSG_NOSIGNAL); });
+    if (n == static_cast<ssize_t>(size))
+        return 0;
+    return n < 0 ? errno : EPROTO;
+}
+
+// Receives one message of at most `capacity` bytes and up to two descriptors (-1 when absent).
+inline ssize_t receive_packet(int socket, void* data, std::size_t capacity, int* fds) noexcept {
+    iovec io{data, capacity};
+    msghdr header{};
+    header.msg_iov = &io;
+    header.msg_iovlen = 1;
+    alignas(cmsghdr) char space[CMSG_SPACE(sizeof(int) * 2)] = {};
+    header.msg_control = space;
+    header.msg_controllen = sizeof space;
+    fds[0] = fds[1] = -1;
+    const ssize_t n = retry_eintr([&] { return ::recvmsg(socket, &header, MSG_CMSG_CLOEXEC); });
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&header); n >= 0 && cm != nullptr;
+         cm = CMSG_NXTHDR(&header, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            const std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            std::memcpy(fds, CMSG_DATA(cm), sizeof(int) * (count < 2 ? count : 2));
+        }
+    }
+    return n;
+}
+
+// Sends a control message, with descriptors when given. Returns 0 or an errno.
+inline int send_control(int socket, const control_message& message, const int* fds = nullptr,
+                        std::size_t fd_count = 0) noexcept {
     for (;;) {
-        const ssize_t n = retry_eintr([&] { return ::sendmsg(socket, &header, MSG_NOSIGNAL); });
-        if (n == static_cast<ssize_t>(sizeof message))
-            return 0;
-        if (n >= 0)
-            return EPROTO;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return errno;
+        const int error = send_packet(socket, &message, sizeof message, fds, fd_count);
+        if (error != EAGAIN && error != EWOULDBLOCK)
+            return error;
         // A non-blocking socket whose peer is slow to read: wait for room, briefly.
         pollfd room{socket, POLLOUT, 0};
         if (retry_eintr([&] { return ::poll(&room, 1, 5000); }) <= 0)
@@ -174,22 +200,7 @@ inline int send_control(int socket, const control_message& message, const int* f
 // Receives one control message and up to two descriptors (set to -1 when absent). Returns the
 // bytes read: 0 at end of file, -1 on error.
 inline ssize_t receive_control(int socket, control_message& message, int* fds) noexcept {
-    iovec io{&message, sizeof message};
-    msghdr header{};
-    header.msg_iov = &io;
-    header.msg_iovlen = 1;
-    alignas(cmsghdr) char space[CMSG_SPACE(sizeof(int) * 2)] = {};
-    header.msg_control = space;
-    header.msg_controllen = sizeof space;
-    fds[0] = fds[1] = -1;
-    const ssize_t n = retry_eintr([&] { return ::recvmsg(socket, &header, MSG_CMSG_CLOEXEC); });
-    for (cmsghdr* cm = CMSG_FIRSTHDR(&header); n > 0 && cm != nullptr;
-         cm = CMSG_NXTHDR(&header, cm)) {
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-            const std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            std::memcpy(fds, CMSG_DATA(cm), sizeof(int) * (count < 2 ? count : 2));
-        }
-    }
+    const ssize_t n = receive_packet(socket, &message, sizeof message, fds);
     if (n > 0 && n != static_cast<ssize_t>(sizeof message)) {
         errno = EPROTO;
         return -1;
@@ -429,9 +440,9 @@ private:
             const std::size_t bytes = m_out.size() - start - sizeof(frame_header);
             m_out.resize(start);
             begin_frame(m_out, frame_kind::too_large, header.task_id);
-            encode_to(m_out, concat("triad::process_pool: the result encodes to ", bytes,
-                                    " bytes, over max_message_size (",
-                                    m_config.max_message_size, ")"));
+            encode_to(m_out,
+                      concat("triad::process_pool: the result encodes to ", bytes,
+                             " bytes, over max_message_size (", m_config.max_message_size, ")"));
         }
         end_frame(m_out, start);
         slot.running_task.store(0, std::memory_order_release);
@@ -472,7 +483,7 @@ private:
 // Every disposition back to its default (a blocked-and-ignored SIGCHLD, or SA_NOCLDWAIT, would
 // make the kernel reap children behind the server's back), then `ignored` ignored.
 inline void reset_signal_dispositions(std::initializer_list<int> ignored) noexcept {
-    struct sigaction action{};
+    struct sigaction action {};
     sigemptyset(&action.sa_mask);
     for (int sig = 1; sig < NSIG; ++sig) {
         if (sig == SIGKILL || sig == SIGSTOP)
@@ -490,7 +501,7 @@ inline void reset_signal_dispositions(std::initializer_list<int> ignored) noexce
 // ignored, except those a fault raises and SIGCHLD, which they need.
 inline void ignore_signals_from_outside() noexcept {
     reset_signal_dispositions({});
-    struct sigaction action{};
+    struct sigaction action {};
     sigemptyset(&action.sa_mask);
     action.sa_handler = SIG_IGN;
     for (int sig = 1; sig < NSIG; ++sig) {

@@ -79,8 +79,7 @@ public:
             word(fd).fetch_and(~bit(fd), std::memory_order_relaxed);
     }
     static bool contains(int fd) noexcept {
-        return fd >= 0 && fd < limit &&
-               (word(fd).load(std::memory_order_relaxed) & bit(fd)) != 0;
+        return fd >= 0 && fd < limit && (word(fd).load(std::memory_order_relaxed) & bit(fd)) != 0;
     }
     // In a process that closed them all (a fork server): none is open any more.
     static void forget_all() noexcept {
@@ -206,9 +205,10 @@ inline pid_t wait_for_child(int pidfd, pid_t pid, int& status, bool no_hang) noe
     if (pidfd >= 0) {
         siginfo_t info{};
         const int options = WEXITED | (no_hang ? WNOHANG : 0);
-        const int rc = retry_eintr(
-            [&] { return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd),
-                                  &info, options); });
+        const int rc = retry_eintr([&] {
+            return ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info,
+                            options);
+        });
         if (rc != 0) {
             if (errno != EINVAL)
                 return -1;
@@ -216,8 +216,8 @@ inline pid_t wait_for_child(int pidfd, pid_t pid, int& status, bool no_hang) noe
         } else if (info.si_pid == 0) {
             return 0; // WNOHANG, still running
         } else {
-            status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8
-                                                : (info.si_status & 0x7f);
+            status =
+                info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
             return info.si_pid;
         }
     }

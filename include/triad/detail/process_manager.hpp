@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include <signal.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -111,7 +111,7 @@ inline std::int64_t frame_timeout_ns(remote_task& task) noexcept {
 struct process_manager_config {
     std::size_t processes = 1;
     std::function<void(std::size_t)> initializer;
-    std::uintptr_t initializer_address = 0; // where it is a plain function: sendable to a zygote
+    std::uintptr_t initializer_address = 0;    // where it is a plain function: sendable to a zygote
     std::shared_ptr<zygote_connection> zygote; // the process-wide fork server, if used
     std::size_t max_tasks_per_child = 0;
     std::optional<std::chrono::nanoseconds> task_timeout;
@@ -275,7 +275,7 @@ private:
     std::exception_ptr m_broken;    // why the pool cannot run tasks any more
     bool m_drain = false;           // shutdown requested
     bool m_cancel = false;
-    bool m_terminate = false;   // terminate(): kill the workers, cancel everything
+    bool m_terminate = false; // terminate(): kill the workers, cancel everything
     bool m_loop_done = false;
 
     std::atomic<bool> m_closed{false};
@@ -307,9 +307,9 @@ inline process_manager::process_manager(process_manager_config config)
     if (m_config.max_message_size < 1024)
         throw std::invalid_argument("triad::process_pool: max_message_size below 1 KiB");
     if (m_config.max_message_size > max_message_limit)
-        throw std::invalid_argument(
-            concat("triad::process_pool: max_message_size above ", max_message_limit,
-                   " bytes (1 TiB): frame sizes must not overflow"));
+        throw std::invalid_argument(concat("triad::process_pool: max_message_size above ",
+                                           max_message_limit,
+                                           " bytes (1 TiB): frame sizes must not overflow"));
     if (m_config.max_nesting == 0)
         throw std::invalid_argument("triad::process_pool: max_nesting must be at least 1");
     const std::size_t n = m_config.processes;
@@ -335,9 +335,9 @@ inline process_manager::process_manager(process_manager_config config)
         if (!memory || ::ftruncate(memory.get(), static_cast<off_t>(m_shared_bytes)) != 0)
             throw_errno("triad::process_pool: memfd_create");
     }
-    m_shared_memory = ::mmap(nullptr, m_shared_bytes, PROT_READ | PROT_WRITE,
-                             memory ? MAP_SHARED : MAP_SHARED | MAP_ANONYMOUS,
-                             memory ? memory.get() : -1, 0);
+    m_shared_memory =
+        ::mmap(nullptr, m_shared_bytes, PROT_READ | PROT_WRITE,
+               memory ? MAP_SHARED : MAP_SHARED | MAP_ANONYMOUS, memory ? memory.get() : -1, 0);
     if (m_shared_memory == MAP_FAILED)
         throw_errno("triad::process_pool: mmap");
     m_pool.shared = ::new (m_shared_memory) shared_state_block();
@@ -376,8 +376,8 @@ inline process_manager::process_manager(process_manager_config config)
         const auto* mask = reinterpret_cast<const std::uint8_t*>(&m_pool.original_signal_mask);
         request.signal_mask.assign(mask, mask + sizeof(sigset_t));
         try {
-            const auto [pid, handle] = m_config.zygote->request(request, server_end.get(),
-                                                                memory.get());
+            const auto [pid, handle] =
+                m_config.zygote->request(request, server_end.get(), memory.get());
             m_server_pid = pid;
             m_server_pidfd.reset(handle);
             m_server_is_child = false;
@@ -714,8 +714,8 @@ inline void process_manager::send_stop(worker& w) {
     // A worker that cannot be told (tasks still in it, as when the pool broke, or a frame half
     // written, or a full pipe) is killed: end-of-file alone may never come while some other
     // process holds a copy of the pipe.
-    if ((!told || w.state == worker_state::starting) && w.state != worker_state::dead &&
-        !w.ended && w.pid > 0) // one still in its initializer reads nothing: killed too
+    if ((!told || w.state == worker_state::starting) && w.state != worker_state::dead && !w.ended &&
+        w.pid > 0) // one still in its initializer reads nothing: killed too
         signal_process(w.pidfd.get(), w.pidfd ? 0 : w.pid, SIGKILL);
     unwatch(w.task_fd.get());
     w.task_fd.reset();
@@ -766,7 +766,8 @@ inline void process_manager::spawn(std::size_t slot) {
         struct {
             pool_fd read, write;
         } task_pipe{pool_fd(std::move(task_ends.read)), pool_fd(std::move(task_ends.write))},
-            result_pipe{pool_fd(std::move(result_ends.read)), pool_fd(std::move(result_ends.write))};
+            result_pipe{pool_fd(std::move(result_ends.read)),
+                        pool_fd(std::move(result_ends.write))};
         grow_pipe(task_pipe.write.get(), 1 << 20);
         grow_pipe(result_pipe.write.get(), 1 << 20);
         set_nonblocking(task_pipe.write.get(), true);
@@ -1127,7 +1128,8 @@ inline bool process_manager::steal_for_idle_workers() {
         worker& w = *m_workers[i];
         if (w.state != worker_state::ready || w.outstanding.size() < 2)
             continue;
-        const double running_ns = std::chrono::duration<double, std::nano>(now - w.head_since).count();
+        const double running_ns =
+            std::chrono::duration<double, std::nano>(now - w.head_since).count();
         if (running_ns < std::max(50'000.0, 2 * w.task_ns))
             continue;
         taken += revoke_unstarted(i);
@@ -1269,8 +1271,8 @@ inline void process_manager::finalize_death(std::size_t slot) {
                                  " of a map chunk (counting from 0) ran longer than the per-item "
                                  "timeout; ",
                                  who, "was killed and replaced")
-                        : concat("triad::process_pool: the task ran longer than its timeout; ",
-                                 who, "was killed and replaced")));
+                        : concat("triad::process_pool: the task ran longer than its timeout; ", who,
+                                 "was killed and replaced")));
             else
                 error = std::make_exception_ptr(
                     worker_died(concat("triad::process_pool: ", who, how,

@@ -69,9 +69,9 @@ public:
 
     // The line as it would be drawn now (tests read it).
     std::string line() const {
-        const std::size_t done = std::min(
-            m_done.load(std::memory_order_relaxed) + m_partial.load(std::memory_order_relaxed),
-            m_total);
+        const std::size_t done = std::min(m_done.load(std::memory_order_relaxed) +
+                                              m_partial.load(std::memory_order_relaxed),
+                                          m_total);
         const double elapsed =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - m_start).count();
         const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;

@@ -64,50 +64,6 @@ struct zygote_reply {
 
 inline constexpr std::size_t zygote_message_limit = 64 * 1024;
 
-// Sends one message with up to two descriptors on a SOCK_SEQPACKET socket (blocking).
-inline int send_packet(int socket, const void* data, std::size_t size, const int* fds,
-                       std::size_t fd_count) noexcept {
-    iovec io{const_cast<void*>(data), size};
-    msghdr header{};
-    header.msg_iov = &io;
-    header.msg_iovlen = 1;
-    alignas(cmsghdr) char space[CMSG_SPACE(sizeof(int) * 2)] = {};
-    if (fd_count != 0) {
-        header.msg_control = space;
-        header.msg_controllen = CMSG_SPACE(sizeof(int) * fd_count);
-        cmsghdr* cm = CMSG_FIRSTHDR(&header);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * fd_count);
-        std::memcpy(CMSG_DATA(cm), fds, sizeof(int) * fd_count);
-    }
-    const ssize_t n = retry_eintr([&] { return ::sendmsg(socket, &header, MSG_NOSIGNAL); });
-    if (n == static_cast<ssize_t>(size))
-        return 0;
-    return n < 0 ? errno : EPROTO;
-}
-
-// Receives one message of at most `capacity` bytes and up to two descriptors (-1 when absent).
-inline ssize_t receive_packet(int socket, void* data, std::size_t capacity, int* fds) noexcept {
-    iovec io{data, capacity};
-    msghdr header{};
-    header.msg_iov = &io;
-    header.msg_iovlen = 1;
-    alignas(cmsghdr) char space[CMSG_SPACE(sizeof(int) * 2)] = {};
-    header.msg_control = space;
-    header.msg_controllen = sizeof space;
-    fds[0] = fds[1] = -1;
-    const ssize_t n = retry_eintr([&] { return ::recvmsg(socket, &header, MSG_CMSG_CLOEXEC); });
-    for (cmsghdr* cm = CMSG_FIRSTHDR(&header); n >= 0 && cm != nullptr;
-         cm = CMSG_NXTHDR(&header, cm)) {
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-            const std::size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            std::memcpy(fds, CMSG_DATA(cm), sizeof(int) * (count < 2 ? count : 2));
-        }
-    }
-    return n;
-}
-
 // Threads of this process, not counting ThreadSanitizer's own background thread.
 inline std::size_t thread_count() noexcept {
     std::size_t count = 0;
@@ -192,8 +148,8 @@ private:
         } catch (...) {
             reply.error = EPROTO;
         }
-        if (reply.error == 0 && (fds[0] < 0 || fds[1] < 0 ||
-                                 request.signal_mask.size() != sizeof(sigset_t)))
+        if (reply.error == 0 &&
+            (fds[0] < 0 || fds[1] < 0 || request.signal_mask.size() != sizeof(sigset_t)))
             reply.error = EPROTO;
         pid_t pid = -1;
         if (reply.error == 0) {
@@ -222,8 +178,8 @@ private:
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        void* shared = ::mmap(nullptr, request.shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
-                              memory, 0);
+        void* shared =
+            ::mmap(nullptr, request.shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memory, 0);
         ::close(memory);
         if (shared == MAP_FAILED)
             ::_exit(12);
@@ -235,8 +191,8 @@ private:
         config.max_nesting = request.max_nesting;
         config.name_prefix = request.name_prefix;
         config.shared = static_cast<shared_state_block*>(shared);
-        config.slots = reinterpret_cast<worker_slot*>(static_cast<char*>(shared) +
-                                                      sizeof(shared_state_block));
+        config.slots =
+            reinterpret_cast<worker_slot*>(static_cast<char*>(shared) + sizeof(shared_state_block));
         config.slot_count = request.slot_count;
         std::memcpy(&config.original_signal_mask, request.signal_mask.data(), sizeof(sigset_t));
         config.parent = m_parent;
@@ -323,8 +279,7 @@ public:
                                     "stopped answering");
         const int fds[2] = {control, memory};
         if (const int error = send_packet(m_socket.get(), bytes.data(), bytes.size(), fds, 2))
-            throw_errno("triad::process_pool: the fork server (fork_server_guard) is gone",
-                        error);
+            throw_errno("triad::process_pool: the fork server (fork_server_guard) is gone", error);
         // A zygote that does not answer in 10 s (stopped, or stuck) is an error, not a hang.
         pollfd answer{m_socket.get(), POLLIN, 0};
         if (retry_eintr([&] { return ::poll(&answer, 1, 10'000); }) == 0) {
