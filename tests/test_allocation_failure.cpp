@@ -204,6 +204,39 @@ TEST_CASE("every allocation of the pool's paths may fail: reported, and the pool
     CHECK(points > 20);
 }
 
+TEST_CASE("a thread's first wait succeeds while allocation fails", "[allocation][regression]") {
+    // Before: the thread's parker was made on its first wait, and that wait threw bad_alloc (the
+    // first test failed when the main thread first blocked while failures were armed).
+    triad::promise<int> timed_promise;
+    triad::promise<int> untimed_promise;
+    auto timed = timed_promise.get_future();
+    auto untimed = untimed_promise.get_future();
+    gate start;
+    std::atomic<int> outcome{
+        0}; // 1: both waits returned ready, 2: one threw, 3: the timed one timed out
+    std::thread waiter([&] {
+        start.wait();
+        try {
+            const bool ready = timed.wait_for(30s) == std::future_status::ready;
+            untimed.wait();
+            outcome = ready ? 1 : 3;
+        } catch (...) {
+            outcome = 2;
+        }
+    });
+    arm(0);
+    start.open();
+    std::this_thread::sleep_for(20ms);
+    timed_promise.set_value(1);
+    std::this_thread::sleep_for(20ms);
+    untimed_promise.set_value(2);
+    waiter.join();
+    disarm();
+    CHECK(outcome == 1);
+    CHECK(timed.get() == 1);
+    CHECK(untimed.get() == 2);
+}
+
 TEST_CASE("a promise destroyed while allocation fails still breaks its future",
           "[allocation][regression]") {
     // Before: the destructor made its broken_promise exception then, and terminated.

@@ -149,12 +149,17 @@ private:
 // Threads that others must be able to wake from outside (pool workers) set their own parker.
 inline thread_local parker* tls_parker_override = nullptr;
 
-/// The calling thread's parker.
-inline parker& this_thread_parker() {
+/// The calling thread's parker, made on its first wait; null if there was no memory to make it
+/// (a later call tries again).
+inline parker* try_this_thread_parker() noexcept {
     if (parker* own = tls_parker_override)
-        return *own;
-    thread_local thread_parker_slot slot;
-    return slot.get();
+        return own;
+    try {
+        thread_local thread_parker_slot slot;
+        return &slot.get();
+    } catch (...) {
+        return nullptr;
+    }
 }
 
 inline void cpu_relax() noexcept {

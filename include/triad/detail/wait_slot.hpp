@@ -1,8 +1,10 @@
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <thread>
 #include <type_traits>
 
 #include <triad/detail/parker.hpp>
@@ -82,15 +84,18 @@ public:
 
     // Blocks the calling thread without helping anyone. Returns false on timeout.
     bool block_until(const steady_time* deadline) {
-        parker& self = this_thread_parker();
-        if (!try_register_waiter(self))
+        parker* self = try_this_thread_parker();
+        // A wait never fails for lack of memory: without a parker to be woken through, it polls.
+        if (self == nullptr)
+            return poll_until(deadline);
+        if (!try_register_waiter(*self))
             return true;
         for (;;) {
             bool woken = true;
             if (deadline != nullptr)
-                woken = self.park_until(*deadline);
+                woken = self->park_until(*deadline);
             else
-                self.park();
+                self->park();
             if (is_ready())
                 return true;
             if (!woken)
@@ -102,6 +107,22 @@ protected:
     std::atomic<std::uint32_t> m_flags{0};
 
 private:
+    bool poll_until(const steady_time* deadline) const {
+        auto pause = std::chrono::microseconds(20);
+        for (;;) {
+            if (is_ready())
+                return true;
+            auto next = std::chrono::steady_clock::now() + pause;
+            if (deadline != nullptr) {
+                if (std::chrono::steady_clock::now() >= *deadline)
+                    return is_ready();
+                next = std::min(next, *deadline);
+            }
+            std::this_thread::sleep_until(next);
+            pause = std::min(pause * 2, std::chrono::microseconds(2000));
+        }
+    }
+
     std::atomic<std::uint32_t> m_untimed_waiters{0}; // fills the padding before m_waiter
     std::atomic<parker*> m_waiter{nullptr};
 };
