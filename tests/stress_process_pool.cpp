@@ -2,10 +2,10 @@
 // settings (workers, recycling after a few tasks, a pool-wide timeout) and lets several threads
 // submit tasks that finish, throw, crash, hang past their own timeout or the pool's, as well as
 // maps and imaps, while another thread ends the pool in the middle of it all: shutdown (drain
-// or cancel) or terminate(). Every task counts its runs in shared memory; after each round it
-// checks that no task ran twice, that each future's outcome agrees with what the task did
-// (a result means it ran once; cancelled or refused means it never started, or was killed by
-// terminate), and that no process of the pool is left.
+// or cancel) or terminate(), some tasks cancelled by their futures. Every task counts its runs in
+// shared memory; after each round it checks that no task ran twice, that each future's outcome
+// agrees with what the task did (a result means it ran once; cancelled or refused means it never
+// started, or was killed by terminate), and that no process of the pool is left.
 //
 //   stress_process_pool [--seconds N]      (default 20)
 //   TRIAD_STRESS_SEED=<seed> replays a run; the seed is printed first.
@@ -87,6 +87,7 @@ struct tracked {
     kind what;
     bool own_timeout;
     triad::future<int> result;
+    bool cancelled = false; // by future::cancel(), which said it will never run
 };
 
 class round_runner {
@@ -193,6 +194,11 @@ private:
                         ? pool.submit({.timeout = 200ms}, act, id, static_cast<int>(what), ms)
                         : pool.submit(act, id, static_cast<int>(what), ms);
                 out.push_back({id, what, own_timeout, std::move(f)});
+                if (random() % 6 == 0) {
+                    tracked& victim = out[random() % out.size()];
+                    if (!victim.cancelled)
+                        victim.cancelled = victim.result.cancel();
+                }
             } catch (const triad::pool_closed&) {
                 return; // the pool was shut down: nothing more is taken
             }
@@ -205,6 +211,18 @@ private:
         const int runs = g_runs[t.id].load();
         expect(runs <= 1,
                "task " + std::to_string(t.id) + " ran " + std::to_string(runs) + " times");
+        if (t.cancelled) {
+            expect(runs == 0, "task " + std::to_string(t.id) + " ran after cancel() returned true");
+            expect(t.result.ready(), "a future cancelled by cancel() is not ready");
+            try {
+                (void)t.result.get();
+                expect(false, "a future cancelled by cancel() returned a value");
+            } catch (const triad::task_cancelled&) {
+            } catch (const std::exception& e) {
+                expect(false, std::string("cancelled by cancel(), but: ") + e.what());
+            }
+            return;
+        }
         if (t.result.wait_for(60s) != std::future_status::ready) {
             expect(false, "a future was never completed");
             return;

@@ -1,7 +1,7 @@
 // A seeded, randomized stress test of triad::thread_pool and its futures. Each round builds a
 // pool, lets several outside threads and the pool's own tasks hammer it with everything it
-// offers (submit, post, map, nested waits of random depth, timed waits, then, then on the pool,
-// share, as_completed left early, exceptions) while another thread shuts it down (drain or
+// offers (submit, cancel, post, map, nested waits of random depth, timed waits, then, then on the
+// pool, share, as_completed left early, exceptions) while another thread shuts it down (drain or
 // cancel) in the middle of it all. After each round it checks that every task's callable was
 // either run or dropped, exactly once; that every future is ready; and that each map item ran at
 // most once (exactly once if the map returned). Leaks are the sanitizer builds' job.
@@ -52,6 +52,11 @@ public:
     }
     void ran(std::size_t id) { ++*slot(m_runs, id); }
     void dropped(std::size_t id) { ++*slot(m_drops, id); }
+    // cancel() said this task will never run.
+    void cancelled(std::size_t id) {
+        std::lock_guard lock(m_mutex);
+        m_cancelled.push_back(id);
+    }
     // A task that was never handed to the pool (its submit threw) counts as dropped.
     void check(std::uint64_t seed, int round) {
         std::lock_guard lock(m_mutex);
@@ -63,6 +68,10 @@ public:
                        std::to_string(id) + " ran " + std::to_string(runs) + " times, dropped " +
                        std::to_string(drops) + " times");
         }
+        for (std::size_t id : m_cancelled)
+            expect(*m_runs[id] == 0, "seed " + std::to_string(seed) + " round " +
+                                         std::to_string(round) + ": task " + std::to_string(id) +
+                                         " ran after cancel() returned true");
     }
     std::size_t size() {
         std::lock_guard lock(m_mutex);
@@ -77,6 +86,7 @@ private:
     std::mutex m_mutex;
     std::vector<std::unique_ptr<std::atomic<int>>> m_runs;
     std::vector<std::unique_ptr<std::atomic<int>>> m_drops;
+    std::vector<std::size_t> m_cancelled;
 };
 
 // A callable that records whether it ran; destroyed unrun, it records a drop. Moved-from copies
@@ -93,6 +103,7 @@ public:
         if (m_book != nullptr && !m_ran)
             m_book->dropped(m_id);
     }
+    std::size_t id() const { return m_id; }
     auto operator()() {
         m_ran = true;
         m_book->ran(m_id);
@@ -178,12 +189,24 @@ private:
     void one_operation(std::mt19937_64& rng, int depth) {
         triad::thread_pool& pool = *m_pool;
         switch (rng() % 10) {
-        case 0: { // submit and sometimes wait
-            auto f = pool.submit(track(m_book, [] { return 1; }));
-            if (rng() % 2 == 0)
+        case 0: { // submit and sometimes wait, or cancel
+            auto task = track(m_book, [] { return 1; });
+            const std::size_t id = task.id();
+            auto f = pool.submit(std::move(task));
+            const auto what = rng() % 3;
+            if (what == 0) {
                 consume(f);
-            else
+            } else if (what == 1 && f.cancel()) {
+                m_book.cancelled(id);
+                expect(f.ready(), "a future cancelled by cancel() is not ready");
+                try {
+                    (void)f.get();
+                    expect(false, "a future cancelled by cancel() returned a value");
+                } catch (const triad::task_cancelled&) {
+                }
+            } else {
                 m_kept.keep(std::move(f));
+            }
             break;
         }
         case 1: // post, sometimes throwing

@@ -692,3 +692,102 @@ TEST_CASE("an input range that throws during imap is an error, never a bad read"
     CHECK(errors > 0);
     CHECK(seen <= 40);
 }
+
+TEST_CASE("cancel() drops a task still queued in the parent; it never runs in a worker",
+          "[process_pool][cancel]") {
+    reset_runs();
+    triad::process_pool pool(1);
+    auto busy = pool.submit(count_then_sleep, 0, 300);
+    REQUIRE(eventually([] { return g_runs[0].load() == 1; }));
+    std::vector<triad::future<int>> queued;
+    for (int id = 1; id <= 5; ++id)
+        queued.push_back(pool.submit(count_run, id));
+    // The worker has at most a couple of tasks ahead in its pipe: the last one is still here.
+    CHECK(queued.back().cancel());
+    CHECK(queued.back().ready());
+    CHECK_FALSE(busy.cancel()); // running
+    CHECK_THROWS_AS(queued.back().get(), triad::task_cancelled);
+    CHECK(busy.get() == 0);
+    for (int id = 1; id <= 4; ++id) {
+        auto& f = queued[static_cast<std::size_t>(id - 1)];
+        bool was_cancelled = false;
+        try {
+            const int value = f.get();
+            CHECK(value == id);
+        } catch (const triad::task_cancelled&) {
+            was_cancelled = true;
+        }
+        CHECK(g_runs[id].load() == (was_cancelled ? 0 : 1));
+    }
+    pool.shutdown();
+    CHECK(g_runs[5].load() == 0);
+    CHECK(pool.cancelled() == 1);
+}
+
+TEST_CASE("cancel() racing dispatch on the process pool: each task ran once or was cancelled",
+          "[process_pool][cancel]") {
+    reset_runs();
+    constexpr int count = 4'000;
+    std::vector<triad::future<int>> futures;
+    std::vector<char> cancelled(count, 0);
+    {
+        triad::process_pool pool(2);
+        for (int id = 0; id < count; ++id) {
+            futures.push_back(pool.submit(count_run, id));
+            if (id % 2 == 0)
+                cancelled[static_cast<std::size_t>(id)] = futures.back().cancel() ? 1 : 0;
+        }
+        int true_cancels = 0;
+        int wrong = 0;
+        for (int id = 0; id < count; ++id) {
+            const auto at = static_cast<std::size_t>(id);
+            try {
+                wrong += futures[at].get() != id || cancelled[at] != 0;
+            } catch (const triad::task_cancelled&) {
+                wrong += cancelled[at] == 0;
+            }
+            true_cancels += cancelled[at];
+        }
+        pool.shutdown();
+        for (int id = 0; id < count; ++id)
+            wrong += g_runs[id].load() != (cancelled[static_cast<std::size_t>(id)] != 0 ? 0 : 1);
+        CHECK(wrong == 0);
+        CHECK(pool.cancelled() == static_cast<std::uint64_t>(true_cancels));
+        INFO("cancelled " << true_cancels << " of " << count / 2 << " attempts");
+        CHECK(true_cancels > 0);
+    }
+}
+
+TEST_CASE("a task taken back from a crashed worker can be cancelled while it waits again",
+          "[process_pool][cancel]") {
+    reset_runs();
+    // The replacement worker takes 300 ms to start, so what the crashed one had not started
+    // waits in the queue meanwhile.
+    triad::process_pool pool({.processes = 1, .initializer = [](std::size_t) {
+                                  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                              }});
+    // The crash comes after the next task was piped to the worker: it goes back to the queue.
+    auto crashing = pool.submit(count_then_abort, 0);
+    std::vector<triad::future<int>> behind;
+    for (int id = 1; id <= 3; ++id)
+        behind.push_back(pool.submit(count_then_sleep, id, 100));
+    CHECK_THROWS_AS(crashing.get(), triad::worker_died);
+    // The crashed task's future fails first, then the rest goes back to the queue.
+    std::this_thread::sleep_for(50ms);
+    int cancelled = 0;
+    for (auto it = behind.rbegin(); it != behind.rend(); ++it)
+        cancelled += it->cancel() ? 1 : 0;
+    for (int id = 1; id <= 3; ++id) {
+        auto& f = behind[static_cast<std::size_t>(id - 1)];
+        try {
+            const int value = f.get();
+            CHECK(value == id);
+            CHECK(g_runs[id].load() == 1);
+        } catch (const triad::task_cancelled&) {
+            CHECK(g_runs[id].load() == 0);
+        }
+    }
+    CHECK(cancelled == 3);
+    pool.shutdown();
+    CHECK(pool.cancelled() == static_cast<std::uint64_t>(cancelled));
+}

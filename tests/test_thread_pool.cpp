@@ -1160,3 +1160,79 @@ TEST_CASE("a then(pool, f) still pending when the pool is destroyed from its own
     }
     CHECK((cancelled || value == 42));
 }
+
+TEST_CASE("cancel() drops a queued task: true, it never runs, its future throws task_cancelled",
+          "[thread_pool][cancel]") {
+    triad::thread_pool pool(1);
+    gate release;
+    auto blocker = pool.submit([&] { release.wait(); });
+    REQUIRE(eventually([&] { return pool.running() == 1; }));
+    std::atomic<int> runs{0};
+    auto captured = std::make_shared<int>(0);
+    auto queued = pool.submit([&runs, captured] { return ++runs; });
+    auto kept = pool.submit([&runs] { return ++runs; });
+    captured.reset();
+    CHECK(queued.cancel());
+    CHECK(queued.ready());
+    CHECK_FALSE(queued.cancel());  // already cancelled: nothing more to stop
+    CHECK_FALSE(blocker.cancel()); // running
+    release.open();
+    CHECK_THROWS_AS(queued.get(), triad::task_cancelled);
+    CHECK_THROWS_AS(queued.cancel(), triad::future_error); // consumed
+    CHECK(kept.get() == 1);
+    pool.wait_idle();
+    CHECK(runs == 1);
+    CHECK(pool.cancelled() == 1);
+    CHECK_FALSE(kept.valid());
+    CHECK_FALSE(blocker.cancel()); // finished
+}
+
+TEST_CASE("cancel() is false for what no pool queued: promises and continuations",
+          "[thread_pool][cancel]") {
+    triad::promise<int> p;
+    auto from_promise = p.get_future();
+    CHECK_FALSE(from_promise.cancel());
+    auto chained = std::move(from_promise).then([](triad::future<int> f) { return f.get(); });
+    CHECK_FALSE(chained.cancel());
+    p.set_value(3);
+    CHECK(chained.get() == 3);
+    triad::future<int> invalid;
+    CHECK_THROWS_AS(invalid.cancel(), triad::future_error);
+}
+
+TEST_CASE("cancel() racing the workers: every task either ran once or was cancelled, never both",
+          "[thread_pool][cancel]") {
+    triad::thread_pool pool(2);
+    constexpr int count = 20'000;
+    std::vector<std::atomic<int>> runs(count);
+    std::vector<triad::future<int>> futures;
+    futures.reserve(count);
+    std::vector<char> cancelled(count, 0);
+    for (int i = 0; i < count; ++i) {
+        futures.push_back(pool.submit([&runs, i] {
+            ++runs[static_cast<std::size_t>(i)];
+            return i;
+        }));
+        if (i % 2 == 0)
+            cancelled[static_cast<std::size_t>(i)] = futures.back().cancel() ? 1 : 0;
+    }
+    int true_cancels = 0;
+    for (int i = 0; i < count; ++i) {
+        const auto at = static_cast<std::size_t>(i);
+        if (cancelled[at] != 0) {
+            ++true_cancels;
+            CHECK_THROWS_AS(futures[at].get(), triad::task_cancelled);
+        } else {
+            CHECK(futures[at].get() == i);
+        }
+    }
+    pool.wait_idle();
+    int wrong = 0;
+    for (int i = 0; i < count; ++i)
+        wrong +=
+            runs[static_cast<std::size_t>(i)] != (cancelled[static_cast<std::size_t>(i)] ? 0 : 1);
+    CHECK(wrong == 0);
+    CHECK(pool.cancelled() == static_cast<std::uint64_t>(true_cancels));
+    INFO("cancelled " << true_cancels << " of " << count / 2 << " attempts");
+    CHECK(true_cancels > 0);
+}

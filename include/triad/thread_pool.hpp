@@ -328,15 +328,16 @@ template <class Fn>
 struct posted_task final : task_node {
     explicit posted_task(Fn fn) : task_node(&posted_task::execute_node), m_fn(std::move(fn)) {}
 
-    static void execute_node(task_node* node, bool cancel) noexcept {
+    static bool execute_node(task_node* node, bool cancel) noexcept {
         std::unique_ptr<posted_task> self(static_cast<posted_task*>(node));
         if (cancel)
-            return;
+            return false;
         try {
             self->m_fn();
         } catch (...) {
             scheduler::report_task_error(std::current_exception());
         }
+        return true;
     }
 
     Fn m_fn;
@@ -348,25 +349,32 @@ public:
     explicit submitted_task(Fn fn)
         : shared_state<R>(2), task_node(&submitted_task::execute_node), m_fn(std::move(fn)) {
         m_result = this;
+        this->allow_cancel();
     }
     ~submitted_task() override {
         if constexpr (keeps_callable)
             m_fn.~Fn();
     }
 
-    static void execute_node(task_node* node, bool cancel) noexcept {
+    static bool execute_node(task_node* node, bool cancel) noexcept {
         auto* self = static_cast<submitted_task*>(node);
-        if (cancel)
-            self->set_error(cancelled_error());
-        else
-            self->set_from(std::move(self->m_fn));
+        // Cancelled by its future (future::cancel) while queued: the result is set already.
+        const bool owned = self->try_claim();
+        if (owned) {
+            if (cancel)
+                self->set_error(cancelled_error());
+            else
+                self->set_from(std::move(self->m_fn));
+        }
         // A value result: whatever the task captured is released before anyone can observe the
         // result. A reference result may point into the callable or its arguments, so they live
         // as long as the state.
         if constexpr (!keeps_callable)
             self->m_fn.~Fn();
-        self->publish();
+        if (owned)
+            self->publish();
         self->release();
+        return owned && !cancel;
     }
 
 private:

@@ -68,7 +68,7 @@ private:
         bulk_job* m_job;
     };
 
-    static void execute_runner(task_node* node, bool cancel) noexcept {
+    static bool execute_runner(task_node* node, bool cancel) noexcept {
         bulk_job* job = static_cast<runner*>(node)->m_job;
         if (cancel) {
             // Items nobody has started are dropped.
@@ -93,6 +93,7 @@ private:
         }
         if (job->m_remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
             job->finish();
+        return !cancel;
     }
 
     // Read before the claim, so racing claimers may size from a stale position: that only

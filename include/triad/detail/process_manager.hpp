@@ -52,7 +52,15 @@ public:
 
     // The payload of a result frame; decoding it is the task's business.
     virtual void succeed(byte_reader& result) noexcept = 0;
-    virtual void fail(std::exception_ptr error) noexcept = 0;
+    // False if its future had cancelled it (future::cancel) before: then nothing changes.
+    virtual bool fail(std::exception_ptr error) noexcept = 0;
+
+    // Before a task is sent to a worker: false if its future cancelled it first, which
+    // completed it; the task is then only dropped (discard). A task taken back from a worker
+    // before it started is unclaimed, so it can be cancelled again while it waits.
+    virtual bool claim() noexcept { return true; }
+    virtual void unclaim() noexcept {}
+    virtual void discard() noexcept = 0;
 
 protected:
     virtual ~remote_task() = default;
@@ -66,7 +74,13 @@ private:
 template <class R>
 class remote_future_task final : public shared_state<R>, public remote_task {
 public:
-    explicit remote_future_task(std::uint64_t id) : shared_state<R>(2), remote_task(id) {}
+    explicit remote_future_task(std::uint64_t id) : shared_state<R>(2), remote_task(id) {
+        this->allow_cancel();
+    }
+
+    bool claim() noexcept override { return this->try_claim(); }
+    void unclaim() noexcept override { shared_state<R>::unclaim(); }
+    void discard() noexcept override { this->release(); }
 
     void succeed(byte_reader& result) noexcept override {
         try {
@@ -85,9 +99,14 @@ public:
         finish();
     }
 
-    void fail(std::exception_ptr error) noexcept override {
+    bool fail(std::exception_ptr error) noexcept override {
+        if (!this->try_claim()) {
+            discard();
+            return false;
+        }
         this->set_error(std::move(error));
         finish();
+        return true;
     }
 
 private:
@@ -1052,9 +1071,10 @@ inline void process_manager::handle_frame(std::size_t slot, const frame_header& 
 inline void process_manager::finish_task(remote_task* task, std::exception_ptr error,
                                          bool cancelled) {
     m_pending_count.fetch_sub(1, std::memory_order_relaxed);
+    if (!task->fail(std::move(error)))
+        cancelled = true; // by its future, before
     if (cancelled)
         m_cancelled.fetch_add(1, std::memory_order_relaxed);
-    task->fail(std::move(error));
     task_done();
 }
 
@@ -1090,10 +1110,18 @@ inline void process_manager::dispatch() {
             // half-way into a busy worker's pipe it could not be taken back for an idle one.
             if (m_pending.front()->frame().size() > 64 * 1024 && !best->outstanding.empty())
                 break;
-            if (best->outstanding.empty())
-                best->head_since = std::chrono::steady_clock::now();
             remote_task* task = m_pending.front();
             m_pending.pop_front();
+            // Claimed only now that it goes: until then its future may still cancel it.
+            if (!task->claim()) {
+                m_pending_count.fetch_sub(1, std::memory_order_relaxed);
+                m_cancelled.fetch_add(1, std::memory_order_relaxed);
+                task->discard();
+                task_done();
+                continue;
+            }
+            if (best->outstanding.empty())
+                best->head_since = std::chrono::steady_clock::now();
             const std::uint32_t sequence = best->next_sequence++;
             // The frame's sequence field is this worker's number for it (re-dispatched tasks
             // get a new one).
@@ -1175,8 +1203,10 @@ inline std::size_t process_manager::revoke_unstarted(std::size_t slot) {
         kept.push_back(w.outstanding[w.sent]);
     w.outstanding.swap(kept);
     w.sent = first;
-    for (auto it = back.rbegin(); it != back.rend(); ++it)
+    for (auto it = back.rbegin(); it != back.rend(); ++it) {
+        (*it)->unclaim();
         m_pending.push_front(*it);
+    }
     return back.size();
 }
 
@@ -1293,8 +1323,10 @@ inline void process_manager::finalize_death(std::size_t slot) {
         return;
     }
     // Tasks the worker never started go back to the front of the queue, in order.
-    for (auto it = requeue.rbegin(); it != requeue.rend(); ++it)
+    for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) {
+        (*it)->unclaim();
         m_pending.push_front(*it);
+    }
     if (m_stopping_workers || was == worker_state::stopping)
         return;
     if (was == worker_state::retiring) {

@@ -524,9 +524,10 @@ inline void scheduler::execute(worker& self, task_node* task) noexcept {
     }
     worker::bump(self.m_started, std::memory_order_relaxed);
     execution* const outer = std::exchange(self.m_current, &current);
+    bool ran = false;
     {
         const trampoline_scope own_trampoline;
-        task->execute(cancel);
+        ran = task->execute(cancel);
     }
     self.m_current = outer;
     if (current.own != nullptr) {
@@ -535,7 +536,7 @@ inline void scheduler::execute(worker& self, task_node* task) noexcept {
     }
     if (scope != nullptr)
         scope->release();
-    if (cancel)
+    if (!ran)
         worker::bump(self.m_cancelled, std::memory_order_relaxed);
     worker::bump(self.m_done[epoch], std::memory_order_release);
     // A wait_idle in progress waits for the older generation; the last of it wakes the waiter.

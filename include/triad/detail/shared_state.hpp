@@ -94,6 +94,33 @@ public:
         }
     }
 
+    // Cancelling a task that has not started (future::cancel). An executor whose tasks can be
+    // cancelled marks their states at submit; before it runs a task (or fails it), it claims the
+    // state, and only one of the claim and the cancel wins. The executor may claim more than
+    // once, and may give a claim back (a task taken back from a process and queued again).
+    void allow_cancel() noexcept { m_flags.fetch_or(cancellable_bit, std::memory_order_relaxed); }
+
+    // True if the executor now owns the result; false if the future cancelled the task first,
+    // and has completed it (the executor then only drops its reference).
+    bool try_claim() noexcept {
+        const std::uint32_t before = m_flags.fetch_or(claimed_bit, std::memory_order_acq_rel);
+        return (before & cancelled_bit) == 0;
+    }
+
+    void unclaim() noexcept { m_flags.fetch_and(~claimed_bit, std::memory_order_acq_rel); }
+
+    // True if the task will never run: the caller then completes the state as cancelled.
+    bool try_cancel() noexcept {
+        std::uint32_t flags = m_flags.load(std::memory_order_acquire);
+        for (;;) {
+            if ((flags & cancellable_bit) == 0 || (flags & (claimed_bit | ready_bit)) != 0)
+                return false;
+            if (m_flags.compare_exchange_weak(flags, flags | claimed_bit | cancelled_bit,
+                                              std::memory_order_acq_rel, std::memory_order_acquire))
+                return true;
+        }
+    }
+
     // Called once by the producer after storing the result; the producer still holds its
     // reference, so waking the waiter and running the continuation never touch freed memory.
     void publish() noexcept {

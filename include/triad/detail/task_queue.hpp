@@ -19,12 +19,13 @@ struct drain_scope;
 // A unit of work in a thread pool's queues: intrusive, so queueing never allocates.
 struct task_node : pooled_node {
     // Runs the task (or, with `cancel`, drops it and fails its future) and then frees it; nothing
-    // may touch the node afterwards.
-    using execute_fn = void (*)(task_node* self, bool cancel) noexcept;
+    // may touch the node afterwards. Returns false if the task did not run (cancelled, by the
+    // pool or by its future).
+    using execute_fn = bool (*)(task_node* self, bool cancel) noexcept;
 
     explicit task_node(execute_fn execute) noexcept : m_execute(execute) {}
 
-    void execute(bool cancel) noexcept { m_execute(this, cancel); }
+    bool execute(bool cancel) noexcept { return m_execute(this, cancel); }
 
     // Set when the task was submitted from inside the pool during a drain: the pre-shutdown task
     // it descends from, which must still be running for it to start (see scheduler::execute).

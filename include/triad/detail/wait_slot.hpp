@@ -24,6 +24,9 @@ public:
     static constexpr std::uint32_t waiter_bit = 2;
     // Used by state_base; reserved here so the bits live in one word.
     static constexpr std::uint32_t continuation_bit = 4;
+    static constexpr std::uint32_t claimed_bit = 8;
+    static constexpr std::uint32_t cancelled_bit = 16;
+    static constexpr std::uint32_t cancellable_bit = 32;
 
     bool is_ready() const noexcept {
         return (m_flags.load(std::memory_order_acquire) & ready_bit) != 0;
