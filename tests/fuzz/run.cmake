@@ -15,8 +15,9 @@ execute_process(COMMAND "${BINARY}/make_corpus" "${BINARY}/corpus" RESULT_VARIAB
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "writing the seed corpus failed")
 endif()
+# -max_len leaves room for the seeds of trees nested past the decoder's limit (about 7.5 KB).
 execute_process(COMMAND "${BINARY}/fuzz_decode" "-max_total_time=${SECONDS}" -malloc_limit_mb=256
-                        -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 "${BINARY}/corpus"
+                        -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1 "${BINARY}/corpus"
                 WORKING_DIRECTORY "${BINARY}"
                 RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
