@@ -224,30 +224,33 @@ template <class Fn, class... Args>
 process::process(Fn&& fn, Args&&... args) {
     static_assert(std::is_invocable_v<std::decay_t<Fn>&, std::decay_t<Args>&...>,
                   "triad::process: the function cannot be called with these arguments");
-    auto callable = std::decay_t<Fn>(std::forward<Fn>(fn));
-    std::tuple<std::decay_t<Args>...> arguments(std::forward<Args>(args)...);
-    detail::pipe_pair link = detail::make_pipe(O_CLOEXEC);
-    detail::pipe_pair status = detail::make_pipe(O_CLOEXEC | O_NONBLOCK);
-    const pid_t parent = ::getpid();
-    const pid_t pid = detail::fork_with_stdio_locked();
-    if (pid < 0)
-        detail::throw_errno("triad::process: fork");
-    if (pid == 0) {
-        // The parent's process pools' pipes and sockets are not the child's: holding them would
-        // keep those pools' workers and servers waiting for it.
-        detail::pool_descriptors::close_all_in_child();
-        link.write.reset();
-        status.read.reset();
-        std::apply(
-            [&](auto&... a) {
-                run_child(link.read.get(), parent, status.write.get(), callable, a...);
-            },
-            arguments);
+    // Only a call that can be made is compiled, so the assertion is the only error.
+    if constexpr (std::is_invocable_v<std::decay_t<Fn>&, std::decay_t<Args>&...>) {
+        auto callable = std::decay_t<Fn>(std::forward<Fn>(fn));
+        std::tuple<std::decay_t<Args>...> arguments(std::forward<Args>(args)...);
+        detail::pipe_pair link = detail::make_pipe(O_CLOEXEC);
+        detail::pipe_pair status = detail::make_pipe(O_CLOEXEC | O_NONBLOCK);
+        const pid_t parent = ::getpid();
+        const pid_t pid = detail::fork_with_stdio_locked();
+        if (pid < 0)
+            detail::throw_errno("triad::process: fork");
+        if (pid == 0) {
+            // The parent's process pools' pipes and sockets are not the child's: holding them would
+            // keep those pools' workers and servers waiting for it.
+            detail::pool_descriptors::close_all_in_child();
+            link.write.reset();
+            status.read.reset();
+            std::apply(
+                [&](auto&... a) {
+                    run_child(link.read.get(), parent, status.write.get(), callable, a...);
+                },
+                arguments);
+        }
+        m_pid = pid;
+        m_pidfd.reset(detail::open_pidfd(pid)); // not reaped yet: it is our child
+        m_parent_link = std::move(link.write);
+        m_status = std::move(status.read);
     }
-    m_pid = pid;
-    m_pidfd.reset(detail::open_pidfd(pid)); // not reaped yet: it is our child
-    m_parent_link = std::move(link.write);
-    m_status = std::move(status.read);
 }
 
 } // namespace triad

@@ -164,13 +164,13 @@ public:
      */
     template <class Fn, class... Args>
     requires(!std::is_same_v<std::remove_cvref_t<Fn>, task_options>)
-        [[nodiscard]] auto submit(Fn&& fn, const Args&... args) -> future<
-            std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>>;
+        [[nodiscard]] auto submit(Fn&& fn, const Args&... args)
+            -> future<detail::submit_result_t<Fn, Args...>>;
 
     /** `submit` with per-task options: `pool.submit({.timeout = 2s}, fn, args...)`. */
     template <class Fn, class... Args>
-    [[nodiscard]] auto submit(const task_options& options, Fn&& fn, const Args&... args) -> future<
-        std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>>;
+    [[nodiscard]] auto submit(const task_options& options, Fn&& fn, const Args&... args)
+        -> future<detail::submit_result_t<Fn, Args...>>;
 
     /**
      * `fn(item)` for every item, results in input order, in chunks (about four per worker
@@ -239,9 +239,6 @@ public:
 private:
     template <class R>
     friend class imap_range;
-
-    template <class Fn, class Item, bool Spread>
-    static constexpr void check_map_call();
 
     template <class R, class Call, class Encode>
     future<R> send(std::uintptr_t function, std::int64_t timeout_ns, Encode&& encode_arguments,
@@ -502,48 +499,28 @@ future<R> process_pool::send(std::uintptr_t function, std::int64_t timeout_ns,
 
 template <class Fn, class... Args>
 requires(!std::is_same_v<std::remove_cvref_t<Fn>, task_options>) auto process_pool::submit(
-    Fn&& fn, const Args&... args)
-    -> future<std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>> {
+    Fn&& fn, const Args&... args) -> future<detail::submit_result_t<Fn, Args...>> {
     return submit(task_options{}, std::forward<Fn>(fn), args...);
 }
 
 template <class Fn, class... Args>
 auto process_pool::submit(const task_options& options, Fn&& fn, const Args&... args)
-    -> future<std::remove_cvref_t<std::invoke_result_t<std::decay_t<Fn>&, std::decay_t<Args>...>>> {
+    -> future<detail::submit_result_t<Fn, Args...>> {
     using F = std::decay_t<Fn>;
-    detail::require_sendable_callable<F>();
-    (detail::require_serializable<std::decay_t<Args>>(), ...);
-    static_assert(std::is_invocable_v<F&, std::decay_t<Args>...>,
-                  "triad::process_pool::submit: the callable cannot be called with these "
-                  "arguments (they are decoded in the worker and passed as rvalues)");
-    using R = std::remove_cvref_t<std::invoke_result_t<F&, std::decay_t<Args>...>>;
-    if constexpr (!std::is_void_v<R>)
-        detail::require_serializable<R>();
-    using call = detail::remote_call<F, std::decay_t<Args>...>;
-    return send<R, call>(
-        detail::callable_address(F(fn)), timeout_ns(options.timeout),
-        [&](detail::byte_writer& writer) {
-            (detail::encode_value(writer, static_cast<const std::decay_t<Args>&>(args)), ...);
-        });
-}
-
-template <class Fn, class Item, bool Spread>
-constexpr void process_pool::check_map_call() {
-    detail::require_sendable_callable<Fn>();
-    detail::require_serializable<Item>();
-    if constexpr (Spread) {
-        static_assert(
-            requires(Fn & f, Item & item) { std::apply(f, std::move(item)); },
-            "triad::process_pool::starmap: each item must be a tuple (or pair) of the "
-            "callable's arguments");
+    if constexpr (!detail::submit_is_valid<F, std::decay_t<Args>...>()) {
+        // One static_assert naming the type; instantiating the rest for it would only add
+        // errors that bury that one.
+        detail::refuse_submit<F, std::decay_t<Args>...>();
+        return {};
     } else {
-        static_assert(std::is_invocable_v<Fn&, Item>,
-                      "triad::process_pool::map: the callable cannot be called with an item");
+        using R = detail::submit_result_t<Fn, Args...>;
+        using call = detail::remote_call<F, std::decay_t<Args>...>;
+        return send<R, call>(
+            detail::callable_address(F(fn)), timeout_ns(options.timeout),
+            [&](detail::byte_writer& writer) {
+                (detail::encode_value(writer, static_cast<const std::decay_t<Args>&>(args)), ...);
+            });
     }
-    using R = typename detail::remote_chunk<Fn, Item, Spread>::result_type;
-    static_assert(!std::is_void_v<R>, "triad::process_pool::map: the callable returns void; "
-                                      "return a value (or use submit per item)");
-    detail::require_serializable<R>();
 }
 
 template <class F, class Item, bool Spread, class It>
@@ -561,9 +538,12 @@ template <class Fn, class Items, bool Spread>
 auto process_pool::map_impl(Fn&& fn, Items&& items, map_options options) {
     using F = std::decay_t<Fn>;
     using Item = std::ranges::range_value_t<Items>;
-    check_map_call<F, Item, Spread>();
-    using R = typename detail::remote_chunk<F, Item, Spread>::result_type;
-    if constexpr (!(std::ranges::random_access_range<Items> && std::ranges::sized_range<Items>)) {
+    using R = detail::map_result_t<F, Item, Spread>;
+    if constexpr (!detail::map_is_valid<F, Item, Spread>()) {
+        detail::refuse_map<F, Item, Spread>(); // as submit does
+        return std::vector<R>{};
+    } else if constexpr (!(std::ranges::random_access_range<Items> &&
+                           std::ranges::sized_range<Items>)) {
         std::vector<Item> copied(std::ranges::begin(items), std::ranges::end(items));
         return map_impl<Fn, std::vector<Item>&, Spread>(std::forward<Fn>(fn), copied, options);
     } else {
@@ -660,56 +640,60 @@ template <class Fn, class Items, bool Ordered>
 auto process_pool::imap_impl(Fn&& fn, Items&& items, map_options options) {
     using F = std::decay_t<Fn>;
     using Item = std::ranges::range_value_t<Items>;
-    check_map_call<F, Item, false>();
-    using R = typename detail::remote_chunk<F, Item, false>::result_type;
+    using R = detail::map_result_t<F, Item, false>;
     using range_type = imap_range<R>;
-    // Rvalue inputs are kept alive by the range; lvalue inputs are referenced.
-    using held =
-        std::conditional_t<std::is_lvalue_reference_v<Items>, Items, std::remove_cvref_t<Items>>;
-    struct source {
-        held items;
-        std::ranges::iterator_t<std::remove_reference_t<held>> next;
-        explicit source(Items&& in)
-            : items(std::forward<Items>(in)), next(std::ranges::begin(items)) {}
-    };
+    if constexpr (!detail::map_is_valid<F, Item, false>()) {
+        detail::refuse_map<F, Item, false>(); // as submit does
+        return range_type(nullptr);
+    } else {
+        // Rvalue inputs are kept alive by the range; lvalue inputs are referenced.
+        using held = std::conditional_t<std::is_lvalue_reference_v<Items>, Items,
+                                        std::remove_cvref_t<Items>>;
+        struct source {
+            held items;
+            std::ranges::iterator_t<std::remove_reference_t<held>> next;
+            explicit source(Items&& in)
+                : items(std::forward<Items>(in)), next(std::ranges::begin(items)) {}
+        };
 
-    std::size_t chunk = options.chunk_size;
-    std::size_t total = 0;
-    if constexpr (std::ranges::sized_range<Items>) {
-        total = static_cast<std::size_t>(std::ranges::size(items));
-        if (chunk == 0)
-            chunk = std::clamp<std::size_t>(map_chunk_size(total, options), 1, 256);
-    } else if (chunk == 0) {
-        chunk = 16;
-    }
-    auto input = std::make_shared<source>(std::forward<Items>(items));
-    auto s = std::make_unique<typename range_type::state>();
-    s->ordered = Ordered;
-    s->max_in_flight = 2 * size();
-    if constexpr (std::ranges::sized_range<Items>)
-        if (options.progress != progress_bar::off)
-            s->meter = std::make_unique<detail::progress_meter>(options.progress, total);
-    const F callable(fn);
-    const std::int64_t timeout = chunk_timeout_ns(options);
-    s->send_next =
-        [this, input, chunk, callable,
-         timeout]() -> std::optional<std::pair<future<detail::chunk_result<R>>, std::size_t>> {
-        // Pull the next chunk of items from the input; only it is ever held here.
-        std::vector<Item> batch;
-        const auto end = std::ranges::end(input->items);
-        while (batch.size() < chunk && input->next != end) {
-            batch.push_back(*input->next);
-            ++input->next;
+        std::size_t chunk = options.chunk_size;
+        std::size_t total = 0;
+        if constexpr (std::ranges::sized_range<Items>) {
+            total = static_cast<std::size_t>(std::ranges::size(items));
+            if (chunk == 0)
+                chunk = std::clamp<std::size_t>(map_chunk_size(total, options), 1, 256);
+        } else if (chunk == 0) {
+            chunk = 16;
         }
-        if (batch.empty())
-            return std::nullopt;
-        const std::size_t count = batch.size();
-        return std::pair{send_chunk<F, Item, false>(callable, batch.begin(), count, timeout),
-                         count};
-    };
-    // Sending starts now, as Python's imap does, not when iteration begins.
-    s->fill();
-    return range_type(std::move(s));
+        auto input = std::make_shared<source>(std::forward<Items>(items));
+        auto s = std::make_unique<typename range_type::state>();
+        s->ordered = Ordered;
+        s->max_in_flight = 2 * size();
+        if constexpr (std::ranges::sized_range<Items>)
+            if (options.progress != progress_bar::off)
+                s->meter = std::make_unique<detail::progress_meter>(options.progress, total);
+        const F callable(fn);
+        const std::int64_t timeout = chunk_timeout_ns(options);
+        s->send_next =
+            [this, input, chunk, callable,
+             timeout]() -> std::optional<std::pair<future<detail::chunk_result<R>>, std::size_t>> {
+            // Pull the next chunk of items from the input; only it is ever held here.
+            std::vector<Item> batch;
+            const auto end = std::ranges::end(input->items);
+            while (batch.size() < chunk && input->next != end) {
+                batch.push_back(*input->next);
+                ++input->next;
+            }
+            if (batch.empty())
+                return std::nullopt;
+            const std::size_t count = batch.size();
+            return std::pair{send_chunk<F, Item, false>(callable, batch.begin(), count, timeout),
+                             count};
+        };
+        // Sending starts now, as Python's imap does, not when iteration begins.
+        s->fill();
+        return range_type(std::move(s));
+    }
 }
 
 template <class Fn, std::ranges::input_range Items>

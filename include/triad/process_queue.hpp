@@ -55,7 +55,7 @@ enum class queue_status {
     closed,  ///< the queue is closed (a put), or closed and drained (a get)
 };
 
-template <serializable T>
+template <class T>
 class process_queue {
 public:
     /**
@@ -228,8 +228,13 @@ private:
     std::size_t m_max_size = 0;
 };
 
-template <serializable T>
+template <class T>
 process_queue<T>::process_queue(std::size_t max_size) : m_max_size(max_size) {
+    // An unsendable T is refused here, where the queue is declared, rather than by a constraint
+    // on the class: a failed constraint says nothing about what can be sent, and GCC then
+    // reports every later use of the queue as well.
+    if constexpr (!serializable<T>)
+        detail::refuse_unserializable<std::remove_cv_t<T>>();
     if (max_size > static_cast<std::size_t>(SEM_VALUE_MAX))
         throw std::invalid_argument(
             detail::concat("triad::process_queue: max_size above ", SEM_VALUE_MAX));
@@ -260,7 +265,7 @@ process_queue<T>::process_queue(std::size_t max_size) : m_max_size(max_size) {
     detail::grow_pipe(m_pipe.write.get(), 1 << 20);
 }
 
-template <serializable T>
+template <class T>
 process_queue<T>::~process_queue() {
     detail::shared_descriptors::remove(m_pipe.read.get());
     detail::shared_descriptors::remove(m_pipe.write.get());
@@ -270,7 +275,7 @@ process_queue<T>::~process_queue() {
     ::munmap(m_shared, sizeof(shared_block));
 }
 
-template <serializable T>
+template <class T>
 queue_status process_queue<T>::reserve_slot(clock::time_point deadline) {
     if (m_max_size == 0)
         return queue_status::success;
@@ -291,7 +296,7 @@ queue_status process_queue<T>::reserve_slot(clock::time_point deadline) {
     }
 }
 
-template <serializable T>
+template <class T>
 queue_status process_queue<T>::put_until(const T& value, clock::time_point deadline) {
     const std::vector<char> frame = encode_frame(value);
     const queue_status room = reserve_slot(deadline);
@@ -326,25 +331,25 @@ queue_status process_queue<T>::put_until(const T& value, clock::time_point deadl
     return queue_status::success;
 }
 
-template <serializable T>
+template <class T>
 void process_queue<T>::put(const T& value) {
     if (put_until(value, forever) == queue_status::closed)
         throw pool_closed("triad::process_queue: put after close()");
 }
 
-template <serializable T>
+template <class T>
 queue_status process_queue<T>::try_put(const T& value) {
     const queue_status status = put_until(value, clock::now());
     return status == queue_status::timeout ? queue_status::full : status;
 }
 
-template <serializable T>
+template <class T>
 template <class Rep, class Period>
 queue_status process_queue<T>::put_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
     return put_until(value, detail::deadline_after(timeout));
 }
 
-template <serializable T>
+template <class T>
 void process_queue<T>::check_writer_alive() {
     const int rc = ::pthread_mutex_trylock(&m_shared->write_lock);
     if (rc == EBUSY)
@@ -365,7 +370,7 @@ void process_queue<T>::check_writer_alive() {
                              "so its contents can no longer be trusted");
 }
 
-template <serializable T>
+template <class T>
 bool process_queue<T>::read_whole(void* data, std::size_t size, bool end_allowed) {
     auto* p = static_cast<char*>(data);
     std::size_t done = 0;
@@ -397,7 +402,7 @@ bool process_queue<T>::read_whole(void* data, std::size_t size, bool end_allowed
     return true;
 }
 
-template <serializable T>
+template <class T>
 queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
     // Wait for the first byte before counting as midway: a consumer killed while it waits
     // breaks nothing; one killed after it took bytes does.
@@ -448,7 +453,7 @@ queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
     return queue_status::success;
 }
 
-template <serializable T>
+template <class T>
 queue_status process_queue<T>::get_until(T& out, clock::time_point deadline) {
     const timespec until = realtime(deadline);
     lock guard(m_shared->read_lock, m_shared->reading, *m_shared,
@@ -458,7 +463,7 @@ queue_status process_queue<T>::get_until(T& out, clock::time_point deadline) {
     return read_frame(out, deadline);
 }
 
-template <serializable T>
+template <class T>
 std::optional<T> process_queue<T>::get() {
     T value{};
     if (get_until(value, forever) != queue_status::success)
@@ -466,19 +471,19 @@ std::optional<T> process_queue<T>::get() {
     return value;
 }
 
-template <serializable T>
+template <class T>
 queue_status process_queue<T>::try_get(T& out) {
     const queue_status status = get_until(out, clock::now());
     return status == queue_status::timeout ? queue_status::empty : status;
 }
 
-template <serializable T>
+template <class T>
 template <class Rep, class Period>
 queue_status process_queue<T>::get_for(T& out, std::chrono::duration<Rep, Period> timeout) {
     return get_until(out, detail::deadline_after(timeout));
 }
 
-template <serializable T>
+template <class T>
 void process_queue<T>::close() {
     lock guard(m_shared->write_lock, m_shared->writing, *m_shared);
     if (m_shared->closed.exchange(1, std::memory_order_acq_rel) != 0)

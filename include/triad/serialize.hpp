@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -225,8 +226,14 @@ private:
 
 namespace detail {
 
+// Refuses a type that cannot be sent, naming it. Every encode and decode path for a type calls
+// this one specialization, which the compiler instantiates once, so a type is refused once;
+// callers call it only where `serializable` is false and skip the rest of their work for that
+// type, so nothing else fails after it. (The check is a function, not a class whose `value`
+// callers test: Clang poisons a class whose instantiation failed, and every later use of it
+// would be an error of its own.)
 template <class T>
-constexpr void require_serializable() {
+void refuse_unserializable() {
     static_assert(serializable<T>,
                   "triad: this type cannot be sent between processes. Use arithmetic types, "
                   "enums with a fixed underlying type (enum class, or enum E : int; a plain enum "
@@ -239,14 +246,18 @@ constexpr void require_serializable() {
 
 template <class T>
 void encode_value(byte_writer& out, const T& value) {
-    require_serializable<T>();
-    codec<std::remove_cv_t<T>>::encode(out, value);
+    if constexpr (serializable<T>)
+        codec<std::remove_cv_t<T>>::encode(out, value);
+    else
+        refuse_unserializable<std::remove_cv_t<T>>();
 }
 
 template <class T>
 void decode_value(byte_reader& in, T& value) {
-    require_serializable<T>();
-    codec<std::remove_cv_t<T>>::decode(in, value);
+    if constexpr (serializable<T>)
+        codec<std::remove_cv_t<T>>::decode(in, value);
+    else
+        refuse_unserializable<std::remove_cv_t<T>>();
 }
 
 // The fewest bytes a T can encode to; 0 when unknown (user types) or truly empty.
@@ -682,15 +693,18 @@ void decoder::operator()(T&... fields) {
     (detail::decode_value(*m_in, fields), ...);
 }
 
-/** Appends the encoding of `value` to `out`. */
-template <serializable T>
+/**
+ * Appends the encoding of `value` to `out`. A `T` that is not `triad::serializable` is a
+ * compile-time error that names it and says what can be sent instead.
+ */
+template <class T>
 void encode_to(std::vector<char>& out, const T& value) {
     detail::byte_writer writer(out);
     detail::encode_value(writer, value);
 }
 
 /** The encoding of `value`. */
-template <serializable T>
+template <class T>
 std::vector<char> to_bytes(const T& value) {
     std::vector<char> out;
     encode_to(out, value);
@@ -702,13 +716,21 @@ std::vector<char> to_bytes(const T& value) {
  * truncated, corrupt, claim more than they hold, nest user types deeper than `max_nesting`, or
  * carry anything after the value.
  */
-template <serializable T>
+template <class T>
 T from_bytes(std::span<const char> bytes, std::size_t max_nesting = default_max_nesting) {
-    detail::byte_reader reader(bytes.data(), bytes.size(), max_nesting);
-    T value{};
-    detail::decode_value(reader, value);
-    reader.expect_end();
-    return value;
+    if constexpr (serializable<T>) {
+        detail::byte_reader reader(bytes.data(), bytes.size(), max_nesting);
+        T value{};
+        detail::decode_value(reader, value);
+        reader.expect_end();
+        return value;
+    } else {
+        detail::refuse_unserializable<std::remove_cv_t<T>>();
+        // Nothing here may use T (it may be a reference, or have no default constructor), and
+        // a call that does not return keeps the compiler from adding a missing-return
+        // diagnostic to that one error.
+        std::terminate();
+    }
 }
 
 } // namespace triad

@@ -1,7 +1,9 @@
-# Compiles SOURCE and expects failure with a diagnostic containing EXPECT.
-# -D: CXX, INCLUDE_DIR, SOURCE, EXPECT
+# Compiles SOURCE and expects failure with a diagnostic containing EXPECT. With ERRORS, the
+# compiler must report exactly that many errors: a misuse is explained once, by the advice, and
+# not followed by errors from inside triad that bury it.
+# -D: CXX, INCLUDE_DIR, SOURCE, EXPECT, optionally ERRORS
 execute_process(
-  COMMAND "${CXX}" -std=c++20 -fsyntax-only "-I${INCLUDE_DIR}" "${SOURCE}"
+  COMMAND "${CXX}" -std=c++20 -fsyntax-only -fno-diagnostics-color "-I${INCLUDE_DIR}" "${SOURCE}"
   RESULT_VARIABLE rc
   OUTPUT_VARIABLE out
   ERROR_VARIABLE err)
@@ -11,4 +13,11 @@ endif()
 string(FIND "${out}${err}" "${EXPECT}" found)
 if(found EQUAL -1)
   message(FATAL_ERROR "${SOURCE} was rejected without the expected advice \"${EXPECT}\":\n${err}")
+endif()
+if(DEFINED ERRORS AND NOT ERRORS STREQUAL "")
+  string(REGEX MATCHALL "error:" errors "${out}${err}")
+  list(LENGTH errors count)
+  if(NOT count EQUAL ERRORS)
+    message(FATAL_ERROR "${SOURCE} was rejected with ${count} errors, not ${ERRORS}:\n${err}")
+  endif()
 endif()

@@ -263,14 +263,154 @@ inline constexpr bool is_sendable_callable = is_function_pointer<F> ||
                                              (std::is_class_v<F> && std::is_empty_v<F> &&
                                               std::is_default_constructible_v<F>);
 
+// Refuses a callable a worker cannot run, naming its type; called, like refuse_unserializable,
+// only where the check failed, by a caller that then does nothing else with it.
 template <class F>
-constexpr void require_sendable_callable() {
+void refuse_unsendable_callable() {
     static_assert(is_sendable_callable<F>,
                   "triad::process_pool: this callable cannot be sent to a worker process. Send a "
                   "function (or a pointer to one), a lambda with no captures, or a stateless "
                   "function object; pass the data it needs as arguments instead of capturing it. "
                   "(std::function, capturing lambdas and functors with members hold state that "
                   "only exists in this process.)");
+}
+
+// Refuses the first of the types that cannot be sent (one error, however many there are).
+template <class T, class... Rest>
+void refuse_first_unserializable() {
+    if constexpr (!serializable<T>)
+        refuse_unserializable<std::remove_cv_t<T>>();
+    else
+        refuse_first_unserializable<Rest...>();
+}
+
+// Stands for the result of a call refused at compile time (its callable cannot take the
+// arguments, or a map's returns void), so that the caller's own use of the result (`.get()`,
+// a range-for, `return`) adds no errors after the one that explains the refusal. It exists only
+// in programs that do not compile, so its conversion is never defined.
+struct refused_result {
+    template <class T>
+    operator T() const; // NOLINT: converts to whatever the caller expected
+};
+
+template <class F, class... Args>
+struct submit_result {
+    using type = refused_result;
+};
+template <class F, class... Args>
+requires std::is_invocable_v<F&, Args...>
+struct submit_result<F, Args...> {
+    using type = std::remove_cvref_t<std::invoke_result_t<F&, Args...>>;
+};
+
+// What `process_pool::submit(fn, args...)` returns a future of: `refused_result` when `fn`
+// cannot take the arguments, so that the signature stays valid and the body can explain.
+template <class Fn, class... Args>
+using submit_result_t = typename submit_result<std::decay_t<Fn>, std::decay_t<Args>...>::type;
+
+template <class F, class... Args>
+constexpr bool submit_is_valid() {
+    if constexpr (!is_sendable_callable<F> || !(serializable<Args> && ...) ||
+                  !std::is_invocable_v<F&, Args...>) {
+        return false;
+    } else {
+        using R = std::remove_cvref_t<std::invoke_result_t<F&, Args...>>;
+        return std::is_void_v<R> || serializable<R>;
+    }
+}
+
+// Explains why submit_is_valid is false: the first check that fails, and only it, so one
+// misuse is one error, and later checks (the result type) are not asked about a call that
+// cannot be made.
+template <class F, class... Args>
+void refuse_submit() {
+    if constexpr (!is_sendable_callable<F>) {
+        refuse_unsendable_callable<F>();
+    } else if constexpr (!(serializable<Args> && ...)) {
+        refuse_first_unserializable<Args...>();
+    } else if constexpr (!std::is_invocable_v<F&, Args...>) {
+        static_assert(std::is_invocable_v<F&, Args...>,
+                      "triad::process_pool::submit: the callable cannot be called with these "
+                      "arguments (they are decoded in the worker and passed as rvalues)");
+    } else {
+        refuse_unserializable<std::remove_cvref_t<std::invoke_result_t<F&, Args...>>>();
+    }
+}
+
+// The result of one map item: `f(item)`, or with `Spread` (starmap) `f(get<I>(item)...)` as
+// std::apply would call it. Computed here rather than through std::apply, whose deduced return
+// type turns an item that is not a tuple into a hard error inside the standard library.
+template <class F, class Item, bool Spread>
+struct map_call {
+    static constexpr bool invocable = false;
+};
+template <class F, class Item>
+requires std::is_invocable_v<F&, Item>
+struct map_call<F, Item, false> {
+    static constexpr bool invocable = true;
+    using result = std::remove_cvref_t<std::invoke_result_t<F&, Item>>;
+};
+template <class F, class Tuple, class Indices>
+struct spread_call {
+    static constexpr bool invocable = false;
+};
+template <class F, class Tuple, std::size_t... I>
+requires std::is_invocable_v<F&, std::tuple_element_t<I, Tuple>...>
+struct spread_call<F, Tuple, std::index_sequence<I...>> {
+    static constexpr bool invocable = true;
+    using result = std::remove_cvref_t<std::invoke_result_t<F&, std::tuple_element_t<I, Tuple>...>>;
+};
+template <class F, class Item>
+requires requires {
+    std::tuple_size<Item>::value;
+}
+struct map_call<F, Item, true>
+    : spread_call<F, Item, std::make_index_sequence<std::tuple_size_v<Item>>> {};
+
+// The element type of what map and imap return: the callable's result, or `refused_result`
+// where there is none to name.
+template <class F, class Item, bool Spread>
+constexpr auto map_result_type() {
+    if constexpr (!map_call<F, Item, Spread>::invocable)
+        return std::type_identity<refused_result>{};
+    else if constexpr (std::is_void_v<typename map_call<F, Item, Spread>::result>)
+        return std::type_identity<refused_result>{};
+    else
+        return std::type_identity<typename map_call<F, Item, Spread>::result>{};
+}
+template <class F, class Item, bool Spread>
+using map_result_t = typename decltype(map_result_type<F, Item, Spread>())::type;
+
+template <class F, class Item, bool Spread>
+constexpr bool map_is_valid() {
+    if constexpr (!is_sendable_callable<F> || !serializable<Item> ||
+                  !map_call<F, Item, Spread>::invocable)
+        return false;
+    else
+        return serializable<typename map_call<F, Item, Spread>::result>; // false for void too
+}
+
+// As refuse_submit, for map, starmap and imap.
+template <class F, class Item, bool Spread>
+void refuse_map() {
+    using call = map_call<F, Item, Spread>;
+    if constexpr (!is_sendable_callable<F>) {
+        refuse_unsendable_callable<F>();
+    } else if constexpr (!serializable<Item>) {
+        refuse_unserializable<Item>();
+    } else if constexpr (!call::invocable && Spread) {
+        static_assert(call::invocable, "triad::process_pool::starmap: each item must be a tuple "
+                                       "(or pair) of the callable's arguments");
+    } else if constexpr (!call::invocable) {
+        static_assert(call::invocable,
+                      "triad::process_pool::map: the callable cannot be called with an item");
+    } else if constexpr (std::is_void_v<typename call::result>) {
+        static_assert(!std::is_void_v<typename call::result>,
+                      "triad::process_pool::map: the callable returns void; return a value (or "
+                      "use submit per item)");
+    } else {
+        refuse_unserializable<typename call::result>();
+    }
 }
 
 template <class F>
@@ -364,8 +504,7 @@ struct remote_chunk {
         else
             return f(std::move(item));
     }
-    using result_type =
-        std::remove_cvref_t<decltype(call(std::declval<F&>(), std::declval<Item&>()))>;
+    using result_type = typename map_call<F, Item, Spread>::result;
 
     static void invoke(std::uintptr_t function, byte_reader& in, std::vector<char>& out) {
         std::vector<Item> items;

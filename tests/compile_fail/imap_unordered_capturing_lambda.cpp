@@ -1,0 +1,12 @@
+// imap_unordered refuses a capturing lambda.
+#include <triad/process_pool.hpp>
+#include <vector>
+int main() {
+    triad::process_pool pool(1);
+    int offset = 3;
+    std::vector<int> items{1, 2, 3};
+    int sum = 0;
+    for (int r : pool.imap_unordered([offset](int x) { return x + offset; }, items))
+        sum += r;
+    return sum;
+}
