@@ -705,7 +705,8 @@ TEST_CASE("cancel() drops a task still queued in the parent; it never runs in a 
     // The worker has at most a couple of tasks ahead in its pipe: the last one is still here.
     CHECK(queued.back().cancel());
     CHECK(queued.back().ready());
-    CHECK_FALSE(busy.cancel()); // running
+    CHECK(queued.back().cancel()); // cancelled before: still true
+    CHECK_FALSE(busy.cancel());    // running
     CHECK_THROWS_AS(queued.back().get(), triad::task_cancelled);
     CHECK(busy.get() == 0);
     for (int id = 1; id <= 4; ++id) {

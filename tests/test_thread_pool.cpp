@@ -1169,12 +1169,14 @@ TEST_CASE("cancel() drops a queued task: true, it never runs, its future throws 
     REQUIRE(eventually([&] { return pool.running() == 1; }));
     std::atomic<int> runs{0};
     auto captured = std::make_shared<int>(0);
+    const std::weak_ptr<int> watch = captured;
     auto queued = pool.submit([&runs, captured] { return ++runs; });
     auto kept = pool.submit([&runs] { return ++runs; });
     captured.reset();
     CHECK(queued.cancel());
     CHECK(queued.ready());
-    CHECK_FALSE(queued.cancel());  // already cancelled: nothing more to stop
+    CHECK(watch.expired()); // what it captured went with the cancel, as it would with a result
+    CHECK(queued.cancel()); // cancelled before: still true, as in Python
     CHECK_FALSE(blocker.cancel()); // running
     release.open();
     CHECK_THROWS_AS(queued.get(), triad::task_cancelled);
@@ -1185,6 +1187,42 @@ TEST_CASE("cancel() drops a queued task: true, it never runs, its future throws 
     CHECK(pool.cancelled() == 1);
     CHECK_FALSE(kept.valid());
     CHECK_FALSE(blocker.cancel()); // finished
+}
+
+TEST_CASE("cancel() of a task with a reference result releases its captures at once",
+          "[thread_pool][cancel]") {
+    triad::thread_pool pool(1);
+    gate release;
+    pool.post([&] { release.wait(); });
+    REQUIRE(eventually([&] { return pool.running() == 1; }));
+    auto captured = std::make_shared<int>(0);
+    const std::weak_ptr<int> watch = captured;
+    auto queued = pool.submit([captured]() -> int& { return *captured; });
+    captured.reset();
+    CHECK(queued.cancel());
+    CHECK(watch.expired());
+    release.open();
+    pool.wait_idle();
+    CHECK_THROWS_AS(queued.get(), triad::task_cancelled);
+    CHECK(pool.cancelled() == 1);
+}
+
+TEST_CASE("cancel() after a cancelling shutdown dropped the task is true",
+          "[thread_pool][cancel]") {
+    triad::thread_pool pool(1);
+    gate release;
+    pool.post([&] { release.wait(); });
+    REQUIRE(eventually([&] { return pool.running() == 1; }));
+    std::atomic<int> runs{0};
+    auto queued = pool.submit([&runs] { return ++runs; });
+    std::thread closer([&] { pool.shutdown(triad::shutdown_mode::cancel); });
+    REQUIRE(eventually([&] { return pool.closed(); }));
+    release.open();
+    closer.join();
+    CHECK(queued.ready());
+    CHECK(queued.cancel());
+    CHECK_THROWS_AS(queued.get(), triad::task_cancelled);
+    CHECK(runs == 0);
 }
 
 TEST_CASE("cancel() is false for what no pool queued: promises and continuations",

@@ -152,19 +152,22 @@ public:
     /**
      * Cancels the task behind this future if it has not started (Python's `Future.cancel()`):
      * true if it will never run, and the future is then ready and `get()` throws
-     * `triad::task_cancelled`; false if it is running or finished, or if what produces the
-     * result cannot be cancelled this way (a promise, a continuation, a coroutine). Tasks from
+     * `triad::task_cancelled` (true again for a task cancelled before, by `cancel()` or by a
+     * cancelling shutdown); false if it is running or finished, or if what produces the result
+     * cannot be cancelled this way (a promise, a continuation, a coroutine). Tasks from
      * `thread_pool::submit` and `process_pool::submit` can be cancelled until a worker takes
      * them (on the process pool: until they are sent to a worker process, which pipelines a few
-     * tasks ahead for short ones). The pool drops a cancelled task when it reaches it, counts
-     * it in `cancelled()`, and destroys its callable and arguments on a worker. The future
-     * stays valid. Throws `triad::future_error` if not valid.
+     * tasks ahead for short ones). A thread-pool task's callable and arguments are destroyed
+     * here, before this returns, as they would be before a result is seen; the pool drops the
+     * rest of the task when it reaches it, and counts it in `cancelled()`. The future stays
+     * valid. Throws `triad::future_error` if not valid.
      */
     bool cancel() {
         require_valid("cancel");
         const std::exception_ptr& error = detail::cancelled_error(); // may allocate: first
         if (!m_state->try_cancel())
-            return false;
+            return m_state->is_ready() && m_state->never_ran(); // cancelled before: still true
+        m_state->release_cancelled();
         m_state->set_error(error);
         m_state->publish();
         return true;

@@ -227,7 +227,10 @@ public:
     std::uint64_t running() const noexcept { return m_manager.running(); }
     /** Tasks that finished, with a result or an exception. */
     std::uint64_t completed() const noexcept { return m_manager.completed(); }
-    /** Tasks dropped by `shutdown(shutdown_mode::cancel)`. */
+    /**
+     * Tasks dropped unrun: by `future::cancel()` (counted when the pool reaches the task),
+     * `shutdown(shutdown_mode::cancel)` or `terminate()`.
+     */
     std::uint64_t cancelled() const noexcept { return m_manager.cancelled(); }
     /** Workers replaced after a crash or a timeout. */
     std::uint64_t workers_replaced() const noexcept { return m_manager.workers_replaced(); }

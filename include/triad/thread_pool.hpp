@@ -273,7 +273,10 @@ public:
      * submitted before the call.
      */
     std::uint64_t completed() const noexcept { return m_scheduler->completed(); }
-    /** Tasks dropped by `shutdown(shutdown_mode::cancel)` or by the drain rule. */
+    /**
+     * Tasks dropped unrun: by `future::cancel()`, `shutdown(shutdown_mode::cancel)` or the drain
+     * rule. A task cancelled by its future is counted when a worker reaches it.
+     */
     std::uint64_t cancelled() const noexcept { return m_scheduler->cancelled(); }
     /** Stand-in threads now running tasks in place of workers blocked in a wait. A snapshot. */
     std::size_t stand_ins() const noexcept { return m_scheduler->stand_ins(); }
@@ -353,8 +356,13 @@ public:
     }
     ~submitted_task() override {
         if constexpr (keeps_callable)
-            m_fn.~Fn();
+            if (!this->cancelled_by_future())
+                m_fn.~Fn();
     }
+
+    // future::cancel() won: what the task captured goes now, on the cancelling thread, before
+    // the future can be seen ready (as when it runs), not when a worker reaches the node.
+    void release_cancelled() noexcept override { m_fn.~Fn(); }
 
     static bool execute_node(task_node* node, bool cancel) noexcept {
         auto* self = static_cast<submitted_task*>(node);
@@ -368,9 +376,10 @@ public:
         }
         // A value result: whatever the task captured is released before anyone can observe the
         // result. A reference result may point into the callable or its arguments, so they live
-        // as long as the state.
+        // as long as the state. A task its future cancelled released them then.
         if constexpr (!keeps_callable)
-            self->m_fn.~Fn();
+            if (owned)
+                self->m_fn.~Fn();
         if (owned)
             self->publish();
         self->release();

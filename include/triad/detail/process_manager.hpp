@@ -331,6 +331,7 @@ inline process_manager::process_manager(process_manager_config config)
                                            " bytes (1 TiB): frame sizes must not overflow"));
     if (m_config.max_nesting == 0)
         throw std::invalid_argument("triad::process_pool: max_nesting must be at least 1");
+    (void)cancelled_error(); // made now, so that cancelling never allocates
     const std::size_t n = m_config.processes;
     for (std::size_t i = 0; i < n; ++i)
         m_workers.push_back(
@@ -678,7 +679,7 @@ inline void process_manager::loop() {
             while (!m_pending.empty()) {
                 remote_task* task = m_pending.front();
                 m_pending.pop_front();
-                finish_task(task, std::make_exception_ptr(task_cancelled()), true);
+                finish_task(task, cancelled_error(), true);
             }
         }
         const auto now = std::chrono::steady_clock::now();
@@ -1059,7 +1060,7 @@ inline void process_manager::handle_frame(std::size_t slot, const frame_header& 
         m_completed.fetch_add(1, std::memory_order_relaxed);
         finish_task(task, std::move(error), false);
     } else if (kind == frame_kind::cancelled) {
-        finish_task(task, std::make_exception_ptr(task_cancelled()), true);
+        finish_task(task, cancelled_error(), true); // never ran: future::cancel() says so too
     } else {
         throw protocol_error("triad: unexpected frame from a worker");
     }
@@ -1085,8 +1086,16 @@ inline void process_manager::task_done() noexcept {
 }
 
 inline void process_manager::dispatch() {
-    if (m_broken)
+    if (m_broken) {
+        // A submit that passed the check just before the pool broke puts its task in the inbox
+        // after break_pool emptied it: it fails here, with the reason, on the next turn.
+        while (!m_pending.empty()) {
+            remote_task* task = m_pending.front();
+            m_pending.pop_front();
+            finish_task(task, m_broken, false);
+        }
         return;
+    }
     for (int round = 0; round < 2; ++round) {
         // Each task goes to the least loaded ready worker with room in its window, so an idle
         // worker never waits while another has a queue.
@@ -1393,8 +1402,9 @@ inline void process_manager::stop_server() noexcept {
     for (auto& w : m_workers) {
         for (const in_flight& f : w->outstanding) {
             m_pending_count.fetch_sub(1, std::memory_order_relaxed);
-            f.task->fail(std::make_exception_ptr(
-                worker_died("triad::process_pool: the pool stopped before the task finished")));
+            if (!f.task->fail(std::make_exception_ptr(
+                    worker_died("triad::process_pool: the pool stopped before the task finished"))))
+                m_cancelled.fetch_add(1, std::memory_order_relaxed);
             task_done();
         }
         w->outstanding.clear();
@@ -1410,12 +1420,14 @@ inline void process_manager::stop_server() noexcept {
         take_inbox();
         for (remote_task* task : m_pending) {
             m_pending_count.fetch_sub(1, std::memory_order_relaxed);
-            if (m_terminating)
-                task->fail(std::make_exception_ptr(
-                    task_cancelled("triad::process_pool::terminate() cancelled the task")));
-            else
-                task->fail(std::make_exception_ptr(
-                    worker_died("triad::process_pool: the pool stopped before the task ran")));
+            std::exception_ptr why =
+                m_terminating ? std::make_exception_ptr(task_cancelled(
+                                    "triad::process_pool::terminate() cancelled the task"))
+                : m_broken    ? m_broken
+                              : std::make_exception_ptr(worker_died(
+                                    "triad::process_pool: the pool stopped before the task ran"));
+            if (!task->fail(std::move(why)))
+                m_cancelled.fetch_add(1, std::memory_order_relaxed); // by its future, before
             task_done();
         }
         m_pending.clear();

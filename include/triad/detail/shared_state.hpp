@@ -109,6 +109,13 @@ public:
 
     void unclaim() noexcept { m_flags.fetch_and(~claimed_bit, std::memory_order_acq_rel); }
 
+    bool cancelled_by_future() const noexcept {
+        return (m_flags.load(std::memory_order_acquire) & cancelled_bit) != 0;
+    }
+
+    // After try_cancel() won: the executor's part of the task (its callable) may go now.
+    virtual void release_cancelled() noexcept {}
+
     // True if the task will never run: the caller then completes the state as cancelled.
     bool try_cancel() noexcept {
         std::uint32_t flags = m_flags.load(std::memory_order_acquire);
@@ -308,6 +315,13 @@ public:
     }
 
     bool has_error() const noexcept { return m_kind == kind::error; }
+
+    // Only after the state is ready: completed as cancelled, the task never having run (by
+    // future::cancel, or dropped by its pool with the shared cancelled_error()).
+    bool never_ran() const noexcept {
+        return this->cancelled_by_future() ||
+               (m_kind == kind::error && m_error == cancelled_error());
+    }
 
 private:
     using stored_type = stored_t<T>;
