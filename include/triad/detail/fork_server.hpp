@@ -14,12 +14,14 @@
 #include <system_error>
 #include <vector>
 
+#include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,8 +60,9 @@
 // a task in shared memory before it starts it (a compare-and-swap that fails once the parent
 // revoked it). So when a worker dies, the parent knows which tasks started (they fail: nothing
 // may run twice) and which never did (they run elsewhere); and it can take back tasks queued
-// behind a long one and give them to an idle worker. Results are written as soon as each task
-// ends, never held back behind the next.
+// behind a long one and give them to an idle worker. Results are published as soon as each task
+// ends, never held back behind the next: into a ring in shared memory (see result_ring), so a
+// stream of tiny tasks costs no syscall per result, and a dead worker's results are not lost.
 namespace triad::detail {
 
 // Shared (MAP_SHARED) between the parent and every worker: one cache line per worker.
@@ -83,6 +86,39 @@ inline constexpr std::uint32_t claim_revoked(std::uint64_t claim) noexcept {
 }
 inline constexpr std::uint64_t make_claim(std::uint32_t revoked, std::uint32_t started) noexcept {
     return (std::uint64_t{revoked} << 32) | started;
+}
+
+// What a worker sends its parent (results, and its ready, retiring and failure frames) goes
+// through this byte ring in shared memory, one per slot: a single producer (the worker) and a
+// single consumer (the parent's I/O thread). A result is in the ring the moment its task ends,
+// and a write() costs a syscall, so the pipe beside it carries only a doorbell, rung when the
+// I/O thread said it is going to sleep, and end of file. A worker's death loses nothing it
+// published: the parent drains the ring before settling the worker's tasks.
+struct result_ring {
+    static constexpr std::size_t capacity = 128 * 1024; // a power of two
+
+    alignas(64) std::atomic<std::uint64_t> tail{0}; // bytes ever published (worker)
+    // Set by a worker waiting for room; the parent then bumps `drained` and wakes it (futex).
+    std::atomic<std::uint32_t> writer_waiting{0};
+    alignas(64) std::atomic<std::uint64_t> head{0}; // bytes ever consumed (parent)
+    std::atomic<std::uint32_t> drained{0};
+    // Set by the parent before it sleeps; the first worker write after it rings the doorbell.
+    std::atomic<std::uint32_t> doorbell_armed{0};
+    alignas(64) char data[capacity];
+
+    void reset() noexcept {
+        tail.store(0, std::memory_order_relaxed);
+        head.store(0, std::memory_order_relaxed);
+        writer_waiting.store(0, std::memory_order_relaxed);
+        doorbell_armed.store(0, std::memory_order_relaxed);
+    }
+};
+
+inline long futex_call(std::atomic<std::uint32_t>& word, int op, std::uint32_t value,
+                       const timespec* timeout) noexcept {
+    // Not FUTEX_PRIVATE_FLAG: the word is shared between processes.
+    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), op, value, timeout,
+                     nullptr, 0);
 }
 
 struct alignas(64) shared_state_block {
@@ -116,12 +152,27 @@ struct pool_config {
     std::string name_prefix;
     shared_state_block* shared = nullptr;
     worker_slot* slots = nullptr;
+    result_ring* rings = nullptr;
     std::size_t slot_count = 0;
     sigset_t original_signal_mask{};
     pid_t parent = 0;            // the pool's process, which the server watches...
     int parent_pidfd = -1;       // ...or a pidfd of it, when the server is not its child (zygote)
     bool parent_is_child = true; // the server is a direct child of `parent`
 };
+
+// The memory every worker shares with the parent: the cancel flag, then a slot per worker,
+// then a ring per worker. One layout, for the parent, the fork server and a zygote's server.
+inline std::size_t shared_bytes_for(std::size_t slot_count) noexcept {
+    return sizeof(shared_state_block) + slot_count * (sizeof(worker_slot) + sizeof(result_ring));
+}
+inline void lay_out_shared(pool_config& config, void* memory, std::size_t slot_count) noexcept {
+    char* at = static_cast<char*>(memory);
+    config.shared = reinterpret_cast<shared_state_block*>(at);
+    config.slots = reinterpret_cast<worker_slot*>(at + sizeof(shared_state_block));
+    config.rings = reinterpret_cast<result_ring*>(at + sizeof(shared_state_block) +
+                                                  slot_count * sizeof(worker_slot));
+    config.slot_count = slot_count;
+}
 
 // Messages on the control socket (SOCK_SEQPACKET: one message per read).
 enum class control_type : std::uint32_t {
@@ -453,12 +504,56 @@ private:
     void flush() {
         if (m_out.empty())
             return;
-        const int error = write_all(m_result_fd, m_out.data(), m_out.size());
-        if (error != 0)
-            finish(0); // the parent is gone (EPIPE): nobody wants the result
+        result_ring& ring = m_config.rings[m_slot];
+        const char* from = m_out.data();
+        std::size_t left = m_out.size();
+        std::uint64_t tail = ring.tail.load(std::memory_order_relaxed);
+        while (left > 0) {
+            const std::uint64_t head = ring.head.load(std::memory_order_acquire);
+            const std::size_t room = result_ring::capacity - static_cast<std::size_t>(tail - head);
+            if (room == 0) {
+                wait_for_room(ring, tail);
+                continue;
+            }
+            const std::size_t n = std::min(left, room);
+            const std::size_t at = static_cast<std::size_t>(tail % result_ring::capacity);
+            const std::size_t first = std::min(n, result_ring::capacity - at);
+            std::memcpy(ring.data + at, from, first);
+            std::memcpy(ring.data, from + first, n - first);
+            tail += n;
+            from += n;
+            left -= n;
+            ring.tail.store(tail, std::memory_order_release);
+            ring_doorbell(ring);
+        }
         m_out.clear();
         if (m_out.capacity() > 4 * 1024 * 1024)
             std::vector<char>().swap(m_out);
+    }
+
+    // The parent armed the doorbell before it went to sleep: wake it, once. (Dekker: the tail
+    // is stored before the flag is read here; the parent stores the flag before it reads tails.)
+    void ring_doorbell(result_ring& ring) {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (ring.doorbell_armed.load(std::memory_order_relaxed) == 0 ||
+            ring.doorbell_armed.exchange(0, std::memory_order_acq_rel) == 0)
+            return;
+        const char byte = 1;
+        if (write_all(m_result_fd, &byte, 1) != 0)
+            finish(0); // the parent is gone (EPIPE): nobody wants the result
+    }
+
+    // A result larger than the free room (a big one, or a parent busy elsewhere): wait until
+    // the parent has drained some. The server kills this worker if the parent dies.
+    void wait_for_room(result_ring& ring, std::uint64_t tail) {
+        const std::uint32_t seen = ring.drained.load(std::memory_order_acquire);
+        ring.writer_waiting.store(1, std::memory_order_seq_cst);
+        if (result_ring::capacity - (tail - ring.head.load(std::memory_order_seq_cst)) == 0) {
+            ring_doorbell(ring);
+            const timespec limit{0, 50'000'000}; // and look again, whatever happens
+            futex_call(ring.drained, FUTEX_WAIT, seen, &limit);
+        }
+        ring.writer_waiting.store(0, std::memory_order_relaxed);
     }
 
     [[noreturn]] void finish(int status) noexcept {

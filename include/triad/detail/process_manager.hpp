@@ -227,6 +227,7 @@ private:
         std::chrono::steady_clock::time_point head_since{};
         double task_ns = 0; // moving average of task time, for the dispatch window
         std::size_t window = 2;
+        bool ring_closed = false; // it sent garbage: nothing more is read from it
     };
 
     // epoll tags
@@ -245,6 +246,9 @@ private:
     void take_inbox();
     void handle_control();
     void read_results(std::size_t slot);
+    void drain_ring(std::size_t slot);
+    bool arm_doorbells() noexcept;
+    void disarm_doorbells() noexcept;
     void handle_frame(std::size_t slot, const frame_header& header, byte_reader& payload);
     void write_some(std::size_t slot);
     void dispatch();
@@ -348,7 +352,7 @@ inline process_manager::process_manager(process_manager_config config)
 
     // Shared with every worker: the cancel flag and one slot per worker. Through a memfd when a
     // zygote's server must map it too; inherited by fork otherwise.
-    m_shared_bytes = sizeof(shared_state_block) + n * sizeof(worker_slot);
+    m_shared_bytes = shared_bytes_for(n);
     pool_fd memory;
     if (m_config.zygote) {
         memory.reset(::memfd_create("triad-pool", MFD_CLOEXEC));
@@ -360,12 +364,12 @@ inline process_manager::process_manager(process_manager_config config)
                memory ? MAP_SHARED : MAP_SHARED | MAP_ANONYMOUS, memory ? memory.get() : -1, 0);
     if (m_shared_memory == MAP_FAILED)
         throw_errno("triad::process_pool: mmap");
-    m_pool.shared = ::new (m_shared_memory) shared_state_block();
-    m_pool.slots = reinterpret_cast<worker_slot*>(static_cast<char*>(m_shared_memory) +
-                                                  sizeof(shared_state_block));
-    for (std::size_t i = 0; i < n; ++i)
+    lay_out_shared(m_pool, m_shared_memory, n);
+    ::new (m_pool.shared) shared_state_block();
+    for (std::size_t i = 0; i < n; ++i) {
         ::new (&m_pool.slots[i]) worker_slot();
-    m_pool.slot_count = n;
+        ::new (&m_pool.rings[i]) result_ring();
+    }
     m_pool.initializer = m_config.initializer;
     m_pool.max_tasks_per_child = m_config.max_tasks_per_child;
     m_pool.max_message_size = m_config.max_message_size;
@@ -621,8 +625,9 @@ inline void process_manager::loop() {
         spawn(i);
     epoll_event events[64];
     for (;;) {
-        const int n =
-            retry_eintr([&] { return ::epoll_wait(m_epoll.get(), events, 64, poll_timeout_ms()); });
+        const int timeout = arm_doorbells() ? 0 : poll_timeout_ms();
+        const int n = retry_eintr([&] { return ::epoll_wait(m_epoll.get(), events, 64, timeout); });
+        disarm_doorbells();
         if (n < 0)
             throw_errno("triad::process_pool: epoll_wait");
         for (int i = 0; i < n; ++i) {
@@ -651,6 +656,8 @@ inline void process_manager::loop() {
                 }
             }
         }
+        for (std::size_t i = 0; i < m_workers.size(); ++i)
+            drain_ring(i);
         take_inbox();
 
         bool drain;
@@ -788,11 +795,12 @@ inline void process_manager::spawn(std::size_t slot) {
         } task_pipe{pool_fd(std::move(task_ends.read)), pool_fd(std::move(task_ends.write))},
             result_pipe{pool_fd(std::move(result_ends.read)),
                         pool_fd(std::move(result_ends.write))};
-        grow_pipe(task_pipe.write.get(), 1 << 20);
-        grow_pipe(result_pipe.write.get(), 1 << 20);
+        grow_pipe(task_pipe.write.get(), 1 << 20); // the result pipe only rings a doorbell
         set_nonblocking(task_pipe.write.get(), true);
         set_nonblocking(result_pipe.read.get(), true);
         const int give[2] = {task_pipe.read.get(), result_pipe.write.get()};
+        // The slot's last worker is gone and its ring drained.
+        m_pool.rings[slot].reset();
         const control_message message{static_cast<std::uint32_t>(control_type::spawn),
                                       static_cast<std::uint32_t>(slot), 0, 0};
         if (send_control(m_control.get(), message, give, 2) != 0) {
@@ -938,42 +946,96 @@ inline void process_manager::became_ready(std::size_t slot) {
         m_state_changed.notify_all();
 }
 
+// The pipe carries doorbells, which only wake this thread, and end of file when the worker has
+// gone; what the worker sends is in its ring.
 inline void process_manager::read_results(std::size_t slot) {
     worker& w = *m_workers[slot];
-    for (;;) {
-        const long n = read_into(w.result_fd.get(), w.parser);
-        if (n > 0) {
-            try {
-                w.parser.parse([&](const frame_header& header, byte_reader& payload, bool) {
-                    handle_frame(slot, header, payload);
-                });
-            } catch (const protocol_error&) {
-                // A worker that sends what cannot be read (garbage, or a result over the size
-                // limit) is killed and replaced; the task it answered fails with the reason, so
-                // it is not run again and again.
-                if (!w.outstanding.empty()) {
-                    w.poisoned_task = w.outstanding.front().task->id();
-                    w.poison = std::current_exception();
-                }
-                // Its end, seen through the pidfd or the server's report, settles its tasks.
-                if (!w.ended)
-                    signal_process(w.pidfd.get(), w.pidfd ? 0 : w.pid, SIGKILL);
-                unwatch(w.result_fd.get());
-                w.result_fd.reset();
-                return;
-            }
-            if (w.state == worker_state::dead)
-                return;
+    while (w.result_fd) {
+        char bells[256];
+        const ssize_t n =
+            retry_eintr([&] { return ::read(w.result_fd.get(), bells, sizeof bells); });
+        if (n == static_cast<ssize_t>(sizeof bells))
             continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
+        if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
+            break;
         // End of file (or an error): the worker closed its end by exiting. Its death is
         // settled by the process, not by this: a grandchild may hold a copy of the pipe.
         unwatch(w.result_fd.get());
         w.result_fd.reset();
-        return;
     }
+    drain_ring(slot);
+}
+
+inline void process_manager::drain_ring(std::size_t slot) {
+    worker& w = *m_workers[slot];
+    result_ring& ring = m_pool.rings[slot];
+    while (!w.ring_closed && w.state != worker_state::dead) {
+        std::uint64_t head = ring.head.load(std::memory_order_relaxed);
+        const std::uint64_t tail = ring.tail.load(std::memory_order_acquire);
+        if (tail == head)
+            return;
+        receive_buffer& buffer = w.parser.buffer();
+        buffer.ensure_room(
+            std::clamp<std::size_t>(w.parser.missing(), 64 * 1024, 16 * 1024 * 1024));
+        const auto n =
+            static_cast<std::size_t>(std::min<std::uint64_t>(tail - head, buffer.room()));
+        const auto at = static_cast<std::size_t>(head % result_ring::capacity);
+        const std::size_t first = std::min(n, result_ring::capacity - at);
+        std::memcpy(buffer.end(), ring.data + at, first);
+        std::memcpy(buffer.end() + first, ring.data, n - first);
+        buffer.grow(n);
+        head += n;
+        ring.head.store(head, std::memory_order_release);
+        // A worker waiting for room (a large result) is woken. (Dekker with wait_for_room: head
+        // is stored before the flag is read; the worker sets the flag before it reads head.)
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (ring.writer_waiting.load(std::memory_order_relaxed) != 0) {
+            ring.drained.fetch_add(1, std::memory_order_release);
+            futex_call(ring.drained, FUTEX_WAKE, 1, nullptr);
+        }
+        try {
+            w.parser.parse([&](const frame_header& header, byte_reader& payload, bool) {
+                handle_frame(slot, header, payload);
+            });
+        } catch (const protocol_error&) {
+            // A worker that sends what cannot be read (garbage, or a result over the size
+            // limit) is killed and replaced; the task it answered fails with the reason, so
+            // it is not run again and again.
+            if (!w.outstanding.empty()) {
+                w.poisoned_task = w.outstanding.front().task->id();
+                w.poison = std::current_exception();
+            }
+            // Its end, seen through the pidfd or the server's report, settles its tasks.
+            if (!w.ended)
+                signal_process(w.pidfd.get(), w.pidfd ? 0 : w.pid, SIGKILL);
+            w.ring_closed = true;
+            unwatch(w.result_fd.get());
+            w.result_fd.reset();
+            return;
+        }
+    }
+}
+
+// Before the I/O thread sleeps: every live worker's doorbell is armed, then the rings are
+// looked at once more; true if one has something, so the thread must not sleep.
+inline bool process_manager::arm_doorbells() noexcept {
+    for (std::size_t i = 0; i < m_workers.size(); ++i)
+        if (m_workers[i]->state != worker_state::dead)
+            m_pool.rings[i].doorbell_armed.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    for (std::size_t i = 0; i < m_workers.size(); ++i) {
+        const worker& w = *m_workers[i];
+        const result_ring& ring = m_pool.rings[i];
+        if (w.state != worker_state::dead && !w.ring_closed &&
+            ring.tail.load(std::memory_order_relaxed) != ring.head.load(std::memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
+
+inline void process_manager::disarm_doorbells() noexcept {
+    for (std::size_t i = 0; i < m_workers.size(); ++i)
+        m_pool.rings[i].doorbell_armed.store(0, std::memory_order_relaxed);
 }
 
 inline void process_manager::handle_frame(std::size_t slot, const frame_header& header,

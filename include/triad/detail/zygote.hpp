@@ -178,6 +178,8 @@ private:
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        if (request.shared_bytes != shared_bytes_for(request.slot_count))
+            ::_exit(12);
         void* shared =
             ::mmap(nullptr, request.shared_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memory, 0);
         ::close(memory);
@@ -190,10 +192,7 @@ private:
         config.max_message_size = request.max_message_size;
         config.max_nesting = request.max_nesting;
         config.name_prefix = request.name_prefix;
-        config.shared = static_cast<shared_state_block*>(shared);
-        config.slots =
-            reinterpret_cast<worker_slot*>(static_cast<char*>(shared) + sizeof(shared_state_block));
-        config.slot_count = request.slot_count;
+        lay_out_shared(config, shared, request.slot_count);
         std::memcpy(&config.original_signal_mask, request.signal_mask.data(), sizeof(sigset_t));
         config.parent = m_parent;
         config.parent_is_child = false; // the server is the zygote's child, not the pool's
