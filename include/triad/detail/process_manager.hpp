@@ -914,7 +914,7 @@ inline void process_manager::handle_control() {
 }
 
 // The worker process is gone (its pidfd is readable, or the server reaped it). What it wrote
-// before it died is still in the pipe: read it all, then settle its tasks.
+// before it died is still in its ring: read it all, then settle its tasks.
 inline void process_manager::process_ended(std::size_t slot) {
     worker& w = *m_workers[slot];
     if (w.state == worker_state::dead)
@@ -923,8 +923,7 @@ inline void process_manager::process_ended(std::size_t slot) {
         w.ended = true;
         w.ended_at = std::chrono::steady_clock::now();
         unwatch(w.pidfd.get());
-        if (w.result_fd)
-            read_results(slot);
+        read_results(slot); // the doorbells, then all of its ring
     }
     if (w.state != worker_state::dead && (w.status_known || !w.pidfd))
         finalize_death(slot);
@@ -969,7 +968,11 @@ inline void process_manager::read_results(std::size_t slot) {
 inline void process_manager::drain_ring(std::size_t slot) {
     worker& w = *m_workers[slot];
     result_ring& ring = m_pool.rings[slot];
-    while (!w.ring_closed && w.state != worker_state::dead) {
+    // About one ring's worth per turn of the loop, so a worker streaming a large result does not
+    // keep the I/O thread from the other rings (a quick result there would wait); all of it once
+    // the worker has ended, before its tasks are settled.
+    std::size_t budget = result_ring::capacity;
+    while (!w.ring_closed && w.state != worker_state::dead && (budget > 0 || w.ended)) {
         std::uint64_t head = ring.head.load(std::memory_order_relaxed);
         const std::uint64_t tail = ring.tail.load(std::memory_order_acquire);
         if (tail == head)
@@ -984,6 +987,7 @@ inline void process_manager::drain_ring(std::size_t slot) {
         std::memcpy(buffer.end(), ring.data + at, first);
         std::memcpy(buffer.end() + first, ring.data, n - first);
         buffer.grow(n);
+        budget -= std::min(budget, n);
         head += n;
         ring.head.store(head, std::memory_order_release);
         // A worker waiting for room (a large result) is woken. (Dekker with wait_for_room: head
