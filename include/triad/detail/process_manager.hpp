@@ -368,7 +368,10 @@ inline process_manager::process_manager(process_manager_config config)
     ::new (m_pool.shared) shared_state_block();
     for (std::size_t i = 0; i < n; ++i) {
         ::new (&m_pool.slots[i]) worker_slot();
-        ::new (&m_pool.rings[i]) result_ring();
+        // Default-initialized, not value-initialized: the fresh mapping is zero already, and
+        // zeroing the 128 KiB of data again would touch every page (a page fault each) at
+        // every pool's start.
+        ::new (&m_pool.rings[i]) result_ring;
     }
     m_pool.initializer = m_config.initializer;
     m_pool.max_tasks_per_child = m_config.max_tasks_per_child;
