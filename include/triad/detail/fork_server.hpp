@@ -306,11 +306,10 @@ private:
     bool m_valid = false;
 };
 
-// How a map chunk, deep in an invoker, reports each item: progress for the parent's bar, and a
-// fresh deadline per item when the map has a per-item timeout. One per worker process (tasks
-// run one at a time on its main thread).
+// A fresh deadline per item of a map chunk with a per-item timeout, set from deep in an invoker
+// (progress needs no hook: see chunk_items). One per worker process (tasks run one at a time on
+// its main thread).
 struct item_hook {
-    std::atomic<std::uint64_t>* done = nullptr;
     std::int64_t item_timeout_ns = 0;
     std::atomic<std::int64_t>* deadline = nullptr;
     task_timer* timer = nullptr;
@@ -334,9 +333,9 @@ struct item_hook {
                 timer->disarm();
             deadline->store(0, std::memory_order_release);
         }
-        if (done != nullptr)
-            done->fetch_add(1, std::memory_order_relaxed);
     }
+    static void begin(void* hook) noexcept { static_cast<item_hook*>(hook)->begin_item(); }
+    static void end(void* hook) noexcept { static_cast<item_hook*>(hook)->end_item(); }
 };
 
 class worker_process {
@@ -351,8 +350,7 @@ public:
         pool_descriptors::add(m_result_fd);
         chunk_items& hooks = chunk_items::current();
         hooks.context = &item_hook::current();
-        hooks.begin_item = [](void* hook) noexcept { static_cast<item_hook*>(hook)->begin_item(); };
-        hooks.end_item = [](void* hook) noexcept { static_cast<item_hook*>(hook)->end_item(); };
+        hooks.done = &m_config.slots[m_slot].items_done;
         try {
             if (!initialize())
                 finish(0);
@@ -468,10 +466,13 @@ private:
                     m_timer.arm(timeout_ns);
                 timed = true;
             }
-            items.done = &slot.items_done;
             items.item_timeout_ns = timeout_ns < 0 ? -timeout_ns : 0;
             items.deadline = &slot.deadline_ns;
             items.timer = m_timer.valid() ? &m_timer : nullptr;
+            // Two indirect calls per item only for a map with a per-item timeout.
+            chunk_items& hooks = chunk_items::current();
+            hooks.begin_item = timeout_ns < 0 ? &item_hook::begin : nullptr;
+            hooks.end_item = timeout_ns < 0 ? &item_hook::end : nullptr;
             timed = timed || timeout_ns < 0;
             invoker_registry::find(invoker_index)(static_cast<std::uintptr_t>(function), payload,
                                                   m_out);

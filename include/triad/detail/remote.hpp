@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -482,9 +483,12 @@ template <class R>
 using chunk_result =
     std::pair<std::vector<R>, std::vector<std::pair<std::uint64_t, remote_failure>>>;
 
-// Where a map chunk reports each item's start and end in a worker (set by the worker; unset in
-// any other process).
+// Where a map chunk reports its items in a worker (set by the worker; unset in any other
+// process): the count of items finished, stored after each (this process is its only writer, so
+// a plain store, not a locked increment: it costs about nothing per item), and, only while the
+// chunk has a per-item timeout, hooks around each item.
 struct chunk_items {
+    std::atomic<std::uint64_t>* done = nullptr;
     void (*begin_item)(void*) noexcept = nullptr;
     void (*end_item)(void*) noexcept = nullptr;
     void* context = nullptr;
@@ -525,6 +529,8 @@ struct remote_chunk {
             }
             if (progress.end_item != nullptr)
                 progress.end_item(progress.context);
+            if (progress.done != nullptr)
+                progress.done->store(i + 1, std::memory_order_relaxed);
         }
         encode_to(out, result);
     }
