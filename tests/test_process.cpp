@@ -209,6 +209,62 @@ TEST_CASE("a bounded queue: try_put when full, put_for and get_for time out, siz
     CHECK(q.try_put(4) == triad::queue_status::closed);
 }
 
+TEST_CASE("try_put and put_for never block on a full pipe, nor behind a producer blocked there",
+          "[process_queue]") {
+    // No consumer: an unbounded queue fills its pipe (about 1 MiB). Run in a child, so a put
+    // that blocks shows up as a timed-out join rather than a hung test.
+    triad::process_queue<std::string> q;
+    const std::string value(8000, 'v');
+    triad::process producer([&q, &value] {
+        int accepted = 0;
+        for (int i = 0; i < 1'000; ++i) {
+            const triad::queue_status status = q.try_put(value);
+            if (status == triad::queue_status::full)
+                break;
+            if (status != triad::queue_status::success)
+                return 201;
+            ++accepted;
+        }
+        if (accepted == 0 || accepted >= 200)
+            return 202;
+        const auto start = std::chrono::steady_clock::now();
+        if (q.put_for(value, 100ms) != triad::queue_status::timeout)
+            return 203;
+        if (std::chrono::steady_clock::now() - start < 100ms)
+            return 204;
+        // Another thread blocks in put() on the full pipe, holding the write lock: try_put and
+        // put_for must still come back in their time.
+        std::thread blocked([&q, &value] { q.put(value); });
+        std::this_thread::sleep_for(100ms);
+        const triad::queue_status now = q.try_put(value);
+        const triad::queue_status timed = q.put_for(value, 50ms);
+        // Taking one lets the blocked put finish: the queue holds `accepted` again.
+        std::string out;
+        if (q.get_for(out, 5s) != triad::queue_status::success || out != value)
+            return 205;
+        blocked.join();
+        if (now != triad::queue_status::full)
+            return 206;
+        if (timed != triad::queue_status::timeout)
+            return 207;
+        return accepted;
+    });
+    const std::optional<int> code = producer.join_for(20s);
+    if (!code)
+        producer.kill();
+    REQUIRE(code.has_value());
+    REQUIRE(*code > 0);
+    REQUIRE(*code < 200);
+    // Every accepted value arrived whole, and nothing else.
+    int got = 0;
+    std::string out;
+    while (q.get_for(out, 200ms) == triad::queue_status::success) {
+        CHECK(out == value);
+        ++got;
+    }
+    CHECK(got == *code);
+}
+
 TEST_CASE("closing a full queue ends a put blocked on it", "[process_queue]") {
     triad::process_queue<int> q(1);
     q.put(1);
@@ -237,6 +293,9 @@ TEST_CASE("a producer killed halfway through a message breaks the queue; a reade
         return 0;
     });
     std::this_thread::sleep_for(200ms);
+    // Stopped, so that a fast reader cannot take all 8 MiB before the kill (on a quiet
+    // machine it did, and the message arrived whole).
+    ::kill(producer.pid(), SIGSTOP);
     // A reader starts taking the message, then the producer dies before the rest is written.
     std::atomic<int> outcome{0}; // 1: protocol_error, 2: anything else
     std::thread reader([&] {

@@ -4,15 +4,20 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -185,6 +190,12 @@ private:
     // since a close does not post the semaphore.
     queue_status reserve_slot(clock::time_point deadline);
     queue_status put_until(const T& value, clock::time_point deadline);
+    class midway;
+    // With the write lock held: writes the frame if the pipe has room for it by `deadline`
+    // (false if not, and nothing was written); `writing` is set once the first bytes go.
+    bool write_frame_by(const std::vector<char>& frame, clock::time_point deadline,
+                        std::optional<midway>& writing);
+    static bool wait_writable(int fd, clock::time_point deadline);
     queue_status get_until(T& out, clock::time_point deadline);
     // With the read lock held: waits for a frame by `deadline`, reads it into `out`.
     queue_status read_frame(T& out, clock::time_point deadline);
@@ -225,6 +236,7 @@ private:
 
     shared_block* m_shared = nullptr;
     detail::pipe_pair m_pipe;
+    detail::unique_fd m_nonblocking_write; // the pipe's write end again, for timed puts
     std::size_t m_max_size = 0;
 };
 
@@ -258,7 +270,19 @@ process_queue<T>::process_queue(std::size_t max_size) : m_max_size(max_size) {
         // Process pools built later keep it open in their servers and workers.
         detail::shared_descriptors::add(m_pipe.read.get());
         detail::shared_descriptors::add(m_pipe.write.get());
+        // A second open file of the same pipe (through /proc), so that it alone is
+        // non-blocking.
+        const std::string self = detail::concat("/proc/self/fd/", m_pipe.write.get());
+        m_nonblocking_write =
+            detail::unique_fd(::open(self.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+        if (!m_nonblocking_write)
+            detail::throw_errno(
+                detail::concat("triad::process_queue: open ", self, " (timed puts need /proc)")
+                    .c_str());
+        detail::shared_descriptors::add(m_nonblocking_write.get());
     } catch (...) {
+        detail::shared_descriptors::remove(m_pipe.read.get());
+        detail::shared_descriptors::remove(m_pipe.write.get());
         ::munmap(memory, sizeof(shared_block));
         throw;
     }
@@ -269,6 +293,8 @@ template <class T>
 process_queue<T>::~process_queue() {
     detail::shared_descriptors::remove(m_pipe.read.get());
     detail::shared_descriptors::remove(m_pipe.write.get());
+    detail::shared_descriptors::remove(m_nonblocking_write.get());
+    m_nonblocking_write.reset();
     m_pipe.read.reset();
     m_pipe.write.reset();
     // Every process unmaps its own view; the mutexes live as long as any view does.
@@ -303,20 +329,35 @@ queue_status process_queue<T>::put_until(const T& value, clock::time_point deadl
     if (room != queue_status::success)
         return room;
     bool written = false;
+    bool timed_out = false;
     try {
-        lock guard(m_shared->write_lock, m_shared->writing, *m_shared);
-        if (!closed()) {
-            midway writing(m_shared->writing, *m_shared);
+        // A put with a deadline waits for the lock and for room in the pipe only until then:
+        // another producer blocked on a full pipe, or the pipe full itself, never blocks it.
+        const timespec until = realtime(deadline);
+        lock guard(m_shared->write_lock, m_shared->writing, *m_shared,
+                   deadline == forever ? nullptr : &until);
+        if (!guard.owns()) {
+            timed_out = true;
+        } else if (!closed()) {
             // Counted first: a fast consumer's decrement must never come before it.
             m_shared->count.fetch_add(1, std::memory_order_acq_rel);
+            std::optional<midway> writing;
             try {
-                write_frame(frame.data(), frame.size());
+                if (deadline == forever) {
+                    writing.emplace(m_shared->writing, *m_shared);
+                    write_frame(frame.data(), frame.size());
+                } else {
+                    timed_out = !write_frame_by(frame, deadline, writing);
+                }
             } catch (...) {
                 m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
                 throw;
             }
-            writing.done();
-            written = true;
+            if (timed_out)
+                m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
+            if (writing)
+                writing->done();
+            written = !timed_out;
         }
     } catch (...) {
         if (m_max_size != 0)
@@ -326,9 +367,91 @@ queue_status process_queue<T>::put_until(const T& value, clock::time_point deadl
     if (!written) {
         if (m_max_size != 0)
             ::sem_post(&m_shared->free_slots);
-        return queue_status::closed;
+        return timed_out ? queue_status::timeout : queue_status::closed;
     }
     return queue_status::success;
+}
+
+template <class T>
+bool process_queue<T>::write_frame_by(const std::vector<char>& frame, clock::time_point deadline,
+                                      std::optional<midway>& writing) {
+    // Through a second, non-blocking descriptor of the same pipe: the queue's own must stay
+    // blocking for put(), and O_NONBLOCK belongs to the open file, which children share.
+    const int fd = m_nonblocking_write.get();
+    const std::size_t bytes = frame.size();
+    if (bytes <= PIPE_BUF) {
+        // Written whole or not at all (POSIX), so the pipe itself says whether there is room.
+        for (;;) {
+            const ssize_t n = ::write(fd, frame.data(), bytes);
+            if (n == static_cast<ssize_t>(bytes))
+                return true;
+            if (n >= 0)
+                throw protocol_error("triad::process_queue: a short write of a small message");
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                detail::throw_errno("triad::process_queue: write", errno);
+            if (!wait_writable(fd, deadline))
+                return false;
+        }
+    }
+    // A larger message is written in pieces, and once begun it must be finished: start only
+    // when the pipe certainly has room for all of it. A pipe keeps its bytes in page-sized
+    // buffers, and each message may leave one partly filled, so count a page for each value
+    // queued, one for a partly read head and one for this message's start. A message larger
+    // than the whole pipe waits for it to be empty, then for consumers to take the rest.
+    const int capacity = ::fcntl(fd, F_GETPIPE_SZ);
+    if (capacity <= 0)
+        detail::throw_errno("triad::process_queue: fcntl(F_GETPIPE_SZ)");
+    constexpr std::size_t page = 4096;
+    const std::size_t pipe_pages = static_cast<std::size_t>(capacity) / page;
+    for (;;) {
+        int queued = 0;
+        if (::ioctl(fd, FIONREAD, &queued) != 0)
+            detail::throw_errno("triad::process_queue: ioctl(FIONREAD)");
+        const auto used = static_cast<std::size_t>(std::max(queued, 0));
+        const std::size_t worst = (used + page - 1) / page +
+                                  static_cast<std::size_t>(m_shared->count.load()) + 2 +
+                                  (bytes + page - 1) / page;
+        if (used == 0 || worst <= pipe_pages)
+            break;
+        const auto now = clock::now();
+        if (now >= deadline)
+            return false;
+        // Consumers make room without telling a writer that needs more than one page.
+        std::this_thread::sleep_for(
+            std::min<clock::duration>(deadline - now, std::chrono::milliseconds(1)));
+    }
+    writing.emplace(m_shared->writing, *m_shared);
+    for (std::size_t done = 0; done < bytes;) {
+        const ssize_t n = ::write(fd, frame.data() + done, bytes - done);
+        if (n > 0)
+            done += static_cast<std::size_t>(n);
+        else if (n < 0 && errno == EAGAIN)
+            wait_writable(fd, forever);
+        else if (n < 0 && errno != EINTR)
+            detail::throw_errno("triad::process_queue: write", errno);
+    }
+    return true;
+}
+
+template <class T>
+bool process_queue<T>::wait_writable(int fd, clock::time_point deadline) {
+    for (;;) {
+        int wait_ms = -1;
+        if (deadline != forever)
+            wait_ms = static_cast<int>(std::clamp<long long>(
+                std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now()).count(), 0,
+                1'000'000));
+        pollfd writable{fd, POLLOUT, 0};
+        const int ready = ::poll(&writable, 1, wait_ms);
+        if (ready > 0)
+            return true;
+        if (ready < 0 && errno != EINTR)
+            detail::throw_errno("triad::process_queue: poll");
+        if (ready == 0 && deadline != forever && clock::now() >= deadline)
+            return false;
+    }
 }
 
 template <class T>
