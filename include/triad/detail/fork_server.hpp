@@ -14,19 +14,18 @@
 #include <system_error>
 #include <vector>
 
-#include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <triad/detail/exception_info.hpp>
+#include <triad/detail/parker.hpp>
 #include <triad/detail/posix.hpp>
 #include <triad/detail/remote.hpp>
 
@@ -101,7 +100,7 @@ struct result_ring {
     // Set by a worker waiting for room; the parent then bumps `drained` and wakes it (futex).
     std::atomic<std::uint32_t> writer_waiting{0};
     alignas(64) std::atomic<std::uint64_t> head{0}; // bytes ever consumed (parent)
-    std::atomic<std::uint32_t> drained{0};
+    std::atomic<std::int32_t> drained{0};           // a futex word
     // Set by the parent before it sleeps; the first worker write after it rings the doorbell.
     std::atomic<std::uint32_t> doorbell_armed{0};
     alignas(64) char data[capacity];
@@ -114,19 +113,13 @@ struct result_ring {
     }
 };
 
-inline long futex_call(std::atomic<std::uint32_t>& word, int op, std::uint32_t value,
-                       const timespec* timeout) noexcept {
-    // Not FUTEX_PRIVATE_FLAG: the word is shared between processes.
-    return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), op, value, timeout,
-                     nullptr, 0);
-}
-
 struct alignas(64) shared_state_block {
     std::atomic<std::uint32_t> cancelling{0}; // set by shutdown(cancel): queued tasks never start
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
                   std::atomic<std::uint32_t>::is_always_lock_free &&
+                  std::atomic<std::int32_t>::is_always_lock_free &&
                   std::atomic<std::int64_t>::is_always_lock_free,
               "process-shared atomics must be lock-free");
 
@@ -547,12 +540,13 @@ private:
     // A result larger than the free room (a big one, or a parent busy elsewhere): wait until
     // the parent has drained some. The server kills this worker if the parent dies.
     void wait_for_room(result_ring& ring, std::uint64_t tail) {
-        const std::uint32_t seen = ring.drained.load(std::memory_order_acquire);
+        const std::int32_t seen = ring.drained.load(std::memory_order_acquire);
         ring.writer_waiting.store(1, std::memory_order_seq_cst);
         if (result_ring::capacity - (tail - ring.head.load(std::memory_order_seq_cst)) == 0) {
             ring_doorbell(ring);
-            const timespec limit{0, 50'000'000}; // and look again, whatever happens
-            futex_call(ring.drained, FUTEX_WAIT, seen, &limit);
+            // And look again after 50 ms, whatever happens.
+            const auto limit = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+            futex_wait(ring.drained, seen, &limit, futex_scope::process_shared);
         }
         ring.writer_waiting.store(0, std::memory_order_relaxed);
     }

@@ -23,10 +23,19 @@ namespace triad::detail {
 static_assert(sizeof(std::atomic<std::int32_t>) == sizeof(std::int32_t),
               "futex words must be plain 32-bit integers");
 
+// A word shared between processes (in MAP_SHARED memory) needs the slower shared futex; one in
+// this process's memory only, the private one.
+enum class futex_scope { process_private, process_shared };
+
+constexpr int futex_op(int op, futex_scope scope) noexcept {
+    return scope == futex_scope::process_private ? op | FUTEX_PRIVATE_FLAG : op;
+}
+
 // Returns false only when the absolute CLOCK_MONOTONIC deadline passed; spurious wake-ups and a
 // changed word return true, so callers always re-check their condition.
 inline bool futex_wait(std::atomic<std::int32_t>& word, std::int32_t expected,
-                       const std::chrono::steady_clock::time_point* deadline) noexcept {
+                       const std::chrono::steady_clock::time_point* deadline,
+                       futex_scope scope = futex_scope::process_private) noexcept {
     timespec ts{};
     const timespec* timeout = nullptr;
     if (deadline != nullptr) {
@@ -42,14 +51,15 @@ inline bool futex_wait(std::atomic<std::int32_t>& word, std::int32_t expected,
     // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, which is steady_clock's clock in
     // libstdc++ and libc++ on Linux, so a deadline never drifts across EINTR restarts.
     const long rc = ::syscall(SYS_futex, reinterpret_cast<std::int32_t*>(&word),
-                              FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, timeout, nullptr,
+                              futex_op(FUTEX_WAIT_BITSET, scope), expected, timeout, nullptr,
                               FUTEX_BITSET_MATCH_ANY);
     return !(rc == -1 && errno == ETIMEDOUT);
 }
 
-inline void futex_wake(std::atomic<std::int32_t>& word, int count) noexcept {
-    ::syscall(SYS_futex, reinterpret_cast<std::int32_t*>(&word), FUTEX_WAKE | FUTEX_PRIVATE_FLAG,
-              count, nullptr, nullptr, 0);
+inline void futex_wake(std::atomic<std::int32_t>& word, int count,
+                       futex_scope scope = futex_scope::process_private) noexcept {
+    ::syscall(SYS_futex, reinterpret_cast<std::int32_t*>(&word), futex_op(FUTEX_WAKE, scope), count,
+              nullptr, nullptr, 0);
 }
 
 // A one-token binary semaphore owned by one thread: the thread parks, anyone unparks. A token

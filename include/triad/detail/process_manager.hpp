@@ -628,9 +628,15 @@ inline void process_manager::loop() {
         spawn(i);
     epoll_event events[64];
     for (;;) {
-        const int timeout = arm_doorbells() ? 0 : poll_timeout_ms();
+        // Armed only while this thread may sleep: a worker publishing while it is awake need
+        // not write a doorbell.
+        const bool rings_have_more = arm_doorbells();
+        if (rings_have_more)
+            disarm_doorbells();
+        const int timeout = rings_have_more ? 0 : poll_timeout_ms();
         const int n = retry_eintr([&] { return ::epoll_wait(m_epoll.get(), events, 64, timeout); });
-        disarm_doorbells();
+        if (!rings_have_more)
+            disarm_doorbells();
         if (n < 0)
             throw_errno("triad::process_pool: epoll_wait");
         for (int i = 0; i < n; ++i) {
@@ -998,7 +1004,7 @@ inline void process_manager::drain_ring(std::size_t slot) {
         std::atomic_thread_fence(std::memory_order_seq_cst);
         if (ring.writer_waiting.load(std::memory_order_relaxed) != 0) {
             ring.drained.fetch_add(1, std::memory_order_release);
-            futex_call(ring.drained, FUTEX_WAKE, 1, nullptr);
+            futex_wake(ring.drained, 1, futex_scope::process_shared);
         }
         try {
             w.parser.parse([&](const frame_header& header, byte_reader& payload, bool) {
