@@ -4,14 +4,23 @@
 
 #include <catch2/catch.hpp>
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/connect_pair.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
 #include <chrono>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 using namespace std::chrono_literals;
 namespace ip = boost::asio::ip;
@@ -78,4 +87,147 @@ TEST_CASE("cancelling a task cancels the Asio operation it awaits", "[use_task]"
         CHECK_THROWS_AS(co_await waiting, triad::task_cancelled);
     }));
     CHECK(cancelled);
+}
+
+TEST_CASE("an operation on another io_context resumes the task on the loop's thread, and the "
+          "loop waits for it",
+          "[use_task]") {
+    // Joining an existing Asio program: its io_context runs on its own thread.
+    boost::asio::io_context other;
+    auto keep_running = boost::asio::make_work_guard(other);
+    std::thread other_thread([&other] { other.run(); });
+    std::thread::id loop_thread;
+    std::thread::id after_timer;
+    std::thread::id after_read;
+    std::string received;
+    CHECK_NOTHROW(triad::run(triad::make_task([&]() -> triad::task<void> {
+        loop_thread = std::this_thread::get_id();
+        // Nothing else is going on in the loop: it must wait, not declare a deadlock.
+        boost::asio::steady_timer timer(other, 30ms);
+        co_await timer.async_wait(triad::use_task);
+        after_timer = std::this_thread::get_id();
+        boost::asio::local::stream_protocol::socket reader(other);
+        boost::asio::local::stream_protocol::socket writer(other);
+        boost::asio::local::connect_pair(reader, writer);
+        std::thread late_writer([&writer] {
+            std::this_thread::sleep_for(30ms);
+            boost::asio::write(writer, boost::asio::buffer("ping", 4));
+        });
+        char buffer[4];
+        co_await boost::asio::async_read(reader, boost::asio::buffer(buffer), triad::use_task);
+        after_read = std::this_thread::get_id();
+        late_writer.join();
+        received.assign(buffer, 4);
+    })));
+    keep_running.reset();
+    other_thread.join();
+    CHECK(after_timer == loop_thread);
+    CHECK(after_read == loop_thread);
+    CHECK(received == "ping");
+}
+
+TEST_CASE("an operation that completed before a cancellation arrived delivers its result; the "
+          "cancellation is seen at the next suspension",
+          "[use_task]") {
+    std::string received;
+    bool cancelled_later = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        boost::asio::local::stream_protocol::socket reader(triad::current_executor());
+        boost::asio::local::stream_protocol::socket writer(triad::current_executor());
+        boost::asio::local::connect_pair(reader, writer);
+        boost::asio::write(writer, boost::asio::buffer("ping", 4));
+        // The bytes are there: the read completes as it starts, and its handler is queued.
+        // The cancel below runs in the same turn, before that handler.
+        auto reading = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            char buffer[4];
+            const std::size_t n =
+                co_await reader.async_read_some(boost::asio::buffer(buffer), triad::use_task);
+            received.assign(buffer, n);
+            try {
+                co_await triad::sleep(1h);
+            } catch (const triad::task_cancelled&) {
+                cancelled_later = true;
+                throw;
+            }
+        }));
+        auto canceller = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            reading.cancel();
+            co_return;
+        }));
+        co_await canceller;
+        CHECK_THROWS_AS(co_await reading, triad::task_cancelled);
+    }));
+    CHECK(received == "ping");
+    CHECK(cancelled_later);
+}
+
+TEST_CASE("operations that complete inline run in constant stack", "[use_task]") {
+    // asio::dispatch runs its handler at once when called on the loop's thread from inside a
+    // handler: each completion used to resume the task one call deeper.
+    const int rounds = triad::run(triad::make_task([]() -> triad::task<int> {
+        int n = 0;
+        for (int i = 0; i < 200'000; ++i) {
+            co_await boost::asio::dispatch(triad::current_executor(), triad::use_task);
+            ++n;
+        }
+        co_return n;
+    }));
+    CHECK(rounds == 200'000);
+}
+
+namespace {
+boost::asio::awaitable<int> asio_answer() {
+    co_return 42;
+}
+boost::asio::awaitable<int> asio_throws() {
+    throw std::runtime_error("asio coroutine failed");
+    co_return 0;
+}
+boost::asio::awaitable<void> asio_throws_void() {
+    throw std::runtime_error("asio void coroutine failed");
+    co_return;
+}
+} // namespace
+
+TEST_CASE("co_spawn of an Asio awaitable through use_task returns its value or rethrows its "
+          "exception",
+          "[use_task]") {
+    triad::run(triad::make_task([]() -> triad::task<void> {
+        const int answer = co_await boost::asio::co_spawn(triad::current_executor(), asio_answer(),
+                                                          triad::use_task);
+        CHECK(answer == 42);
+        CHECK_THROWS_WITH(co_await boost::asio::co_spawn(triad::current_executor(), asio_throws(),
+                                                         triad::use_task),
+                          "asio coroutine failed");
+        CHECK_THROWS_WITH(co_await boost::asio::co_spawn(triad::current_executor(),
+                                                         asio_throws_void(), triad::use_task),
+                          "asio void coroutine failed");
+    }));
+}
+
+TEST_CASE("an initiation that throws leaves no cancellation callback behind", "[use_task]") {
+    bool sleep_cancelled = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        triad::task_handle<void>* self = nullptr;
+        auto waiting = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            try {
+                co_await boost::asio::async_initiate<const triad::use_task_t,
+                                                     void(boost::system::error_code)>(
+                    [](auto&&) { throw std::runtime_error("initiation failed"); }, triad::use_task);
+            } catch (const std::runtime_error&) {
+            }
+            // Cancelled while it runs: the request must wait for the next suspension, not go
+            // to the operation that never started (and is gone).
+            self->cancel();
+            try {
+                co_await triad::sleep(2s);
+            } catch (const triad::task_cancelled&) {
+                sleep_cancelled = true;
+                throw;
+            }
+        }));
+        self = &waiting;
+        CHECK_THROWS_AS(co_await waiting, triad::task_cancelled);
+    }));
+    CHECK(sleep_cancelled);
 }

@@ -576,6 +576,12 @@ public:
             m_cancel->disarm(&m_callback);
     }
     bool cancelled() const noexcept { return m_cancelled; }
+    // After end(): the cancellation this wait consumed is requested again, for the task's next
+    // suspension point (the wait delivered a result that came first).
+    void request_again() noexcept {
+        if (m_cancel != nullptr)
+            m_cancel->request();
+    }
     void throw_if_cancelled() const {
         if (m_cancelled)
             throw task_cancelled();
