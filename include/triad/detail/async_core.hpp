@@ -30,24 +30,32 @@ namespace triad::detail {
 
 // --- resumption --------------------------------------------------------------------------------
 // Awaiting a task hands control over by symmetric transfer (await_suspend returns the next
-// coroutine), which compilers turn into a tail call so chains of any depth run in constant
-// stack. GCC does so only when optimising: at -O0 each transfer is a nested call and a deep
-// chain overflows the stack (GCC bug 100897). Unoptimised builds therefore bounce transfers
-// through a trampoline: transfer() parks the next coroutine and returns to the innermost
-// resume(), which runs it. Optimised builds use the plain transfer and pay nothing.
-#if defined(__OPTIMIZE__)
-inline constexpr bool trampoline_transfers = false;
+// coroutine), which is meant to be a tail call, so chains of any depth run in constant stack.
+// Compilers do not always make it one: GCC only with -foptimize-sibling-calls (on from -O2, off
+// at -O0, -O1 and -Og; GCC bug 100897), and nothing tells a header which it is. So every
+// resumption goes through resume(), which notes where the stack stood; a transfer made more
+// than transfer_stack_limit below that point is not made there but handed back to resume(),
+// which makes it from the top again. Where the transfer is a tail call the stack never grows
+// and this costs a thread-local load and a compare. Clang makes every symmetric transfer a
+// tail call, at every level (and under the sanitizers): there the check is left out.
+#if defined(__clang__)
+inline constexpr bool transfers_may_nest = false;
 #else
-inline constexpr bool trampoline_transfers = true;
+inline constexpr bool transfers_may_nest = true;
 #endif
+inline constexpr std::ptrdiff_t transfer_stack_limit = 64 * 1024;
 
 inline thread_local std::coroutine_handle<> tls_next_transfer;
-inline thread_local bool tls_in_trampoline = false;
+inline thread_local const char* tls_resume_stack = nullptr; // innermost resume(), or null
 
 // What an await_suspend (or a final suspension) returns to hand control to `next`.
 inline std::coroutine_handle<> transfer(std::coroutine_handle<> next) noexcept {
-    if constexpr (trampoline_transfers) {
-        if (tls_in_trampoline) {
+    if constexpr (!transfers_may_nest)
+        return next;
+    const char* const top = tls_resume_stack;
+    if (top != nullptr) {
+        const char* const here = static_cast<const char*>(__builtin_frame_address(0));
+        if (top - here > transfer_stack_limit) { // the stack grows down
             tls_next_transfer = next;
             return std::noop_coroutine();
         }
@@ -57,18 +65,19 @@ inline std::coroutine_handle<> transfer(std::coroutine_handle<> next) noexcept {
 
 // Resumes `h` and everything it transfers to. Every resumption in triad goes through here.
 inline void resume(std::coroutine_handle<> h) {
-    if constexpr (trampoline_transfers) {
-        const std::coroutine_handle<> outer_next = std::exchange(tls_next_transfer, nullptr);
-        const bool outer = std::exchange(tls_in_trampoline, true);
-        while (h) {
-            h.resume();
-            h = std::exchange(tls_next_transfer, nullptr);
-        }
-        tls_in_trampoline = outer;
-        tls_next_transfer = outer_next;
-    } else {
+    if constexpr (!transfers_may_nest) {
         h.resume();
+        return;
     }
+    const std::coroutine_handle<> outer_next = std::exchange(tls_next_transfer, nullptr);
+    const char* const outer_top =
+        std::exchange(tls_resume_stack, static_cast<const char*>(__builtin_frame_address(0)));
+    while (h) {
+        h.resume();
+        h = std::exchange(tls_next_transfer, nullptr);
+    }
+    tls_resume_stack = outer_top;
+    tls_next_transfer = outer_next;
 }
 
 // --- cancellation ------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+// Built once per optimisation level (-O0, -O1, -Og, -O2, -O3, -Os) with the build's compiler:
+// awaiting runs in constant stack whether or not the compiler makes symmetric transfer a tail
+// call (GCC does only from -O2). Each case runs on a thread with a 1 MiB stack, where a chain
+// that nests a frame per await would overflow long before the end.
+
+#include <triad/task.hpp>
+#include <triad/use_task.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <boost/asio/dispatch.hpp>
+
+#include <exception>
+#include <functional>
+
+#include <pthread.h>
+
+namespace {
+
+// Runs `body` on a fresh thread with a small stack and waits for it.
+void on_small_stack(std::function<void()> body) {
+    struct job {
+        std::function<void()> body;
+        std::exception_ptr error;
+    } work{std::move(body), nullptr};
+    pthread_attr_t attributes;
+    REQUIRE(::pthread_attr_init(&attributes) == 0);
+    REQUIRE(::pthread_attr_setstacksize(&attributes, 1 << 20) == 0);
+    pthread_t thread;
+    const int rc = ::pthread_create(
+        &thread, &attributes,
+        [](void* p) -> void* {
+            auto* w = static_cast<job*>(p);
+            try {
+                w->body();
+            } catch (...) {
+                w->error = std::current_exception();
+            }
+            return nullptr;
+        },
+        &work);
+    ::pthread_attr_destroy(&attributes);
+    REQUIRE(rc == 0);
+    ::pthread_join(thread, nullptr);
+    if (work.error)
+        std::rethrow_exception(work.error);
+}
+
+triad::task<long> chain(int depth) {
+    if (depth == 0)
+        co_return 0;
+    co_return 1 + co_await chain(depth - 1);
+}
+
+triad::task<int> ready_one() {
+    co_return 1;
+}
+
+} // namespace
+
+TEST_CASE("a 200,000-deep chain of awaited tasks runs in constant stack", "[transfer]") {
+    long depth = 0;
+    on_small_stack([&] { depth = triad::run(chain(200'000)); });
+    CHECK(depth == 200'000);
+}
+
+TEST_CASE("a loop of 200,000 awaits of tasks that finish at once runs in constant stack",
+          "[transfer]") {
+    long sum = 0;
+    on_small_stack([&] {
+        sum = triad::run(triad::make_task([]() -> triad::task<long> {
+            long total = 0;
+            for (int i = 0; i < 200'000; ++i)
+                total += co_await ready_one();
+            co_return total;
+        }));
+    });
+    CHECK(sum == 200'000);
+}
+
+TEST_CASE("a loop of 200,000 Asio operations that complete inline runs in constant stack",
+          "[transfer]") {
+    int rounds = 0;
+    on_small_stack([&] {
+        rounds = triad::run(triad::make_task([]() -> triad::task<int> {
+            int n = 0;
+            for (int i = 0; i < 200'000; ++i) {
+                co_await boost::asio::dispatch(triad::current_executor(), triad::use_task);
+                ++n;
+            }
+            co_return n;
+        }));
+    });
+    CHECK(rounds == 200'000);
+}
