@@ -1,8 +1,10 @@
-// Helpers for tests of processes: what this process has open, and its descendants as /proc
-// shows them (any depth, so a forgotten grandchild or a zombie anywhere is found).
+// Helpers for tests of processes: what this process has open, its descendants as /proc shows
+// them (any depth, so a forgotten grandchild or a zombie anywhere is found), and signal
+// dispositions set for a scope.
 #pragma once
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -10,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -88,5 +91,26 @@ inline bool process_gone(pid_t pid) {
 inline bool process_alive(pid_t pid) {
     return !process_gone(pid);
 }
+
+// Sets a signal's disposition for the scope (SIGCHLD ignored, as a server may have it) and
+// restores the one before.
+class signal_scope {
+public:
+    signal_scope(int sig, void (*handler)(int), int flags = 0) : m_sig(sig) {
+        struct sigaction action {};
+        action.sa_handler = handler;
+        action.sa_flags = flags;
+        sigemptyset(&action.sa_mask);
+        if (::sigaction(sig, &action, &m_saved) != 0)
+            throw std::runtime_error("signal_scope: sigaction failed");
+    }
+    ~signal_scope() { ::sigaction(m_sig, &m_saved, nullptr); }
+    signal_scope(const signal_scope&) = delete;
+    signal_scope& operator=(const signal_scope&) = delete;
+
+private:
+    int m_sig;
+    struct sigaction m_saved {};
+};
 
 } // namespace triad_test

@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "process_support.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -16,6 +18,7 @@
 #include <vector>
 
 using namespace std::chrono_literals;
+using triad_test::signal_scope;
 
 TEST_CASE("a process runs its function and reports how it ended", "[process]") {
     int captured = 41;
@@ -144,28 +147,9 @@ TEST_CASE("a consumer killed while waiting does not break the queue", "[process_
     CHECK(q.get() == 7);
 }
 
-namespace {
-// Sets SIGCHLD's disposition for the scope, as a server that ignores it does.
-class sigchld_scope {
-public:
-    explicit sigchld_scope(void (*handler)(int)) {
-        struct sigaction action {};
-        action.sa_handler = handler;
-        sigemptyset(&action.sa_mask);
-        ::sigaction(SIGCHLD, &action, &m_saved);
-    }
-    ~sigchld_scope() { ::sigaction(SIGCHLD, &m_saved, nullptr); }
-    sigchld_scope(const sigchld_scope&) = delete;
-    sigchld_scope& operator=(const sigchld_scope&) = delete;
-
-private:
-    struct sigaction m_saved {};
-};
-} // namespace
-
 TEST_CASE("a process in a parent that ignores SIGCHLD still reports its code, never a false 0",
           "[process]") {
-    sigchld_scope ignored(SIG_IGN); // the kernel discards every child's wait status
+    signal_scope ignored(SIGCHLD, SIG_IGN); // the kernel discards every child's wait status
     triad::process returns([] { return 7; });
     CHECK(returns.join() == 7);
     triad::process quick([] { return 3; });
@@ -279,7 +263,7 @@ TEST_CASE("closing a full queue ends a put blocked on it", "[process_queue]") {
 }
 
 TEST_CASE("a child that calls exit() in a parent ignoring SIGCHLD reports its code", "[process]") {
-    sigchld_scope ignored(SIG_IGN);
+    signal_scope ignored(SIGCHLD, SIG_IGN);
     triad::process exits([] { std::exit(3); });
     CHECK(exits.join() == 3);
 }

@@ -34,6 +34,7 @@ using triad_test::descendants;
 using triad_test::finishes_within;
 using triad_test::process_alive;
 using triad_test::process_gone;
+using triad_test::signal_scope;
 
 namespace {
 
@@ -96,25 +97,6 @@ int fork_helper_then_crash(int slot) {
     fork_helper(slot);
     return crash(0);
 }
-
-// Sets a signal's disposition for the scope.
-class signal_scope {
-public:
-    signal_scope(int sig, void (*handler)(int), int flags = 0) : m_sig(sig) {
-        struct sigaction action {};
-        action.sa_handler = handler;
-        action.sa_flags = flags;
-        sigemptyset(&action.sa_mask);
-        ::sigaction(sig, &action, &m_saved);
-    }
-    ~signal_scope() { ::sigaction(m_sig, &m_saved, nullptr); }
-    signal_scope(const signal_scope&) = delete;
-    signal_scope& operator=(const signal_scope&) = delete;
-
-private:
-    int m_sig;
-    struct sigaction m_saved {};
-};
 
 void nothing(int) {}
 
