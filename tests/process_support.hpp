@@ -1,6 +1,6 @@
-// Helpers for tests of processes: what this process has open, its descendants as /proc shows
-// them (any depth, so a forgotten grandchild or a zombie anywhere is found), and signal
-// dispositions set for a scope.
+// Helpers for tests of processes: what this process has open, its children and descendants as
+// /proc shows them (any depth, so a forgotten grandchild or a zombie anywhere is found), and
+// signal dispositions set for a scope.
 #pragma once
 
 #include <dirent.h>
@@ -54,6 +54,15 @@ inline std::vector<process_info> all_processes() {
         found.push_back(info);
     }
     ::closedir(dir);
+    return found;
+}
+
+// The children of `parent` (default: this process), zombies included; not their descendants.
+inline std::vector<process_info> children(pid_t parent = ::getpid()) {
+    std::vector<process_info> found;
+    for (const auto& p : all_processes())
+        if (p.parent == parent)
+            found.push_back(p);
     return found;
 }
 

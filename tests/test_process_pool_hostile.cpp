@@ -31,17 +31,13 @@
 
 using namespace std::chrono_literals;
 using triad_test::descendants;
+using triad_test::eventually;
 using triad_test::finishes_within;
 using triad_test::process_alive;
 using triad_test::process_gone;
 using triad_test::signal_scope;
 
 namespace {
-
-template <class Predicate>
-bool eventually(Predicate predicate, std::chrono::milliseconds limit = 20s) {
-    return triad_test::eventually(predicate, limit);
-}
 
 // How many times each task ran, in memory every worker shares (mapped before any pool, so
 // every fork server and worker inherits it).
@@ -293,7 +289,7 @@ TEST_CASE("SIGTERM to every process of the service leaves the pool to its owner"
     triad::process_pool pool(2);
     CHECK(pool.submit(sleep_ms, 1).get() == 1);
     auto running = pool.submit(sleep_ms, 5000);
-    REQUIRE(eventually([&] { return pool.running() == 1; }));
+    REQUIRE(eventually([&] { return pool.running() == 1; }, 20s));
     const auto workers = pool.worker_pids();
     REQUIRE(workers.size() == 2);
     for (const auto& p : descendants())
@@ -680,7 +676,7 @@ TEST_CASE("cancel() drops a task still queued in the parent; it never runs in a 
     reset_runs();
     triad::process_pool pool(1);
     auto busy = pool.submit(count_then_sleep, 0, 300);
-    REQUIRE(eventually([] { return g_runs[0].load() == 1; }));
+    REQUIRE(eventually([] { return g_runs[0].load() == 1; }, 20s));
     std::vector<triad::future<int>> queued;
     for (int id = 1; id <= 5; ++id)
         queued.push_back(pool.submit(count_run, id));
