@@ -4,12 +4,12 @@
 #include <catch2/catch.hpp>
 
 #include "process_support.hpp"
+#include "support.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <set>
 #include <string>
@@ -55,34 +55,14 @@ TEST_CASE("a process's arguments are copied into the child", "[process]") {
 }
 
 TEST_CASE("a process ends when its parent process is killed", "[process]") {
-    int report[2];
-    REQUIRE(::pipe(report) == 0);
-    const pid_t middle = ::fork();
-    REQUIRE(middle >= 0);
-    if (middle == 0) {
-        ::close(report[0]);
+    const auto grandchildren = triad_test::orphans_of_killed_parent([](const auto& report) {
         triad::process grandchild([] { std::this_thread::sleep_for(60s); });
-        const pid_t pid = grandchild.pid();
-        (void)::write(report[1], &pid, sizeof pid);
-        for (;;)
-            ::pause();
-    }
-    ::close(report[1]);
-    pid_t grandchild = 0;
-    REQUIRE(::read(report[0], &grandchild, sizeof grandchild) == sizeof grandchild);
-    ::close(report[0]);
-    ::kill(middle, SIGKILL);
-    int status = 0;
-    ::waitpid(middle, &status, 0);
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    bool gone = false;
-    while (!gone && std::chrono::steady_clock::now() < until) {
-        std::ifstream stat("/proc/" + std::to_string(grandchild) + "/stat");
-        std::string line;
-        gone = !std::getline(stat, line) || line.find(") Z ") != std::string::npos;
-        std::this_thread::sleep_for(10ms);
-    }
-    CHECK(gone);
+        report(std::vector<pid_t>{grandchild.pid()});
+    });
+    REQUIRE(grandchildren.size() == 1);
+    const pid_t grandchild = grandchildren.front();
+    CHECK(
+        triad_test::eventually([grandchild] { return triad_test::process_gone(grandchild); }, 10s));
 }
 
 TEST_CASE("producer and consumer processes share a queue; nothing is lost or doubled",

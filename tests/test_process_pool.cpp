@@ -414,31 +414,13 @@ TEST_CASE("no pool descriptor leaks into programs the user runs", "[process_pool
 }
 
 TEST_CASE("workers exit when the parent process is killed", "[process_pool]") {
-    int report[2];
-    REQUIRE(::pipe(report) == 0);
-    const pid_t parent = ::fork();
-    REQUIRE(parent >= 0);
-    if (parent == 0) {
-        ::close(report[0]);
+    const auto workers = triad_test::orphans_of_killed_parent([](const auto& report) {
         triad::process_pool pool(2);
         auto pids = pool.worker_pids();
         pids.push_back(pool.submit(get_pid, 0).get()); // make sure they run
-        for (pid_t pid : pids)
-            (void)::write(report[1], &pid, sizeof pid);
-        ::close(report[1]);
-        for (;;)
-            ::pause();
-    }
-    ::close(report[1]);
-    std::vector<pid_t> workers;
-    pid_t pid;
-    while (::read(report[0], &pid, sizeof pid) == sizeof pid)
-        workers.push_back(pid);
-    ::close(report[0]);
+        report(pids);
+    });
     REQUIRE(workers.size() == 3);
-    ::kill(parent, SIGKILL);
-    int status = 0;
-    ::waitpid(parent, &status, 0);
     for (pid_t w : workers)
         CHECK(eventually([w] { return process_gone(w); }, 10s));
 }

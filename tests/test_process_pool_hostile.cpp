@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 using namespace std::chrono_literals;
+using triad_test::children;
 using triad_test::descendants;
 using triad_test::eventually;
 using triad_test::finishes_within;
@@ -304,42 +305,21 @@ TEST_CASE("SIGTERM to every process of the service leaves the pool to its owner"
 
 TEST_CASE("the pool's processes end when the parent is killed while an unrelated child lives",
           "[process_pool][hostile]") {
-    int report[2];
-    REQUIRE(::pipe(report) == 0);
-    const pid_t parent = ::fork();
-    REQUIRE(parent >= 0);
-    if (parent == 0) {
-        ::close(report[0]);
+    const auto pids = triad_test::orphans_of_killed_parent([](const auto& report) {
         triad::process_pool pool(2);
-        std::vector<int> pids;
-        for (pid_t w : pool.worker_pids())
-            pids.push_back(w);
+        std::vector<pid_t> started = pool.worker_pids();
         // A child forked the plain way after the pool: it inherits the pool's descriptors.
         const pid_t unrelated = ::fork();
         if (unrelated == 0) {
             ::sleep(30);
             ::_exit(0);
         }
-        pids.push_back(unrelated);
-        for (const auto& p : descendants())
-            if (p.parent == ::getpid() && p.pid != unrelated)
-                pids.push_back(p.pid); // the fork server
-        const int count = static_cast<int>(pids.size());
-        [[maybe_unused]] ssize_t n = ::write(report[1], &count, sizeof count);
-        n = ::write(report[1], pids.data(), sizeof(int) * pids.size());
-        ::pause();
-        ::_exit(0);
-    }
-    ::close(report[1]);
-    int count = 0;
-    REQUIRE(::read(report[0], &count, sizeof count) == sizeof count);
-    std::vector<int> pids(static_cast<std::size_t>(count));
-    REQUIRE(::read(report[0], pids.data(), sizeof(int) * pids.size()) ==
-            static_cast<ssize_t>(sizeof(int) * pids.size()));
-    ::close(report[0]);
-    ::kill(parent, SIGKILL);
-    int status = 0;
-    ::waitpid(parent, &status, 0);
+        started.push_back(unrelated);
+        for (const auto& p : children())
+            if (p.pid != unrelated)
+                started.push_back(p.pid); // the fork server
+        report(started);
+    });
     REQUIRE(pids.size() == 4); // two workers, the unrelated child, the server
     const pid_t unrelated = pids[2];
     for (std::size_t i = 0; i < pids.size(); ++i)
