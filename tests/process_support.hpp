@@ -1,15 +1,20 @@
-// Helpers for tests of processes: what this process has open, and its descendants as /proc
-// shows them (any depth, so a forgotten grandchild or a zombie anywhere is found).
+// Helpers for tests of processes: what this process has open, its children and descendants as
+// /proc shows them (any depth, so a forgotten grandchild or a zombie anywhere is found), signal
+// dispositions set for a scope, and a parent killed under the processes it started.
 #pragma once
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -54,6 +59,15 @@ inline std::vector<process_info> all_processes() {
     return found;
 }
 
+// The children of `parent` (default: this process), zombies included; not their descendants.
+inline std::vector<process_info> children(pid_t parent = ::getpid()) {
+    std::vector<process_info> found;
+    for (const auto& p : all_processes())
+        if (p.parent == parent)
+            found.push_back(p);
+    return found;
+}
+
 // Every descendant of `root` (default: this process), at any depth.
 inline std::vector<process_info> descendants(pid_t root = ::getpid()) {
     const auto processes = all_processes();
@@ -87,6 +101,100 @@ inline bool process_gone(pid_t pid) {
 
 inline bool process_alive(pid_t pid) {
     return !process_gone(pid);
+}
+
+// Sets a signal's disposition for the scope (SIGCHLD ignored, as a server may have it) and
+// restores the one before.
+class signal_scope {
+public:
+    signal_scope(int sig, void (*handler)(int), int flags = 0) : m_sig(sig) {
+        struct sigaction action {};
+        action.sa_handler = handler;
+        action.sa_flags = flags;
+        sigemptyset(&action.sa_mask);
+        if (::sigaction(sig, &action, &m_saved) != 0)
+            throw std::runtime_error("signal_scope: sigaction failed");
+    }
+    ~signal_scope() { ::sigaction(m_sig, &m_saved, nullptr); }
+    signal_scope(const signal_scope&) = delete;
+    signal_scope& operator=(const signal_scope&) = delete;
+
+private:
+    int m_sig;
+    struct sigaction m_saved {};
+};
+
+namespace detail {
+
+// All `size` bytes through `transfer` (::read or ::write), retrying EINTR; false on end of file
+// or an error.
+template <class Transfer, class Byte>
+bool transfer_exactly(Transfer transfer, int fd, Byte* data, std::size_t size) {
+    while (size > 0) {
+        const ssize_t n = transfer(fd, data, size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        data += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+} // namespace detail
+
+// Forks a child that calls `start(report)`: `start` builds what the test is about (a pool, a
+// process) and passes the pids that must not outlive the child to `report`, which sends them here
+// and never returns, so nothing is torn down by the child itself. The child is then killed with
+// SIGKILL and reaped, and its pids are returned: the test checks that they end too. Throws if
+// the child ends without reporting.
+template <class Start>
+std::vector<pid_t> orphans_of_killed_parent(Start start) {
+    int pipe_ends[2];
+    if (::pipe(pipe_ends) != 0)
+        throw std::runtime_error("orphans_of_killed_parent: pipe failed");
+    const pid_t parent = ::fork();
+    if (parent < 0)
+        throw std::runtime_error("orphans_of_killed_parent: fork failed");
+    if (parent == 0) {
+        ::close(pipe_ends[0]);
+        const auto report = [fd = pipe_ends[1]](const std::vector<pid_t>& pids) {
+            const int count = static_cast<int>(pids.size());
+            if (!detail::transfer_exactly(::write, fd, reinterpret_cast<const char*>(&count),
+                                          sizeof count) ||
+                !detail::transfer_exactly(::write, fd, reinterpret_cast<const char*>(pids.data()),
+                                          sizeof(pid_t) * pids.size()))
+                ::_exit(1);
+            for (;;)
+                ::pause(); // until the kill
+        };
+        try {
+            start(report);
+        } catch (...) {
+        }
+        ::_exit(1); // `start` did not report: the read below sees end of file
+    }
+    ::close(pipe_ends[1]);
+    int count = -1;
+    std::vector<pid_t> pids;
+    bool reported = detail::transfer_exactly(::read, pipe_ends[0], reinterpret_cast<char*>(&count),
+                                             sizeof count) &&
+                    count >= 0;
+    if (reported) {
+        pids.resize(static_cast<std::size_t>(count));
+        reported =
+            detail::transfer_exactly(::read, pipe_ends[0], reinterpret_cast<char*>(pids.data()),
+                                     sizeof(pid_t) * pids.size());
+    }
+    ::close(pipe_ends[0]);
+    ::kill(parent, SIGKILL);
+    int status = 0;
+    while (::waitpid(parent, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!reported)
+        throw std::runtime_error("orphans_of_killed_parent: the child ended before it reported");
+    return pids;
 }
 
 } // namespace triad_test

@@ -12,6 +12,7 @@
 #include <triad/process_pool.hpp>
 
 #include "process_support.hpp"
+#include "stress_main.hpp"
 #include "support.hpp"
 
 #include <algorithm>
@@ -33,15 +34,9 @@
 #include <unistd.h>
 
 using namespace std::chrono_literals;
+using triad_test::expect;
 
 namespace {
-
-std::atomic<long> g_failures{0};
-
-void expect(bool condition, const std::string& what) {
-    if (!condition && g_failures.fetch_add(1) < 20)
-        std::fprintf(stderr, "stress: FAILED: %s\n", what.c_str());
-}
 
 // Runs of each task, in memory every worker shares (mapped before any pool).
 constexpr std::size_t max_tasks = 1 << 20;
@@ -254,43 +249,19 @@ private:
 } // namespace
 
 int main(int argc, char** argv) {
-    double seconds = 20;
-    for (int i = 1; i < argc; ++i) {
-        const std::string arg = argv[i];
-        if (arg == "--seconds" && i + 1 < argc) {
-            seconds = std::atof(argv[++i]);
-        } else {
-            std::fprintf(stderr, "usage: %s [--seconds N]  (TRIAD_STRESS_SEED=<seed> replays)\n",
-                         argv[0]);
-            return 2;
-        }
-    }
-    std::uint64_t seed = std::random_device{}();
-    if (const char* fixed = std::getenv("TRIAD_STRESS_SEED"))
-        seed = std::strtoull(fixed, nullptr, 10);
-    std::printf("stress: seed %llu (replay with TRIAD_STRESS_SEED=%llu), %.0f s\n",
-                static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed),
-                seconds);
-    std::fflush(stdout);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
     std::atomic<int> next_id{0};
-    int rounds = 0;
-    std::size_t tasks = 0;
-    do {
+    return triad_test::stress_main(argc, argv, [&next_id](std::uint64_t seed, int round) {
         if (next_id.load() > static_cast<int>(max_tasks) - 10'000) {
             for (std::size_t i = 0; i < max_tasks; ++i)
                 g_runs[i].store(0);
             next_id = 0;
         }
-        round_runner runner(seed, rounds, next_id);
-        tasks += runner.run();
-        ++rounds;
+        round_runner runner(seed, round, next_id);
+        const std::size_t tasks = runner.run();
         // Every process of the round's pool is gone once the pool is.
         const bool clean =
             triad_test::eventually([] { return triad_test::descendants().empty(); }, 10s);
         expect(clean, "processes of a finished pool were left behind");
-    } while (std::chrono::steady_clock::now() < until && g_failures == 0);
-    std::printf("stress: %d rounds, %zu tasks, %ld failures (seed %llu)\n", rounds, tasks,
-                g_failures.load(), static_cast<unsigned long long>(seed));
-    return g_failures == 0 ? 0 : 1;
+        return tasks;
+    });
 }

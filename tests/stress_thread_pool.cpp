@@ -11,6 +11,8 @@
 #include <triad/future.hpp>
 #include <triad/thread_pool.hpp>
 
+#include "stress_main.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -27,19 +29,13 @@
 #include <vector>
 
 using namespace std::chrono_literals;
+using triad_test::expect;
 
 namespace {
 
 struct failure : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
-
-std::atomic<long> g_failures{0};
-
-void expect(bool condition, const std::string& what) {
-    if (!condition && g_failures.fetch_add(1) < 20)
-        std::fprintf(stderr, "stress: FAILED: %s\n", what.c_str());
-}
 
 // What happened to each task's callable: run, or destroyed without running.
 class ledger {
@@ -357,34 +353,9 @@ private:
 } // namespace
 
 int main(int argc, char** argv) {
-    double seconds = 20;
-    for (int i = 1; i < argc; ++i) {
-        const std::string arg = argv[i];
-        if (arg == "--seconds" && i + 1 < argc) {
-            seconds = std::atof(argv[++i]);
-        } else {
-            std::fprintf(stderr, "usage: %s [--seconds N]  (TRIAD_STRESS_SEED=<seed> replays)\n",
-                         argv[0]);
-            return 2;
-        }
-    }
-    std::uint64_t seed = std::random_device{}();
-    if (const char* fixed = std::getenv("TRIAD_STRESS_SEED"))
-        seed = std::strtoull(fixed, nullptr, 10);
-    std::printf("stress: seed %llu (replay with TRIAD_STRESS_SEED=%llu), %.0f s\n",
-                static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed),
-                seconds);
-    std::fflush(stdout);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-    int rounds = 0;
-    std::size_t tasks = 0;
-    do {
-        round_runner runner(seed, rounds);
+    return triad_test::stress_main(argc, argv, [](std::uint64_t seed, int round) {
+        round_runner runner(seed, round);
         runner.run();
-        tasks += runner.tasks();
-        ++rounds;
-    } while (std::chrono::steady_clock::now() < until && g_failures == 0);
-    std::printf("stress: %d rounds, %zu tasks, %ld failures (seed %llu)\n", rounds, tasks,
-                g_failures.load(), static_cast<unsigned long long>(seed));
-    return g_failures == 0 ? 0 : 1;
+        return runner.tasks();
+    });
 }

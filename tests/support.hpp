@@ -1,5 +1,6 @@
-// Helpers shared by the tests: gates that block a task outright, bounded waits that turn a hang
-// into a failed check, and a busy loop that occupies a CPU without sleeping.
+// Helpers shared by the tests: gates that block a task outright (and a pool's only worker),
+// bounded waits that turn a hang into a failed check, and a busy loop that occupies a CPU without
+// sleeping.
 #pragma once
 
 #include <atomic>
@@ -49,6 +50,14 @@ bool eventually(Predicate predicate, std::chrono::milliseconds limit = 10s) {
         std::this_thread::sleep_for(1ms);
     }
     return true;
+}
+
+// Occupies the worker of a one-thread pool with a task that waits for `release`; true once that
+// task runs, so what the test submits next stays queued until release.open().
+template <class Pool>
+[[nodiscard]] bool block_worker(Pool& pool, gate& release) {
+    pool.post([&release] { release.wait(); });
+    return eventually([&pool] { return pool.running() == 1; });
 }
 
 // Runs `body` on its own thread; true if it finished within `limit`. On failure the thread is

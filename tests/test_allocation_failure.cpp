@@ -19,6 +19,7 @@
 #include <vector>
 
 using namespace std::chrono_literals;
+using triad_test::block_worker;
 using triad_test::eventually;
 using triad_test::gate;
 
@@ -255,8 +256,7 @@ TEST_CASE("shutdown(cancel) while allocation fails cancels every queued task",
     // Before: cancelling made each task_cancelled exception then, and terminated.
     triad::thread_pool pool(1);
     gate release;
-    pool.post([&] { release.wait(); });
-    REQUIRE(eventually([&] { return pool.running() == 1; }));
+    REQUIRE(block_worker(pool, release));
     std::vector<triad::future<int>> queued;
     for (int i = 0; i < 10; ++i)
         queued.push_back(pool.submit([i] { return i; }));

@@ -173,36 +173,17 @@ TEST_CASE("crashes, timeouts and recycling work the same with the fork server", 
 }
 
 TEST_CASE("the early server and its pools end when this process is killed", "[fork_server]") {
-    int report[2];
-    REQUIRE(::pipe(report) == 0);
-    const pid_t parent = ::fork();
-    REQUIRE(parent >= 0);
-    if (parent == 0) {
-        ::close(report[0]);
+    const auto pids = triad_test::orphans_of_killed_parent([](const auto& report) {
         triad::fork_server_guard own; // this child has one thread: it may start its own
         triad::process_pool pool(2);
         (void)pool.submit(sleep_ms, 1).get();
-        std::vector<int> pids;
+        std::vector<pid_t> started;
         for (const auto& p : triad_test::descendants())
-            pids.push_back(p.pid); // zygote, pool server, workers
-        const int count = static_cast<int>(pids.size());
-        [[maybe_unused]] ssize_t n = ::write(report[1], &count, sizeof count);
-        n = ::write(report[1], pids.data(), sizeof(int) * pids.size());
-        ::pause();
-        ::_exit(0);
-    }
-    ::close(report[1]);
-    int count = 0;
-    REQUIRE(::read(report[0], &count, sizeof count) == sizeof count);
-    std::vector<int> pids(static_cast<std::size_t>(count));
-    REQUIRE(::read(report[0], pids.data(), sizeof(int) * pids.size()) ==
-            static_cast<ssize_t>(sizeof(int) * pids.size()));
-    ::close(report[0]);
-    ::kill(parent, SIGKILL);
-    int status = 0;
-    ::waitpid(parent, &status, 0);
+            started.push_back(p.pid); // zygote, pool server, workers
+        report(started);
+    });
     CHECK(pids.size() == 4);
-    for (int pid : pids)
+    for (pid_t pid : pids)
         CHECK(triad_test::eventually([pid] { return triad_test::process_gone(pid); }));
     // The child's own guard never touched this process's fork server, which still serves.
     triad::process_pool after(1);

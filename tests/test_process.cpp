@@ -3,11 +3,13 @@
 
 #include <catch2/catch.hpp>
 
+#include "process_support.hpp"
+#include "support.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <set>
 #include <string>
@@ -16,6 +18,7 @@
 #include <vector>
 
 using namespace std::chrono_literals;
+using triad_test::signal_scope;
 
 TEST_CASE("a process runs its function and reports how it ended", "[process]") {
     int captured = 41;
@@ -52,34 +55,14 @@ TEST_CASE("a process's arguments are copied into the child", "[process]") {
 }
 
 TEST_CASE("a process ends when its parent process is killed", "[process]") {
-    int report[2];
-    REQUIRE(::pipe(report) == 0);
-    const pid_t middle = ::fork();
-    REQUIRE(middle >= 0);
-    if (middle == 0) {
-        ::close(report[0]);
+    const auto grandchildren = triad_test::orphans_of_killed_parent([](const auto& report) {
         triad::process grandchild([] { std::this_thread::sleep_for(60s); });
-        const pid_t pid = grandchild.pid();
-        (void)::write(report[1], &pid, sizeof pid);
-        for (;;)
-            ::pause();
-    }
-    ::close(report[1]);
-    pid_t grandchild = 0;
-    REQUIRE(::read(report[0], &grandchild, sizeof grandchild) == sizeof grandchild);
-    ::close(report[0]);
-    ::kill(middle, SIGKILL);
-    int status = 0;
-    ::waitpid(middle, &status, 0);
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    bool gone = false;
-    while (!gone && std::chrono::steady_clock::now() < until) {
-        std::ifstream stat("/proc/" + std::to_string(grandchild) + "/stat");
-        std::string line;
-        gone = !std::getline(stat, line) || line.find(") Z ") != std::string::npos;
-        std::this_thread::sleep_for(10ms);
-    }
-    CHECK(gone);
+        report(std::vector<pid_t>{grandchild.pid()});
+    });
+    REQUIRE(grandchildren.size() == 1);
+    const pid_t grandchild = grandchildren.front();
+    CHECK(
+        triad_test::eventually([grandchild] { return triad_test::process_gone(grandchild); }, 10s));
 }
 
 TEST_CASE("producer and consumer processes share a queue; nothing is lost or doubled",
@@ -144,28 +127,9 @@ TEST_CASE("a consumer killed while waiting does not break the queue", "[process_
     CHECK(q.get() == 7);
 }
 
-namespace {
-// Sets SIGCHLD's disposition for the scope, as a server that ignores it does.
-class sigchld_scope {
-public:
-    explicit sigchld_scope(void (*handler)(int)) {
-        struct sigaction action {};
-        action.sa_handler = handler;
-        sigemptyset(&action.sa_mask);
-        ::sigaction(SIGCHLD, &action, &m_saved);
-    }
-    ~sigchld_scope() { ::sigaction(SIGCHLD, &m_saved, nullptr); }
-    sigchld_scope(const sigchld_scope&) = delete;
-    sigchld_scope& operator=(const sigchld_scope&) = delete;
-
-private:
-    struct sigaction m_saved {};
-};
-} // namespace
-
 TEST_CASE("a process in a parent that ignores SIGCHLD still reports its code, never a false 0",
           "[process]") {
-    sigchld_scope ignored(SIG_IGN); // the kernel discards every child's wait status
+    signal_scope ignored(SIGCHLD, SIG_IGN); // the kernel discards every child's wait status
     triad::process returns([] { return 7; });
     CHECK(returns.join() == 7);
     triad::process quick([] { return 3; });
@@ -279,7 +243,7 @@ TEST_CASE("closing a full queue ends a put blocked on it", "[process_queue]") {
 }
 
 TEST_CASE("a child that calls exit() in a parent ignoring SIGCHLD reports its code", "[process]") {
-    sigchld_scope ignored(SIG_IGN);
+    signal_scope ignored(SIGCHLD, SIG_IGN);
     triad::process exits([] { std::exit(3); });
     CHECK(exits.join() == 3);
 }

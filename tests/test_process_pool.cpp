@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "process_support.hpp"
 #include "support.hpp"
 
 #include <atomic>
@@ -13,14 +14,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dirent.h>
 #include <fstream>
 #include <list>
 #include <mutex>
 #include <numeric>
 #include <pty.h>
 #include <set>
-#include <sstream>
 #include <string>
 #include <sys/resource.h>
 #include <sys/time.h>
@@ -31,6 +30,10 @@
 #include <vector>
 
 using namespace std::chrono_literals;
+using triad_test::children;
+using triad_test::eventually;
+using triad_test::open_descriptors;
+using triad_test::process_gone;
 
 namespace {
 
@@ -81,62 +84,6 @@ struct counting_input {
     iterator begin() const { return {0, state}; }
     iterator end() const { return {n, state}; }
 };
-
-std::size_t open_descriptors() {
-    std::size_t count = 0;
-    DIR* dir = ::opendir("/proc/self/fd");
-    while (dirent* entry = ::readdir(dir))
-        if (entry->d_name[0] != '.')
-            ++count;
-    ::closedir(dir);
-    return count - 1; // the directory stream's own descriptor
-}
-
-// Children of this process, and whether any is a zombie.
-std::vector<std::pair<pid_t, char>> children() {
-    std::vector<std::pair<pid_t, char>> found;
-    DIR* dir = ::opendir("/proc");
-    while (dirent* entry = ::readdir(dir)) {
-        const pid_t pid = std::atoi(entry->d_name);
-        if (pid <= 0)
-            continue;
-        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-        std::string line;
-        std::getline(stat, line);
-        const auto close_paren = line.rfind(')');
-        if (close_paren == std::string::npos)
-            continue;
-        std::istringstream rest(line.substr(close_paren + 2));
-        char state = '?';
-        pid_t parent = 0;
-        rest >> state >> parent;
-        if (parent == ::getpid())
-            found.emplace_back(pid, state);
-    }
-    ::closedir(dir);
-    return found;
-}
-
-bool process_gone(pid_t pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line))
-        return true;
-    const auto close_paren = line.rfind(')');
-    return close_paren != std::string::npos && line.size() > close_paren + 2 &&
-           line[close_paren + 2] == 'Z';
-}
-
-template <class Predicate>
-bool eventually(Predicate predicate, std::chrono::milliseconds limit = 20s) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!predicate()) {
-        if (std::chrono::steady_clock::now() > until)
-            return false;
-        std::this_thread::sleep_for(5ms);
-    }
-    return true;
-}
 
 long peak_rss_kib() {
     rusage usage{};
@@ -321,7 +268,7 @@ TEST_CASE("a worker that dies fails only its task and is replaced", "[process_po
             CHECK(f.get() == 1);
     }
     CHECK(pool.workers_replaced() == 4);
-    CHECK(eventually([&] { return pool.worker_pids().size() == 2; }));
+    CHECK(eventually([&] { return pool.worker_pids().size() == 2; }, 20s));
 }
 
 TEST_CASE("a worker killed from outside (as by the OOM killer) fails only its task",
@@ -342,10 +289,12 @@ TEST_CASE("a worker killed from outside (as by the OOM killer) fails only its ta
     for (int i = 0; i < 40; ++i)
         others.push_back(pool.submit(sleep_ms, 5));
     pid_t pid = 0;
-    REQUIRE(eventually([&] {
-        std::ifstream(path) >> pid;
-        return pid > 0;
-    }));
+    REQUIRE(eventually(
+        [&] {
+            std::ifstream(path) >> pid;
+            return pid > 0;
+        },
+        20s));
     ::kill(pid, SIGKILL);
     CHECK_THROWS_WITH(victim.get(), Catch::Contains("SIGKILL"));
     for (auto& f : others)
@@ -421,7 +370,7 @@ TEST_CASE("shutdown drains or cancels, then refuses work", "[process_pool]") {
     {
         triad::process_pool pool(1);
         auto running = pool.submit(sleep_ms, 300);
-        REQUIRE(eventually([&] { return pool.running() == 1; }));
+        REQUIRE(eventually([&] { return pool.running() == 1; }, 20s));
         std::vector<triad::future<int>> queued;
         for (int i = 0; i < 30; ++i)
             queued.push_back(pool.submit(sleep_ms, 1));
@@ -465,31 +414,13 @@ TEST_CASE("no pool descriptor leaks into programs the user runs", "[process_pool
 }
 
 TEST_CASE("workers exit when the parent process is killed", "[process_pool]") {
-    int report[2];
-    REQUIRE(::pipe(report) == 0);
-    const pid_t parent = ::fork();
-    REQUIRE(parent >= 0);
-    if (parent == 0) {
-        ::close(report[0]);
+    const auto workers = triad_test::orphans_of_killed_parent([](const auto& report) {
         triad::process_pool pool(2);
         auto pids = pool.worker_pids();
         pids.push_back(pool.submit(get_pid, 0).get()); // make sure they run
-        for (pid_t pid : pids)
-            (void)::write(report[1], &pid, sizeof pid);
-        ::close(report[1]);
-        for (;;)
-            ::pause();
-    }
-    ::close(report[1]);
-    std::vector<pid_t> workers;
-    pid_t pid;
-    while (::read(report[0], &pid, sizeof pid) == sizeof pid)
-        workers.push_back(pid);
-    ::close(report[0]);
+        report(pids);
+    });
     REQUIRE(workers.size() == 3);
-    ::kill(parent, SIGKILL);
-    int status = 0;
-    ::waitpid(parent, &status, 0);
     for (pid_t w : workers)
         CHECK(eventually([w] { return process_gone(w); }, 10s));
 }
@@ -777,7 +708,7 @@ TEST_CASE("terminate() kills running tasks and cancels the queue, at once", "[pr
     std::vector<triad::future<int>> queued;
     for (int i = 0; i < 10; ++i)
         queued.push_back(pool.submit(sleep_ms, 1));
-    REQUIRE(eventually([&] { return pool.running() == 2; }));
+    REQUIRE(eventually([&] { return pool.running() == 2; }, 20s));
     const auto workers = pool.worker_pids();
     // A thread blocked in shutdown(), waiting for the hung tasks, is released too.
     std::thread draining([&pool] { pool.shutdown(); });
@@ -824,7 +755,7 @@ TEST_CASE("imap starts sending when it is called, not when iteration begins", "[
     counting_input::shared state;
     auto results = pool.imap(square, counting_input{1000, &state}, {.chunk_size = 10});
     CHECK(state.produced > 0);
-    CHECK(eventually([&] { return pool.completed() > 0; }));
+    CHECK(eventually([&] { return pool.completed() > 0; }, 20s));
     long total = 0;
     for (long value : results) {
         ++state.consumed;

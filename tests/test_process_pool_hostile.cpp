@@ -30,17 +30,15 @@
 #include <unistd.h>
 
 using namespace std::chrono_literals;
+using triad_test::children;
 using triad_test::descendants;
+using triad_test::eventually;
 using triad_test::finishes_within;
 using triad_test::process_alive;
 using triad_test::process_gone;
+using triad_test::signal_scope;
 
 namespace {
-
-template <class Predicate>
-bool eventually(Predicate predicate, std::chrono::milliseconds limit = 20s) {
-    return triad_test::eventually(predicate, limit);
-}
 
 // How many times each task ran, in memory every worker shares (mapped before any pool, so
 // every fork server and worker inherits it).
@@ -96,25 +94,6 @@ int fork_helper_then_crash(int slot) {
     fork_helper(slot);
     return crash(0);
 }
-
-// Sets a signal's disposition for the scope.
-class signal_scope {
-public:
-    signal_scope(int sig, void (*handler)(int), int flags = 0) : m_sig(sig) {
-        struct sigaction action {};
-        action.sa_handler = handler;
-        action.sa_flags = flags;
-        sigemptyset(&action.sa_mask);
-        ::sigaction(sig, &action, &m_saved);
-    }
-    ~signal_scope() { ::sigaction(m_sig, &m_saved, nullptr); }
-    signal_scope(const signal_scope&) = delete;
-    signal_scope& operator=(const signal_scope&) = delete;
-
-private:
-    int m_sig;
-    struct sigaction m_saved {};
-};
 
 void nothing(int) {}
 
@@ -311,7 +290,7 @@ TEST_CASE("SIGTERM to every process of the service leaves the pool to its owner"
     triad::process_pool pool(2);
     CHECK(pool.submit(sleep_ms, 1).get() == 1);
     auto running = pool.submit(sleep_ms, 5000);
-    REQUIRE(eventually([&] { return pool.running() == 1; }));
+    REQUIRE(eventually([&] { return pool.running() == 1; }, 20s));
     const auto workers = pool.worker_pids();
     REQUIRE(workers.size() == 2);
     for (const auto& p : descendants())
@@ -326,42 +305,21 @@ TEST_CASE("SIGTERM to every process of the service leaves the pool to its owner"
 
 TEST_CASE("the pool's processes end when the parent is killed while an unrelated child lives",
           "[process_pool][hostile]") {
-    int report[2];
-    REQUIRE(::pipe(report) == 0);
-    const pid_t parent = ::fork();
-    REQUIRE(parent >= 0);
-    if (parent == 0) {
-        ::close(report[0]);
+    const auto pids = triad_test::orphans_of_killed_parent([](const auto& report) {
         triad::process_pool pool(2);
-        std::vector<int> pids;
-        for (pid_t w : pool.worker_pids())
-            pids.push_back(w);
+        std::vector<pid_t> started = pool.worker_pids();
         // A child forked the plain way after the pool: it inherits the pool's descriptors.
         const pid_t unrelated = ::fork();
         if (unrelated == 0) {
             ::sleep(30);
             ::_exit(0);
         }
-        pids.push_back(unrelated);
-        for (const auto& p : descendants())
-            if (p.parent == ::getpid() && p.pid != unrelated)
-                pids.push_back(p.pid); // the fork server
-        const int count = static_cast<int>(pids.size());
-        [[maybe_unused]] ssize_t n = ::write(report[1], &count, sizeof count);
-        n = ::write(report[1], pids.data(), sizeof(int) * pids.size());
-        ::pause();
-        ::_exit(0);
-    }
-    ::close(report[1]);
-    int count = 0;
-    REQUIRE(::read(report[0], &count, sizeof count) == sizeof count);
-    std::vector<int> pids(static_cast<std::size_t>(count));
-    REQUIRE(::read(report[0], pids.data(), sizeof(int) * pids.size()) ==
-            static_cast<ssize_t>(sizeof(int) * pids.size()));
-    ::close(report[0]);
-    ::kill(parent, SIGKILL);
-    int status = 0;
-    ::waitpid(parent, &status, 0);
+        started.push_back(unrelated);
+        for (const auto& p : children())
+            if (p.pid != unrelated)
+                started.push_back(p.pid); // the fork server
+        report(started);
+    });
     REQUIRE(pids.size() == 4); // two workers, the unrelated child, the server
     const pid_t unrelated = pids[2];
     for (std::size_t i = 0; i < pids.size(); ++i)
@@ -698,7 +656,7 @@ TEST_CASE("cancel() drops a task still queued in the parent; it never runs in a 
     reset_runs();
     triad::process_pool pool(1);
     auto busy = pool.submit(count_then_sleep, 0, 300);
-    REQUIRE(eventually([] { return g_runs[0].load() == 1; }));
+    REQUIRE(eventually([] { return g_runs[0].load() == 1; }, 20s));
     std::vector<triad::future<int>> queued;
     for (int id = 1; id <= 5; ++id)
         queued.push_back(pool.submit(count_run, id));

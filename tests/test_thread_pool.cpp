@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 using namespace std::chrono_literals;
+using triad_test::block_worker;
 using triad_test::busy_for;
 using triad_test::eventually;
 using triad_test::finishes_within;
@@ -462,7 +463,7 @@ TEST_CASE("wait_idle and shutdown from inside a task are refused", "[thread_pool
 TEST_CASE("counters report queued, running and completed tasks", "[thread_pool]") {
     triad::thread_pool pool(1);
     gate release;
-    pool.post([&] { release.wait(); });
+    REQUIRE(block_worker(pool, release));
     for (int i = 0; i < 5; ++i)
         pool.post([] {});
     CHECK(eventually([&] { return pool.running() == 1 && pool.queued() == 5; }));
@@ -779,7 +780,7 @@ TEST_CASE("wait_idle_for gives up at its timeout and wait_idle_until takes any c
           "[thread_pool]") {
     triad::thread_pool pool(1);
     gate release;
-    pool.post([&] { release.wait(); });
+    REQUIRE(block_worker(pool, release));
     const auto t0 = std::chrono::steady_clock::now();
     CHECK_FALSE(pool.wait_idle_for(30ms));
     CHECK(std::chrono::steady_clock::now() - t0 >= 30ms);
@@ -938,7 +939,7 @@ TEST_CASE("then(pool, fn) on a closed or cancelling pool completes with the reas
 
     triad::thread_pool pool(1);
     gate release;
-    pool.post([&] { release.wait(); });
+    REQUIRE(block_worker(pool, release));
     auto dropped = triad::make_ready_future(2).then(
         pool, [](triad::future<int> f) { return f.get(); }); // queued behind the gate
     std::thread canceller([&] { pool.shutdown(triad::shutdown_mode::cancel); });
@@ -1193,8 +1194,7 @@ TEST_CASE("cancel() of a task with a reference result releases its captures at o
           "[thread_pool][cancel]") {
     triad::thread_pool pool(1);
     gate release;
-    pool.post([&] { release.wait(); });
-    REQUIRE(eventually([&] { return pool.running() == 1; }));
+    REQUIRE(block_worker(pool, release));
     auto captured = std::make_shared<int>(0);
     const std::weak_ptr<int> watch = captured;
     auto queued = pool.submit([captured]() -> int& { return *captured; });
@@ -1211,8 +1211,7 @@ TEST_CASE("cancel() after a cancelling shutdown dropped the task is true",
           "[thread_pool][cancel]") {
     triad::thread_pool pool(1);
     gate release;
-    pool.post([&] { release.wait(); });
-    REQUIRE(eventually([&] { return pool.running() == 1; }));
+    REQUIRE(block_worker(pool, release));
     std::atomic<int> runs{0};
     auto queued = pool.submit([&runs] { return ++runs; });
     std::thread closer([&] { pool.shutdown(triad::shutdown_mode::cancel); });
