@@ -194,8 +194,24 @@ private:
     // With the write lock held: writes the frame if the pipe has room for it by `deadline`
     // (false if not, and nothing was written); `writing` is set once the first bytes go.
     bool write_frame_by(const std::vector<char>& frame, clock::time_point deadline,
-                        std::optional<midway>& writing);
+                        std::optional<midway>& writing, bool& counted);
     static bool wait_writable(int fd, clock::time_point deadline);
+    static std::size_t pipe_page() noexcept;
+    std::size_t bytes_in_pipe() const {
+        int queued = 0;
+        if (::ioctl(m_pipe.read.get(), FIONREAD, &queued) != 0)
+            detail::throw_errno("triad::process_queue: ioctl(FIONREAD)");
+        return static_cast<std::size_t>(std::max(queued, 0));
+    }
+    static std::size_t pipe_capacity(int fd);
+    // How long a timed operation waits for the queue's lock: its own deadline, but at least as
+    // long as another process's read or write of one message takes, so that a try_put or
+    // try_get does not report `full` or `empty` merely because someone else was at work.
+    static clock::time_point lock_deadline(clock::time_point deadline) noexcept {
+        return deadline == forever
+                   ? forever
+                   : std::max(deadline, clock::now() + std::chrono::milliseconds(20));
+    }
     queue_status get_until(T& out, clock::time_point deadline);
     // With the read lock held: waits for a frame by `deadline`, reads it into `out`.
     queue_status read_frame(T& out, clock::time_point deadline);
@@ -271,15 +287,13 @@ process_queue<T>::process_queue(std::size_t max_size) : m_max_size(max_size) {
         detail::shared_descriptors::add(m_pipe.read.get());
         detail::shared_descriptors::add(m_pipe.write.get());
         // A second open file of the same pipe (through /proc), so that it alone is
-        // non-blocking.
+        // non-blocking, for timed puts of small values. Without /proc they fall back on
+        // estimating the room in the pipe, as larger values do.
         const std::string self = detail::concat("/proc/self/fd/", m_pipe.write.get());
         m_nonblocking_write =
             detail::unique_fd(::open(self.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
-        if (!m_nonblocking_write)
-            detail::throw_errno(
-                detail::concat("triad::process_queue: open ", self, " (timed puts need /proc)")
-                    .c_str());
-        detail::shared_descriptors::add(m_nonblocking_write.get());
+        if (m_nonblocking_write)
+            detail::shared_descriptors::add(m_nonblocking_write.get());
     } catch (...) {
         detail::shared_descriptors::remove(m_pipe.read.get());
         detail::shared_descriptors::remove(m_pipe.write.get());
@@ -331,30 +345,32 @@ queue_status process_queue<T>::put_until(const T& value, clock::time_point deadl
     bool written = false;
     bool timed_out = false;
     try {
-        // A put with a deadline waits for the lock and for room in the pipe only until then:
-        // another producer blocked on a full pipe, or the pipe full itself, never blocks it.
-        const timespec until = realtime(deadline);
+        // A put with a deadline waits for room in the pipe only until then, and for the lock
+        // no longer than another producer's write takes: one blocked on a full pipe makes it
+        // give up, one merely at work does not make a try_put say `full`.
+        const timespec until = realtime(lock_deadline(deadline));
         lock guard(m_shared->write_lock, m_shared->writing, *m_shared,
                    deadline == forever ? nullptr : &until);
         if (!guard.owns()) {
             timed_out = true;
         } else if (!closed()) {
-            // Counted first: a fast consumer's decrement must never come before it.
-            m_shared->count.fetch_add(1, std::memory_order_acq_rel);
             std::optional<midway> writing;
+            bool counted = false;
             try {
                 if (deadline == forever) {
+                    // Counted first: a fast consumer's decrement must never come before it.
+                    m_shared->count.fetch_add(1, std::memory_order_acq_rel);
+                    counted = true;
                     writing.emplace(m_shared->writing, *m_shared);
                     write_frame(frame.data(), frame.size());
                 } else {
-                    timed_out = !write_frame_by(frame, deadline, writing);
+                    timed_out = !write_frame_by(frame, deadline, writing, counted);
                 }
             } catch (...) {
-                m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
+                if (counted)
+                    m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
                 throw;
             }
-            if (timed_out)
-                m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
             if (writing)
                 writing->done();
             written = !timed_out;
@@ -374,45 +390,69 @@ queue_status process_queue<T>::put_until(const T& value, clock::time_point deadl
 
 template <class T>
 bool process_queue<T>::write_frame_by(const std::vector<char>& frame, clock::time_point deadline,
-                                      std::optional<midway>& writing) {
-    // Through a second, non-blocking descriptor of the same pipe: the queue's own must stay
-    // blocking for put(), and O_NONBLOCK belongs to the open file, which children share.
-    const int fd = m_nonblocking_write.get();
+                                      std::optional<midway>& writing, bool& counted) {
     const std::size_t bytes = frame.size();
-    if (bytes <= PIPE_BUF) {
-        // Written whole or not at all (POSIX), so the pipe itself says whether there is room.
+    // Counted just before its bytes can be seen (a fast consumer's decrement must never come
+    // first), and not while waiting for room: a producer killed while it waits leaves the
+    // count right.
+    const auto count_it = [&] {
+        m_shared->count.fetch_add(1, std::memory_order_acq_rel);
+        counted = true;
+    };
+    const auto uncount_it = [&] {
+        m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
+        counted = false;
+    };
+    if (bytes <= PIPE_BUF && m_nonblocking_write) {
+        // Through a second, non-blocking descriptor of the same pipe (the queue's own must stay
+        // blocking for put(), and O_NONBLOCK belongs to the open file, which children share).
+        // A small message is written whole or not at all (POSIX), so the pipe itself says
+        // whether there is room.
         for (;;) {
-            const ssize_t n = ::write(fd, frame.data(), bytes);
+            count_it();
+            const ssize_t n = ::write(m_nonblocking_write.get(), frame.data(), bytes);
             if (n == static_cast<ssize_t>(bytes))
                 return true;
+            const int error = errno;
+            uncount_it();
             if (n >= 0)
                 throw protocol_error("triad::process_queue: a short write of a small message");
-            if (errno == EINTR)
+            if (error == EINTR)
                 continue;
-            if (errno != EAGAIN)
-                detail::throw_errno("triad::process_queue: write", errno);
-            if (!wait_writable(fd, deadline))
+            if (error != EAGAIN)
+                detail::throw_errno("triad::process_queue: write", error);
+            if (!wait_writable(m_nonblocking_write.get(), deadline))
                 return false;
         }
     }
     // A larger message is written in pieces, and once begun it must be finished: start only
     // when the pipe certainly has room for all of it. A pipe keeps its bytes in page-sized
     // buffers, and each message may leave one partly filled, so count a page for each value
-    // queued, one for a partly read head and one for this message's start. A message larger
-    // than the whole pipe waits for it to be empty, then for consumers to take the rest.
-    const int capacity = ::fcntl(fd, F_GETPIPE_SZ);
-    if (capacity <= 0)
-        detail::throw_errno("triad::process_queue: fcntl(F_GETPIPE_SZ)");
-    constexpr std::size_t page = 4096;
-    const std::size_t pipe_pages = static_cast<std::size_t>(capacity) / page;
+    // queued, one for a partly read head and one for this message's start.
+    const int fd = m_pipe.write.get();
+    const std::size_t page = pipe_page();
+    const std::size_t pages_needed = (bytes + page - 1) / page + 2;
+    std::size_t pipe_pages = pipe_capacity(fd) / page;
+    if (pages_needed > pipe_pages) {
+        detail::grow_pipe(fd,
+                          static_cast<int>(std::min<std::size_t>(pages_needed * page, 1 << 30)));
+        pipe_pages = pipe_capacity(fd) / page;
+    }
+    if (pages_needed > pipe_pages)
+        throw std::length_error(detail::concat(
+            "triad::process_queue: a value of ", bytes, " bytes does not fit the queue's pipe (",
+            pipe_pages * page,
+            " bytes), so try_put and put_for cannot put it without waiting for a consumer to "
+            "take part of it; use put(), which waits"));
     for (;;) {
         int queued = 0;
         if (::ioctl(fd, FIONREAD, &queued) != 0)
             detail::throw_errno("triad::process_queue: ioctl(FIONREAD)");
         const auto used = static_cast<std::size_t>(std::max(queued, 0));
-        const std::size_t worst = (used + page - 1) / page +
-                                  static_cast<std::size_t>(m_shared->count.load()) + 2 +
-                                  (bytes + page - 1) / page;
+        const std::size_t worst =
+            (used + page - 1) / page +
+            static_cast<std::size_t>(m_shared->count.load(std::memory_order_acquire)) +
+            pages_needed;
         if (used == 0 || worst <= pipe_pages)
             break;
         const auto now = clock::now();
@@ -422,17 +462,24 @@ bool process_queue<T>::write_frame_by(const std::vector<char>& frame, clock::tim
         std::this_thread::sleep_for(
             std::min<clock::duration>(deadline - now, std::chrono::milliseconds(1)));
     }
+    count_it();
     writing.emplace(m_shared->writing, *m_shared);
-    for (std::size_t done = 0; done < bytes;) {
-        const ssize_t n = ::write(fd, frame.data() + done, bytes - done);
-        if (n > 0)
-            done += static_cast<std::size_t>(n);
-        else if (n < 0 && errno == EAGAIN)
-            wait_writable(fd, forever);
-        else if (n < 0 && errno != EINTR)
-            detail::throw_errno("triad::process_queue: write", errno);
-    }
+    write_frame(frame.data(), bytes); // room for all of it: does not block
     return true;
+}
+
+template <class T>
+std::size_t process_queue<T>::pipe_page() noexcept {
+    const long size = ::sysconf(_SC_PAGESIZE);
+    return size > 0 ? static_cast<std::size_t>(size) : 4096;
+}
+
+template <class T>
+std::size_t process_queue<T>::pipe_capacity(int fd) {
+    const int capacity = ::fcntl(fd, F_GETPIPE_SZ);
+    if (capacity <= 0)
+        detail::throw_errno("triad::process_queue: fcntl(F_GETPIPE_SZ)");
+    return static_cast<std::size_t>(capacity);
 }
 
 template <class T>
@@ -529,18 +576,22 @@ template <class T>
 queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
     // Wait for the first byte before counting as midway: a consumer killed while it waits
     // breaks nothing; one killed after it took bytes does.
+    // Every 100 ms it also looks whether the queue was closed with nothing left in it: the
+    // close mark may be missing (the pipe was full, or the process closing it died).
     for (;;) {
-        int wait_ms = -1;
+        int wait_ms = 100;
         if (deadline != forever)
             wait_ms = static_cast<int>(std::clamp<long long>(
                 std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now()).count(), 0,
-                1'000'000));
+                100));
         pollfd readable{m_pipe.read.get(), POLLIN, 0};
         const int ready = ::poll(&readable, 1, wait_ms);
         if (ready > 0)
             break;
         if (ready < 0 && errno != EINTR)
             detail::throw_errno("triad::process_queue: poll");
+        if (ready == 0 && closed() && bytes_in_pipe() == 0)
+            return queue_status::closed;
         if (ready == 0 && deadline != forever && clock::now() >= deadline)
             return queue_status::timeout;
     }
@@ -578,7 +629,7 @@ queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
 
 template <class T>
 queue_status process_queue<T>::get_until(T& out, clock::time_point deadline) {
-    const timespec until = realtime(deadline);
+    const timespec until = realtime(lock_deadline(deadline));
     lock guard(m_shared->read_lock, m_shared->reading, *m_shared,
                deadline == forever ? nullptr : &until);
     if (!guard.owns())
@@ -611,7 +662,13 @@ void process_queue<T>::close() {
     lock guard(m_shared->write_lock, m_shared->writing, *m_shared);
     if (m_shared->closed.exchange(1, std::memory_order_acq_rel) != 0)
         return;
-    write_frame(&close_mark, sizeof close_mark);
+    // The mark wakes consumers waiting for the pipe at once. Written only if there is room now
+    // (a pipe that is not full has room for 8 bytes, and only consumers touch it while this
+    // process holds the write lock): consumers also notice the flag by themselves, so close()
+    // never blocks on a full pipe, and a close() killed here leaves no consumer hanging.
+    pollfd writable{m_pipe.write.get(), POLLOUT, 0};
+    if (::poll(&writable, 1, 0) == 1 && (writable.revents & POLLOUT) != 0)
+        write_frame(&close_mark, sizeof close_mark);
 }
 
 } // namespace triad

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <stdexcept>
 #include <thread>
 #include <type_traits>
 
@@ -148,6 +149,8 @@ steady_time deadline_after(const std::chrono::duration<Rep, Period>& d) {
     const auto now = std::chrono::steady_clock::now();
     // Compare in floating point so that duration::max() of any type saturates.
     const std::chrono::duration<long double, std::nano> wanted = d;
+    if (wanted.count() != wanted.count()) // NaN: neither before nor after anything
+        throw std::invalid_argument("triad: a timeout that is not a number (NaN)");
     if (wanted <= wanted.zero())
         return now;
     const std::chrono::duration<long double, std::nano> room = steady_time::max() - now;
