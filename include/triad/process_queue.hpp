@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -16,11 +17,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <triad/detail/parker.hpp>
 #include <triad/detail/posix.hpp>
 #include <triad/detail/text.hpp>
 #include <triad/detail/wait_slot.hpp>
@@ -113,7 +114,11 @@ private:
     struct shared_block {
         pthread_mutex_t write_lock;
         pthread_mutex_t read_lock;
-        sem_t free_slots; // a bounded queue's room
+        // Bumped when a bounded queue gets room (a value taken) or closes; a futex word that
+        // producers waiting for room sleep on. Nothing is reserved while waiting, so a producer
+        // killed then takes nothing with it.
+        std::atomic<std::int32_t> room_changed{0};
+        std::atomic<std::uint32_t> room_waiters{0};
         std::atomic<std::uint64_t> count{0};
         std::atomic<std::uint32_t> closed{0};
         std::atomic<std::uint32_t> broken{0};
@@ -129,7 +134,7 @@ private:
              const timespec* deadline = nullptr)
             : m_mutex(mutex) {
             const int rc = deadline == nullptr ? ::pthread_mutex_lock(&m_mutex)
-                                               : ::pthread_mutex_timedlock(&m_mutex, deadline);
+                                               : timed_lock(m_mutex, *deadline);
             if (rc == ETIMEDOUT) {
                 m_owned = false;
                 return;
@@ -157,6 +162,25 @@ private:
         lock& operator=(const lock&) = delete;
         bool owns() const noexcept { return m_owned; }
 
+        static int timed_lock(pthread_mutex_t& mutex, const timespec& deadline) {
+            if constexpr (!detail::thread_sanitizer_build)
+                return ::pthread_mutex_timedlock(&mutex, &deadline);
+            // ThreadSanitizer's pthread_mutex_timedlock does not understand EOWNERDEAD (a
+            // robust mutex whose owner died) and then reports its unlock; its trylock does.
+            for (auto pause = std::chrono::microseconds(50);;
+                 pause = std::min(pause * 2, std::chrono::microseconds(1000))) {
+                const int rc = ::pthread_mutex_trylock(&mutex);
+                if (rc != EBUSY)
+                    return rc;
+                timespec now{};
+                ::clock_gettime(CLOCK_REALTIME, &now);
+                if (now.tv_sec > deadline.tv_sec ||
+                    (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec))
+                    return ETIMEDOUT;
+                std::this_thread::sleep_for(pause);
+            }
+        }
+
     private:
         pthread_mutex_t& m_mutex;
         bool m_owned = true;
@@ -166,8 +190,8 @@ private:
     static constexpr auto forever = clock::time_point::max();
 
     // The wall-clock moment `when` falls on, for the waits that take CLOCK_REALTIME deadlines
-    // (pthread_mutex_timedlock, sem_timedwait: what ThreadSanitizer understands; their
-    // CLOCK_MONOTONIC variants it does not).
+    // (pthread_mutex_timedlock: what ThreadSanitizer understands; pthread_mutex_clocklock it
+    // does not).
     static timespec realtime(clock::time_point when) noexcept {
         const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
             std::max(when - clock::now(), clock::duration::zero()));
@@ -186,9 +210,10 @@ private:
         std::memcpy(frame.data(), &size, sizeof size);
         return frame;
     }
-    // Room for one value in a bounded queue, by `deadline`; checks for close() every 50 ms,
-    // since a close does not post the semaphore.
-    queue_status reserve_slot(clock::time_point deadline);
+    // Waits until a bounded queue's room changed from `seen` (false: `deadline` came first);
+    // looks at closed() every 50 ms too.
+    bool wait_for_room(std::int32_t seen, clock::time_point deadline);
+    void room_made() noexcept;
     queue_status put_until(const T& value, clock::time_point deadline);
     class midway;
     // With the write lock held: writes the frame if the pipe has room for it by `deadline`
@@ -207,10 +232,11 @@ private:
     // How long a timed operation waits for the queue's lock: its own deadline, but at least as
     // long as another process's read or write of one message takes, so that a try_put or
     // try_get does not report `full` or `empty` merely because someone else was at work.
+    // (Ten times longer under ThreadSanitizer, which runs that much slower and whose lock is
+    // polled: see timed_lock.)
     static clock::time_point lock_deadline(clock::time_point deadline) noexcept {
-        return deadline == forever
-                   ? forever
-                   : std::max(deadline, clock::now() + std::chrono::milliseconds(20));
+        constexpr auto grace = std::chrono::milliseconds(detail::thread_sanitizer_build ? 200 : 20);
+        return deadline == forever ? forever : std::max(deadline, clock::now() + grace);
     }
     queue_status get_until(T& out, clock::time_point deadline);
     // With the read lock held: waits for a frame by `deadline`, reads it into `out`.
@@ -263,9 +289,6 @@ process_queue<T>::process_queue(std::size_t max_size) : m_max_size(max_size) {
     // reports every later use of the queue as well.
     if constexpr (!serializable<T>)
         detail::refuse_unserializable<std::remove_cv_t<T>>();
-    if (max_size > static_cast<std::size_t>(SEM_VALUE_MAX))
-        throw std::invalid_argument(
-            detail::concat("triad::process_queue: max_size above ", SEM_VALUE_MAX));
     void* memory = ::mmap(nullptr, sizeof(shared_block), PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED)
@@ -278,7 +301,6 @@ process_queue<T>::process_queue(std::size_t max_size) : m_max_size(max_size) {
     ::pthread_mutex_init(&m_shared->write_lock, &attributes);
     ::pthread_mutex_init(&m_shared->read_lock, &attributes);
     ::pthread_mutexattr_destroy(&attributes);
-    ::sem_init(&m_shared->free_slots, 1, static_cast<unsigned>(max_size));
     try {
         // Children started with triad::process inherit it through fork; O_CLOEXEC keeps it out
         // of programs anyone execs.
@@ -316,76 +338,81 @@ process_queue<T>::~process_queue() {
 }
 
 template <class T>
-queue_status process_queue<T>::reserve_slot(clock::time_point deadline) {
-    if (m_max_size == 0)
-        return queue_status::success;
-    for (;;) {
-        if (closed())
-            return queue_status::closed;
+bool process_queue<T>::wait_for_room(std::int32_t seen, clock::time_point deadline) {
+    // Dekker with room_made(): this counts itself a waiter before it looks at the word; a
+    // consumer changes the word before it looks at the waiters.
+    m_shared->room_waiters.fetch_add(1, std::memory_order_seq_cst);
+    bool in_time = true;
+    while (m_shared->room_changed.load(std::memory_order_seq_cst) == seen && !closed()) {
         const auto now = clock::now();
-        if (deadline != forever && now >= deadline)
-            return ::sem_trywait(&m_shared->free_slots) == 0 ? queue_status::success
-                                                             : queue_status::timeout;
-        const auto slice =
-            std::min<clock::time_point>(deadline, now + std::chrono::milliseconds(50));
-        const timespec until = realtime(slice);
-        if (::sem_timedwait(&m_shared->free_slots, &until) == 0)
-            return queue_status::success;
-        if (errno != ETIMEDOUT && errno != EINTR)
-            detail::throw_errno("triad::process_queue: sem_timedwait");
+        if (now >= deadline) {
+            in_time = false;
+            break;
+        }
+        // And look again after 50 ms, whatever happens.
+        const auto slice = std::min(deadline, now + std::chrono::milliseconds(50));
+        detail::futex_wait(m_shared->room_changed, seen, &slice,
+                           detail::futex_scope::process_shared);
     }
+    m_shared->room_waiters.fetch_sub(1, std::memory_order_relaxed);
+    return in_time;
+}
+
+template <class T>
+void process_queue<T>::room_made() noexcept {
+    m_shared->room_changed.fetch_add(1, std::memory_order_seq_cst);
+    if (m_shared->room_waiters.load(std::memory_order_seq_cst) != 0)
+        detail::futex_wake(m_shared->room_changed, INT_MAX, detail::futex_scope::process_shared);
 }
 
 template <class T>
 queue_status process_queue<T>::put_until(const T& value, clock::time_point deadline) {
     const std::vector<char> frame = encode_frame(value);
-    const queue_status room = reserve_slot(deadline);
-    if (room != queue_status::success)
-        return room;
-    bool written = false;
-    bool timed_out = false;
-    try {
-        // A put with a deadline waits for room in the pipe only until then, and for the lock
-        // no longer than another producer's write takes: one blocked on a full pipe makes it
-        // give up, one merely at work does not make a try_put say `full`.
-        const timespec until = realtime(lock_deadline(deadline));
-        lock guard(m_shared->write_lock, m_shared->writing, *m_shared,
-                   deadline == forever ? nullptr : &until);
-        if (!guard.owns()) {
-            timed_out = true;
-        } else if (!closed()) {
-            std::optional<midway> writing;
-            bool counted = false;
-            try {
-                if (deadline == forever) {
-                    // Counted first: a fast consumer's decrement must never come before it.
-                    m_shared->count.fetch_add(1, std::memory_order_acq_rel);
-                    counted = true;
-                    writing.emplace(m_shared->writing, *m_shared);
-                    write_frame(frame.data(), frame.size());
-                } else {
-                    timed_out = !write_frame_by(frame, deadline, writing, counted);
+    for (;;) {
+        if (closed())
+            return queue_status::closed;
+        std::int32_t room_seen = 0;
+        {
+            // A put with a deadline waits for room in the pipe only until then, and for the
+            // lock no longer than another producer's write takes: one blocked on a full pipe
+            // makes it give up, one merely at work does not make a try_put say `full`.
+            const timespec until = realtime(lock_deadline(deadline));
+            lock guard(m_shared->write_lock, m_shared->writing, *m_shared,
+                       deadline == forever ? nullptr : &until);
+            if (!guard.owns())
+                return queue_status::timeout;
+            if (closed())
+                return queue_status::closed;
+            // A bounded queue's room is counted under the write lock, so no other producer
+            // takes it meanwhile (consumers only make more).
+            room_seen = m_shared->room_changed.load(std::memory_order_seq_cst);
+            if (m_max_size == 0 || m_shared->count.load(std::memory_order_acquire) < m_max_size) {
+                std::optional<midway> writing;
+                bool counted = false;
+                bool timed_out = false;
+                try {
+                    if (deadline == forever) {
+                        // Counted first: a fast consumer's decrement must never come before it.
+                        m_shared->count.fetch_add(1, std::memory_order_acq_rel);
+                        counted = true;
+                        writing.emplace(m_shared->writing, *m_shared);
+                        write_frame(frame.data(), frame.size());
+                    } else {
+                        timed_out = !write_frame_by(frame, deadline, writing, counted);
+                    }
+                } catch (...) {
+                    if (counted)
+                        m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
+                    throw;
                 }
-            } catch (...) {
-                if (counted)
-                    m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
-                throw;
+                if (writing)
+                    writing->done();
+                return timed_out ? queue_status::timeout : queue_status::success;
             }
-            if (writing)
-                writing->done();
-            written = !timed_out;
         }
-    } catch (...) {
-        if (m_max_size != 0)
-            ::sem_post(&m_shared->free_slots);
-        throw;
+        if (!wait_for_room(room_seen, deadline))
+            return queue_status::timeout;
     }
-    if (!written) {
-        if (m_max_size != 0)
-            ::sem_post(&m_shared->free_slots);
-        return timed_out ? queue_status::timeout : queue_status::closed;
-    }
-    return queue_status::success;
 }
 
 template <class T>
@@ -622,7 +649,7 @@ queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
     m_shared->count.fetch_sub(1, std::memory_order_acq_rel);
     reading.done();
     if (m_max_size != 0)
-        ::sem_post(&m_shared->free_slots);
+        room_made();
     out = from_bytes<T>(payload);
     return queue_status::success;
 }
@@ -669,6 +696,7 @@ void process_queue<T>::close() {
     pollfd writable{m_pipe.write.get(), POLLOUT, 0};
     if (::poll(&writable, 1, 0) == 1 && (writable.revents & POLLOUT) != 0)
         write_frame(&close_mark, sizeof close_mark);
+    room_made(); // producers waiting for room see the close at once
 }
 
 } // namespace triad

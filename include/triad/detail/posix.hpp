@@ -21,6 +21,20 @@
 
 namespace triad::detail {
 
+// Whether this is a ThreadSanitizer build (GCC says so by a macro, Clang by a feature), for the
+// few places where its interceptors need another path.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool thread_sanitizer_build = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool thread_sanitizer_build = true;
+#else
+inline constexpr bool thread_sanitizer_build = false;
+#endif
+#else
+inline constexpr bool thread_sanitizer_build = false;
+#endif
+
 [[noreturn]] inline void throw_errno(const char* what, int error = errno) {
     throw std::system_error(error, std::generic_category(), what);
 }
