@@ -224,3 +224,34 @@ TEST_CASE("cancelling a gather cancels every task in it", "[combinators]") {
     }));
     CHECK(l.cleaned.size() == 2);
 }
+
+TEST_CASE("a failing group child is rethrown by join and not reported again", "[combinators]") {
+    int reports = 0;
+    triad::event_loop_options options{.on_unhandled = [&](std::exception_ptr) { ++reports; }};
+    triad::run(triad::make_task([]() -> triad::task<void> {
+                   triad::task_group group;
+                   // Its handle is dropped at once: the group is the one that reports it.
+                   (void)group.spawn(triad::make_task([]() -> triad::task<void> {
+                       co_await triad::sleep(1ms);
+                       throw std::runtime_error("child failed");
+                   }));
+                   CHECK_THROWS_WITH(co_await group.join(), "child failed");
+               }),
+               options);
+    CHECK(reports == 0); // it used to be reported a second time, to on_unhandled
+}
+
+TEST_CASE("a failing group child whose group is never joined is reported once", "[combinators]") {
+    int reports = 0;
+    triad::event_loop_options options{.on_unhandled = [&](std::exception_ptr) { ++reports; }};
+    triad::run(triad::make_task([]() -> triad::task<void> {
+                   triad::task_group group;
+                   (void)group.spawn(triad::make_task([]() -> triad::task<void> {
+                       throw std::runtime_error("child failed");
+                       co_return;
+                   }));
+                   co_await triad::sleep(10ms); // the child has failed; nobody joins
+               }),
+               options);
+    CHECK(reports == 1);
+}

@@ -9,9 +9,11 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -328,4 +330,25 @@ TEST_CASE("sleep(0) yields to other ready tasks", "[task]") {
         co_await other;
     }());
     CHECK(order == std::vector<int>{1, 2, 3});
+}
+
+TEST_CASE("a failed task whose last handle is dropped after the loop ended is reported", "[task]") {
+    int reports = 0;
+    triad::event_loop loop({.on_unhandled = [&](std::exception_ptr) { ++reports; }});
+    std::optional<triad::task_handle<void>> kept;
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        kept.emplace(triad::spawn(throws_after(1ms)));
+        co_await triad::sleep(10ms);
+    }));
+    CHECK(reports == 0); // still held: whoever holds it may still look
+    kept.reset();        // outside the loop: used to be lost silently
+    CHECK(reports == 1);
+}
+
+TEST_CASE("co_return takes a braced list for the task's type", "[task]") {
+    const auto pair = triad::run([]() -> triad::task<std::pair<int, std::string>> {
+        co_return {1, "one"};
+    }());
+    CHECK(pair.first == 1);
+    CHECK(pair.second == "one");
 }

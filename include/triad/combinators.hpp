@@ -461,6 +461,13 @@ public:
             child->m_group_done = nullptr;
             detail::release_spawned(*child);
         }
+        // A failure join() never rethrew is reported, once (its child left it to the group).
+        if (m_error && !m_error_delivered) {
+            if (detail::tls_loop != nullptr)
+                detail::tls_loop->report_unhandled(m_error);
+            else
+                detail::report_to_stderr("triad: exception in a task group nobody joined", m_error);
+        }
     }
 
     /** Starts `t` in the group; the handle gives its own result if you want it. */
@@ -491,8 +498,10 @@ public:
     task<void> join() {
         while (!m_running.empty())
             co_await join_awaiter(*this);
-        if (m_error)
+        if (m_error) {
+            m_error_delivered = true;
             std::rethrow_exception(m_error);
+        }
     }
 
 private:
@@ -533,7 +542,10 @@ private:
         self->m_running[i]->m_owner_index = i;
         self->m_running.pop_back();
         if (child.failed() && !self->m_error && !detail::is_cancellation(child.error())) {
+            // The group rethrows it from join() (or reports it if never joined): the child's
+            // handle must not report it a second time.
             self->m_error = child.error();
+            child.m_failure_observed = true;
             self->cancel();
         }
         child.m_group = nullptr;
@@ -545,6 +557,7 @@ private:
 
     std::vector<detail::promise_base*> m_running;
     std::exception_ptr m_error;
+    bool m_error_delivered = false;
     join_awaiter* m_waiter = nullptr;
 };
 

@@ -170,8 +170,16 @@ inline bool is_cancellation(const std::exception_ptr& error) noexcept {
 inline void release_spawned(promise_base& p) noexcept {
     if (--p.m_refs != 0)
         return;
-    if (p.failed() && !p.m_result_taken && !is_cancellation(p.error()) && tls_loop != nullptr)
-        tls_loop->report_unhandled(p.error());
+    if (p.m_held && p.m_loop != nullptr)
+        p.m_loop->unhold(&p);
+    if (p.failed() && !p.m_result_taken && !p.m_failure_observed && !is_cancellation(p.error())) {
+        // Also when the last handle goes after the loop returned: reported, never lost.
+        loop_core* loop = p.m_loop != nullptr ? p.m_loop : tls_loop;
+        if (loop != nullptr)
+            loop->report_unhandled(p.error());
+        else
+            report_to_stderr("triad: exception in a spawned task that nobody awaited", p.error());
+    }
     p.m_self.destroy();
 }
 
@@ -185,6 +193,13 @@ inline std::coroutine_handle<> spawned_done(promise_base& p) noexcept {
         loop.schedule(j->waiter);
         j = next;
     }
+    if (p.m_refs > 1 && p.failed() && !p.m_failure_observed && !is_cancellation(p.error())) {
+        try {
+            loop.hold(&p);
+        } catch (...) {
+            p.m_loop = nullptr; // no room to list it: reported to stderr if it outlives the loop
+        }
+    }
     release_spawned(p); // the running task's reference
     return std::noop_coroutine();
 }
@@ -196,6 +211,7 @@ std::coroutine_handle<typename task<T>::promise_type> start_spawned(task<T>& t, 
     promise_base& p = h.promise();
     p.m_refs = 1; // running
     p.m_on_done = &spawned_done;
+    p.m_loop = &loop;
     loop.track(&p);
     loop.schedule(h);
     return h;

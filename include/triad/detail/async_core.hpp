@@ -372,6 +372,11 @@ public:
     // Spawned tasks still running, so the loop can cancel them when the main task is done.
     void track(promise_base* p);
     void untrack(promise_base* p) noexcept;
+    // Spawned tasks that failed and are still held by a handle: if the last handle goes after
+    // the loop, the failure is still reported (to stderr once the loop is gone).
+    void hold(promise_base* p);
+    void unhold(promise_base* p) noexcept;
+    ~loop_core();
     const std::vector<promise_base*>& spawned() const noexcept { return m_spawned; }
 
     // Blocking on a future in a coroutine would stall every task of the loop.
@@ -417,6 +422,7 @@ private:
     std::size_t m_foreign_waits = 0;
     std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> m_work;
     std::vector<promise_base*> m_spawned;
+    std::vector<promise_base*> m_held;
     std::function<void(std::exception_ptr)> m_on_unhandled;
 };
 
@@ -505,6 +511,9 @@ public:
     };
     std::uint32_t m_refs = 0;
     bool m_result_taken = false;
+    bool m_failure_observed = false; // its failure went elsewhere (a group rethrows it)
+    bool m_held = false;             // in its loop's list of failed tasks held by a handle
+    loop_core* m_loop = nullptr;     // the loop it was spawned on (cleared when that ends)
     joiner* m_joiners = nullptr;
     void* m_group = nullptr;
     void (*m_group_done)(void* group, promise_base& child) noexcept = nullptr;
@@ -522,6 +531,8 @@ public:
     void return_value(U&& value) {
         m_value.emplace(std::forward<U>(value));
     }
+    // For `co_return {a, b};`: a braced list has no type to deduce U from.
+    void return_value(T&& value) { m_value.emplace(std::move(value)); }
     // Moves the value out, or rethrows.
     T take() {
         if (m_error)
@@ -611,6 +622,29 @@ static_assert(std::is_standard_layout_v<cancellable_wait>);
 inline void loop_core::track(promise_base* p) {
     p->m_track_index = m_spawned.size();
     m_spawned.push_back(p);
+}
+
+inline void loop_core::hold(promise_base* p) {
+    p->m_track_index = m_held.size(); // free again: a held task is no longer tracked
+    m_held.push_back(p);
+    p->m_held = true;
+}
+
+inline void loop_core::unhold(promise_base* p) noexcept {
+    const std::size_t i = p->m_track_index;
+    p->m_held = false;
+    if (i >= m_held.size() || m_held[i] != p)
+        return;
+    m_held[i] = m_held.back();
+    m_held[i]->m_track_index = i;
+    m_held.pop_back();
+}
+
+inline loop_core::~loop_core() {
+    for (promise_base* p : m_held) {
+        p->m_loop = nullptr;
+        p->m_held = false;
+    }
 }
 
 inline void loop_core::untrack(promise_base* p) noexcept {
