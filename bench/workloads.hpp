@@ -10,7 +10,7 @@ namespace triad_bench {
 
 __extension__ typedef unsigned __int128 uint128;
 
-// Trial division by odd numbers up to the square root, exactly as the seeds' is_prime.
+// Trial division by odd numbers up to the square root, exactly as the Python course's is_prime.
 inline bool is_prime(std::uint64_t n) {
     if (n < 2)
         return false;
@@ -79,7 +79,7 @@ inline const std::vector<std::uint64_t>& prime_workload() {
     return primes;
 }
 
-// The seeds' sum(i * i for i in range(x)), exact in 128 bits (x = 4,000,000 overflows 64).
+// The Python course's sum(i * i for i in range(x)), exact in 128 bits (x = 4,000,000 overflows 64).
 inline uint128 sum_of_squares(std::uint64_t x) {
     uint128 sum = 0;
     for (std::uint64_t i = 0; i < x; ++i) {
@@ -90,7 +90,7 @@ inline uint128 sum_of_squares(std::uint64_t x) {
     return sum;
 }
 
-// The seeds' inputs (1e6, 2e6, 3e6, 4e6) sixteen times over. Four uneven tasks alone cap any
+// The Python course's inputs (1e6, 2e6, 3e6, 4e6) sixteen times over. Four uneven tasks alone cap any
 // in-order schedule on 2 workers at 10/6 = 1.67x (one worker draws 2e6 + 4e6); repeating them
 // measures the executor rather than that imbalance.
 inline const std::vector<std::uint64_t>& squares_workload() {

@@ -613,7 +613,7 @@ private:
 
 /**
  * `co_await fut` inside a task waits for a future of any triad pool without blocking the
- * loop's thread (the seeds' `loop.run_in_executor`). A cancellation point: cancelling stops
+ * loop's thread (the Python course's `loop.run_in_executor`). A cancellation point: cancelling stops
  * the wait, not the work.
  */
 template <class T>
