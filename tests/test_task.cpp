@@ -155,7 +155,7 @@ TEST_CASE("run cancels the tasks still running when the main task ends", "[task]
             } guard{cleaned};
             co_await triad::sleep(1h);
         }));
-        co_return;
+        co_await triad::sleep(1ms); // it has started (one cancelled before that never runs)
     }());
     CHECK(cleaned);
 }
@@ -351,4 +351,76 @@ TEST_CASE("co_return takes a braced list for the task's type", "[task]") {
     }());
     CHECK(pair.first == 1);
     CHECK(pair.second == "one");
+}
+
+TEST_CASE("a task cancelled before it started never runs its body", "[task]") {
+    bool ran = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto never = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            ran = true; // asyncio never runs a task cancelled before its first step
+            co_return;
+        }));
+        never.cancel();
+        CHECK_THROWS_AS(co_await never, triad::task_cancelled);
+    }));
+    CHECK_FALSE(ran);
+}
+
+TEST_CASE("awaiting a handle with a cancellation pending waits until the task has finished",
+          "[task]") {
+    bool cleaned = false;
+    bool finished_first = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        triad::task_handle<void>* self = nullptr;
+        auto outer = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            auto inner = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+                bool cancelled = false;
+                try {
+                    co_await triad::sleep(1h);
+                } catch (const triad::task_cancelled&) {
+                    cancelled = true;
+                }
+                if (cancelled) {
+                    co_await triad::sleep(30ms); // cleanup that itself waits
+                    cleaned = true;
+                    throw triad::task_cancelled();
+                }
+            }));
+            co_await triad::sleep(1ms);
+            self->cancel(); // pending when the await below starts
+            try {
+                co_await inner;
+            } catch (const triad::task_cancelled&) {
+                finished_first = cleaned;
+                throw;
+            }
+        }));
+        self = &outer;
+        CHECK_THROWS_AS(co_await outer, triad::task_cancelled);
+    }));
+    CHECK(cleaned);
+    CHECK(finished_first); // it used to return while the inner task was still cleaning up
+}
+
+TEST_CASE("a task spawned while run cancels the rest is cancelled too, so run ends", "[task]") {
+    bool late_finished = false;
+    const auto start = std::chrono::steady_clock::now();
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        (void)triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            try {
+                co_await triad::sleep(1h);
+            } catch (const triad::task_cancelled&) {
+                // Cleanup that starts another task: run must cancel that one as well (it used
+                // to wait the 5 s for it).
+                (void)triad::spawn(triad::make_task([&]() -> triad::task<void> {
+                    co_await triad::sleep(5s);
+                    late_finished = true;
+                }));
+                throw;
+            }
+        }));
+        co_await triad::sleep(1ms);
+    }));
+    CHECK_FALSE(late_finished);
+    CHECK(std::chrono::steady_clock::now() - start < 4s);
 }

@@ -274,19 +274,29 @@ public:
             m_joiner.next = p.m_joiners;
             p.m_joiners = &m_joiner;
             // Cancelling the awaiting coroutine cancels the task it awaits (as asyncio does);
-            // the awaiter then still waits for that task to finish.
+            // the awaiter then still waits for that task to finish, also when the
+            // cancellation was already pending here.
             if (!m_wait.begin(waiter, &on_cancel, this)) {
-                p.m_joiners = m_joiner.next;
+                m_cancelled_before = true;
                 p.m_own_cancel.request();
-                return false;
             }
             return true;
         }
         T await_resume() {
             m_wait.end();
-            if (!m_owner.done()) // cancelled before suspending: the task still runs
-                throw task_cancelled();
-            return m_owner.take();
+            if (!m_cancelled_before)
+                return m_owner.take();
+            // The task finished although cancelled: its result is delivered, and the
+            // cancellation consumed here waits for the awaiting task's next suspension point.
+            // (If it ended by the cancellation, take() rethrows that instead.)
+            if constexpr (std::is_void_v<T>) {
+                m_owner.take();
+                m_wait.request_again();
+            } else {
+                T value = m_owner.take();
+                m_wait.request_again();
+                return value;
+            }
         }
 
     private:
@@ -297,6 +307,7 @@ public:
         task_handle& m_owner;
         detail::promise_base::joiner m_joiner;
         detail::cancellable_wait m_wait;
+        bool m_cancelled_before = false;
     };
 
     /** Waits for the task and gives its value or rethrows; a second await throws `future_error`. */
@@ -440,10 +451,11 @@ T event_loop::run(task<T> main) {
     // Whatever is still running is cancelled and allowed to finish, as asyncio.run does. When
     // the tasks are stuck (nothing could ever wake them), cancelling also wakes them, so they
     // end cleanly before the error is reported.
-    const std::vector<detail::promise_base*> left = loop.spawned();
-    for (detail::promise_base* p : left)
-        p->m_own_cancel.request();
+    // A task spawned meanwhile (by a cleanup handler) is cancelled as well, or run would wait
+    // for it for as long as it runs.
+    loop.cancel_all_spawned(true);
     const bool drained = loop.run_until([&] { return loop.spawned().empty(); });
+    loop.cancel_all_spawned(false);
     if (!finished || !drained)
         throw std::logic_error(
             "triad::run: the tasks wait for something that can never happen: no timer, I/O "
@@ -613,8 +625,8 @@ private:
 
 /**
  * `co_await fut` inside a task waits for a future of any triad pool without blocking the
- * loop's thread (the Python course's `loop.run_in_executor`). A cancellation point: cancelling stops
- * the wait, not the work.
+ * loop's thread (the Python course's `loop.run_in_executor`). A cancellation point: cancelling
+ * stops the wait, not the work.
  */
 template <class T>
 detail::future_awaiter<future<T>> operator co_await(future<T>&& f) {

@@ -378,6 +378,8 @@ public:
     void unhold(promise_base* p) noexcept;
     ~loop_core();
     const std::vector<promise_base*>& spawned() const noexcept { return m_spawned; }
+    // While run() cancels what is left, a task spawned meanwhile is cancelled at once.
+    void cancel_all_spawned(bool on) noexcept;
 
     // Blocking on a future in a coroutine would stall every task of the loop.
     bool help_until(wait_slot&, const steady_time*) override {
@@ -423,6 +425,7 @@ private:
     std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> m_work;
     std::vector<promise_base*> m_spawned;
     std::vector<promise_base*> m_held;
+    bool m_cancelling_all = false;
     std::function<void(std::exception_ptr)> m_on_unhandled;
 };
 
@@ -486,7 +489,20 @@ public:
         frame_cache::deallocate(p, size);
     }
 
-    std::suspend_always initial_suspend() const noexcept { return {}; }
+    // A task starts suspended. A root task (spawned, or run's main) whose cancellation was
+    // requested before its first step never runs its body, as asyncio never runs a task
+    // cancelled before it started. (A task awaited by another shares that one's cancellation,
+    // which the awaiting suspension point delivers.)
+    struct initial_awaiter {
+        promise_base& self;
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<>) const noexcept {}
+        void await_resume() const {
+            if (self.m_cancel == &self.m_own_cancel && self.m_own_cancel.take_request())
+                throw task_cancelled();
+        }
+    };
+    initial_awaiter initial_suspend() noexcept { return {*this}; }
     final_awaiter final_suspend() const noexcept { return {}; }
     void unhandled_exception() noexcept { m_error = std::current_exception(); }
 
@@ -619,9 +635,18 @@ private:
 
 static_assert(std::is_standard_layout_v<cancellable_wait>);
 
+inline void loop_core::cancel_all_spawned(bool on) noexcept {
+    m_cancelling_all = on;
+    if (on)
+        for (promise_base* p : m_spawned)
+            p->m_own_cancel.request();
+}
+
 inline void loop_core::track(promise_base* p) {
     p->m_track_index = m_spawned.size();
     m_spawned.push_back(p);
+    if (m_cancelling_all)
+        p->m_own_cancel.request(); // spawned while run() winds everything down
 }
 
 inline void loop_core::hold(promise_base* p) {
