@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <malloc.h>
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -254,4 +256,28 @@ TEST_CASE("a failing group child whose group is never joined is reported once", 
                }),
                options);
     CHECK(reports == 1);
+}
+
+TEST_CASE("timeouts created and cancelled behind a long timer keep memory flat", "[combinators]") {
+#ifdef TRIAD_TEST_SANITIZER
+    constexpr int rounds = 100'000;
+#else
+    constexpr int rounds = 1'000'000;
+#endif
+    std::size_t grown = 0;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        // A long sleep in front: the timeouts' timers all queue behind it, in deadline order.
+        auto sleeper = triad::spawn(
+            triad::make_task([]() -> triad::task<void> { co_await triad::sleep(30min); }));
+        co_await triad::sleep(1ms);
+        const std::size_t before = ::mallinfo2().uordblks;
+        for (int i = 0; i < rounds; ++i)
+            co_await triad::timeout(1h,
+                                    triad::make_task([]() -> triad::task<int> { co_return 1; }));
+        const std::size_t after = ::mallinfo2().uordblks;
+        grown = after > before ? after - before : 0;
+        sleeper.cancel();
+    }));
+    // Each cancelled timer used to stay queued until the 30-minute one fired: 8 bytes each.
+    CHECK(grown < 256 * 1024);
 }

@@ -225,6 +225,11 @@ public:
         if (node->in_fifo) {
             m_fifo[node->index - m_fifo_base] = nullptr; // a tombstone, dropped at the front
             node->index = timer_node::not_queued;
+            // Cancelled timers behind a long one would otherwise stay until it fires: memory
+            // would grow with the rate of timeouts times the longest wait. Once most of the
+            // FIFO is tombstones, squeeze them out (amortized O(1) per removal).
+            if (++m_tombstones > 64 && m_tombstones * 2 > m_fifo.size())
+                compact();
         } else {
             m_heap.remove(node);
         }
@@ -235,11 +240,24 @@ private:
         while (!m_fifo.empty() && m_fifo.front() == nullptr) {
             m_fifo.pop_front();
             ++m_fifo_base;
+            --m_tombstones;
         }
     }
 
+    void compact() noexcept {
+        std::size_t kept = 0;
+        for (timer_node* node : m_fifo)
+            if (node != nullptr) {
+                node->index = m_fifo_base + kept;
+                m_fifo[kept++] = node;
+            }
+        m_fifo.resize(kept);
+        m_tombstones = 0;
+    }
+
     std::deque<timer_node*> m_fifo;
-    std::size_t m_fifo_base = 0; // sequence number of m_fifo.front()
+    std::size_t m_tombstones = 0; // nulls in m_fifo
+    std::size_t m_fifo_base = 0;  // sequence number of m_fifo.front()
     std::chrono::steady_clock::time_point m_fifo_last{};
     timer_heap m_heap;
 };
