@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/connect_pair.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -230,4 +231,28 @@ TEST_CASE("an initiation that throws leaves no cancellation callback behind", "[
         CHECK_THROWS_AS(co_await waiting, triad::task_cancelled);
     }));
     CHECK(sleep_cancelled);
+}
+
+TEST_CASE("a loop destroyed just after an operation on another io_context completed is safe",
+          "[use_task]") {
+    // The other io_context's thread hands the completion over, then lets go of the work it
+    // held on the loop's io_context: a loop that finished and was destroyed in between made
+    // that thread touch freed memory (an abort within 20,000 rounds, every time).
+    boost::asio::io_context other;
+    auto keep_running = boost::asio::make_work_guard(other);
+    std::thread other_thread([&other] { other.run(); });
+#ifdef TRIAD_TEST_SANITIZER
+    constexpr int rounds = 2'000;
+#else
+    constexpr int rounds = 20'000;
+#endif
+    int completed = 0;
+    for (int i = 0; i < rounds; ++i)
+        triad::run(triad::make_task([&]() -> triad::task<void> {
+            co_await boost::asio::post(other.get_executor(), triad::use_task);
+            ++completed;
+        }));
+    keep_running.reset();
+    other_thread.join();
+    CHECK(completed == rounds);
 }

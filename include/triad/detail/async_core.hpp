@@ -688,6 +688,20 @@ inline loop_core::~loop_core() {
         p->m_loop = nullptr;
         p->m_held = false;
     }
+    // An operation on another io_context holds work on this one until its thread lets go of
+    // it, just after handing the completion over: this io_context must not be destroyed in
+    // between (a use after free in that thread). Let what is left run out, for a bounded time:
+    // an operation that never completes (its io_context stopped for good) is given up on.
+    try {
+        m_timer.cancel();
+        m_work.reset();
+        m_io.restart();
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        while (!m_io.stopped() && std::chrono::steady_clock::now() < until)
+            if (m_io.run_for(std::chrono::milliseconds(10)) == 0 && m_io.stopped())
+                break;
+    } catch (...) {
+    }
 }
 
 inline void loop_core::untrack(promise_base* p) noexcept {
