@@ -55,7 +55,9 @@ inline std::coroutine_handle<> transfer(std::coroutine_handle<> next) noexcept {
     const char* const top = tls_resume_stack;
     if (top != nullptr) {
         const char* const here = static_cast<const char*>(__builtin_frame_address(0));
-        if (top - here > transfer_stack_limit) { // the stack grows down
+        // (The stack grows down.) Only one transfer can wait for resume(): a second one, which
+        // only a coroutine resumed by other code than resume() can make, is made here.
+        if (top - here > transfer_stack_limit && !tls_next_transfer) {
             tls_next_transfer = next;
             return std::noop_coroutine();
         }
