@@ -18,6 +18,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <stdexcept>
 #include <string>
@@ -255,4 +256,55 @@ TEST_CASE("a loop destroyed just after an operation on another io_context comple
     keep_running.reset();
     other_thread.join();
     CHECK(completed == rounds);
+}
+
+TEST_CASE("an operation that failed before a cancellation arrived delivers its exception",
+          "[use_task]") {
+    boost::asio::io_context other;
+    auto keep_running = boost::asio::make_work_guard(other);
+    std::thread other_thread([&other] { other.run(); });
+    int failures_seen = 0;
+    std::atomic<bool> fail_now{false};
+    for (int round = 0; round < 5; ++round) {
+        fail_now = false;
+        triad::run(triad::make_task([&]() -> triad::task<void> {
+            auto victim = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+                try {
+                    // What co_spawn does: the completion, an exception_ptr first, is handed to
+                    // the handler's executor from the other io_context's thread.
+                    co_await boost::asio::async_initiate<const triad::use_task_t,
+                                                         void(std::exception_ptr, int)>(
+                        [&other, &fail_now](auto handler) {
+                            boost::asio::post(other, [&fail_now, h = std::move(handler)]() mutable {
+                                while (!fail_now)
+                                    std::this_thread::yield();
+                                auto ex = boost::asio::get_associated_executor(h);
+                                boost::asio::dispatch(ex, [h = std::move(h)]() mutable {
+                                    h(std::make_exception_ptr(std::runtime_error("real failure")),
+                                      0);
+                                });
+                            });
+                        },
+                        triad::use_task);
+                } catch (const triad::task_cancelled&) {
+                    throw; // (a runtime_error too: caught first)
+                } catch (const std::runtime_error& e) {
+                    if (std::string(e.what()) == "real failure")
+                        ++failures_seen;
+                }
+            }));
+            co_await triad::sleep(0ms); // the victim starts and waits
+            // The failure is queued on the loop before the cancellation comes.
+            fail_now = true;
+            std::this_thread::sleep_for(20ms);
+            victim.cancel();
+            try {
+                co_await victim;
+            } catch (const triad::task_cancelled&) {
+            }
+        }));
+    }
+    keep_running.reset();
+    other_thread.join();
+    CHECK(failures_seen == 5); // it used to be replaced by task_cancelled
 }

@@ -165,9 +165,21 @@ private:
         if constexpr (Failure == asio_failure::error_code)
             return m_error == boost::asio::error::operation_aborted;
         else if constexpr (Failure == asio_failure::exception)
-            return static_cast<bool>(m_exception); // an Asio coroutine cancelled by us throws
+            return is_operation_aborted(m_exception); // how a cancelled Asio coroutine ends
         else
             return false;
+    }
+
+    static bool is_operation_aborted(const std::exception_ptr& error) noexcept {
+        if (!error)
+            return false;
+        try {
+            std::rethrow_exception(error);
+        } catch (const boost::system::system_error& e) {
+            return e.code() == boost::asio::error::operation_aborted;
+        } catch (...) {
+            return false;
+        }
     }
 
     static void on_cancel(void* context) noexcept {
