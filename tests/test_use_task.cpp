@@ -163,19 +163,8 @@ TEST_CASE("an operation that completed before a cancellation arrived delivers it
     CHECK(cancelled_later);
 }
 
-TEST_CASE("operations that complete inline run in constant stack", "[use_task]") {
-    // asio::dispatch runs its handler at once when called on the loop's thread from inside a
-    // handler: each completion used to resume the task one call deeper.
-    const int rounds = triad::run(triad::make_task([]() -> triad::task<int> {
-        int n = 0;
-        for (int i = 0; i < 200'000; ++i) {
-            co_await boost::asio::dispatch(triad::current_executor(), triad::use_task);
-            ++n;
-        }
-        co_return n;
-    }));
-    CHECK(rounds == 200'000);
-}
+// Operations that complete inline run in constant stack: test_transfer_depth.cpp, at every
+// optimisation level.
 
 namespace {
 boost::asio::awaitable<int> asio_answer() {
