@@ -376,11 +376,23 @@ queue_status process_queue<T>::put_until(const T& value, clock::time_point deadl
             // A put with a deadline waits for room in the pipe only until then, and for the
             // lock no longer than another producer's write takes: one blocked on a full pipe
             // makes it give up, one merely at work does not make a try_put say `full`.
-            const timespec until = realtime(lock_deadline(deadline));
-            lock guard(m_shared->write_lock, m_shared->writing, *m_shared,
-                       deadline == forever ? nullptr : &until);
-            if (!guard.owns())
-                return queue_status::timeout;
+            std::optional<lock> guard;
+            const auto started = clock::now();
+            for (;;) {
+                const timespec until = realtime(lock_deadline(deadline));
+                guard.emplace(m_shared->write_lock, m_shared->writing, *m_shared,
+                              deadline == forever ? nullptr : &until);
+                if (guard->owns())
+                    break;
+                // Still held. With room in the pipe that is a write at work, only slow (a
+                // loaded machine, a preempted holder): wait on, up to a second. A full pipe
+                // (the holder blocked on it) or a stall that long means `full`.
+                const bool pipe_full = bytes_in_pipe() + frame.size() + pipe_page() >
+                                       pipe_capacity(m_pipe.write.get());
+                if (pipe_full ||
+                    clock::now() >= std::max(deadline, started + std::chrono::seconds(1)))
+                    return queue_status::timeout;
+            }
             if (closed())
                 return queue_status::closed;
             // A bounded queue's room is counted under the write lock, so no other producer
@@ -656,11 +668,20 @@ queue_status process_queue<T>::read_frame(T& out, clock::time_point deadline) {
 
 template <class T>
 queue_status process_queue<T>::get_until(T& out, clock::time_point deadline) {
-    const timespec until = realtime(lock_deadline(deadline));
-    lock guard(m_shared->read_lock, m_shared->reading, *m_shared,
-               deadline == forever ? nullptr : &until);
-    if (!guard.owns())
-        return queue_status::timeout;
+    std::optional<lock> guard;
+    const auto started = clock::now();
+    for (;;) {
+        const timespec until = realtime(lock_deadline(deadline));
+        guard.emplace(m_shared->read_lock, m_shared->reading, *m_shared,
+                      deadline == forever ? nullptr : &until);
+        if (guard->owns())
+            break;
+        // Still held. With bytes in the pipe that is a read at work, only slow: wait on, up to
+        // a second. An empty pipe (the holder waits for it) or a stall that long means `empty`.
+        if (bytes_in_pipe() == 0 ||
+            clock::now() >= std::max(deadline, started + std::chrono::seconds(1)))
+            return queue_status::timeout;
+    }
     return read_frame(out, deadline);
 }
 
