@@ -90,8 +90,8 @@ inline uint128 sum_of_squares(std::uint64_t x) {
     return sum;
 }
 
-// The Python course's inputs (1e6, 2e6, 3e6, 4e6) sixteen times over. Four uneven tasks alone cap any
-// in-order schedule on 2 workers at 10/6 = 1.67x (one worker draws 2e6 + 4e6); repeating them
+// The Python course's inputs (1e6, 2e6, 3e6, 4e6) sixteen times over. Four uneven tasks alone cap
+// any in-order schedule on 2 workers at 10/6 = 1.67x (one worker draws 2e6 + 4e6); repeating them
 // measures the executor rather than that imbalance.
 inline const std::vector<std::uint64_t>& squares_workload() {
     static const std::vector<std::uint64_t> inputs = [] {

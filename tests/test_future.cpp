@@ -98,8 +98,7 @@ TEST_CASE("wait_for and wait_until time out, then see the value set by another t
     CHECK(f.wait_until(std::chrono::system_clock::now() + 10ms) == std::future_status::timeout);
     CHECK(f.wait_until(std::chrono::steady_clock::now() - 1h) == std::future_status::timeout);
     // A NaN timeout is refused (it used to be converted to an integer: undefined behaviour).
-    CHECK_THROWS_AS(f.wait_for(std::chrono::duration<double>(std::nan(""))),
-                    std::invalid_argument);
+    CHECK_THROWS_AS(f.wait_for(std::chrono::duration<double>(std::nan(""))), std::invalid_argument);
 
     std::thread producer([&p] {
         std::this_thread::sleep_for(30ms);

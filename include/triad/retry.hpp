@@ -73,8 +73,8 @@ struct task_value<task<T>> {
 
 /**
  * Calls `make_attempt()` (which returns a `triad::task<T>`) until one attempt succeeds, waiting
- * with exponential backoff and jitter between attempts, as the Python course's scraper exercise asks.
- * Rethrows the last failure when attempts run out, or at once for a failure `retry_on`
+ * with exponential backoff and jitter between attempts, as the Python course's scraper exercise
+ * asks. Rethrows the last failure when attempts run out, or at once for a failure `retry_on`
  * rejects. Cancellation is never retried. Throws `std::invalid_argument` for a policy with no
  * attempts or a negative multiplier or jitter.
  *
