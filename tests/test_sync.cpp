@@ -6,8 +6,11 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <memory>
 #include <optional>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -114,6 +117,57 @@ TEST_CASE("an event wakes every waiter", "[sync]") {
     }));
     CHECK(woken == 5);
     CHECK(ready.is_set());
+}
+
+TEST_CASE("an event set by another thread wakes the loop's waiters, every time", "[sync]") {
+    // Before, set() from another thread touched the loop's queues from that thread (a data race)
+    // and the loop, seeing no work, declared a deadlock.
+    constexpr int rounds = 200;
+    int woken = 0;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        for (int round = 0; round < rounds; ++round) {
+            triad::event ev;
+            auto waiter = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+                co_await ev.wait();
+                ++woken;
+            }));
+            std::thread setter([&ev, round] {
+                if (round % 3 != 0)
+                    std::this_thread::sleep_for(std::chrono::microseconds(round % 7 * 50));
+                ev.set();
+            });
+            if (round % 2 == 0)
+                co_await triad::sleep(0ms); // the waiter starts before or after the set
+            co_await waiter;
+            setter.join();
+        }
+    }));
+    CHECK(woken == rounds);
+}
+
+TEST_CASE("an event destroyed while another thread's wake is on its way is not touched", "[sync]") {
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        for (int round = 0; round < 50; ++round) {
+            auto ev = std::make_unique<triad::event>();
+            auto waiter = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+                co_await ev->wait(); // binds the event to this loop
+            }));
+            co_await triad::sleep(0ms);
+            waiter.cancel();
+            co_await triad::sleep(0ms);
+            std::atomic<bool> posted{false};
+            std::thread setter([&] {
+                ev->set(); // posts a wake to the loop
+                posted = true;
+            });
+            while (!posted) { // the loop is blocked here, so the wake cannot run yet
+            }
+            setter.join();
+            ev.reset();
+            co_await triad::sleep(1ms); // the wake runs now and must find the event gone
+            CHECK(waiter.done());
+        }
+    }));
 }
 
 TEST_CASE("channels with several producers and consumers lose and duplicate nothing", "[sync]") {

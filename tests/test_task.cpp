@@ -6,8 +6,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -21,6 +23,18 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
+class triad_gate {
+public:
+    void open() {
+        m_open = true;
+        m_open.notify_all();
+    }
+    void wait() const { m_open.wait(false); }
+
+private:
+    std::atomic<bool> m_open{false};
+};
+
 triad::task<int> answer() {
     co_return 42;
 }
@@ -29,6 +43,10 @@ triad::task<int> depth(int n) {
     if (n == 0)
         co_return 0;
     co_return 1 + co_await depth(n - 1);
+}
+
+triad::task<void> sleep_task(std::chrono::milliseconds d) {
+    co_await triad::sleep(d);
 }
 
 triad::task<void> throws_after(std::chrono::milliseconds d) {
@@ -291,6 +309,51 @@ TEST_CASE("cancelling a wait on a future stops the wait, not the work", "[task]"
     CHECK(work_done);
 }
 
+TEST_CASE("a future whose wait was cancelled can be awaited again", "[task]") {
+    // The cancelled wait used to leave its continuation on the future: the second co_await
+    // threw future_error ("a continuation is already registered").
+    triad::thread_pool threads(1);
+    triad_gate release;
+    long value = 0;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        triad::future<long> f = threads.submit([&] {
+            release.wait();
+            return 42L;
+        });
+        auto first = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            (void)co_await f; // by reference: the future stays with the test
+        }));
+        co_await triad::sleep(5ms);
+        first.cancel();
+        bool cancelled = false;
+        try {
+            co_await first;
+        } catch (const triad::task_cancelled&) {
+            cancelled = true;
+        }
+        CHECK(cancelled);
+        release.open();
+        value = co_await f;
+    }));
+    CHECK(value == 42);
+}
+
+TEST_CASE("co_await on a future of a reference gives the referenced object", "[task]") {
+    static int shared_value = 1;
+    triad::thread_pool threads(1);
+    bool same_lvalue = false;
+    bool same_rvalue = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto f = threads.submit([]() -> int& { return shared_value; });
+        int& by_lvalue = co_await f;
+        same_lvalue = &by_lvalue == &shared_value;
+        int& by_rvalue = co_await threads.submit([]() -> int& { return shared_value; });
+        same_rvalue = &by_rvalue == &shared_value;
+    }));
+    CHECK(same_lvalue);
+    CHECK(same_rvalue);
+}
+
 TEST_CASE("a blocking wait on the loop's thread is refused", "[task]") {
     triad::thread_pool threads(1);
     CHECK_THROWS_WITH(triad::run([&]() -> triad::task<int> {
@@ -303,18 +366,190 @@ TEST_CASE("a blocking wait on the loop's thread is refused", "[task]") {
                       Catch::Contains("co_await the future instead"));
 }
 
-TEST_CASE("tasks waiting for something that can never happen are an error, not a hang", "[task]") {
-    triad::event never;
+TEST_CASE("a task woken by another thread's post is not taken for a deadlock", "[task]") {
+    // Nothing in the loop could wake the task, but a thread posts to the loop 50 ms later (no
+    // work guard, as the docs allow): run used to throw "can never happen" at once.
+    triad::event_loop loop({.stall_timeout = 5ms, .on_stall = [](const triad::stall_report&) {}});
+    triad::event ready;
+    std::thread poster;
+    const int value = loop.run(triad::make_task([&]() -> triad::task<int> {
+        poster = std::thread([&] {
+            std::this_thread::sleep_for(50ms);
+            loop.post([&] { ready.set(); });
+        });
+        co_await ready.wait();
+        co_return 7;
+    }));
+    poster.join();
+    CHECK(value == 7);
+}
+
+namespace {
+// A hand-written awaitable whose completion comes from a callback on another thread, posted to
+// the loop: nothing registers it with the loop.
+struct resumed_from_a_callback {
+    triad::event_loop& loop;
+    std::thread& worker;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+        worker = std::thread([this, h] {
+            std::this_thread::sleep_for(30ms);
+            loop.post([h] { h.resume(); });
+        });
+    }
+    int await_resume() const noexcept { return 5; }
+};
+} // namespace
+
+TEST_CASE("a custom awaitable resumed from another thread's callback is waited for", "[task]") {
+    triad::event_loop loop({.stall_timeout = 5ms, .on_stall = [](const triad::stall_report&) {}});
+    std::thread worker;
+    const int value = loop.run(triad::make_task([&]() -> triad::task<int> {
+        co_return co_await resumed_from_a_callback{loop, worker};
+    }));
+    worker.join();
+    CHECK(value == 5);
+}
+
+TEST_CASE("stalled tasks are reported by name with what each waits on, and the loop waits on",
+          "[task]") {
+    triad::event never_set_by_a_task;
+    std::vector<triad::stall_report> reports;
+    triad::event_loop loop({.stall_timeout = 20ms, .on_stall = [&](const triad::stall_report& r) {
+                                reports.push_back(r);
+                                if (reports.size() == 2)
+                                    never_set_by_a_task.set(); // what a user would do by hand
+                            }});
     bool cleaned = false;
-    CHECK_THROWS_WITH(triad::run([&]() -> triad::task<void> {
-                          struct cleanup {
-                              bool& flag;
-                              ~cleanup() { flag = true; }
-                          } guard{cleaned};
-                          co_await never.wait();
-                      }()),
-                      Catch::Contains("can never happen"));
-    CHECK(cleaned); // the stuck task was cancelled and unwound, not leaked
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        auto waiter = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+                                       struct cleanup {
+                                           bool& flag;
+                                           ~cleanup() { flag = true; }
+                                       } guard{cleaned};
+                                       co_await never_set_by_a_task.wait();
+                                   }),
+                                   {.name = "fetch 3"});
+        co_await never_set_by_a_task.wait();
+        co_await waiter;
+    }));
+    CHECK(cleaned);
+    REQUIRE(reports.size() == 2);
+    CHECK(reports[0].idle >= 20ms);
+    CHECK(reports[1].idle >= 2 * reports[0].idle - 5ms); // reported at doubling intervals
+    REQUIRE(reports[0].tasks.size() == 2);
+    CHECK(reports[0].tasks[0].name == "main");
+    CHECK(reports[0].tasks[0].waiting_on == "triad::event::wait");
+    CHECK(reports[0].tasks[1].name == "fetch 3");
+    CHECK(reports[0].tasks[1].waiting_on == "triad::event::wait");
+    CHECK_THAT(reports[0].text(), Catch::Contains("fetch 3: waiting on triad::event::wait"));
+}
+
+TEST_CASE("tasks() lists the live tasks of the loop and what each waits on", "[task]") {
+    triad::event_loop loop;
+    std::vector<triad::task_info> seen;
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        auto sleeper = triad::spawn(sleep_task(1h), {.name = "sleeper"});
+        auto pool_waiter = triad::spawn(triad::to_thread([] {
+                                            std::this_thread::sleep_for(30ms);
+                                            return 1;
+                                        }),
+                                        {.name = "to_thread"});
+        auto unnamed = triad::spawn(answer());
+        co_await triad::sleep(5ms);
+        seen = loop.tasks();
+        sleeper.cancel();
+        co_await pool_waiter;
+    }));
+    REQUIRE(seen.size() == 3); // `unnamed` has finished
+    CHECK(seen[0].name == "main");
+    CHECK(seen[0].waiting_on == "running or ready"); // it is the one asking
+    std::vector<std::string> rest{seen[1].name + " " + seen[1].waiting_on,
+                                  seen[2].name + " " + seen[2].waiting_on};
+    std::sort(rest.begin(), rest.end());
+    CHECK(rest == std::vector<std::string>{"sleeper triad::sleep", "to_thread a future"});
+    CHECK_THROWS_WITH(loop.tasks(), Catch::Contains("loop's thread"));
+}
+
+TEST_CASE("an exception escaping work posted to the loop ends run after every task ended",
+          "[task]") {
+    triad::event_loop loop;
+    bool cleaned = false;
+    CHECK_THROWS_WITH(loop.run(triad::make_task([&]() -> triad::task<void> {
+        auto other = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            struct cleanup {
+                bool& flag;
+                ~cleanup() { flag = true; }
+            } guard{cleaned};
+            co_await triad::sleep(1h);
+        }));
+        co_await triad::sleep(0ms); // `other` starts
+        loop.post([] { throw std::runtime_error("posted work failed"); });
+        co_await triad::sleep(1h);
+    })),
+                      Catch::Contains("posted work failed"));
+    CHECK(cleaned); // the frames were unwound, not left suspended
+}
+
+TEST_CASE("spawn_threadsafe starts a task from another thread and gives a future", "[task]") {
+    triad::event_loop loop;
+    triad::event stop;
+    std::thread other;
+    std::vector<int> values;
+    std::string error;
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        other = std::thread([&] {
+            for (int i = 0; i < 100; ++i)
+                values.push_back(loop.spawn_threadsafe(triad::make_task([i]() -> triad::task<int> {
+                                         co_await triad::sleep(0ms);
+                                         co_return i* i;
+                                     }))
+                                     .get());
+            try {
+                loop.spawn_threadsafe(throws_after(1ms)).get();
+            } catch (const std::domain_error& e) {
+                error = e.what();
+            }
+            stop.set();
+        });
+        co_await stop.wait();
+    }));
+    other.join();
+    REQUIRE(values.size() == 100);
+    for (int i = 0; i < 100; ++i)
+        CHECK(values[static_cast<std::size_t>(i)] == i * i);
+    CHECK(error == "failed on purpose");
+    // Posted to a loop that is destroyed before it runs again: a broken promise, not a hang.
+    std::optional<triad::future<int>> orphan;
+    {
+        triad::event_loop short_lived;
+        orphan.emplace(short_lived.spawn_threadsafe(answer()));
+    }
+    CHECK_THROWS_AS(orphan->get(), triad::broken_promise);
+}
+
+TEST_CASE("an event loop runs on a user's io_context, alongside the user's own handlers",
+          "[task]") {
+    boost::asio::io_context io;
+    std::vector<std::string> order;
+    boost::asio::post(io, [&] { order.push_back("user handler"); });
+    {
+        triad::event_loop loop(io);
+        CHECK(&loop.context() == &io);
+        loop.run(triad::make_task([&]() -> triad::task<void> {
+            co_await triad::sleep(1ms);
+            order.push_back("task");
+            // A sleep still pending when the loop goes: its timer's handler stays in the
+            // user's io_context and must not touch the destroyed loop.
+            auto pending = triad::spawn(sleep_task(1h));
+        }));
+    }
+    CHECK(order == std::vector<std::string>{"user handler", "task"});
+    bool later = false;
+    boost::asio::post(io, [&] { later = true; });
+    io.restart();
+    io.run(); // the leftover timer handler runs here, after the loop is gone
+    CHECK(later);
 }
 
 TEST_CASE("sleep(0) yields to other ready tasks", "[task]") {

@@ -1,11 +1,16 @@
 #pragma once
 
+#include <atomic>
 #include <coroutine>
 #include <cstddef>
 #include <deque>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <utility>
+
+#include <boost/asio/post.hpp>
 
 #include <triad/detail/async_core.hpp>
 #include <triad/errors.hpp>
@@ -13,7 +18,8 @@
 /// Coroutine synchronisation for the tasks of one event loop: semaphore, async_mutex, event and
 /// channel. A waiting task never blocks the loop's thread; every wait is a cancellation point
 /// that leaves the primitive consistent (a cancelled waiter holds nothing); waiters are served
-/// first come, first served. Use them from the loop's thread only.
+/// first come, first served. Use them from the loop's thread only (except `event::set`, which
+/// any thread may call).
 namespace triad {
 
 namespace detail {
@@ -41,7 +47,7 @@ public:
     template <class Promise>
     bool wait(waiter_node& node, std::coroutine_handle<Promise> h, const char* who) {
         node.loop = &current_loop(who);
-        if (!node.wait.begin(h, &on_cancel, &node))
+        if (!node.wait.begin(h, &on_cancel, &node, who))
             return false;
         node.queue = this;
         node.prev = m_tail;
@@ -258,27 +264,77 @@ private:
     detail::waiter_queue m_waiters;
 };
 
-/** A flag tasks can wait for (Python's `asyncio.Event`). */
+namespace detail {
+// What a thread other than the loop's needs in order to set an event: the loop its waiters are
+// on, and whether the event still exists when the loop gets round to waking them.
+struct event_remote {
+    std::mutex mutex;
+    std::weak_ptr<loop_core> loop;          // under mutex
+    std::atomic<loop_core*> bound{nullptr}; // the same loop, for a lock-free check on its thread
+    void* target = nullptr;                 // the event, null once destroyed; under mutex
+};
+} // namespace detail
+
+/**
+ * A flag tasks can wait for (Python's `asyncio.Event`).
+ *
+ * @par Thread Safety
+ * `set`, `clear` and `is_set` from any thread: a `set` from outside the loop's thread wakes the
+ * waiters on the loop's thread (by a post to it). `wait` from the tasks of one loop.
+ */
 class event {
 public:
-    event() noexcept = default;
+    event() : m_remote(std::make_shared<detail::event_remote>()) { m_remote->target = this; }
     event(const event&) = delete;
     event& operator=(const event&) = delete;
-
-    bool is_set() const noexcept { return m_set; }
-    /** Sets the flag and wakes every waiter. */
-    void set() noexcept {
-        m_set = true;
-        m_waiters.wake_all();
+    ~event() {
+        const std::lock_guard lock(m_remote->mutex);
+        m_remote->target = nullptr; // a wake posted by another thread finds it gone
     }
-    void clear() noexcept { m_set = false; }
+
+    bool is_set() const noexcept { return m_set.load(std::memory_order_acquire); }
+
+    /**
+     * Sets the flag and wakes every waiter. From another thread, throws `std::bad_alloc` if the
+     * wake cannot be posted to the loop (the flag is set regardless).
+     */
+    void set() {
+        detail::loop_core* const here = detail::tls_loop;
+        if (here != nullptr && m_remote->bound.load(std::memory_order_acquire) == here) {
+            m_set.store(true, std::memory_order_release);
+            m_waiters.wake_all();
+            return;
+        }
+        std::shared_ptr<detail::loop_core> loop;
+        {
+            const std::lock_guard lock(m_remote->mutex);
+            m_set.store(true, std::memory_order_release);
+            loop = m_remote->loop.lock();
+        }
+        if (!loop)
+            return; // nobody has waited yet: a waiter sees the flag
+        boost::asio::post(loop->io(), [remote = m_remote] {
+            event* self = nullptr;
+            {
+                const std::lock_guard lock(remote->mutex);
+                self = static_cast<event*>(remote->target);
+            }
+            if (self != nullptr && self->is_set())
+                self->m_waiters.wake_all();
+        });
+    }
+    void clear() noexcept { m_set.store(false, std::memory_order_release); }
 
     class wait_awaiter {
     public:
         explicit wait_awaiter(event& e) noexcept : m_event(e) {}
-        bool await_ready() const noexcept { return m_event.m_set; }
+        bool await_ready() const noexcept { return m_event.is_set(); }
         template <class Promise>
         bool await_suspend(std::coroutine_handle<Promise> h) {
+            detail::loop_core& loop = detail::current_loop("triad::event::wait");
+            if (m_event.m_remote->bound.load(std::memory_order_acquire) != &loop &&
+                !m_event.bind(loop))
+                return false; // set meanwhile by another thread
             return m_event.m_waiters.wait(m_node, h, "triad::event::wait");
         }
         void await_resume() { m_node.wait.throw_if_cancelled(); }
@@ -292,7 +348,21 @@ public:
     wait_awaiter wait() noexcept { return wait_awaiter(*this); }
 
 private:
-    bool m_set = false;
+    // Makes `loop` the one whose thread another thread's set() posts to. False: already set.
+    bool bind(detail::loop_core& loop) {
+        const std::lock_guard lock(m_remote->mutex);
+        if (is_set())
+            return false;
+        if (!m_waiters.empty())
+            throw std::logic_error("triad::event::wait: tasks of another event loop already wait "
+                                   "on this event; an event serves the tasks of one loop");
+        m_remote->loop = loop.weak_from_this();
+        m_remote->bound.store(&loop, std::memory_order_release);
+        return true;
+    }
+
+    std::atomic<bool> m_set{false};
+    std::shared_ptr<detail::event_remote> m_remote;
     detail::waiter_queue m_waiters;
 };
 

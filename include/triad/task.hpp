@@ -4,10 +4,12 @@
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -22,6 +24,12 @@
 #include <triad/thread_pool.hpp>
 
 namespace triad {
+
+/** How `triad::spawn` starts a task. */
+struct spawn_options {
+    /** Shown by `event_loop::tasks()` and in stall reports (asyncio's task name). */
+    std::string name{};
+};
 
 template <class T = void>
 class task;
@@ -276,7 +284,7 @@ public:
             // Cancelling the awaiting coroutine cancels the task it awaits (as asyncio does);
             // the awaiter then still waits for that task to finish, also when the
             // cancellation was already pending here.
-            if (!m_wait.begin(waiter, &on_cancel, this)) {
+            if (!m_wait.begin(waiter, &on_cancel, this, "a spawned task (task_handle)")) {
                 m_cancelled_before = true;
                 p.m_own_cancel.request();
             }
@@ -319,7 +327,7 @@ public:
 
 private:
     template <class U>
-    friend task_handle<U> spawn(task<U> t);
+    friend task_handle<U> spawn(task<U> t, spawn_options options);
     friend class task_group;
     explicit task_handle(std::coroutine_handle<typename task<T>::promise_type> h) noexcept
         : m_handle(h) {
@@ -347,10 +355,12 @@ private:
  * Throws `std::logic_error` when no loop runs on this thread.
  */
 template <class T>
-task_handle<T> spawn(task<T> t) {
+task_handle<T> spawn(task<T> t, spawn_options options = {}) {
     if (!t.valid())
         throw future_error("triad::spawn: the task is empty");
     detail::loop_core& loop = detail::current_loop("triad::spawn");
+    if (!options.name.empty())
+        loop.set_name(&detail::task_access::handle(t).promise(), std::move(options.name));
     return task_handle<T>(detail::start_spawned(t, loop));
 }
 
@@ -371,6 +381,36 @@ auto make_task(Fn callable) -> std::invoke_result_t<Fn&> {
         co_return co_await callable();
 }
 
+/** A live task of an event loop, as `event_loop::tasks()` lists it (`asyncio.all_tasks()`). */
+struct task_info {
+    /** The name given at spawn (`spawn_options::name`), or `task@<address>`. */
+    std::string name;
+    /**
+     * What it is suspended on (`triad::sleep`, `triad::event::wait`, `triad::use_task`, a
+     * future, another task...), or "running or ready" when it is not suspended.
+     */
+    std::string waiting_on;
+};
+
+/** What `event_loop_options::on_stall` receives. */
+struct stall_report {
+    /** How long nothing could wake any task. */
+    std::chrono::steady_clock::duration idle{};
+    /** Every live task, the loop's main task first. */
+    std::vector<task_info> tasks;
+    /** The report as lines of text, as the default handler prints it. */
+    std::string text() const {
+        std::string out = detail::concat(
+            "triad::event_loop: for ",
+            std::chrono::duration_cast<std::chrono::milliseconds>(idle).count(),
+            " ms nothing could wake a task (no timer, I/O operation or awaited future is "
+            "pending; only another thread posting to the loop could). Live tasks:\n");
+        for (const task_info& t : tasks)
+            out += detail::concat("  ", t.name, ": waiting on ", t.waiting_on, "\n");
+        return out;
+    }
+};
+
 /** How a `triad::event_loop` is built. */
 struct event_loop_options {
     /**
@@ -378,25 +418,47 @@ struct event_loop_options {
      * exception was never retrieved"). Unset: type and message on stderr.
      */
     std::function<void(std::exception_ptr)> on_unhandled{};
+    /**
+     * After this long with no ready task and nothing registered that could wake one (no timer,
+     * I/O operation or awaited future), `on_stall` is called; again after twice as long, and so
+     * on. Zero: never.
+     */
+    std::chrono::steady_clock::duration stall_timeout = std::chrono::seconds(5);
+    /**
+     * Receives the stall report, on the loop's thread; it may wake tasks (set an event,
+     * cancel a handle). The loop keeps waiting either way: another thread may still post to it,
+     * so a stall is never treated as an error. Unset: the report's text on stderr.
+     */
+    std::function<void(const stall_report&)> on_stall{};
 };
 
 /**
  * An event loop on the calling thread, built on Boost.Asio's `io_context`: every Asio socket,
  * timer and resolver made with `executor()` works with its tasks (see `triad::use_task`).
  * `run(main)` runs until `main` finishes, then cancels the tasks still running and lets them
- * finish, as `asyncio.run` does.
+ * finish, as `asyncio.run` does; whatever ends `run` (an exception escaping work posted to the
+ * loop included), every task has ended before it returns.
  *
  * A blocking wait on a future inside the loop's thread would stall every task, so it throws
- * `std::logic_error`: `co_await` the future instead. A loop whose tasks wait for something that
- * can never happen (an event nobody sets) throws `std::logic_error` instead of hanging.
+ * `std::logic_error`: `co_await` the future instead. Tasks waiting for something that nothing
+ * registered can bring about (an event nobody sets) are not an error, since another thread may
+ * still post to the loop; after `stall_timeout` the loop reports them (`on_stall`, default
+ * stderr) with their names and what each waits on, and keeps waiting.
  *
  * @par Thread Safety
- * `run` on one thread; `executor()` may be used from any thread to post work to the loop.
+ * `run` and `tasks` on one thread; `post`, `spawn_threadsafe` and `executor()` from any thread.
  */
 class event_loop {
 public:
     explicit event_loop(event_loop_options options = {})
-        : m_core(std::make_shared<detail::loop_core>(std::move(options.on_unhandled))) {}
+        : event_loop(nullptr, std::move(options)) {}
+    /**
+     * A loop on the user's `io_context`, to join an existing Asio program: `run` runs that
+     * context (its other handlers included) on the calling thread. No other thread may run the
+     * context while `run` does.
+     */
+    explicit event_loop(boost::asio::io_context& io, event_loop_options options = {})
+        : event_loop(&io, std::move(options)) {}
     event_loop(const event_loop&) = delete;
     event_loop& operator=(const event_loop&) = delete;
 
@@ -405,14 +467,30 @@ public:
     T run(task<T> main);
 
     /**
-     * Runs `fn()` on the loop's thread; callable from any thread. A loop is thereby an executor
-     * for `future::then(loop, fn)`. Work posted to a loop that never runs again is destroyed
-     * unrun with the loop.
+     * Runs `fn()` on the loop's thread; callable from any thread, also while `run` waits with
+     * nothing else to do. A loop is thereby an executor for `future::then(loop, fn)`. Work posted
+     * to a loop that never runs again is destroyed unrun with the loop. An exception escaping
+     * `fn` ends `run` (after every task has ended) and is rethrown there.
      */
     template <class Fn>
     void post(Fn&& fn) {
         boost::asio::post(m_core->io(), std::forward<Fn>(fn));
     }
+
+    /**
+     * Starts `t` on this loop from any thread (Python's `asyncio.run_coroutine_threadsafe`):
+     * the future gives its value or exception (`task_cancelled` if it was cancelled). It starts
+     * when the loop next runs work; a loop destroyed before that breaks the future
+     * (`triad::broken_promise`). Throws `future_error` for an empty task.
+     */
+    template <class T>
+    future<T> spawn_threadsafe(task<T> t, spawn_options options = {});
+
+    /**
+     * Every live task of this loop, spawned ones and `run`'s main, with its name and what it is
+     * suspended on. Loop thread only (from a task, or `on_stall`).
+     */
+    std::vector<task_info> tasks() const;
 
     /** The Asio executor of this loop, for I/O objects and `boost::asio::post`. */
     boost::asio::io_context::executor_type executor() noexcept {
@@ -422,8 +500,90 @@ public:
     boost::asio::io_context& context() noexcept { return m_core->io(); }
 
 private:
+    event_loop(boost::asio::io_context* io, event_loop_options options)
+        : m_core(std::make_shared<detail::loop_core>(io, std::move(options.on_unhandled))) {
+        detail::loop_core* core = m_core.get();
+        auto report = std::move(options.on_stall);
+        m_core->set_stall_report(
+            options.stall_timeout,
+            [core, report = std::move(report)](std::chrono::steady_clock::duration idle) {
+                stall_report r{idle, list_tasks(*core)};
+                if (report)
+                    report(r);
+                else
+                    std::fputs(r.text().c_str(), stderr);
+            });
+    }
+
+    static std::vector<task_info> list_tasks(const detail::loop_core& core);
+
     std::shared_ptr<detail::loop_core> m_core;
 };
+
+inline std::vector<task_info> event_loop::list_tasks(const detail::loop_core& core) {
+    std::vector<task_info> out;
+    out.reserve(core.spawned().size());
+    for (const detail::promise_base* p : core.spawned()) {
+        task_info info;
+        if (const std::string* name = core.name_of(p))
+            info.name = *name;
+        else {
+            char address[32];
+            std::snprintf(address, sizeof address, "task@%p", static_cast<const void*>(p));
+            info.name = address;
+        }
+        const detail::cancel_callback* armed = p->m_own_cancel.armed();
+        const char* what = armed != nullptr ? detail::cancellable_wait::of(*armed).what() : nullptr;
+        info.waiting_on = what != nullptr    ? what
+                          : armed != nullptr ? "a suspension point"
+                                             : "running or ready";
+        out.push_back(std::move(info));
+    }
+    // run's main task is the oldest: list it first.
+    std::stable_partition(out.begin(), out.end(),
+                          [](const task_info& t) { return t.name == "main"; });
+    return out;
+}
+
+inline std::vector<task_info> event_loop::tasks() const {
+    if (detail::tls_loop != m_core.get())
+        throw std::logic_error("triad::event_loop::tasks: call it on the loop's thread, while it "
+                               "runs (from a task or on_stall)");
+    return list_tasks(*m_core);
+}
+
+namespace detail {
+template <class T>
+task<void> deliver_to(task<T> t, promise<T> out) {
+    try {
+        if constexpr (std::is_void_v<T>) {
+            co_await std::move(t);
+            out.set_value();
+        } else {
+            out.set_value(co_await std::move(t));
+        }
+    } catch (...) {
+        out.set_exception(std::current_exception());
+    }
+}
+} // namespace detail
+
+template <class T>
+future<T> event_loop::spawn_threadsafe(task<T> t, spawn_options options) {
+    if (!t.valid())
+        throw future_error("triad::event_loop::spawn_threadsafe: the task is empty");
+    promise<T> out;
+    future<T> result = out.get_future();
+    detail::loop_core* core = m_core.get();
+    post([core, t = std::move(t), out = std::move(out), options = std::move(options)]() mutable {
+        // Run by the loop itself: else (this io_context run outside triad::run) the task is
+        // dropped unstarted and the future is broken.
+        if (detail::tls_loop != core)
+            return;
+        (void)spawn(detail::deliver_to(std::move(t), std::move(out)), std::move(options));
+    });
+    return result;
+}
 
 template <class T>
 T event_loop::run(task<T> main) {
@@ -446,21 +606,34 @@ T event_loop::run(task<T> main) {
     } running(m_core.get());
 
     detail::loop_core& loop = *m_core;
-    task_handle<T> handle = spawn(std::move(main));
-    const bool finished = loop.run_until([&] { return handle.done(); });
-    // Whatever is still running is cancelled and allowed to finish, as asyncio.run does. When
-    // the tasks are stuck (nothing could ever wake them), cancelling also wakes them, so they
-    // end cleanly before the error is reported.
-    // A task spawned meanwhile (by a cleanup handler) is cancelled as well, or run would wait
+    task_handle<T> handle = spawn(std::move(main), {.name = "main"});
+    // Work posted to the loop may throw out of Asio's run: that ends run, but only once every
+    // task has ended (their frames are never left suspended).
+    std::exception_ptr escaped;
+    const auto run_catching = [&](auto done) {
+        for (;;) {
+            try {
+                loop.run_until(done);
+                return;
+            } catch (...) {
+                if (!escaped) {
+                    escaped = std::current_exception();
+                    loop.cancel_all_spawned(true);
+                } else {
+                    loop.report_unhandled(std::current_exception());
+                }
+            }
+        }
+    };
+    run_catching([&] { return handle.done(); });
+    // Whatever is still running is cancelled and allowed to finish, as asyncio.run does. A
+    // task spawned meanwhile (by a cleanup handler) is cancelled as well, or run would wait
     // for it for as long as it runs.
     loop.cancel_all_spawned(true);
-    const bool drained = loop.run_until([&] { return loop.spawned().empty(); });
+    run_catching([&] { return loop.spawned().empty(); });
     loop.cancel_all_spawned(false);
-    if (!finished || !drained)
-        throw std::logic_error(
-            "triad::run: the tasks wait for something that can never happen: no timer, I/O "
-            "operation or other thread is left to wake them (an event never set, a channel "
-            "nobody sends on, a lock never released)");
+    if (escaped)
+        std::rethrow_exception(escaped);
     return handle.result();
 }
 
@@ -492,7 +665,7 @@ public:
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> h) {
         m_loop = &current_loop("triad::sleep");
-        if (!m_wait.begin(h, &on_cancel, this))
+        if (!m_wait.begin(h, &on_cancel, this, "triad::sleep"))
             return false;
         if (m_node.deadline <= std::chrono::steady_clock::now()) {
             m_loop->schedule(h); // sleep(0) yields to the other ready tasks
@@ -553,9 +726,30 @@ namespace detail {
 struct future_bridge {
     std::coroutine_handle<> waiter;
     loop_core* loop = nullptr;
+    std::weak_ptr<loop_core> weak_loop;
     bool abandoned = false; // loop thread only
     cancellable_wait* wait = nullptr;
+
+    // The producer's thread: hand over to the loop's thread, if the loop still exists.
+    static void on_ready(const std::shared_ptr<future_bridge>& bridge) {
+        if (std::shared_ptr<loop_core> alive = bridge->weak_loop.lock())
+            boost::asio::post(alive->io(), [bridge] {
+                if (bridge->abandoned)
+                    return;
+                bridge->abandoned = true;
+                bridge->wait->end();
+                bridge->loop->end_foreign_wait();
+                bridge->loop->schedule(bridge->waiter);
+            });
+    }
 };
+
+template <class T>
+struct is_plain_future : std::false_type {};
+template <class T>
+struct is_plain_future<future<T>> : std::true_type {};
+template <class T>
+struct is_plain_future<future<T>*> : std::true_type {};
 
 template <class Future>
 class future_awaiter {
@@ -568,27 +762,27 @@ public:
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> h) {
         loop_core& loop = current_loop("triad: co_await on a future");
-        if (!m_wait.begin(h, &on_cancel, this))
+        if (!m_wait.begin(h, &on_cancel, this, "a future"))
             return false;
         m_bridge = std::make_shared<future_bridge>();
         m_bridge->waiter = h;
         m_bridge->loop = &loop;
+        m_bridge->weak_loop = loop.weak_from_this();
         m_bridge->wait = &m_wait;
         loop.begin_foreign_wait();
-        std::weak_ptr<loop_core> weak_loop = loop.shared_from_this();
         try {
-            ref().on_ready([weak_loop, bridge = m_bridge] {
-                // The producer's thread: hand over to the loop's thread, if the loop still exists.
-                if (std::shared_ptr<loop_core> alive = weak_loop.lock())
-                    boost::asio::post(alive->io(), [bridge] {
-                        if (bridge->abandoned)
-                            return;
-                        bridge->abandoned = true;
-                        bridge->wait->end();
-                        bridge->loop->end_foreign_wait();
-                        bridge->loop->schedule(bridge->waiter);
-                    });
-            });
+            if constexpr (is_plain_future<Future>::value) {
+                // The future's own continuation slot, so that a cancelled wait can take it
+                // back and the future can be awaited again.
+                auto held = std::make_unique<std::shared_ptr<future_bridge>>(m_bridge);
+                if (future_access::state(ref())->try_set_continuation(&fire, held.get())) {
+                    m_registered = held.release();
+                } else {
+                    future_bridge::on_ready(*held); // ready meanwhile
+                }
+            } else {
+                ref().on_ready([bridge = m_bridge] { future_bridge::on_ready(bridge); });
+            }
         } catch (...) {
             loop.end_foreign_wait();
             m_wait.end();
@@ -602,9 +796,27 @@ public:
     }
 
 private:
+    static void fire(void* context) noexcept {
+        const std::unique_ptr<std::shared_ptr<future_bridge>> held(
+            static_cast<std::shared_ptr<future_bridge>*>(context));
+        try {
+            future_bridge::on_ready(*held);
+        } catch (...) {
+            report_unhandled("triad: co_await on a future could not hand the result to the loop",
+                             std::current_exception());
+        }
+    }
     static void on_cancel(void* context) noexcept {
         auto* self = static_cast<future_awaiter*>(context);
-        // Stop waiting; the work goes on and its result is dropped when it comes.
+        // Stop waiting; the work goes on. A future's continuation is taken back when it has
+        // not run yet (the future may be awaited again); else its result is dropped when it
+        // comes.
+        if constexpr (is_plain_future<Future>::value) {
+            if (self->m_registered != nullptr &&
+                future_access::state(self->ref())->try_clear_continuation())
+                std::unique_ptr<std::shared_ptr<future_bridge>>(
+                    std::exchange(self->m_registered, nullptr));
+        }
         self->m_bridge->abandoned = true;
         self->m_bridge->loop->end_foreign_wait();
         self->m_bridge->loop->schedule(self->m_bridge->waiter);
@@ -619,6 +831,7 @@ private:
     Future m_future;
     cancellable_wait m_wait;
     std::shared_ptr<future_bridge> m_bridge;
+    std::shared_ptr<future_bridge>* m_registered = nullptr; // owned by `fire` once it runs
 };
 
 } // namespace detail

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -105,6 +106,8 @@ public:
     }
 
     void arm(cancel_callback* callback) noexcept { m_callback = callback; }
+    // The suspension point the chain waits at, if it is a cancellable one.
+    const cancel_callback* armed() const noexcept { return m_callback; }
     void disarm(cancel_callback* callback) noexcept {
         if (m_callback == callback)
             m_callback = nullptr;
@@ -343,12 +346,25 @@ class promise_base;
 // ready queue of coroutines and the timer heap, run on one thread.
 class loop_core final : public wait_helper, public std::enable_shared_from_this<loop_core> {
 public:
-    explicit loop_core(std::function<void(std::exception_ptr)> on_unhandled)
-        : m_io(1), m_timer(m_io), m_on_unhandled(std::move(on_unhandled)) {}
+    // Called on the loop's thread when nothing at all could wake a task for `stall_timeout`
+    // (see run_until); it only reports, the loop goes on waiting.
+    using stall_fn = std::function<void(std::chrono::steady_clock::duration idle)>;
+
+    // `io`: a user's io_context to run on, or null for one of its own.
+    loop_core(boost::asio::io_context* io, std::function<void(std::exception_ptr)> on_unhandled)
+        : m_own_io(io == nullptr ? std::make_unique<boost::asio::io_context>(1) : nullptr),
+          m_io(io == nullptr ? *m_own_io : *io), m_timer(m_io),
+          m_on_unhandled(std::move(on_unhandled)) {}
     loop_core(const loop_core&) = delete;
     loop_core& operator=(const loop_core&) = delete;
 
     boost::asio::io_context& io() noexcept { return m_io; }
+    bool owns_io() const noexcept { return m_own_io != nullptr; }
+
+    void set_stall_report(std::chrono::steady_clock::duration after, stall_fn report) {
+        m_stall_after = after;
+        m_on_stall = std::move(report);
+    }
 
     // Loop thread only.
     void schedule(std::coroutine_handle<> h) { m_ready.push_back(h); }
@@ -371,10 +387,19 @@ public:
             m_work.reset();
     }
 
-    // Runs until `done()` is true. Returns false if it cannot get there: nothing is ready and
-    // no timer, I/O operation or other thread could ever wake a task.
+    // Runs until `done()` is true. When nothing is ready and no timer, I/O operation or
+    // registered wait could wake a task, it still waits, since a thread may post to the loop at
+    // any time; after `stall_timeout` of that it reports (once per stall, then at doubling
+    // intervals) and waits on. A report never changes what the loop does.
     template <class Done>
-    bool run_until(Done done);
+    void run_until(Done done);
+
+    // Names given at spawn, kept aside for the few named tasks so that no frame pays for them.
+    void set_name(const promise_base* p, std::string name) { m_names[p] = std::move(name); }
+    const std::string* name_of(const promise_base* p) const noexcept {
+        const auto it = m_names.find(p);
+        return it == m_names.end() ? nullptr : &it->second;
+    }
 
     void report_unhandled(std::exception_ptr error) noexcept {
         if (m_on_unhandled) {
@@ -415,12 +440,51 @@ private:
         m_timer_armed = true;
         m_armed_for = deadline;
         m_timer.expires_at(deadline); // cancels a later wait, whose handler then does nothing
-        m_timer.async_wait([this, deadline](const boost::system::error_code& error) {
-            if (error || deadline != m_armed_for)
+        if (m_own_io) {
+            m_timer.async_wait([this, deadline](const boost::system::error_code& error) {
+                if (error || deadline != m_armed_for)
+                    return;
+                m_timer_armed = false;
+                fire_timers();
+            });
+        } else {
+            // A user's io_context outlives this loop, and may run the cancelled wait's handler
+            // after it.
+            m_timer.async_wait(
+                [weak = weak_from_this(), deadline](const boost::system::error_code& error) {
+                    const std::shared_ptr<loop_core> self = weak.lock();
+                    if (error || !self || deadline != self->m_armed_for)
+                        return;
+                    self->m_timer_armed = false;
+                    self->fire_timers();
+                });
+        }
+    }
+
+    // Nothing could wake a task but a post from another thread: wait for one, reporting the
+    // stall meanwhile.
+    void wait_for_outside() {
+        const auto work = boost::asio::make_work_guard(m_io);
+        auto step =
+            std::min<std::chrono::steady_clock::duration>(m_stall_after, std::chrono::hours(24));
+        const auto since = std::chrono::steady_clock::now();
+        for (;;) {
+            const bool report = m_on_stall && step > std::chrono::steady_clock::duration::zero();
+            const std::size_t ran = report ? m_io.run_one_for(step) : m_io.run_one();
+            if (ran != 0)
                 return;
-            m_timer_armed = false;
-            fire_timers();
-        });
+            if (m_io.stopped()) { // someone stopped the io_context: it runs again for us
+                m_io.restart();
+                continue;
+            }
+            if (report) {
+                m_on_stall(std::chrono::steady_clock::now() - since);
+                if (!m_ready.empty())
+                    return; // the report woke a task itself
+                step =
+                    std::min<std::chrono::steady_clock::duration>(2 * step, std::chrono::hours(24));
+            }
+        }
     }
 
     void fire_timers() {
@@ -434,7 +498,8 @@ private:
             arm_timer();
     }
 
-    boost::asio::io_context m_io;
+    std::unique_ptr<boost::asio::io_context> m_own_io;
+    boost::asio::io_context& m_io;
     boost::asio::steady_timer m_timer;
     bool m_timer_armed = false;
     std::chrono::steady_clock::time_point m_armed_for{};
@@ -447,6 +512,9 @@ private:
     std::vector<promise_base*> m_held;
     bool m_cancelling_all = false;
     std::function<void(std::exception_ptr)> m_on_unhandled;
+    std::unordered_map<const promise_base*, std::string> m_names;
+    std::chrono::steady_clock::duration m_stall_after{};
+    stall_fn m_on_stall;
 };
 
 inline thread_local loop_core* tls_loop = nullptr;
@@ -459,7 +527,7 @@ inline loop_core& current_loop(const char* who) {
 }
 
 template <class Done>
-bool loop_core::run_until(Done done) {
+void loop_core::run_until(Done done) {
     while (!done()) {
         if (!m_ready.empty()) {
             m_running.swap(m_ready);
@@ -475,10 +543,9 @@ bool loop_core::run_until(Done done) {
         if (m_io.run_one() == 0) {
             m_io.restart();
             if (m_ready.empty() && !done())
-                return false;
+                wait_for_outside();
         }
     }
-    return true;
 }
 
 // --- promises ----------------------------------------------------------------------------------
@@ -604,11 +671,13 @@ cancel_state* cancellation_of(std::coroutine_handle<Promise> h) noexcept {
 class cancellable_wait {
 public:
     // Call in await_suspend. False: a cancellation is already pending; do not suspend.
+    // `what` says what the wait is for, in the loop's list of tasks (a string literal).
     template <class Promise>
     bool begin(std::coroutine_handle<Promise> h, void (*on_cancel)(void* context) noexcept,
-               void* context) {
+               void* context, const char* what = nullptr) {
         m_waiter = h;
         m_context = context;
+        m_what = what;
         m_cancel = cancellation_of(h);
         if (m_cancel != nullptr && m_cancel->take_request()) {
             m_cancelled = true;
@@ -643,6 +712,11 @@ public:
             throw task_cancelled();
     }
     std::coroutine_handle<> waiter() const noexcept { return m_waiter; }
+    const char* what() const noexcept { return m_what; }
+    // The wait that armed `callback` (every armed callback is a cancellable_wait's).
+    static const cancellable_wait& of(const cancel_callback& callback) noexcept {
+        return reinterpret_cast<const cancellable_wait&>(callback);
+    }
 
 private:
     cancel_callback m_callback; // must stay the first member (see begin)
@@ -650,6 +724,7 @@ private:
     cancel_state* m_cancel = nullptr;
     void (*m_on_cancel)(void* context) noexcept = nullptr;
     void* m_context = nullptr;
+    const char* m_what = nullptr;
     bool m_cancelled = false;
 };
 
@@ -697,6 +772,9 @@ inline loop_core::~loop_core() {
     try {
         m_timer.cancel();
         m_work.reset();
+        if (!m_own_io)
+            return; // a user's io_context is theirs to run and to destroy
+
         m_io.restart();
         const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
         while (!m_io.stopped() && std::chrono::steady_clock::now() < until)
@@ -707,6 +785,8 @@ inline loop_core::~loop_core() {
 }
 
 inline void loop_core::untrack(promise_base* p) noexcept {
+    if (!m_names.empty())
+        m_names.erase(p);
     const std::size_t i = p->m_track_index;
     if (i >= m_spawned.size() || m_spawned[i] != p)
         return;
