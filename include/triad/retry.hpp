@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -79,8 +80,13 @@ struct task_value<task<T>> {
  * attempts or a negative multiplier or jitter.
  *
  * @code
- * auto page = co_await triad::retry({.attempts = 4}, [&] { return fetch(url); });
+ * auto page = co_await triad::retry({.attempts = 4}, fetch, url); // fetch(url), up to 4 times
+ * auto same = co_await triad::retry({.attempts = 4}, [&] { return fetch(url); });
  * @endcode
+ *
+ * GCC 12 destroys a lambda temporary that captures by copy twice when it is written inside a
+ * `co_await` expression (GCC bug 100611: `co_await retry(p, [url] { ... })` is a double free).
+ * The `retry(policy, fn, args...)` form needs no lambda; otherwise name the lambda first.
  */
 template <class F>
 auto retry(retry_policy policy, F make_attempt)
@@ -108,6 +114,23 @@ auto retry(retry_policy policy, F make_attempt)
             std::rethrow_exception(failure);
         co_await sleep(detail::retry_delay(policy, attempt + 1, detail::retry_random()));
     }
+}
+
+/**
+ * `retry(policy, fn, args...)`: retries `fn(args...)`, which returns a `triad::task<T>`. The
+ * arguments are copied once and kept until the last attempt (each attempt gets them as
+ * lvalues), so the call is safe to write inline in a `co_await`: no lambda temporary for GCC 12
+ * to destroy twice.
+ */
+template <class Fn, class Arg, class... Args>
+requires std::invocable < std::decay_t<Fn>
+&, std::decay_t<Arg>&,
+    std::decay_t<Args>&... > auto retry(retry_policy policy, Fn&& fn, Arg&& arg, Args&&... args) {
+    auto attempt = [fn = std::forward<Fn>(fn), arg = std::forward<Arg>(arg),
+                    ... args = std::forward<Args>(args)]() mutable {
+        return std::invoke(fn, arg, args...);
+    };
+    return retry(std::move(policy), std::move(attempt));
 }
 
 } // namespace triad
