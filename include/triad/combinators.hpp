@@ -259,11 +259,15 @@ template <class R>
 std::vector<task<range_task_value_t<R>>> collect_tasks(R&& range, const char* who) {
     using T = range_task_value_t<R>;
     using element = std::ranges::range_value_t<R>;
-    static_assert(!std::is_const_v<std::remove_reference_t<std::ranges::range_reference_t<R>>>,
-                  "triad: gather, gather_settled, when_any and as_completed move the tasks out "
-                  "of the range they are given, so its elements must not be const");
-    if constexpr (std::is_same_v<std::remove_cvref_t<R>, std::vector<task<T>>> &&
-                  !std::is_lvalue_reference_v<R>) {
+    constexpr bool movable =
+        !std::is_const_v<std::remove_reference_t<std::ranges::range_reference_t<R>>>;
+    static_assert(movable, "triad: gather, gather_settled, when_any and as_completed move the "
+                           "tasks out of the range they are given, so its elements must not be "
+                           "const");
+    if constexpr (!movable) {
+        return {}; // explained by the assertion alone
+    } else if constexpr (std::is_same_v<std::remove_cvref_t<R>, std::vector<task<T>>> &&
+                         !std::is_lvalue_reference_v<R>) {
         return std::move(range);
     } else {
         std::vector<task<T>> tasks;
@@ -943,20 +947,21 @@ as_completed(R&& tasks) {
 
 namespace detail {
 
-// What task_group::scope(fn) runs: fn(group) must give a task.
+// What task_group::scope(fn) runs: fn(group) must give a task. A misuse is explained once, by
+// the advice: the scope then compiles as if the body were a task<void>.
 template <class Fn, class Group>
 struct scope_body {
-    static_assert(std::is_invocable_v<Fn&, Group&>,
-                  "triad::task_group::scope: the function must be callable as "
-                  "fn(triad::task_group&) — take the group by reference");
-    using type = typename std::conditional_t<std::is_invocable_v<Fn&, Group&>,
-                                             std::invoke_result<Fn&, Group&>,
-                                             std::type_identity<task<void>>>::type;
-    static_assert(is_task<type>::value,
+    static constexpr bool invocable = std::is_invocable_v<Fn&, Group&>;
+    static_assert(invocable, "triad::task_group::scope: the function must be callable as "
+                             "fn(triad::task_group&): take the group by reference");
+    using result = typename std::conditional_t<invocable, std::invoke_result<Fn&, Group&>,
+                                               std::type_identity<task<void>>>::type;
+    static_assert(!invocable || is_task<result>::value,
                   "triad::task_group::scope: the function must return a triad::task<T>; write "
                   "it as a coroutine: [&](triad::task_group& g) -> triad::task<void> { ... }");
-    using value_type =
-        typename std::conditional_t<is_task<type>::value, type, task<void>>::value_type;
+    static constexpr bool valid = invocable && is_task<result>::value;
+    using type = std::conditional_t<valid, result, task<void>>;
+    using value_type = typename type::value_type;
 };
 
 } // namespace detail
@@ -1177,7 +1182,8 @@ auto task_group::scope(Fn fn) -> task<typename detail::scope_body<Fn, task_group
     body_task body;
     std::exception_ptr start_error;
     try {
-        body = fn(group);
+        if constexpr (detail::scope_body<Fn, task_group>::valid)
+            body = fn(group);
         if (!body.valid())
             throw future_error("triad::task_group::scope: the function returned an empty task");
     } catch (...) {
