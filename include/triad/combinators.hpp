@@ -975,8 +975,9 @@ struct scope_body {
  * awaiting task is cancelled — the scope completes only after every task of the group has
  * finished (their cleanup included). The first failure, of the body or of a task, cancels the
  * body and the other tasks and is rethrown once all have finished; a later failure is reported
- * to the loop's `on_unhandled`. A cancellation of the awaiting task is passed to the body and
- * to every task; the scope then throws `triad::task_cancelled`, after all have finished.
+ * to the loop's `on_unhandled` (a task's, unless taken from its handle). A cancellation of the
+ * awaiting task is passed to the body and to every task; the scope then throws
+ * `triad::task_cancelled`, after all have finished.
  *
  * The bare object (`spawn`, then `co_await join()`) is still there, but `join` can only be
  * awaited on the paths that reach it: **a group destroyed while its tasks still run ends the
