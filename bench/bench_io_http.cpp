@@ -79,17 +79,17 @@ triad::task<void> serve_connection(tcp::socket socket) {
 }
 
 triad::task<void> serve(tcp::acceptor& acceptor) {
-    triad::task_group connections;
-    for (;;) {
-        tcp::socket socket(triad::current_executor());
-        try {
-            socket = co_await acceptor.async_accept(triad::use_task);
-        } catch (const std::exception&) {
-            break; // the acceptor was closed: stop
+    co_await triad::task_group::scope([&](triad::task_group& connections) -> triad::task<void> {
+        for (;;) {
+            tcp::socket socket(triad::current_executor());
+            try {
+                socket = co_await acceptor.async_accept(triad::use_task);
+            } catch (const std::exception&) {
+                break; // the acceptor was closed: stop
+            }
+            (void)connections.spawn(serve_connection(std::move(socket)));
         }
-        (void)connections.spawn(serve_connection(std::move(socket)));
-    }
-    co_await connections.join();
+    });
 }
 
 // The server runs on its own thread and event loop for the whole benchmark run.

@@ -39,11 +39,13 @@ triad::task<void> serve_one(ip::tcp::socket peer) {
     co_await boost::asio::async_write(peer, boost::asio::buffer(body), triad::use_task);
 }
 
+// One task per connection, in a task group scope: it ends once every connection is served,
+// also if accepting fails or the server is cancelled.
 triad::task<void> server(ip::tcp::acceptor& acceptor, std::size_t requests) {
-    triad::task_group connections;
-    for (std::size_t i = 0; i < requests; ++i)
-        (void)connections.spawn(serve_one(co_await acceptor.async_accept(triad::use_task)));
-    co_await connections.join();
+    co_await triad::task_group::scope([&](triad::task_group& connections) -> triad::task<void> {
+        for (std::size_t i = 0; i < requests; ++i)
+            (void)connections.spawn(serve_one(co_await acceptor.async_accept(triad::use_task)));
+    });
 }
 
 // The client: one request, one reply.

@@ -9,12 +9,21 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
+#include <array>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <deque>
+#include <memory>
+#include <ranges>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <malloc.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 
@@ -280,4 +289,640 @@ TEST_CASE("timeouts created and cancelled behind a long timer keep memory flat",
     }));
     // Each cancelled timer used to stay queued until the 30-minute one fired: 8 bytes each.
     CHECK(grown < 256 * 1024);
+}
+
+// --- task groups: structured by construction --------------------------------------------------
+
+namespace {
+
+// A child that, once cancelled, still needs time to clean up, and then writes to `counter`,
+// which belongs to the frame that spawned it.
+triad::task<void> slow_cleanup_child(int& counter, bool& finished) {
+    try {
+        co_await triad::sleep(10s);
+    } catch (const triad::task_cancelled&) {
+    }
+    co_await triad::sleep(30ms);
+    ++counter;
+    finished = true;
+}
+
+triad::task<void> throws_before_join(bool& finished) {
+    int parent_local = 0; // lives in this coroutine's frame
+    triad::task_group group;
+    (void)group.spawn(slow_cleanup_child(parent_local, finished));
+    co_await triad::sleep(5ms);
+    throw std::runtime_error("the parent failed before join");
+    co_await group.join();
+}
+
+// Runs `body` in a child process; gives its wait status and what it wrote to stderr.
+template <class Body>
+std::pair<int, std::string> in_child_process(Body body) {
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        // Catch2's handler would report the abort as a failed test of this child, on stdout.
+        std::signal(SIGABRT, SIG_DFL);
+        ::dup2(pipe_fds[1], STDERR_FILENO);
+        ::close(pipe_fds[0]);
+        ::close(pipe_fds[1]);
+        body();
+        ::_exit(0);
+    }
+    ::close(pipe_fds[1]);
+    std::string err;
+    char buffer[4096];
+    for (;;) {
+        const ssize_t n = ::read(pipe_fds[0], buffer, sizeof buffer);
+        if (n > 0)
+            err.append(buffer, static_cast<std::size_t>(n));
+        else if (n == 0 || errno != EINTR)
+            break;
+    }
+    ::close(pipe_fds[0]);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    return {status, err};
+}
+
+} // namespace
+
+TEST_CASE("a task group destroyed with tasks still running ends the program with advice, before "
+          "they could touch the freed frame",
+          "[combinators][regression]") {
+    // The tasks used to be detached: the child's cleanup then wrote into the parent's freed
+    // frame (AddressSanitizer: heap-use-after-free).
+    const auto [status, err] = in_child_process([] {
+        bool finished = false;
+        try {
+            triad::run(triad::make_task([&]() -> triad::task<void> {
+                try {
+                    co_await throws_before_join(finished);
+                } catch (const std::runtime_error&) {
+                }
+                co_await triad::sleep(100ms); // the child's cleanup would run now
+            }));
+        } catch (...) {
+        }
+    });
+    INFO(err);
+    CHECK(WIFSIGNALED(status));
+    CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT));
+    CHECK(err.find("triad::task_group destroyed with 1 task still running") != std::string::npos);
+    CHECK(err.find("task_group::scope") != std::string::npos);
+}
+
+TEST_CASE("join with a cancellation pending still waits for the tasks to finish",
+          "[combinators][regression]") {
+    bool child_finished = false;
+    bool finished_when_join_returned = false;
+    bool join_threw_cancelled = false;
+    int counter = 0;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        triad::task_handle<void>* self = nullptr;
+        auto owner = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            triad::task_group group;
+            (void)group.spawn(slow_cleanup_child(counter, child_finished));
+            co_await triad::sleep(5ms);
+            self->cancel(); // this task is running: the request waits at its next suspension
+            try {
+                co_await group.join();
+            } catch (const triad::task_cancelled&) {
+                join_threw_cancelled = true;
+            }
+            finished_when_join_returned = child_finished;
+        }));
+        self = &owner; // set before the task takes its first step
+        co_await owner;
+    }));
+    CHECK(join_threw_cancelled);
+    CHECK(finished_when_join_returned); // join used to return at once, the task still cleaning up
+    CHECK(counter == 1);
+}
+
+TEST_CASE("task_group::scope waits for every task and gives the body's value", "[combinators]") {
+    trace l;
+    const int n = triad::run(triad::make_task([&]() -> triad::task<int> {
+        const int spawned =
+            co_await triad::task_group::scope([&](triad::task_group& g) -> triad::task<int> {
+                (void)g.spawn(step(1, 20ms, l));
+                (void)g.spawn(step(2, 10ms, l));
+                co_return 2; // the body ends first; the scope waits for the tasks
+            });
+        CHECK(l.finished == std::vector<int>{2, 1});
+        co_return spawned;
+    }));
+    CHECK(n == 2);
+    // void bodies, and a body that spawns nothing
+    triad::run(
+        triad::task_group::scope([](triad::task_group&) -> triad::task<void> { co_return; }));
+}
+
+TEST_CASE("a scope whose body throws waits for its tasks' cleanup before rethrowing, so they "
+          "may use the body's frame",
+          "[combinators][regression]") {
+    // The scope form of the task group destroyed while its tasks ran (there: a use after free).
+    int cleanups = 0;
+    bool finished = false;
+    bool finished_when_rethrown = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        try {
+            co_await triad::task_group::scope([&](triad::task_group& g) -> triad::task<void> {
+                int body_local = 0; // in the body's frame; the child writes to it in its cleanup
+                (void)g.spawn(slow_cleanup_child(body_local, finished));
+                co_await triad::sleep(5ms);
+                throw std::runtime_error("the body failed");
+            });
+        } catch (const std::runtime_error& e) {
+            finished_when_rethrown = finished;
+            CHECK(std::string(e.what()) == "the body failed");
+            ++cleanups;
+        }
+    }));
+    CHECK(cleanups == 1);
+    CHECK(finished_when_rethrown);
+}
+
+TEST_CASE("a failing task cancels the scope's body and the other tasks, and is rethrown after "
+          "all finished",
+          "[combinators]") {
+    trace l;
+    bool body_cancelled = false;
+    CHECK_THROWS_WITH(
+        triad::run(triad::task_group::scope([&](triad::task_group& g) -> triad::task<void> {
+            (void)g.spawn(step(1, 10s, l));
+            (void)g.spawn(fail_after(5ms));
+            (void)g.spawn(step(3, 10s, l));
+            try {
+                co_await triad::sleep(10s);
+            } catch (const triad::task_cancelled&) {
+                body_cancelled = true;
+                throw;
+            }
+        })),
+        "step failed");
+    CHECK(body_cancelled);
+    CHECK(l.finished.empty());
+    CHECK(l.cleaned.size() == 2);
+}
+
+TEST_CASE("cancelling the task that awaits a scope cancels its body and tasks, and throws only "
+          "after all ended",
+          "[combinators]") {
+    trace l;
+    int counter = 0;
+    bool slow_finished = false;
+    bool body_cancelled = false;
+    bool all_ended_when_thrown = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto owner = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            try {
+                co_await triad::task_group::scope([&](triad::task_group& g) -> triad::task<void> {
+                    (void)g.spawn(step(1, 10s, l));
+                    (void)g.spawn(slow_cleanup_child(counter, slow_finished));
+                    try {
+                        co_await triad::sleep(10s);
+                    } catch (const triad::task_cancelled&) {
+                        body_cancelled = true;
+                        throw;
+                    }
+                });
+            } catch (const triad::task_cancelled&) {
+                all_ended_when_thrown = slow_finished && l.cleaned.size() == 1;
+                throw;
+            }
+        }));
+        co_await triad::sleep(5ms);
+        owner.cancel();
+        bool owner_cancelled = false;
+        try {
+            co_await owner;
+        } catch (const triad::task_cancelled&) {
+            owner_cancelled = true;
+        }
+        CHECK(owner_cancelled);
+    }));
+    CHECK(body_cancelled);
+    CHECK(all_ended_when_thrown);
+    CHECK(counter == 1);
+    CHECK(l.finished.empty());
+}
+
+TEST_CASE("a scope entered with a cancellation pending never starts its body", "[combinators]") {
+    bool body_ran = false;
+    bool threw_cancelled = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        triad::task_handle<void>* self = nullptr;
+        auto owner = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            self->cancel();
+            try {
+                co_await triad::task_group::scope([&](triad::task_group&) -> triad::task<void> {
+                    body_ran = true;
+                    co_return;
+                });
+            } catch (const triad::task_cancelled&) {
+                threw_cancelled = true;
+            }
+        }));
+        self = &owner;
+        co_await owner;
+    }));
+    CHECK_FALSE(body_ran);
+    CHECK(threw_cancelled);
+}
+
+TEST_CASE("a scope body that returns although cancelled gives its value; the cancellation "
+          "reaches the next suspension point",
+          "[combinators]") {
+    int value = 0;
+    bool next_point_cancelled = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto owner = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            value = co_await triad::task_group::scope([](triad::task_group&) -> triad::task<int> {
+                try {
+                    co_await triad::sleep(10s);
+                } catch (const triad::task_cancelled&) {
+                }
+                co_return 7;
+            });
+            try {
+                co_await triad::sleep(10s);
+            } catch (const triad::task_cancelled&) {
+                next_point_cancelled = true;
+            }
+        }));
+        co_await triad::sleep(5ms);
+        owner.cancel();
+        co_await owner;
+    }));
+    CHECK(value == 7);
+    CHECK(next_point_cancelled);
+}
+
+TEST_CASE("a scope rethrows the first failure and reports a later one, never both lost",
+          "[combinators]") {
+    std::vector<std::string> reports;
+    triad::event_loop_options options{.on_unhandled = [&](std::exception_ptr e) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+            reports.emplace_back(x.what());
+        }
+    }};
+    CHECK_THROWS_WITH(
+        triad::run(triad::task_group::scope([](triad::task_group& g) -> triad::task<void> {
+                       (void)g.spawn(triad::make_task([]() -> triad::task<void> {
+                           try {
+                               co_await triad::sleep(10s);
+                           } catch (const triad::task_cancelled&) {
+                           }
+                           throw std::runtime_error("second, from a cleanup");
+                       }));
+                       co_await triad::sleep(5ms);
+                       throw std::runtime_error("first, from the body");
+                   }),
+                   options),
+        "first, from the body");
+    CHECK(reports == std::vector<std::string>{"second, from a cleanup"});
+}
+
+TEST_CASE("a scope keeps its function, and so a lambda's captures, alive until it ends",
+          "[combinators]") {
+    std::vector<std::string> seen;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        // A by-value capture the body reads after suspending. Named first: GCC 12 destroys a
+        // capturing lambda temporary written inside a co_await expression twice (see README).
+        auto body = [&seen,
+                     name = std::string(40, 'x')](triad::task_group& g) -> triad::task<void> {
+            (void)g.spawn(triad::make_task([&seen, &name]() -> triad::task<void> {
+                co_await triad::sleep(2ms);
+                seen.push_back(name);
+            }));
+            co_await triad::sleep(1ms);
+            seen.push_back(name);
+        };
+        co_await triad::task_group::scope(std::move(body));
+        // A lambda capturing by reference only may be written in place.
+        co_await triad::task_group::scope([&](triad::task_group&) -> triad::task<void> {
+            co_await triad::sleep(1ms);
+            seen.emplace_back("in place");
+        });
+    }));
+    CHECK(seen == std::vector<std::string>{std::string(40, 'x'), std::string(40, 'x'), "in place"});
+}
+
+TEST_CASE("a cancelled group starts later tasks cancelled; join still rethrows the failure once",
+          "[combinators]") {
+    trace l;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        triad::task_group group;
+        group.cancel();
+        auto late = group.spawn(step(1, 1ms, l));
+        co_await group.join();
+        bool cancelled = false;
+        try {
+            co_await late;
+        } catch (const triad::task_cancelled&) {
+            cancelled = true;
+        }
+        CHECK(cancelled);
+    }));
+    CHECK(l.finished.empty());
+}
+
+// --- shield ------------------------------------------------------------------------------------
+
+TEST_CASE("shield runs its operation to the end when the awaiting task is cancelled; the "
+          "cancellation reaches the next suspension point",
+          "[combinators]") {
+    bool inner_finished = false;
+    int value = 0;
+    bool next_point_cancelled = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto owner = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            value = co_await triad::shield(triad::make_task([&]() -> triad::task<int> {
+                co_await triad::sleep(30ms); // the commit: not cut short
+                inner_finished = true;
+                co_return 42;
+            }));
+            try {
+                co_await triad::sleep(10s);
+            } catch (const triad::task_cancelled&) {
+                next_point_cancelled = true;
+                throw;
+            }
+        }));
+        co_await triad::sleep(5ms);
+        owner.cancel();
+        bool cancelled = false;
+        try {
+            co_await owner;
+        } catch (const triad::task_cancelled&) {
+            cancelled = true;
+        }
+        CHECK(cancelled);
+    }));
+    CHECK(inner_finished);
+    CHECK(value == 42);
+    CHECK(next_point_cancelled);
+}
+
+TEST_CASE("shield delivers its operation's exception, and still the cancellation after it",
+          "[combinators]") {
+    bool got_error = false;
+    bool next_point_cancelled = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        triad::task_handle<void>* self = nullptr;
+        auto owner = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            self->cancel(); // pending before the shield begins: the operation runs all the same
+            try {
+                co_await triad::shield(fail_after(5ms));
+            } catch (const std::runtime_error&) {
+                got_error = true;
+            }
+            try {
+                co_await triad::sleep(0ms);
+            } catch (const triad::task_cancelled&) {
+                next_point_cancelled = true;
+            }
+        }));
+        self = &owner;
+        co_await owner;
+        // Any awaitable: a task handle, whose task is not cancelled with the waiter.
+        trace l;
+        auto handle = triad::spawn(step(5, 5ms, l));
+        const auto shielded = co_await triad::shield(std::move(handle));
+        CHECK(shielded == 5);
+    }));
+    CHECK(got_error);
+    CHECK(next_point_cancelled);
+}
+
+// --- as_completed ------------------------------------------------------------------------------
+
+TEST_CASE("as_completed gives results in the order the tasks finish, exceptions in their place",
+          "[combinators]") {
+    trace l;
+    std::vector<int> order;
+    bool failure_in_place = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        std::vector<triad::task<int>> tasks;
+        tasks.push_back(step(1, 60ms, l));
+        tasks.push_back(fail_after(30ms));
+        tasks.push_back(step(3, 10ms, l));
+        auto done = triad::as_completed(std::move(tasks));
+        CHECK(done.remaining() == 3);
+        while (done.remaining() > 0) {
+            try {
+                order.push_back(co_await done.next());
+            } catch (const std::runtime_error&) {
+                failure_in_place = order == std::vector<int>{3};
+                order.push_back(-1);
+            }
+        }
+        bool empty_throws = false;
+        try {
+            (void)co_await done.next();
+        } catch (const triad::future_error&) {
+            empty_throws = true;
+        }
+        CHECK(empty_throws);
+
+        // Handles of tasks spawned already, one of them finished before.
+        std::vector<triad::task_handle<int>> handles;
+        handles.push_back(triad::spawn(step(10, 30ms, l)));
+        handles.push_back(triad::spawn(step(11, 0ms, l)));
+        co_await triad::sleep(5ms);
+        auto spawned = triad::as_completed(handles);
+        std::vector<int> from_handles;
+        while (spawned.remaining() > 0)
+            from_handles.push_back(co_await spawned.next());
+        CHECK(from_handles == std::vector<int>{11, 10});
+    }));
+    CHECK(order == std::vector<int>{3, -1, 1});
+    CHECK(failure_in_place);
+}
+
+TEST_CASE("cancelling the task waiting in as_completed's next cancels every task and waits for "
+          "them",
+          "[combinators]") {
+    trace l;
+    bool all_cleaned_when_thrown = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto owner = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            std::vector<triad::task<int>> tasks;
+            tasks.push_back(step(1, 10s, l));
+            tasks.push_back(step(2, 10s, l));
+            auto done = triad::as_completed(std::move(tasks));
+            try {
+                (void)co_await done.next();
+            } catch (const triad::task_cancelled&) {
+                all_cleaned_when_thrown = l.cleaned.size() == 2;
+                throw;
+            }
+        }));
+        co_await triad::sleep(5ms);
+        owner.cancel();
+        try {
+            co_await owner;
+        } catch (const triad::task_cancelled&) {
+        }
+    }));
+    CHECK(all_cleaned_when_thrown);
+    CHECK(l.finished.empty());
+}
+
+TEST_CASE("as_completed left early cancels the rest: on destruction, or awaited with close",
+          "[combinators]") {
+    trace l;
+    bool cleaned_after_close = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        {
+            std::array<triad::task<int>, 3> tasks{step(1, 1ms, l), step(2, 10s, l),
+                                                  step(3, 10s, l)};
+            auto done = triad::as_completed(tasks);
+            const auto first = co_await done.next();
+            CHECK(first == 1);
+        } // the two others are cancelled and finish on their own
+        co_await triad::sleep(5ms);
+        CHECK(l.cleaned.size() == 3);
+
+        std::vector<triad::task<int>> more;
+        more.push_back(step(4, 1ms, l));
+        more.push_back(step(5, 10s, l));
+        auto done = triad::as_completed(std::move(more));
+        const auto fourth = co_await done.next();
+        CHECK(fourth == 4);
+        co_await done.close();
+        cleaned_after_close = l.cleaned.size() == 5;
+        CHECK(done.remaining() == 0);
+    }));
+    CHECK(cleaned_after_close);
+    CHECK(l.finished == std::vector<int>{1, 4});
+}
+
+TEST_CASE("as_completed destroyed while another task waits in next: that wait throws",
+          "[combinators]") {
+    trace l;
+    bool waiter_told = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        std::vector<triad::task<int>> tasks;
+        tasks.push_back(step(1, 10s, l));
+        auto done = std::make_unique<triad::as_completed_tasks<int>>(std::move(tasks));
+        auto waiter = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            try {
+                (void)co_await done->next();
+            } catch (const triad::future_error&) {
+                waiter_told = true;
+            }
+        }));
+        co_await triad::sleep(2ms);
+        done.reset();
+        co_await waiter;
+    }));
+    CHECK(waiter_told);
+    CHECK(l.cleaned.size() == 1);
+}
+
+// --- combinators over ranges -------------------------------------------------------------------
+
+namespace {
+// An input range that makes step(first), step(first + 1), ... as it is read.
+class task_maker {
+public:
+    class iterator {
+    public:
+        using value_type = triad::task<int>;
+        using difference_type = std::ptrdiff_t;
+        iterator() = default;
+        explicit iterator(task_maker* owner) : m_owner(owner) {}
+        triad::task<int> operator*() const { return step(m_owner->m_next, 1ms, *m_owner->m_trace); }
+        iterator& operator++() {
+            ++m_owner->m_next;
+            return *this;
+        }
+        void operator++(int) { ++*this; }
+        friend bool operator==(const iterator& it, std::default_sentinel_t) {
+            return it.m_owner->m_next == it.m_owner->m_end;
+        }
+
+    private:
+        task_maker* m_owner = nullptr;
+    };
+    task_maker(trace& l, int first, int count) : m_trace(&l), m_next(first), m_end(first + count) {}
+    iterator begin() { return iterator(this); }
+    std::default_sentinel_t end() const { return {}; }
+
+    trace* m_trace;
+    int m_next;
+    int m_end;
+};
+} // namespace
+
+TEST_CASE("gather, gather_settled and when_any take any range of tasks or task handles",
+          "[combinators]") {
+    trace l;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        std::array<triad::task<int>, 2> arr{step(1, 10ms, l), step(2, 1ms, l)};
+        const auto from_array = co_await triad::gather(arr);
+        CHECK(from_array == std::vector<int>{1, 2});
+        CHECK_FALSE(arr[0].valid()); // moved from
+
+        std::deque<triad::task<int>> deq;
+        deq.push_back(step(3, 1ms, l));
+        deq.push_back(step(4, 1ms, l));
+        const auto from_deque = co_await triad::gather(std::move(deq));
+        CHECK(from_deque == std::vector<int>{3, 4});
+
+        // A range that makes its tasks as it is read (prvalue elements).
+        const auto made = co_await triad::gather(task_maker(l, 5, 3));
+        CHECK(made == std::vector<int>{5, 6, 7});
+#if !defined(__clang__) || __clang_major__ >= 15 // Clang 14 rejects libstdc++ 12's views
+        const std::vector<int> ids{5, 6, 7};
+        auto view = ids | std::views::transform([&](int i) { return step(i, 1ms, l); });
+        const auto from_view = co_await triad::gather(view);
+        CHECK(from_view == std::vector<int>{5, 6, 7});
+#endif
+
+        std::vector<triad::task<int>> lvalue;
+        lvalue.push_back(step(8, 1ms, l));
+        const auto from_lvalue = co_await triad::gather(lvalue);
+        CHECK(from_lvalue == std::vector<int>{8});
+
+        // Handles: every one awaited, results in order.
+        std::vector<triad::task_handle<int>> handles;
+        handles.push_back(triad::spawn(step(9, 20ms, l)));
+        handles.push_back(triad::spawn(step(10, 1ms, l)));
+        const auto from_handles = co_await triad::gather(std::move(handles));
+        CHECK(from_handles == std::vector<int>{9, 10});
+
+        std::vector<triad::task_handle<int>> mixed;
+        mixed.push_back(triad::spawn(fail_after(1ms)));
+        mixed.push_back(triad::spawn(step(11, 1ms, l)));
+        const auto outcomes = co_await triad::gather_settled(mixed);
+        CHECK_FALSE(outcomes[0].has_value());
+        CHECK(outcomes[1].has_value());
+
+        std::array<triad::task<int>, 2> race{step(12, 10s, l), step(13, 1ms, l)};
+        const auto [index, value] = co_await triad::when_any(race);
+        CHECK(index == 1);
+        CHECK(value == 13);
+    }));
+}
+
+TEST_CASE("gather over task handles: the first failure cancels the other handles' tasks",
+          "[combinators]") {
+    trace l;
+    CHECK_THROWS_WITH(triad::run(triad::make_task([&]() -> triad::task<void> {
+                          std::vector<triad::task_handle<int>> handles;
+                          handles.push_back(triad::spawn(step(1, 10s, l)));
+                          handles.push_back(triad::spawn(fail_after(5ms)));
+                          (void)co_await triad::gather(std::move(handles));
+                      })),
+                      "step failed");
+    CHECK(l.cleaned == std::vector<int>{1});
+    CHECK(l.finished.empty());
 }

@@ -2,7 +2,8 @@
 
 /// triad's coroutine executor, everything asyncio users reach for, on Boost.Asio:
 /// `task`, `run`, `event_loop`, `spawn`, `sleep`, `co_await` on pool futures, `to_thread`
-/// (<triad/task.hpp>); `gather`, `gather_settled`, `when_any`, `timeout`, `task_group`
+/// (<triad/task.hpp>); `gather`, `gather_settled`, `when_any`, `timeout`, `shield`,
+/// `as_completed`, `task_group::scope`
 /// (<triad/combinators.hpp>); `semaphore`, `async_mutex`, `event`, `channel` (<triad/sync.hpp>);
 /// `retry` (<triad/retry.hpp>); `use_task` for any Asio operation (<triad/use_task.hpp>).
 #include <triad/combinators.hpp>

@@ -36,6 +36,8 @@ class task;
 template <class T>
 class task_handle;
 class task_group;
+template <class T>
+class as_completed_tasks;
 
 namespace detail {
 struct task_access;
@@ -198,7 +200,10 @@ inline std::coroutine_handle<> spawned_done(promise_base& p) noexcept {
         p.m_group_done(p.m_group, p);
     for (promise_base::joiner* j = std::exchange(p.m_joiners, nullptr); j != nullptr;) {
         promise_base::joiner* next = j->next; // the joiner lives in a frame about to resume
-        loop.schedule(j->waiter);
+        if (j->notify != nullptr)
+            j->notify(j);
+        else
+            loop.schedule(j->waiter);
         j = next;
     }
     if (p.m_refs > 1 && p.failed() && !p.m_failure_observed && !is_cancellation(p.error())) {
@@ -210,6 +215,15 @@ inline std::coroutine_handle<> spawned_done(promise_base& p) noexcept {
     }
     release_spawned(p); // the running task's reference
     return std::noop_coroutine();
+}
+
+// Takes a joiner that is still waiting off a spawned task's list (its watcher goes away first).
+inline void unlink_joiner(promise_base& p, promise_base::joiner* j) noexcept {
+    for (promise_base::joiner** link = &p.m_joiners; *link != nullptr; link = &(*link)->next)
+        if (*link == j) {
+            *link = j->next;
+            return;
+        }
 }
 
 // Starts a task as an independent root: its own cancellation, scheduled on the loop.
@@ -238,6 +252,8 @@ std::coroutine_handle<typename task<T>::promise_type> start_spawned(task<T>& t, 
 template <class T>
 class [[nodiscard]] task_handle {
 public:
+    using value_type = T;
+
     task_handle() noexcept = default;
     task_handle(task_handle&& other) noexcept : m_handle(std::exchange(other.m_handle, nullptr)) {}
     task_handle& operator=(task_handle&& other) noexcept {
@@ -329,6 +345,8 @@ private:
     template <class U>
     friend task_handle<U> spawn(task<U> t, spawn_options options);
     friend class task_group;
+    template <class U>
+    friend class as_completed_tasks;
     explicit task_handle(std::coroutine_handle<typename task<T>::promise_type> h) noexcept
         : m_handle(h) {
         ++m_handle.promise().m_refs;

@@ -611,6 +611,8 @@ public:
     struct joiner {
         std::coroutine_handle<> waiter;
         joiner* next = nullptr;
+        // Called instead of resuming `waiter`, for a watcher that is not a suspended coroutine.
+        void (*notify)(joiner* self) noexcept = nullptr;
     };
     std::uint32_t m_refs = 0;
     bool m_result_taken = false;
@@ -665,6 +667,19 @@ cancel_state* cancellation_of(std::coroutine_handle<Promise> h) noexcept {
     else
         return nullptr;
 }
+
+// `co_await current_cancellation{}` gives the cancel state of the awaiting coroutine without
+// suspending it, so that a combinator can request a cancellation it consumed again.
+struct current_cancellation {
+    cancel_state* state = nullptr;
+    bool await_ready() const noexcept { return false; }
+    template <class Promise>
+    bool await_suspend(std::coroutine_handle<Promise> h) noexcept {
+        state = cancellation_of(h);
+        return false;
+    }
+    cancel_state* await_resume() const noexcept { return state; }
+};
 
 // The common part of every cancellable suspension point: arm a callback while suspended, and
 // report whether the wait ended because of cancellation.
