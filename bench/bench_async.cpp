@@ -1,7 +1,9 @@
 // What does the event loop cost? triad's tasks against raw Boost.Asio coroutines (co_spawn of
 // an awaitable, timers in coroutines) in the same run: spawn + complete of a trivial task (and
-// with a million pending), gather of a million trivial tasks, a nested co_await, and 100,000
-// concurrent sleeps (time beyond the sleep per task, and heap bytes per sleeping task).
+// with a million pending), gather of a million trivial tasks, a nested co_await, 100,000
+// concurrent sleeps (time beyond the sleep per task, and heap bytes per sleeping task), and a
+// stream of a million items from a generator (against a triad::channel between two tasks and
+// Asio's experimental::coro).
 // Python's asyncio on the same workloads: bench/python/async.py.
 // Targets: spawn + complete at least 3x cheaper than co_spawn; gather under 100 ns per task;
 // under 512 B per sleeping task; under 0.5 us of overhead per task for 100,000 sleeps.
@@ -12,6 +14,8 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/co_spawn.hpp>
+#include <boost/asio/experimental/coro.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -189,6 +193,80 @@ void asio_sleeps(benchmark::State& state) {
     state.counters["overhead_ns_per_task"] = overhead;
 }
 
+// --- a stream of items -------------------------------------------------------------------------
+// A million items from a producer coroutine to its consumer, one at a time, the producer never
+// waiting for anything else: the cost of one hand-over each way.
+
+constexpr long stream_items = 1'000'000;
+
+triad::generator<long> counting(long n) {
+    for (long i = 0; i < n; ++i)
+        co_yield i;
+}
+
+void triad_generator_stream(benchmark::State& state) {
+    for (auto _ : state) {
+        const long total = triad::run([]() -> triad::task<long> {
+            auto gen = counting(stream_items);
+            long sum = 0;
+            while (auto v = co_await gen.next())
+                sum += *v;
+            co_return sum;
+        }());
+        benchmark::DoNotOptimize(total);
+    }
+    triad_bench::set_items(state, stream_items);
+}
+
+// The same stream through a channel between two tasks (what one writes without a generator).
+void triad_channel_stream(benchmark::State& state) {
+    const auto capacity = static_cast<std::size_t>(state.range(0));
+    for (auto _ : state) {
+        const long total = triad::run(triad::make_task([capacity]() -> triad::task<long> {
+            triad::channel<long> items(capacity);
+            auto producer = triad::spawn(triad::make_task([&items]() -> triad::task<void> {
+                for (long i = 0; i < stream_items; ++i)
+                    co_await items.send(i);
+                items.close();
+            }));
+            long sum = 0;
+            while (auto v = co_await items.receive())
+                sum += *v;
+            co_await producer;
+            co_return sum;
+        }));
+        benchmark::DoNotOptimize(total);
+    }
+    triad_bench::set_items(state, stream_items);
+}
+
+asio::experimental::coro<long> counting_asio(asio::any_io_executor, long n) {
+    for (long i = 0; i < n; ++i)
+        co_yield i;
+}
+
+// Asio's generator, consumed by another experimental::coro (its fastest consumer: an awaitable
+// that uses async_resume goes through a completion handler per item, ~15x slower).
+asio::experimental::coro<void, long> consume_asio(asio::any_io_executor executor) {
+    auto gen = counting_asio(executor, stream_items);
+    long sum = 0;
+    while (auto v = co_await gen)
+        sum += *v;
+    co_return sum;
+}
+
+void asio_coro_stream(benchmark::State& state) {
+    for (auto _ : state) {
+        asio::io_context io(1);
+        long total = 0;
+        asio::experimental::co_spawn(consume_asio(io.get_executor()),
+                                     [&total](std::exception_ptr, long sum) { total = sum; });
+        io.run();
+        benchmark::DoNotOptimize(total);
+    }
+    triad_bench::set_items(state, stream_items);
+}
+
 const bool registered = [] {
     const auto real = [](benchmark::internal::Benchmark* b) {
         return b->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -211,6 +289,11 @@ const bool registered = [] {
     real(triad_bench::add("asio_co_spawn", "loop_gather", asio_spawn))->Arg(1'000'000);
     real(triad_bench::add("triad_loop", "loop_nested_await", triad_nested));
     real(triad_bench::add("asio_awaitable", "loop_nested_await", asio_nested));
+    triad_bench::describe("loop_stream", {"Stream 1M items from a coroutine to its consumer",
+                                          "overhead", "item", ""});
+    real(triad_bench::add("triad_generator", "loop_stream", triad_generator_stream));
+    real(triad_bench::add("triad_channel", "loop_stream", triad_channel_stream))->Arg(1)->Arg(64);
+    real(triad_bench::add("asio_coro", "loop_stream", asio_coro_stream));
     real(triad_bench::add("triad_loop", "loop_sleeps", triad_sleeps))->Iterations(3);
     real(triad_bench::add("asio_co_spawn", "loop_sleeps", asio_sleeps))->Iterations(3);
     return true;

@@ -3,6 +3,7 @@
 // call (GCC does only from -O2). Each case runs on a thread with a 1 MiB stack, where a chain
 // that nests a frame per await would overflow long before the end.
 
+#include <triad/generator.hpp>
 #include <triad/task.hpp>
 #include <triad/use_task.hpp>
 
@@ -56,6 +57,16 @@ triad::task<int> ready_one() {
     co_return 1;
 }
 
+triad::generator<long> counting(long n) {
+    for (long i = 0; i < n; ++i)
+        co_yield i;
+}
+
+triad::generator<long> doubled(triad::generator<long> source) {
+    while (auto v = co_await source.next())
+        co_yield 2 * *v;
+}
+
 } // namespace
 
 TEST_CASE("a 200,000-deep chain of awaited tasks runs in constant stack", "[transfer]") {
@@ -92,4 +103,34 @@ TEST_CASE("a loop of 200,000 Asio operations that complete inline runs in consta
         }));
     });
     CHECK(rounds == 200'000);
+}
+
+TEST_CASE("a stream of 1,000,000 items from a generator that never waits runs in constant stack",
+          "[transfer]") {
+    long sum = 0;
+    on_small_stack([&] {
+        sum = triad::run(triad::make_task([]() -> triad::task<long> {
+            auto gen = counting(1'000'000);
+            long total = 0;
+            while (auto v = co_await gen.next())
+                total += *v;
+            co_return total;
+        }));
+    });
+    CHECK(sum == 999'999L * 1'000'000L / 2);
+}
+
+TEST_CASE("a pipeline of generators streaming 1,000,000 items runs in constant stack",
+          "[transfer]") {
+    long sum = 0;
+    on_small_stack([&] {
+        sum = triad::run(triad::make_task([]() -> triad::task<long> {
+            auto gen = doubled(doubled(counting(1'000'000)));
+            long total = 0;
+            while (auto v = co_await gen.next())
+                total += *v;
+            co_return total;
+        }));
+    });
+    CHECK(sum == 4 * (999'999L * 1'000'000L / 2));
 }

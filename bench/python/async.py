@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Python's asyncio on the overhead workloads of bench/bench_async.cpp: spawning tasks,
-gathering them, awaiting a coroutine, and 100k tasks asleep at once (with their memory).
+gathering them, awaiting a coroutine, 100k tasks asleep at once (with their memory), and a
+stream of items from an async generator.
 Usage: async.py [--quick]
 """
 import asyncio
@@ -33,6 +34,17 @@ async def nested(n):
     return total
 
 
+async def stream(n):
+    async def counting():
+        for i in range(n):
+            yield i
+
+    count = 0
+    async for _ in counting():
+        count += 1
+    return count
+
+
 async def sleeps(n, nap, measure):
     async def sleeper():
         await asyncio.sleep(nap)
@@ -56,6 +68,7 @@ def main():
     # asyncio needs about 1 GiB for a million gathered tasks; 100k gives the same per-task cost.
     per_task("loop_gather", gather_all, 100_000 // scale, f"tasks:{100_000 // scale}")
     per_task("loop_nested_await", nested, 1_000_000 // scale)
+    per_task("loop_stream", stream, 1_000_000 // scale)
 
     n = 100_000 // scale
     nap = 0.010

@@ -7,6 +7,7 @@
 #include <triad/errors.hpp>
 #include <triad/fork_server.hpp>
 #include <triad/future.hpp>
+#include <triad/generator.hpp>
 #include <triad/pool_options.hpp>
 #include <triad/process.hpp>
 #include <triad/process_pool.hpp>
