@@ -6,15 +6,20 @@
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
 #include <chrono>
+#include <coroutine>
+#include <exception>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <malloc.h>
+#include <pthread.h>
 
 using namespace std::chrono_literals;
 
@@ -280,4 +285,147 @@ TEST_CASE("timeouts created and cancelled behind a long timer keep memory flat",
     }));
     // Each cancelled timer used to stay queued until the 30-minute one fired: 8 bytes each.
     CHECK(grown < 256 * 1024);
+}
+
+// --- gather and when_any start their children without nesting (issue 11) ---------------------
+// (A co_await is never written inside CHECK(...): GCC evaluates it once per mention of the
+// expression in the macro's expansion.)
+
+namespace {
+
+// Runs `body` on a fresh thread with a 1 MiB stack and waits for it: a recursion that nested a
+// native frame per level would overflow it long before the end.
+void on_small_stack(std::function<void()> body) {
+    struct job {
+        std::function<void()> body;
+        std::exception_ptr error;
+    } work{std::move(body), nullptr};
+    pthread_attr_t attributes;
+    REQUIRE(::pthread_attr_init(&attributes) == 0);
+    REQUIRE(::pthread_attr_setstacksize(&attributes, 1 << 20) == 0);
+    pthread_t thread;
+    const int rc = ::pthread_create(
+        &thread, &attributes,
+        [](void* p) -> void* {
+            auto* w = static_cast<job*>(p);
+            try {
+                w->body();
+            } catch (...) {
+                w->error = std::current_exception();
+            }
+            return nullptr;
+        },
+        &work);
+    ::pthread_attr_destroy(&attributes);
+    REQUIRE(rc == 0);
+    ::pthread_join(thread, nullptr);
+    if (work.error)
+        std::rethrow_exception(work.error);
+}
+
+#ifdef TRIAD_TEST_SANITIZER
+constexpr int recursion_depth = 20'000;
+#else
+constexpr int recursion_depth = 100'000;
+#endif
+
+triad::task<long> zero_now() {
+    co_return 0;
+}
+
+// Recurses through gather (a tuple and a vector) and when_any in turn.
+triad::task<long> nest_combinators(int depth) {
+    if (depth == 0)
+        co_return 0;
+    if (depth % 3 == 0) {
+        const auto [below, zero] = co_await triad::gather(nest_combinators(depth - 1), zero_now());
+        co_return below + zero + 1;
+    }
+    if (depth % 3 == 1) {
+        std::vector<triad::task<long>> one;
+        one.push_back(nest_combinators(depth - 1));
+        const std::vector<long> below = co_await triad::gather(std::move(one));
+        co_return below[0] + 1;
+    }
+    const auto [index, below] = co_await triad::when_any(nest_combinators(depth - 1));
+    co_return std::get<0>(below) + static_cast<long>(index) + 1;
+}
+
+// A coroutine of another kind: it starts at once and nobody awaits it.
+struct foreign_coroutine {
+    struct promise_type {
+        foreign_coroutine get_return_object() noexcept { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+};
+
+} // namespace
+
+TEST_CASE("a recursion 100,000 deep through gather and when_any runs in constant stack",
+          "[combinators]") {
+    long depth = 0;
+    on_small_stack([&] { depth = triad::run(nest_combinators(recursion_depth)); });
+    CHECK(depth == recursion_depth);
+}
+
+TEST_CASE("gather starts its children in order, each to its first suspension, before another "
+          "ready task runs; a failure or a winner keeps the rest from starting",
+          "[combinators]") {
+    std::vector<std::string> log;
+    const auto child = [&log](std::string name, bool fail = false) -> triad::task<int> {
+        log.push_back(name + " starts");
+        if (fail)
+            throw std::runtime_error(name + " failed");
+        co_await triad::sleep(1ms);
+        log.push_back(name + " ends");
+        co_return 1;
+    };
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        // Both run in the next turn, the gather first.
+        auto gathering = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            co_await triad::gather(child("a"), triad::gather(child("b1"), child("b2")), child("c"));
+        }));
+        auto other = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            log.push_back("other");
+            co_return;
+        }));
+        co_await gathering;
+        co_await other;
+    }));
+    CHECK(log == std::vector<std::string>{"a starts", "b1 starts", "b2 starts", "c starts", "other",
+                                          "a ends", "b1 ends", "b2 ends", "c ends"});
+
+    log.clear();
+    CHECK_THROWS_WITH(triad::run(triad::gather(child("x", true), child("y"))), "x failed");
+    CHECK(triad::run(triad::when_any(triad::make_task([]() -> triad::task<int> { co_return 5; }),
+                                     child("z")))
+              .first == 0);
+    CHECK(log == std::vector<std::string>{"x starts"});
+}
+
+TEST_CASE("a gather awaited by a coroutine of another kind, resumed outside the loop's own "
+          "resumption, starts all its children",
+          "[combinators]") {
+    std::vector<std::string> log;
+    bool finished = false;
+    const auto child = [&log](std::string name) -> triad::task<int> {
+        log.push_back(name + " starts");
+        co_await triad::sleep(1ms);
+        co_return 1;
+    };
+    const auto outsider = [&]() -> foreign_coroutine {
+        const auto [a, b, c] = co_await triad::gather(child("a"), child("b"), child("c"));
+        finished = a + b + c == 3;
+    };
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        // An Asio handler runs outside any resumption of the loop's tasks.
+        boost::asio::post(triad::current_executor(), [&] { outsider(); });
+        for (int i = 0; i < 5000 && !finished; ++i)
+            co_await triad::sleep(1ms);
+    }));
+    CHECK(log == std::vector<std::string>{"a starts", "b starts", "c starts"});
+    CHECK(finished);
 }

@@ -3,6 +3,7 @@
 // call (GCC does only from -O2). Each case runs on a thread with a 1 MiB stack, where a chain
 // that nests a frame per await would overflow long before the end.
 
+#include <triad/combinators.hpp>
 #include <triad/task.hpp>
 #include <triad/use_task.hpp>
 
@@ -12,6 +13,8 @@
 
 #include <exception>
 #include <functional>
+#include <variant>
+#include <vector>
 
 #include <pthread.h>
 
@@ -56,6 +59,24 @@ triad::task<int> ready_one() {
     co_return 1;
 }
 
+// Through gather (a tuple and a vector) and when_any in turn, the recursion in the first child.
+triad::task<long> combinator_chain(int depth) {
+    if (depth == 0)
+        co_return 0;
+    if (depth % 3 == 0) {
+        const auto [below, one] = co_await triad::gather(combinator_chain(depth - 1), ready_one());
+        co_return below + one;
+    }
+    if (depth % 3 == 1) {
+        std::vector<triad::task<long>> only;
+        only.push_back(combinator_chain(depth - 1));
+        const std::vector<long> below = co_await triad::gather(std::move(only));
+        co_return below[0] + 1;
+    }
+    const auto [index, below] = co_await triad::when_any(combinator_chain(depth - 1));
+    co_return std::get<0>(below) + static_cast<long>(index) + 1;
+}
+
 } // namespace
 
 TEST_CASE("a 200,000-deep chain of awaited tasks runs in constant stack", "[transfer]") {
@@ -92,4 +113,11 @@ TEST_CASE("a loop of 200,000 Asio operations that complete inline runs in consta
         }));
     });
     CHECK(rounds == 200'000);
+}
+
+TEST_CASE("a 100,000-deep recursion through gather and when_any runs in constant stack",
+          "[transfer]") {
+    long depth = 0;
+    on_small_stack([&] { depth = triad::run(combinator_chain(100'000)); });
+    CHECK(depth == 100'000);
 }

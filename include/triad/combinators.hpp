@@ -43,6 +43,9 @@ enum class join_mode {
 // The parent of a combinator awaits this: it starts the children (each with its own
 // cancellation), and resumes the parent, by symmetric transfer from the last child's final
 // suspension, once every child has finished. Cancelling the parent cancels every child.
+// The first child is started by symmetric transfer and the others from resume()'s frame, one
+// after the other (a start list, see async_core.hpp): never by a nested call, so a recursion
+// through gather or when_any of any depth runs in constant stack.
 class join_children {
 public:
     static constexpr std::size_t none = static_cast<std::size_t>(-1);
@@ -55,29 +58,29 @@ public:
     bool await_ready() const noexcept { return m_children.empty(); }
 
     template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> parent) {
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
         if (!m_wait.begin(parent, &on_cancel, this))
-            return false; // children never start; the frames go with the tasks
-        m_starting = true;
+            return transfer(parent); // children never start; the frames go with the tasks
         m_remaining = m_children.size();
-        for (std::size_t i = 0; i < m_children.size(); ++i) {
-            promise_base& child = *m_children[i];
-            child.m_on_done = &child_done;
-            child.m_owner = this;
-            child.m_owner_index = i;
-            if (stopped()) { // a failure or a winner: the rest never start
-                child.error() = std::make_exception_ptr(task_cancelled());
-                --m_remaining;
-                continue;
-            }
-            detail::resume(child.m_self); // runs until its first suspension point
+        const start_list* const base = tls_starts;
+        m_starts.next = &start_next;
+        m_starts.owner = this;
+        m_starts.below = tls_starts;
+        tls_starts = &m_starts;
+        if (tls_resuming) {
+            const std::coroutine_handle<> first = next_start(base); // the first child
+            return transfer(first ? first : std::noop_coroutine());
         }
+        // No resume() runs below (a coroutine of another kind, resumed by plain resume(),
+        // awaits the combinator): start the children here. One of them may finish the last,
+        // before this returns: the parent is then resumed below, not by child_done.
+        m_starting = true;
+        resume_above(nullptr, base);
         m_starting = false;
-        if (m_remaining == 0) {
-            m_wait.end();
-            return false;
-        }
-        return true;
+        if (m_remaining != 0)
+            return std::noop_coroutine();
+        m_wait.end();
+        return transfer(parent);
     }
 
     void await_resume() { m_wait.throw_if_cancelled(); }
@@ -97,6 +100,27 @@ private:
                 child->m_own_cancel.request();
     }
 
+    // The start list's next(): the next child to start, skipping those that must not start.
+    static std::coroutine_handle<> start_next(start_list* list) noexcept {
+        auto* self = static_cast<join_children*>(list->owner);
+        while (self->m_next < self->m_children.size()) {
+            const std::size_t i = self->m_next++;
+            if (self->m_next == self->m_children.size())
+                tls_starts = list->below; // the last child: the list is done
+            promise_base& child = *self->m_children[i];
+            child.m_on_done = &child_done;
+            child.m_owner = self;
+            child.m_owner_index = i;
+            if (self->stopped()) { // a failure or a winner: the rest never start
+                child.error() = std::make_exception_ptr(task_cancelled());
+                --self->m_remaining;
+                continue;
+            }
+            return child.m_self; // runs until its first suspension point
+        }
+        return self->all_done();
+    }
+
     static std::coroutine_handle<> child_done(promise_base& child) noexcept {
         auto* self = static_cast<join_children*>(child.m_owner);
         --self->m_remaining;
@@ -108,11 +132,17 @@ private:
             self->m_winner = i;
             self->cancel_unfinished();
         }
-        if (self->m_remaining == 0 && !self->m_starting) {
-            self->m_wait.end();
-            return self->m_wait.waiter();
-        }
-        return std::noop_coroutine();
+        const std::coroutine_handle<> parent = self->all_done();
+        return parent ? parent : std::noop_coroutine();
+    }
+
+    // The parent, once no child is left running or to start (and none is being started by
+    // await_suspend itself); else null.
+    std::coroutine_handle<> all_done() noexcept {
+        if (m_remaining != 0 || m_starting)
+            return nullptr;
+        m_wait.end();
+        return m_wait.waiter();
     }
 
     static void on_cancel(void* context) noexcept {
@@ -122,6 +152,8 @@ private:
     std::span<promise_base* const> m_children;
     join_mode m_mode;
     cancellable_wait m_wait;
+    start_list m_starts;
+    std::size_t m_next = 0; // the next child to start
     std::size_t m_remaining = 0;
     std::size_t m_first_failure = none;
     std::size_t m_winner = none;
