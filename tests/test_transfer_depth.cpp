@@ -11,6 +11,7 @@
 
 #include <boost/asio/dispatch.hpp>
 
+#include <chrono>
 #include <exception>
 #include <functional>
 #include <variant>
@@ -57,6 +58,12 @@ triad::task<long> chain(int depth) {
 
 triad::task<int> ready_one() {
     co_return 1;
+}
+
+triad::task<long> timeout_chain(int depth) {
+    if (depth == 0)
+        co_return 0;
+    co_return 1 + co_await triad::timeout(std::chrono::hours(1), timeout_chain(depth - 1));
 }
 
 // Through gather (a tuple and a vector) and when_any in turn, the recursion in the first child.
@@ -113,6 +120,12 @@ TEST_CASE("a loop of 200,000 Asio operations that complete inline runs in consta
         }));
     });
     CHECK(rounds == 200'000);
+}
+
+TEST_CASE("a 100,000-deep recursion through timeout runs in constant stack", "[transfer]") {
+    long depth = 0;
+    on_small_stack([&] { depth = triad::run(timeout_chain(100'000)); });
+    CHECK(depth == 100'000);
 }
 
 TEST_CASE("a 100,000-deep recursion through gather and when_any runs in constant stack",

@@ -485,7 +485,9 @@ public:
     explicit sleep_awaiter(std::chrono::steady_clock::time_point deadline) noexcept {
         m_node.deadline = deadline;
     }
-    sleep_awaiter(const sleep_awaiter&) = delete;
+    // Movable until awaited (timeout(d, sleep(...)) moves it into a task), as Asio's
+    // operations are; a waiting one is never moved: its timer and callback point to it.
+    sleep_awaiter(sleep_awaiter&& other) noexcept { m_node.deadline = other.m_node.deadline; }
     sleep_awaiter& operator=(const sleep_awaiter&) = delete;
 
     bool await_ready() const noexcept { return false; }
