@@ -1,11 +1,16 @@
 #include <triad/combinators.hpp>
 
+#include <triad/sync.hpp>
+#include <triad/thread_pool.hpp>
 #include <triad/use_task.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/connect_pair.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
@@ -24,6 +29,15 @@
 #include <malloc.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <atomic>
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <thread>
+#include <type_traits>
+
+#include <pthread.h>
 
 using namespace std::chrono_literals;
 
@@ -925,4 +939,398 @@ TEST_CASE("gather over task handles: the first failure cancels the other handles
                       "step failed");
     CHECK(l.cleaned == std::vector<int>{1});
     CHECK(l.finished.empty());
+}
+
+// --- timeout around any awaitable; results that came first; no nested starts (issue 11) -------
+// (A co_await is never written inside CHECK(...): GCC evaluates it once per mention of the
+// expression in the macro's expansion.)
+
+namespace {
+
+triad::task<int> answer() {
+    co_return 42;
+}
+
+// Holds the loop's thread, so that every timer due meanwhile fires in one turn after it.
+triad::task<void> block_the_loop(std::chrono::milliseconds d) {
+    std::this_thread::sleep_for(d);
+    co_return;
+}
+
+// Runs `body` on a fresh thread with a 1 MiB stack and waits for it: a recursion that nested a
+// native frame per level would overflow it long before the end.
+void on_small_stack(std::function<void()> body) {
+    struct job {
+        std::function<void()> body;
+        std::exception_ptr error;
+    } work{std::move(body), nullptr};
+    pthread_attr_t attributes;
+    REQUIRE(::pthread_attr_init(&attributes) == 0);
+    REQUIRE(::pthread_attr_setstacksize(&attributes, 1 << 20) == 0);
+    pthread_t thread;
+    const int rc = ::pthread_create(
+        &thread, &attributes,
+        [](void* p) -> void* {
+            auto* w = static_cast<job*>(p);
+            try {
+                w->body();
+            } catch (...) {
+                w->error = std::current_exception();
+            }
+            return nullptr;
+        },
+        &work);
+    ::pthread_attr_destroy(&attributes);
+    REQUIRE(rc == 0);
+    ::pthread_join(thread, nullptr);
+    if (work.error)
+        std::rethrow_exception(work.error);
+}
+
+#ifdef TRIAD_TEST_SANITIZER
+constexpr int recursion_depth = 20'000;
+#else
+constexpr int recursion_depth = 100'000;
+#endif
+
+triad::task<long> nest_timeouts(int depth) {
+    if (depth == 0)
+        co_return 0;
+    co_return 1 + co_await triad::timeout(1h, nest_timeouts(depth - 1));
+}
+
+triad::task<long> zero_now() {
+    co_return 0;
+}
+
+// Recurses through gather (a tuple and a vector) and when_any in turn.
+triad::task<long> nest_combinators(int depth) {
+    if (depth == 0)
+        co_return 0;
+    if (depth % 3 == 0) {
+        const auto [below, zero] = co_await triad::gather(nest_combinators(depth - 1), zero_now());
+        co_return below + zero + 1;
+    }
+    if (depth % 3 == 1) {
+        std::vector<triad::task<long>> one;
+        one.push_back(nest_combinators(depth - 1));
+        const std::vector<long> below = co_await triad::gather(std::move(one));
+        co_return below[0] + 1;
+    }
+    const auto [index, below] = co_await triad::when_any(nest_combinators(depth - 1));
+    co_return std::get<0>(below) + static_cast<long>(index) + 1;
+}
+
+// A coroutine of another kind: it starts at once and nobody awaits it.
+struct foreign_coroutine {
+    struct promise_type {
+        foreign_coroutine get_return_object() noexcept { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+};
+
+} // namespace
+
+TEST_CASE("timeout wraps a sleep, a future (awaited in place or moved), a shared_future, a task "
+          "lvalue and a task handle",
+          "[combinators]") {
+    static_assert(
+        std::is_same_v<decltype(triad::timeout(1s, triad::sleep(1s))), triad::task<void>>);
+    static_assert(std::is_same_v<decltype(triad::timeout(
+                                     1s, std::declval<triad::shared_future<std::string>&>())),
+                                 triad::task<std::string>>);
+    static_assert(std::is_same_v<decltype(triad::timeout(1s, std::declval<triad::future<int&>&>())),
+                                 triad::task<std::reference_wrapper<int>>>);
+    triad::thread_pool pool(1);
+    std::atomic<bool> release{false};
+    trace l;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        co_await triad::timeout(10s, triad::sleep(1ms));
+        CHECK_THROWS_AS(co_await triad::timeout(10ms, triad::sleep(1h)), triad::timeout_error);
+
+        triad::future<int> fut = pool.submit([&release] {
+            while (!release)
+                std::this_thread::sleep_for(1ms);
+            return 7;
+        });
+        CHECK_THROWS_AS(co_await triad::timeout(10ms, fut), triad::timeout_error);
+        CHECK(fut.valid()); // awaited in place: the wait that timed out did not consume it
+        release = true;
+        const int seven = co_await triad::timeout(10s, fut);
+        CHECK(seven == 7);
+        CHECK_FALSE(fut.valid());
+        triad::future<int> moved = pool.submit([] { return 8; });
+        const int eight = co_await triad::timeout(10s, std::move(moved));
+        CHECK(eight == 8);
+
+        const triad::shared_future<std::string> shared =
+            pool.submit([] { return std::string("shared"); }).share();
+        const std::string copy = co_await triad::timeout(10s, shared);
+        CHECK(copy == "shared");
+        const std::string& again = co_await shared; // copied by timeout, not consumed
+        CHECK(again == "shared");
+
+        triad::task<int> lvalue = answer();
+        const int answered = co_await triad::timeout(1s, lvalue);
+        CHECK(answered == 42);
+        CHECK_FALSE(lvalue.valid()); // taken over: a task is awaited once
+
+        auto handle = triad::spawn(step(1, 10s, l));
+        CHECK_THROWS_AS(co_await triad::timeout(10ms, handle), triad::timeout_error);
+        CHECK(handle.done()); // cancelled at the deadline, and waited for
+        auto quick = triad::spawn(step(2, 1ms, l));
+        const int two = co_await triad::timeout(10s, quick);
+        CHECK(two == 2);
+    }));
+    CHECK(l.cleaned == std::vector<int>{1, 2});
+}
+
+TEST_CASE("timeout wraps the waits of event, semaphore, async_mutex and channel, and a "
+          "timed-out wait leaves the primitive as it was",
+          "[combinators]") {
+    triad::run(triad::make_task([]() -> triad::task<void> {
+        triad::event ready;
+        CHECK_THROWS_AS(co_await triad::timeout(10ms, ready.wait()), triad::timeout_error);
+        auto setter = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            co_await triad::sleep(5ms);
+            ready.set();
+        }));
+        co_await triad::timeout(10s, ready.wait());
+        co_await setter;
+
+        triad::semaphore permits(0);
+        CHECK_THROWS_AS(co_await triad::timeout(10ms, permits.acquire()), triad::timeout_error);
+        permits.release();
+        CHECK(permits.available() == 1); // the timed-out waiter took no permit
+        {
+            auto permit = co_await triad::timeout(1s, permits.acquire_guard());
+            CHECK(permits.available() == 0);
+        }
+        CHECK(permits.available() == 1);
+        co_await triad::timeout(1s, permits.acquire());
+        CHECK(permits.available() == 0);
+
+        triad::async_mutex mutex;
+        auto held = co_await triad::timeout(1s, mutex.lock());
+        CHECK_THROWS_AS(co_await triad::timeout(10ms, mutex.lock()), triad::timeout_error);
+        held.unlock();
+        CHECK_FALSE(mutex.locked()); // nobody left waiting for it
+        auto again = co_await triad::timeout(1s, mutex.lock());
+        CHECK(mutex.locked());
+
+        triad::channel<int> values(1);
+        CHECK_THROWS_AS(co_await triad::timeout(10ms, values.receive()), triad::timeout_error);
+        co_await triad::timeout(1s, values.send(5));
+        CHECK_THROWS_AS(co_await triad::timeout(10ms, values.send(6)), triad::timeout_error);
+        const std::optional<int> got = co_await triad::timeout(1s, values.receive());
+        CHECK(got == 5);
+        CHECK(values.size() == 0); // the send that timed out left nothing behind
+    }));
+}
+
+TEST_CASE("timeout wraps an Asio operation with use_task, moved in or awaited in place",
+          "[combinators]") {
+    triad::run(triad::make_task([]() -> triad::task<void> {
+        boost::asio::local::stream_protocol::socket reader(triad::current_executor());
+        boost::asio::local::stream_protocol::socket writer(triad::current_executor());
+        boost::asio::local::connect_pair(reader, writer);
+        char buffer[8];
+        CHECK_THROWS_AS(
+            co_await triad::timeout(
+                20ms, reader.async_read_some(boost::asio::buffer(buffer), triad::use_task)),
+            triad::timeout_error);
+        boost::asio::write(writer, boost::asio::buffer("hi", 2));
+        const std::size_t n = co_await triad::timeout(
+            10s, reader.async_read_some(boost::asio::buffer(buffer), triad::use_task));
+        CHECK(n == 2);
+        auto read = reader.async_read_some(boost::asio::buffer(buffer), triad::use_task);
+        boost::asio::write(writer, boost::asio::buffer("yo!", 3));
+        const std::size_t three = co_await triad::timeout(10s, read);
+        CHECK(three == 3);
+        CHECK(std::string(buffer, 3) == "yo!");
+    }));
+}
+
+TEST_CASE("timeout returns a result that arrived in the same turn as its deadline",
+          "[combinators]") {
+    // The inner sleep is due just before the deadline; the loop is held past both, so they
+    // fire in one turn, the inner's first: the value is there before the cancellation.
+    const int slept = triad::run(triad::make_task([]() -> triad::task<int> {
+        const auto at = std::chrono::steady_clock::now() + 20ms;
+        auto blocker = triad::spawn(block_the_loop(100ms));
+        const int v = co_await triad::timeout(20ms, triad::make_task([at]() -> triad::task<int> {
+                                                  co_await triad::sleep_until(at);
+                                                  co_return 7;
+                                              }));
+        co_await blocker;
+        co_return v;
+    }));
+    CHECK(slept == 7);
+
+    // An Asio timer due just after the deadline: both have expired when the loop looks, so the
+    // deadline's cancellation reaches an operation that has completed but not yet delivered.
+    const int waited = triad::run(triad::make_task([]() -> triad::task<int> {
+        auto blocker = triad::spawn(block_the_loop(100ms));
+        const int v = co_await triad::timeout(20ms, triad::make_task([]() -> triad::task<int> {
+                                                  boost::asio::steady_timer timer(
+                                                      triad::current_executor(), 25ms);
+                                                  co_await timer.async_wait(triad::use_task);
+                                                  co_return 8;
+                                              }));
+        co_await blocker;
+        co_return v;
+    }));
+    CHECK(waited == 8);
+
+    // An inner that catches the deadline's cancellation and returns a value returns it.
+    const int caught = triad::run(triad::timeout(10ms, triad::make_task([]() -> triad::task<int> {
+                                                     try {
+                                                         co_await triad::sleep(1h);
+                                                     } catch (const triad::task_cancelled&) {
+                                                         co_return -1;
+                                                     }
+                                                     co_return 0;
+                                                 })));
+    CHECK(caught == -1);
+}
+
+TEST_CASE("a timeout whose task is cancelled after the inner completed delivers the inner's value; "
+          "the cancellation is seen at the next suspension",
+          "[combinators]") {
+    int delivered = 0;
+    bool cancelled_later = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        const auto at = std::chrono::steady_clock::now() + 30ms;
+        auto outer = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            delivered = co_await triad::timeout(10s, triad::make_task([at]() -> triad::task<int> {
+                                                    co_await triad::sleep_until(at + 5ms);
+                                                    co_return 7;
+                                                }));
+            try {
+                co_await triad::sleep(1h);
+            } catch (const triad::task_cancelled&) {
+                cancelled_later = true;
+                throw;
+            }
+        }));
+        auto blocker = triad::spawn(block_the_loop(100ms));
+        // Both sleeps end in one turn, this one first: the inner's value is there, not yet
+        // delivered, when the cancellation comes.
+        co_await triad::sleep_until(at);
+        outer.cancel();
+        CHECK_THROWS_AS(co_await outer, triad::task_cancelled);
+        co_await blocker;
+    }));
+    CHECK(delivered == 7); // was lost: the timeout threw task_cancelled instead
+    CHECK(cancelled_later);
+}
+
+TEST_CASE("bytes read under a timeout are not lost when the task is cancelled after the read "
+          "completed",
+          "[combinators]") {
+    std::string received;
+    bool cancelled_later = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        boost::asio::local::stream_protocol::socket reader(triad::current_executor());
+        boost::asio::local::stream_protocol::socket writer(triad::current_executor());
+        boost::asio::local::connect_pair(reader, writer);
+        boost::asio::write(writer, boost::asio::buffer("ping", 4));
+        // The bytes are there: the read completes as it starts, and its handler is queued.
+        // The cancel below runs in the same turn, before that handler.
+        auto reading = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            char buffer[4];
+            const std::size_t n = co_await triad::timeout(
+                10s, reader.async_read_some(boost::asio::buffer(buffer), triad::use_task));
+            received.assign(buffer, n);
+            try {
+                co_await triad::sleep(1h);
+            } catch (const triad::task_cancelled&) {
+                cancelled_later = true;
+                throw;
+            }
+        }));
+        auto canceller = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            reading.cancel();
+            co_return;
+        }));
+        co_await canceller;
+        CHECK_THROWS_AS(co_await reading, triad::task_cancelled);
+    }));
+    CHECK(received == "ping"); // was lost: the timeout threw task_cancelled instead
+    CHECK(cancelled_later);
+}
+
+TEST_CASE("a recursion 100,000 deep through timeout runs in constant stack", "[combinators]") {
+    long depth = 0;
+    on_small_stack([&] { depth = triad::run(nest_timeouts(recursion_depth)); });
+    CHECK(depth == recursion_depth);
+}
+
+TEST_CASE("a recursion 100,000 deep through gather and when_any runs in constant stack",
+          "[combinators]") {
+    long depth = 0;
+    on_small_stack([&] { depth = triad::run(nest_combinators(recursion_depth)); });
+    CHECK(depth == recursion_depth);
+}
+
+TEST_CASE("gather starts its children in order, each to its first suspension, before another "
+          "ready task runs; a failure or a winner keeps the rest from starting",
+          "[combinators]") {
+    std::vector<std::string> log;
+    const auto child = [&log](std::string name, bool fail = false) -> triad::task<int> {
+        log.push_back(name + " starts");
+        if (fail)
+            throw std::runtime_error(name + " failed");
+        co_await triad::sleep(1ms);
+        log.push_back(name + " ends");
+        co_return 1;
+    };
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        // Both run in the next turn, the gather first.
+        auto gathering = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            co_await triad::gather(child("a"), triad::gather(child("b1"), child("b2")), child("c"));
+        }));
+        auto other = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            log.push_back("other");
+            co_return;
+        }));
+        co_await gathering;
+        co_await other;
+    }));
+    CHECK(log == std::vector<std::string>{"a starts", "b1 starts", "b2 starts", "c starts", "other",
+                                          "a ends", "b1 ends", "b2 ends", "c ends"});
+
+    log.clear();
+    CHECK_THROWS_WITH(triad::run(triad::gather(child("x", true), child("y"))), "x failed");
+    CHECK(triad::run(triad::when_any(triad::make_task([]() -> triad::task<int> { co_return 5; }),
+                                     child("z")))
+              .first == 0);
+    CHECK(log == std::vector<std::string>{"x starts"});
+}
+
+TEST_CASE("a gather awaited by a coroutine of another kind, resumed outside the loop's own "
+          "resumption, starts all its children",
+          "[combinators]") {
+    std::vector<std::string> log;
+    bool finished = false;
+    const auto child = [&log](std::string name) -> triad::task<int> {
+        log.push_back(name + " starts");
+        co_await triad::sleep(1ms);
+        co_return 1;
+    };
+    const auto outsider = [&]() -> foreign_coroutine {
+        const auto [a, b, c] = co_await triad::gather(child("a"), child("b"), child("c"));
+        finished = a + b + c == 3;
+    };
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        // An Asio handler runs outside any resumption of the loop's tasks.
+        boost::asio::post(triad::current_executor(), [&] { outsider(); });
+        for (int i = 0; i < 5000 && !finished; ++i)
+            co_await triad::sleep(1ms);
+    }));
+    CHECK(log == std::vector<std::string>{"a starts", "b starts", "c starts"});
+    CHECK(finished);
 }

@@ -4,6 +4,7 @@
 // that nests a frame per await would overflow long before the end.
 
 #include <triad/generator.hpp>
+#include <triad/combinators.hpp>
 #include <triad/task.hpp>
 #include <triad/use_task.hpp>
 
@@ -11,8 +12,11 @@
 
 #include <boost/asio/dispatch.hpp>
 
+#include <chrono>
 #include <exception>
 #include <functional>
+#include <variant>
+#include <vector>
 
 #include <pthread.h>
 
@@ -65,6 +69,30 @@ triad::generator<long> counting(long n) {
 triad::generator<long> doubled(triad::generator<long> source) {
     while (auto v = co_await source.next())
         co_yield 2 * *v;
+}
+
+triad::task<long> timeout_chain(int depth) {
+    if (depth == 0)
+        co_return 0;
+    co_return 1 + co_await triad::timeout(std::chrono::hours(1), timeout_chain(depth - 1));
+}
+
+// Through gather (a tuple and a vector) and when_any in turn, the recursion in the first child.
+triad::task<long> combinator_chain(int depth) {
+    if (depth == 0)
+        co_return 0;
+    if (depth % 3 == 0) {
+        const auto [below, one] = co_await triad::gather(combinator_chain(depth - 1), ready_one());
+        co_return below + one;
+    }
+    if (depth % 3 == 1) {
+        std::vector<triad::task<long>> only;
+        only.push_back(combinator_chain(depth - 1));
+        const std::vector<long> below = co_await triad::gather(std::move(only));
+        co_return below[0] + 1;
+    }
+    const auto [index, below] = co_await triad::when_any(combinator_chain(depth - 1));
+    co_return std::get<0>(below) + static_cast<long>(index) + 1;
 }
 
 } // namespace
@@ -133,4 +161,17 @@ TEST_CASE("a pipeline of generators streaming 1,000,000 items runs in constant s
         }));
     });
     CHECK(sum == 4 * (999'999L * 1'000'000L / 2));
+}
+
+TEST_CASE("a 100,000-deep recursion through timeout runs in constant stack", "[transfer]") {
+    long depth = 0;
+    on_small_stack([&] { depth = triad::run(timeout_chain(100'000)); });
+    CHECK(depth == 100'000);
+}
+
+TEST_CASE("a 100,000-deep recursion through gather and when_any runs in constant stack",
+          "[transfer]") {
+    long depth = 0;
+    on_small_stack([&] { depth = triad::run(combinator_chain(100'000)); });
+    CHECK(depth == 100'000);
 }

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <ranges>
@@ -54,6 +55,9 @@ enum class join_mode {
 // The parent of a combinator awaits this: it starts the children (each with its own
 // cancellation), and resumes the parent, by symmetric transfer from the last child's final
 // suspension, once every child has finished. Cancelling the parent cancels every child.
+// The first child is started by symmetric transfer and the others from resume()'s frame, one
+// after the other (a start list, see async_core.hpp): never by a nested call, so a recursion
+// through gather or when_any of any depth runs in constant stack.
 class join_children {
 public:
     static constexpr std::size_t none = static_cast<std::size_t>(-1);
@@ -66,29 +70,29 @@ public:
     bool await_ready() const noexcept { return m_children.empty(); }
 
     template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> parent) {
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
         if (!m_wait.begin(parent, &on_cancel, this))
-            return false; // children never start; the frames go with the tasks
-        m_starting = true;
+            return transfer(parent); // children never start; the frames go with the tasks
         m_remaining = m_children.size();
-        for (std::size_t i = 0; i < m_children.size(); ++i) {
-            promise_base& child = *m_children[i];
-            child.m_on_done = &child_done;
-            child.m_owner = this;
-            child.m_owner_index = i;
-            if (stopped()) { // a failure or a winner: the rest never start
-                child.error() = std::make_exception_ptr(task_cancelled());
-                --m_remaining;
-                continue;
-            }
-            detail::resume(child.m_self); // runs until its first suspension point
+        const start_list* const base = tls_starts;
+        m_starts.next = &start_next;
+        m_starts.owner = this;
+        m_starts.below = tls_starts;
+        tls_starts = &m_starts;
+        if (tls_resuming) {
+            const std::coroutine_handle<> first = next_start(base); // the first child
+            return transfer(first ? first : std::noop_coroutine());
         }
+        // No resume() runs below (a coroutine of another kind, resumed by plain resume(),
+        // awaits the combinator): start the children here. One of them may finish the last,
+        // before this returns: the parent is then resumed below, not by child_done.
+        m_starting = true;
+        resume_above(nullptr, base);
         m_starting = false;
-        if (m_remaining == 0) {
-            m_wait.end();
-            return false;
-        }
-        return true;
+        if (m_remaining != 0)
+            return std::noop_coroutine();
+        m_wait.end();
+        return transfer(parent);
     }
 
     void await_resume() { m_wait.throw_if_cancelled(); }
@@ -108,6 +112,27 @@ private:
                 child->m_own_cancel.request();
     }
 
+    // The start list's next(): the next child to start, skipping those that must not start.
+    static std::coroutine_handle<> start_next(start_list* list) noexcept {
+        auto* self = static_cast<join_children*>(list->owner);
+        while (self->m_next < self->m_children.size()) {
+            const std::size_t i = self->m_next++;
+            if (self->m_next == self->m_children.size())
+                tls_starts = list->below; // the last child: the list is done
+            promise_base& child = *self->m_children[i];
+            child.m_on_done = &child_done;
+            child.m_owner = self;
+            child.m_owner_index = i;
+            if (self->stopped()) { // a failure or a winner: the rest never start
+                child.error() = std::make_exception_ptr(task_cancelled());
+                --self->m_remaining;
+                continue;
+            }
+            return child.m_self; // runs until its first suspension point
+        }
+        return self->all_done();
+    }
+
     static std::coroutine_handle<> child_done(promise_base& child) noexcept {
         auto* self = static_cast<join_children*>(child.m_owner);
         --self->m_remaining;
@@ -119,11 +144,17 @@ private:
             self->m_winner = i;
             self->cancel_unfinished();
         }
-        if (self->m_remaining == 0 && !self->m_starting) {
-            self->m_wait.end();
-            return self->m_wait.waiter();
-        }
-        return std::noop_coroutine();
+        const std::coroutine_handle<> parent = self->all_done();
+        return parent ? parent : std::noop_coroutine();
+    }
+
+    // The parent, once no child is left running or to start (and none is being started by
+    // await_suspend itself); else null.
+    std::coroutine_handle<> all_done() noexcept {
+        if (m_remaining != 0 || m_starting)
+            return nullptr;
+        m_wait.end();
+        return m_wait.waiter();
     }
 
     static void on_cancel(void* context) noexcept {
@@ -133,6 +164,8 @@ private:
     std::span<promise_base* const> m_children;
     join_mode m_mode;
     cancellable_wait m_wait;
+    start_list m_starts;
+    std::size_t m_next = 0; // the next child to start
     std::size_t m_remaining = 0;
     std::size_t m_first_failure = none;
     std::size_t m_winner = none;
@@ -429,7 +462,9 @@ auto when_any(R&& tasks)
 namespace detail {
 
 // One child raced against a deadline: when the deadline comes first the child is cancelled,
-// and the wait goes on until it has finished (its cleanup included).
+// and the wait goes on until it has finished (its cleanup included). The child is started by
+// symmetric transfer and resumes the parent the same way when it finishes, also at once: a
+// recursion through timeout of any depth runs in constant stack.
 class timeout_join {
 public:
     timeout_join(promise_base& child, std::chrono::steady_clock::time_point deadline) noexcept
@@ -441,34 +476,35 @@ public:
 
     bool await_ready() const noexcept { return false; }
     template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> parent) {
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
         m_loop = &current_loop("triad::timeout");
-        if (!m_wait.begin(parent, &on_cancel, this))
-            return false;
-        m_child.m_on_done = &child_done;
-        m_child.m_owner = this;
         m_timer.fire = &on_deadline;
         m_timer.context = this;
-        m_loop->add_timer(&m_timer);
-        m_starting = true;
-        detail::resume(m_child.m_self);
-        m_starting = false;
-        if (m_child.finished()) {
+        m_loop->add_timer(&m_timer); // may throw: before anything needs undoing
+        if (!m_wait.begin(parent, &on_cancel, this)) {
             m_loop->remove_timer(&m_timer);
-            m_wait.end();
-            return false;
+            return transfer(parent); // the child never starts; await_resume throws
         }
-        return true;
+        m_child.m_on_done = &child_done;
+        m_child.m_owner = this;
+        return transfer(m_child.m_self);
     }
-    void await_resume() { m_wait.throw_if_cancelled(); }
+    void await_resume() {
+        if (!m_wait.cancelled())
+            return;
+        // The awaiting task was cancelled. Unless that ended the child (or it never started),
+        // the child's value or own exception came first: it is delivered, and the cancellation
+        // this wait consumed waits for the task's next suspension point.
+        if (!m_child.finished() || is_cancellation(m_child.error()))
+            throw task_cancelled();
+        m_wait.request_again();
+    }
     bool timed_out() const noexcept { return m_timed_out; }
 
 private:
     static std::coroutine_handle<> child_done(promise_base& child) noexcept {
         auto* self = static_cast<timeout_join*>(child.m_owner);
         self->m_loop->remove_timer(&self->m_timer);
-        if (self->m_starting)
-            return std::noop_coroutine();
         self->m_wait.end();
         return self->m_wait.waiter();
     }
@@ -486,7 +522,6 @@ private:
     cancellable_wait m_wait;
     loop_core* m_loop = nullptr;
     bool m_timed_out = false;
-    bool m_starting = false;
 };
 
 // What co_await on an A gives.
@@ -502,40 +537,146 @@ decltype(auto) get_awaiter(A&& a) {
 template <class A>
 using await_result_t = decltype(get_awaiter(std::declval<A>()).await_resume());
 
+// Can `co_await std::forward<A>(a)` be written in a task?
 template <class A>
-task<await_result_t<A>> as_task(A awaitable) {
+concept awaitable = requires(A&& a) {
+    get_awaiter(std::forward<A>(a)).await_ready();
+    get_awaiter(std::forward<A>(a)).await_resume();
+};
+
+template <class T>
+struct is_shared_future : std::false_type {};
+template <class T>
+struct is_shared_future<shared_future<T>> : std::true_type {};
+
+// What timeout(d, awaitable) gives for an awaitable passed as A (a forwarding reference's
+// type): a task holds values, so a const or rvalue reference result is copied or moved out,
+// and a reference to a mutable object comes as std::reference_wrapper.
+template <class R>
+struct timeout_value {
+    using type = R;
+};
+template <class R>
+struct timeout_value<R&> {
+    using type =
+        std::conditional_t<std::is_const_v<R>, std::remove_const_t<R>, std::reference_wrapper<R>>;
+};
+template <class R>
+struct timeout_value<R&&> {
+    using type = std::remove_const_t<R>;
+};
+// Kept in place (by reference) are lvalues other than tasks (taken over) and shared futures
+// (copied: a shared_future is a handle, and co_await copies it anyway).
+template <class A>
+inline constexpr bool timeout_in_place =
+    std::is_lvalue_reference_v<A> && !is_task<std::remove_cvref_t<A>>::value &&
+    !is_shared_future<std::remove_cvref_t<A>>::value;
+// The form the awaitable is awaited in: in place (A&), or as the task's own copy (an rvalue).
+template <class A>
+using timeout_awaited_t = std::conditional_t<timeout_in_place<A>, A, std::remove_cvref_t<A>&&>;
+template <class A, bool = awaitable<timeout_awaited_t<A>>>
+struct timeout_result {
+    using type = typename timeout_value<await_result_t<timeout_awaited_t<A>>>::type;
+};
+template <class A>
+struct timeout_result<A, false> {
+    using type = void; // not awaitable: the static_assert in timeout says so
+};
+template <class A>
+using timeout_result_t = typename timeout_result<A>::type;
+
+// The child of a timeout around something that is not a task: awaits it as its own copy, or in
+// place (the caller's object, which must outlive the await).
+template <class R, class A>
+task<R> await_owned(A awaitable) {
     co_return co_await std::move(awaitable);
 }
+template <class R, class A>
+task<R> await_in_place(A& awaitable) {
+    co_return co_await awaitable;
+}
 
-} // namespace detail
-
-/**
- * Runs `inner` for at most `duration` (Python's `asyncio.wait_for`): past it, `inner` is
- * cancelled — an Asio operation in flight included — and, once it has finished its cleanup,
- * `triad::timeout_error` is thrown. If `inner` ends first, its value or exception is returned.
- */
-template <class Rep, class Period, class T>
-task<T> timeout(std::chrono::duration<Rep, Period> duration, task<T> inner) {
-    detail::timeout_join join(*detail::promise_of(inner), detail::deadline_after(duration));
+template <class T, class Rep, class Period>
+task<T> timeout_task(std::chrono::duration<Rep, Period> duration, task<T> inner) {
+    timeout_join join(*promise_of(inner), deadline_after(duration));
     co_await join;
-    auto& child = detail::task_access::handle(inner).promise();
-    if (join.timed_out() && detail::is_cancellation(child.error()))
+    auto& child = task_access::handle(inner).promise();
+    if (join.timed_out() && is_cancellation(child.error()))
         throw timeout_error(
-            detail::concat("triad::timeout: the operation did not finish within ",
-                           std::chrono::duration_cast<std::chrono::milliseconds>(duration).count(),
-                           " ms and was cancelled"));
+            concat("triad::timeout: the operation did not finish within ",
+                   std::chrono::duration_cast<std::chrono::milliseconds>(duration).count(),
+                   " ms and was cancelled"));
     if constexpr (std::is_void_v<T>)
         child.take();
     else
         co_return child.take();
 }
 
-/** `timeout` for any awaitable: an Asio operation with `use_task`, a future, a primitive. */
+} // namespace detail
+
+/**
+ * Awaits `awaitable` for at most `duration` (Python's `asyncio.wait_for`): past it, the wait is
+ * cancelled — an Asio operation in flight included — and, once it has unwound, the returned
+ * task throws `triad::timeout_error`. The clock starts when that task starts (it is lazy, like
+ * every task). If the awaitable ends first, its value or exception is returned; so is a value
+ * that arrived in the same turn as the deadline, or that the awaited code produced although it
+ * was cancelled (it caught the cancellation, or its operation had completed).
+ *
+ * Anything a task can `co_await` is accepted: a `task` (or an lvalue task, which is taken over:
+ * a task is awaited once), `triad::sleep`, a `future` or `shared_future`, a `task_handle`
+ * (cancelled at the deadline, as awaiting a handle and being cancelled does), an Asio operation
+ * with `triad::use_task`, and the waits of the primitives in `<triad/sync.hpp>`. An rvalue is
+ * moved into the returned task. An lvalue is awaited in place, by reference, so a `future`
+ * that times out is not consumed and can be awaited again; the object must then outlive the
+ * returned task's await. It does when the call is awaited where it is made
+ * (`co_await triad::timeout(1s, fut)`); a task kept for later or spawned must not outlive it
+ * (pass `std::move(fut)` then). A `shared_future` lvalue is copied instead: it is a handle.
+ * A task holds values, so a
+ * reference result comes as a copy, or as `std::reference_wrapper` if it refers to a mutable
+ * object. Something that is not awaitable is rejected at compile time.
+ *
+ * Cancelling the task awaiting the timeout cancels the awaitable and throws
+ * `triad::task_cancelled`, unless the awaitable had already finished with its result: that is
+ * delivered and the cancellation is seen at the next suspension point.
+ *
+ * @par Thread Safety
+ * Loop thread only (a task of the loop awaits it).
+ *
+ * @code
+ * std::size_t n = co_await triad::timeout(5s, socket.async_read_some(buffer, triad::use_task));
+ * co_await triad::timeout(1s, ready.wait()); // a triad::event
+ * int v = co_await triad::timeout(10s, fut); // fut stays valid if this throws timeout_error
+ * @endcode
+ */
 template <class Rep, class Period, class Awaitable>
-requires(!detail::is_task<Awaitable>::value) auto timeout(
-    std::chrono::duration<Rep, Period> duration, Awaitable awaitable)
-    -> task<detail::await_result_t<Awaitable>> {
-    return timeout(duration, detail::as_task(std::move(awaitable)));
+auto timeout(std::chrono::duration<Rep, Period> duration, Awaitable&& awaitable)
+    -> task<detail::timeout_result_t<Awaitable>> {
+    using plain = std::remove_cvref_t<Awaitable>;
+    using result = detail::timeout_result_t<Awaitable>;
+    constexpr bool awaitable_ok = detail::awaitable<detail::timeout_awaited_t<Awaitable>>;
+    constexpr bool storable = detail::timeout_in_place<Awaitable> ||
+                              detail::is_task<plain>::value ||
+                              std::is_constructible_v<plain, Awaitable>;
+    static_assert(awaitable_ok,
+                  "triad::timeout: the second argument is not awaitable (pass a task, a future, "
+                  "triad::sleep(...), an Asio operation with triad::use_task, or a wait of a "
+                  "sync primitive; a task must not be const)");
+    static_assert(!awaitable_ok || storable,
+                  "triad::timeout: this awaitable cannot be moved into the task timeout returns; "
+                  "pass it as an lvalue (it is then awaited in place, and must outlive that "
+                  "task's await)");
+    // Only what can be compiled is, so an assertion is the only error.
+    if constexpr (awaitable_ok && storable) {
+        if constexpr (detail::is_task<plain>::value)
+            return detail::timeout_task(duration, std::move(awaitable)); // taken over
+        else if constexpr (detail::timeout_in_place<Awaitable>)
+            return detail::timeout_task(duration, detail::await_in_place<result>(awaitable));
+        else
+            return detail::timeout_task(
+                duration, detail::await_owned<result, plain>(std::forward<Awaitable>(awaitable)));
+    } else {
+        return task<result>();
+    }
 }
 
 // --- shield ------------------------------------------------------------------------------------
@@ -631,7 +772,8 @@ task<T> shield(task<T> inner) {
 template <class Awaitable>
 requires(!detail::is_task<Awaitable>::value) auto shield(Awaitable awaitable)
     -> task<detail::await_result_t<Awaitable>> {
-    return shield(detail::as_task(std::move(awaitable)));
+    return shield(detail::await_owned<detail::await_result_t<Awaitable>, Awaitable>(
+        std::move(awaitable)));
 }
 
 // --- as_completed ------------------------------------------------------------------------------

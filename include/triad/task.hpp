@@ -676,7 +676,9 @@ public:
     explicit sleep_awaiter(std::chrono::steady_clock::time_point deadline) noexcept {
         m_node.deadline = deadline;
     }
-    sleep_awaiter(const sleep_awaiter&) = delete;
+    // Movable until awaited (timeout(d, sleep(...)) moves it into a task), as Asio's
+    // operations are; a waiting one is never moved: its timer and callback point to it.
+    sleep_awaiter(sleep_awaiter&& other) noexcept { m_node.deadline = other.m_node.deadline; }
     sleep_awaiter& operator=(const sleep_awaiter&) = delete;
 
     bool await_ready() const noexcept { return false; }
@@ -744,14 +746,26 @@ namespace detail {
 struct future_bridge {
     std::coroutine_handle<> waiter;
     loop_core* loop = nullptr;
-    std::weak_ptr<loop_core> weak_loop;
     bool abandoned = false; // loop thread only
     cancellable_wait* wait = nullptr;
+};
 
-    // The producer's thread: hand over to the loop's thread, if the loop still exists.
-    static void on_ready(const std::shared_ptr<future_bridge>& bridge) {
-        if (std::shared_ptr<loop_core> alive = bridge->weak_loop.lock())
-            boost::asio::post(alive->io(), [bridge] {
+// The continuation a wait registers on the future (or the shared future's hub): it hands the
+// wake-up to the loop's thread. The state owns it until it runs; a cancelled wait takes it
+// back, if it has not run, so that the future can be awaited again.
+struct future_wakeup {
+    hub_link link; // a shared future's list of continuations
+    std::weak_ptr<loop_core> loop;
+    std::shared_ptr<future_bridge> bridge;
+
+    static void fire(void* context) noexcept {
+        // The producer's thread: hand over to the loop's thread, if the loop still exists.
+        std::unique_ptr<future_wakeup> self(static_cast<future_wakeup*>(context));
+        std::shared_ptr<loop_core> alive = self->loop.lock();
+        if (!alive)
+            return;
+        try {
+            boost::asio::post(alive->io(), [bridge = std::move(self->bridge)] {
                 if (bridge->abandoned)
                     return;
                 bridge->abandoned = true;
@@ -759,15 +773,17 @@ struct future_bridge {
                 bridge->loop->end_foreign_wait();
                 bridge->loop->schedule(bridge->waiter);
             });
+        } catch (...) {
+            report_unhandled("triad: co_await on a future could not wake its task",
+                             std::current_exception());
+        }
     }
 };
 
 template <class T>
-struct is_plain_future : std::false_type {};
+struct is_shared_future_type : std::false_type {};
 template <class T>
-struct is_plain_future<future<T>> : std::true_type {};
-template <class T>
-struct is_plain_future<future<T>*> : std::true_type {};
+struct is_shared_future_type<shared_future<T>> : std::true_type {};
 
 template <class Future>
 class future_awaiter {
@@ -780,32 +796,31 @@ public:
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> h) {
         loop_core& loop = current_loop("triad: co_await on a future");
+        auto bridge = std::make_shared<future_bridge>();
+        auto wakeup = std::make_unique<future_wakeup>();
+        wakeup->loop = loop.shared_from_this();
+        wakeup->bridge = bridge;
         if (!m_wait.begin(h, &on_cancel, this, "a future"))
             return false;
-        m_bridge = std::make_shared<future_bridge>();
-        m_bridge->waiter = h;
-        m_bridge->loop = &loop;
-        m_bridge->weak_loop = loop.weak_from_this();
-        m_bridge->wait = &m_wait;
+        bridge->waiter = h;
+        bridge->loop = &loop;
+        bridge->wait = &m_wait;
+        m_bridge = std::move(bridge);
         loop.begin_foreign_wait();
+        bool registered = false;
         try {
-            if constexpr (is_plain_future<Future>::value) {
-                // The future's own continuation slot, so that a cancelled wait can take it
-                // back and the future can be awaited again.
-                auto held = std::make_unique<std::shared_ptr<future_bridge>>(m_bridge);
-                if (future_access::state(ref())->try_set_continuation(&fire, held.get())) {
-                    m_registered = held.release();
-                } else {
-                    future_bridge::on_ready(*held); // ready meanwhile
-                }
-            } else {
-                ref().on_ready([bridge = m_bridge] { future_bridge::on_ready(bridge); });
-            }
+            registered = register_wakeup(*wakeup);
         } catch (...) {
             loop.end_foreign_wait();
             m_wait.end();
             throw;
         }
+        if (!registered) { // ready meanwhile: go on at once
+            loop.end_foreign_wait();
+            m_wait.end();
+            return false;
+        }
+        m_wakeup = wakeup.release(); // the state's now; on_cancel may take it back
         return true;
     }
     decltype(auto) await_resume() {
@@ -814,28 +829,39 @@ public:
     }
 
 private:
-    static void fire(void* context) noexcept {
-        const std::unique_ptr<std::shared_ptr<future_bridge>> held(
-            static_cast<std::shared_ptr<future_bridge>*>(context));
-        try {
-            future_bridge::on_ready(*held);
-        } catch (...) {
-            report_unhandled("triad: co_await on a future could not hand the result to the loop",
-                             std::current_exception());
+    static constexpr bool shared = is_shared_future_type<std::remove_pointer_t<Future>>::value;
+
+    bool register_wakeup(future_wakeup& w) {
+        if (!ref().valid())
+            throw future_error("triad: co_await on a future with no state (default-constructed, "
+                               "moved from, or already consumed by get())");
+        if constexpr (shared) {
+            w.link.fn = &future_wakeup::fire;
+            w.link.context = &w;
+            return shared_future_access::hub(ref())->add_continuation(w.link);
+        } else {
+            return future_access::state(ref())->try_set_continuation(&future_wakeup::fire, &w);
         }
     }
+    // True if the wake-up will never run (it is the awaiter's again); false if it has run or
+    // is running.
+    bool take_back_wakeup() noexcept {
+        if constexpr (shared)
+            return shared_future_access::hub(ref())->remove_continuation(m_wakeup->link);
+        else
+            return future_access::state(ref())->try_clear_continuation();
+    }
+
     static void on_cancel(void* context) noexcept {
         auto* self = static_cast<future_awaiter*>(context);
-        // Stop waiting; the work goes on. A future's continuation is taken back when it has
-        // not run yet (the future may be awaited again); else its result is dropped when it
-        // comes.
-        if constexpr (is_plain_future<Future>::value) {
-            if (self->m_registered != nullptr &&
-                future_access::state(self->ref())->try_clear_continuation())
-                std::unique_ptr<std::shared_ptr<future_bridge>>(
-                    std::exchange(self->m_registered, nullptr));
-        }
+        // Stop waiting; the work goes on. The wake-up is taken back, so the future may be
+        // awaited again (or, shared, does not keep one per abandoned wait until it is ready);
+        // if it already ran, what it posted finds the bridge abandoned.
         self->m_bridge->abandoned = true;
+        std::unique_ptr<future_wakeup> taken_back;
+        if (self->take_back_wakeup())
+            taken_back.reset(self->m_wakeup);
+        self->m_wakeup = nullptr;
         self->m_bridge->loop->end_foreign_wait();
         self->m_bridge->loop->schedule(self->m_bridge->waiter);
     }
@@ -849,7 +875,7 @@ private:
     Future m_future;
     cancellable_wait m_wait;
     std::shared_ptr<future_bridge> m_bridge;
-    std::shared_ptr<future_bridge>* m_registered = nullptr; // owned by `fire` once it runs
+    future_wakeup* m_wakeup = nullptr;
 };
 
 } // namespace detail

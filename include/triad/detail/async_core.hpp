@@ -66,21 +66,68 @@ inline std::coroutine_handle<> transfer(std::coroutine_handle<> next) noexcept {
     return next;
 }
 
+// --- children started one after the other -----------------------------------------------------
+// A combinator that starts several children (gather, when_any) must not start them with nested
+// resume() calls: a recursion through it would then nest native frames at every level, however
+// the transfers are made. It hands the first child over by symmetric transfer and leaves the
+// rest on this thread's stack of start lists; each time the chain resume() runs has suspended,
+// resume() takes the next child from the top list and starts it from its own frame. So the
+// children start in order, each to its first suspension, before anything else runs (as nested
+// calls would have it), and a recursion through them of any depth runs in constant stack.
+struct start_list {
+    // The next coroutine to run: a child, or the combinator's awaiting coroutine once every
+    // child has finished, or null. Pops the list (tls_starts = below) when no child is left.
+    std::coroutine_handle<> (*next)(start_list* self) noexcept = nullptr;
+    void* owner = nullptr;
+    start_list* below = nullptr;
+};
+
+inline thread_local start_list* tls_starts = nullptr;
+// True while a resume() runs on this thread, which starts what a start list holds. Without one
+// (a coroutine of another kind resumed by plain handle.resume()) the combinator does it itself.
+inline thread_local bool tls_resuming = false;
+
+// What a start list above `base` has to run next, or null.
+inline std::coroutine_handle<> next_start(const start_list* base) noexcept {
+    std::coroutine_handle<> h;
+    while (!h && tls_starts != base)
+        h = tls_starts->next(tls_starts);
+    return h;
+}
+
+// Resumes `h` (if any) and everything it transfers to, and starts what the start lists pushed
+// above `base` hold. Lists below `base` belong to a resume() further out, whose chain is still
+// running (this one is nested in it): their children start when that chain has suspended.
+inline void resume_above(std::coroutine_handle<> h, const start_list* base) {
+    const bool outer_resuming = std::exchange(tls_resuming, true);
+    if constexpr (!transfers_may_nest) {
+        if (!h)
+            h = next_start(base);
+        while (h) {
+            h.resume();
+            h = next_start(base);
+        }
+    } else {
+        const std::coroutine_handle<> outer_next = std::exchange(tls_next_transfer, nullptr);
+        const char* const outer_top =
+            std::exchange(tls_resume_stack, static_cast<const char*>(__builtin_frame_address(0)));
+        if (!h)
+            h = next_start(base);
+        while (h) {
+            h.resume();
+            h = std::exchange(tls_next_transfer, nullptr);
+            if (!h)
+                h = next_start(base);
+        }
+        tls_resume_stack = outer_top;
+        tls_next_transfer = outer_next;
+    }
+    tls_resuming = outer_resuming;
+}
+
 // Resumes `h` and everything it transfers to. Every resumption in triad goes through here.
 inline void resume(std::coroutine_handle<> h) {
-    if constexpr (!transfers_may_nest) {
-        h.resume();
-        return;
-    }
-    const std::coroutine_handle<> outer_next = std::exchange(tls_next_transfer, nullptr);
-    const char* const outer_top =
-        std::exchange(tls_resume_stack, static_cast<const char*>(__builtin_frame_address(0)));
-    while (h) {
-        h.resume();
-        h = std::exchange(tls_next_transfer, nullptr);
-    }
-    tls_resume_stack = outer_top;
-    tls_next_transfer = outer_next;
+    resume_above(h, tls_starts);
 }
 
 // --- cancellation ------------------------------------------------------------------------------
