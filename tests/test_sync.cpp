@@ -145,6 +145,26 @@ TEST_CASE("an event set by another thread wakes the loop's waiters, every time",
     CHECK(woken == rounds);
 }
 
+TEST_CASE("set then clear from another thread still wakes the tasks that were waiting", "[sync]") {
+    // The posted wake used to look at the flag again, found it cleared, and woke nobody (found
+    // by attacking).
+    triad::event pulse;
+    bool woken = false;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto waiter = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            co_await pulse.wait();
+            woken = true;
+        }));
+        co_await triad::sleep(0ms); // the waiter waits
+        std::thread([&] {
+            pulse.set();
+            pulse.clear();
+        }).join(); // both happen while the loop is busy here
+        co_await triad::timeout(5s, waiter);
+    }));
+    CHECK(woken);
+}
+
 TEST_CASE("an event destroyed while another thread's wake is on its way is not touched", "[sync]") {
     triad::run(triad::make_task([&]() -> triad::task<void> {
         for (int round = 0; round < 50; ++round) {

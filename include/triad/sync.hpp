@@ -3,6 +3,7 @@
 #include <atomic>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -269,9 +270,10 @@ namespace detail {
 // on, and whether the event still exists when the loop gets round to waking them.
 struct event_remote {
     std::mutex mutex;
-    std::weak_ptr<loop_core> loop;          // under mutex
-    std::atomic<loop_core*> bound{nullptr}; // the same loop, for a lock-free check on its thread
-    void* target = nullptr;                 // the event, null once destroyed; under mutex
+    std::weak_ptr<loop_core> loop;            // under mutex
+    std::atomic<loop_core*> bound{nullptr};   // the same loop, for a lock-free check on its thread
+    void* target = nullptr;                   // the event, null once destroyed; under mutex
+    std::atomic<std::uint64_t> generation{0}; // sets from other threads so far
 };
 } // namespace detail
 
@@ -305,22 +307,31 @@ public:
             m_waiters.wake_all();
             return;
         }
+        // Copied first: once the flag is visible a task may destroy this event.
+        std::shared_ptr<detail::event_remote> remote = m_remote;
         std::shared_ptr<detail::loop_core> loop;
+        std::uint64_t generation = 0;
         {
-            const std::lock_guard lock(m_remote->mutex);
+            const std::lock_guard lock(remote->mutex);
+            generation = remote->generation.fetch_add(1, std::memory_order_acq_rel) + 1;
             m_set.store(true, std::memory_order_release);
-            loop = m_remote->loop.lock();
+            loop = remote->loop.lock();
         }
         if (!loop)
             return; // nobody has waited yet: a waiter sees the flag
-        boost::asio::post(loop->io(), [remote = m_remote] {
+        boost::asio::post(loop->io(), [remote = std::move(remote), generation] {
             event* self = nullptr;
             {
                 const std::lock_guard lock(remote->mutex);
                 self = static_cast<event*>(remote->target);
             }
-            if (self != nullptr && self->is_set())
-                self->m_waiters.wake_all();
+            // Every task that waited when set() ran is woken, even if the flag was cleared
+            // since (as a set on the loop's thread would have); later waiters are not.
+            if (self != nullptr)
+                while (!self->m_waiters.empty() &&
+                       reinterpret_cast<std::uintptr_t>(self->m_waiters.front()->payload) <
+                           generation)
+                    self->m_waiters.wake_front();
         });
     }
     void clear() noexcept { m_set.store(false, std::memory_order_release); }
@@ -335,6 +346,9 @@ public:
             if (m_event.m_remote->bound.load(std::memory_order_acquire) != &loop &&
                 !m_event.bind(loop))
                 return false; // set meanwhile by another thread
+            // The sets this waiter must not be woken by (they came before it).
+            m_node.payload = reinterpret_cast<void*>(static_cast<std::uintptr_t>(
+                m_event.m_remote->generation.load(std::memory_order_acquire)));
             return m_event.m_waiters.wait(m_node, h, "triad::event::wait");
         }
         void await_resume() { m_node.wait.throw_if_cancelled(); }
