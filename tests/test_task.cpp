@@ -501,6 +501,61 @@ TEST_CASE("spawn_threadsafe starts a task from another thread and gives a future
     CHECK_THROWS_AS(orphan->get(), triad::broken_promise);
 }
 
+TEST_CASE("a task that spawn_threadsafe starts while run winds down gives task_cancelled",
+          "[task]") {
+    // The posted start is processed after the main task returned, while another task still
+    // cleans up: the new task is cancelled before its first step, and its future says so (it
+    // once said broken_promise).
+    triad::event_loop loop;
+    triad::future<int> late;
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        (void)triad::spawn(triad::make_task([]() -> triad::task<void> {
+            bool cancelled = false;
+            try {
+                co_await triad::sleep(1h);
+            } catch (const triad::task_cancelled&) {
+                cancelled = true;
+            }
+            if (cancelled)
+                co_await triad::sleep(50ms); // its cleanup takes a while
+        }));
+        co_await triad::sleep(1ms);
+        std::thread([&] { late = loop.spawn_threadsafe(answer()); }).join();
+    }));
+    CHECK_THROWS_AS(late.get(), triad::task_cancelled);
+}
+
+TEST_CASE("a cancellation that arrives while a finished handle's waiter is scheduled is "
+          "delivered at the next suspension point",
+          "[task]") {
+    std::string outcome;
+    triad::event finishing;
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        auto quick = triad::spawn(triad::make_task([&]() -> triad::task<int> {
+            co_await triad::sleep(1ms);
+            finishing.set(); // schedules the canceller ahead of the waiter
+            co_return 1;
+        }));
+        auto waiter = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+            // Not CHECK(co_await quick == 1): Catch's macro repeats its expression, and GCC 12
+            // then resumes another awaiter object than the one it suspended.
+            const int got = co_await quick;
+            CHECK(got == 1);
+            try {
+                co_await triad::sleep(10s);
+                outcome = "slept on: the cancellation was lost";
+            } catch (const triad::task_cancelled&) {
+                outcome = "cancelled";
+            }
+        }));
+        // Runs after `quick` finished, while `waiter` is scheduled but has not run yet.
+        co_await finishing.wait();
+        waiter.cancel();
+        co_await waiter;
+    }));
+    CHECK(outcome == "cancelled");
+}
+
 TEST_CASE("an event loop runs on a user's io_context, alongside the user's own handlers",
           "[task]") {
     boost::asio::io_context io;

@@ -308,7 +308,9 @@ public:
         }
         T await_resume() {
             m_wait.end();
-            if (!m_cancelled_before)
+            // A cancellation that came after the task finished, while this waiter was only
+            // scheduled, was consumed by the wait: it is requested again below.
+            if (!m_cancelled_before && !m_wait.cancelled())
                 return m_owner.take();
             // The task finished although cancelled: its result is delivered, and the
             // cancellation consumed here waits for the awaiting task's next suspension point.
@@ -571,18 +573,39 @@ inline std::vector<task_info> event_loop::tasks() const {
 }
 
 namespace detail {
+// The promise of a spawn_threadsafe: a task cancelled before its first step (run winding down)
+// never runs deliver_to's body, and its future then says task_cancelled, not broken_promise.
 template <class T>
-task<void> deliver_to(task<T> t, promise<T> out) {
+struct threadsafe_result {
+    promise<T> out;
+    bool delivered = false;
+    explicit threadsafe_result(promise<T> p) : out(std::move(p)) {}
+    threadsafe_result(threadsafe_result&& other) noexcept
+        : out(std::move(other.out)), delivered(std::exchange(other.delivered, true)) {}
+    threadsafe_result& operator=(threadsafe_result&&) = delete;
+    ~threadsafe_result() {
+        if (!delivered) {
+            try {
+                out.set_exception(std::make_exception_ptr(task_cancelled()));
+            } catch (...) {
+            }
+        }
+    }
+};
+
+template <class T>
+task<void> deliver_to(task<T> t, threadsafe_result<T> result) {
     try {
         if constexpr (std::is_void_v<T>) {
             co_await std::move(t);
-            out.set_value();
+            result.out.set_value();
         } else {
-            out.set_value(co_await std::move(t));
+            result.out.set_value(co_await std::move(t));
         }
     } catch (...) {
-        out.set_exception(std::current_exception());
+        result.out.set_exception(std::current_exception());
     }
+    result.delivered = true;
 }
 } // namespace detail
 
@@ -598,7 +621,8 @@ future<T> event_loop::spawn_threadsafe(task<T> t, spawn_options options) {
         // dropped unstarted and the future is broken.
         if (detail::tls_loop != core)
             return;
-        (void)spawn(detail::deliver_to(std::move(t), std::move(out)), std::move(options));
+        (void)spawn(detail::deliver_to(std::move(t), detail::threadsafe_result<T>(std::move(out))),
+                    std::move(options));
     });
     return result;
 }
