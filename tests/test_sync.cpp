@@ -3,6 +3,7 @@
 #include <triad/combinators.hpp>
 #include <triad/task.hpp>
 
+#include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -188,6 +189,35 @@ TEST_CASE("an event destroyed while another thread's wake is on its way is not t
             CHECK(waiter.done());
         }
     }));
+}
+
+TEST_CASE("an event set from another thread while its loop and that loop's io_context are "
+          "destroyed touches neither",
+          "[sync]") {
+    // set() once held the loop alive across its post: the loop's destructor could then run on
+    // the setting thread, after the user destroyed the io_context the loop ran on (AddressSanitizer
+    // saw the use after free when the setter was preempted at the wrong moment).
+    triad::event ev; // outlives every loop
+    std::atomic<bool> stop{false};
+    std::thread setter([&] {
+        while (!stop.load(std::memory_order_relaxed)) {
+            ev.set();
+            ev.clear();
+        }
+    });
+    for (int round = 0; round < 300; ++round) {
+        auto io = std::make_unique<boost::asio::io_context>();
+        {
+            triad::event_loop loop(*io);
+            loop.run(triad::make_task([&]() -> triad::task<void> {
+                co_await ev.wait(); // binds the event to this loop; a set ends it
+            }));
+        }
+        io.reset();
+    }
+    stop = true;
+    setter.join();
+    SUCCEED("no use after free under AddressSanitizer, no race under ThreadSanitizer");
 }
 
 TEST_CASE("channels with several producers and consumers lose and duplicate nothing", "[sync]") {

@@ -556,6 +556,49 @@ TEST_CASE("a cancellation that arrives while a finished handle's waiter is sched
     CHECK(outcome == "cancelled");
 }
 
+namespace {
+triad::task<void> sleep_for(clock_type::duration d) {
+    co_await triad::sleep(d);
+}
+} // namespace
+
+TEST_CASE("a cancelled sleep leaves no timer armed: a stall is reported on time, and a user's "
+          "io_context has nothing left to wait for",
+          "[task]") {
+    // The loop's Asio timer stayed armed for the deadline of the last sleep even when that
+    // sleep was cancelled: the stall report came only then, and so did a user's io.run().
+    triad::event unstick;
+    auto stalled_after = clock_type::duration::max();
+    const auto start = clock_type::now();
+    triad::event_loop loop({.stall_timeout = 100ms, .on_stall = [&](const triad::stall_report&) {
+                                stalled_after = clock_type::now() - start;
+                                unstick.set();
+                            }});
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        auto sleeper = triad::spawn(sleep_for(30s));
+        co_await triad::sleep(1ms);
+        sleeper.cancel();
+        CHECK_THROWS_AS(co_await sleeper, triad::task_cancelled);
+        co_await unstick.wait(); // only the stall report sets it
+    }));
+    CHECK(stalled_after < 10s);
+
+    boost::asio::io_context io;
+    {
+        triad::event_loop on_user_io(io);
+        on_user_io.run(triad::make_task([&]() -> triad::task<void> {
+            auto sleeper = triad::spawn(sleep_for(30s));
+            co_await triad::sleep(1ms);
+            sleeper.cancel();
+            CHECK_THROWS_AS(co_await sleeper, triad::task_cancelled);
+        }));
+    }
+    const auto before = clock_type::now();
+    io.restart();
+    io.run();
+    CHECK(clock_type::now() - before < 10s);
+}
+
 TEST_CASE("an event loop runs on a user's io_context, alongside the user's own handlers",
           "[task]") {
     boost::asio::io_context io;

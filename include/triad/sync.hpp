@@ -270,8 +270,10 @@ namespace detail {
 // on, and whether the event still exists when the loop gets round to waking them.
 struct event_remote {
     std::mutex mutex;
-    std::weak_ptr<loop_core> loop;            // under mutex
-    std::atomic<loop_core*> bound{nullptr};   // the same loop, for a lock-free check on its thread
+    std::shared_ptr<loop_gate> gate; // the loop's, under mutex
+    // The same gate, for a lock-free check on the loop's thread. A gate, not the loop: a later
+    // loop may sit at a gone loop's address, never at the address of a gate still held here.
+    std::atomic<loop_gate*> bound{nullptr};
     void* target = nullptr;                   // the event, null once destroyed; under mutex
     std::atomic<std::uint64_t> generation{0}; // sets from other threads so far
 };
@@ -302,24 +304,27 @@ public:
      */
     void set() {
         detail::loop_core* const here = detail::tls_loop;
-        if (here != nullptr && m_remote->bound.load(std::memory_order_acquire) == here) {
+        if (here != nullptr &&
+            m_remote->bound.load(std::memory_order_acquire) == here->gate().get()) {
             m_set.store(true, std::memory_order_release);
             m_waiters.wake_all();
             return;
         }
         // Copied first: once the flag is visible a task may destroy this event.
         std::shared_ptr<detail::event_remote> remote = m_remote;
-        std::shared_ptr<detail::loop_core> loop;
+        std::shared_ptr<detail::loop_gate> gate;
         std::uint64_t generation = 0;
         {
             const std::lock_guard lock(remote->mutex);
             generation = remote->generation.fetch_add(1, std::memory_order_acq_rel) + 1;
             m_set.store(true, std::memory_order_release);
-            loop = remote->loop.lock();
+            gate = remote->gate;
         }
-        if (!loop)
+        if (!gate)
             return; // nobody has waited yet: a waiter sees the flag
-        boost::asio::post(loop->io(), [remote = std::move(remote), generation] {
+        gate->post([remote = std::move(remote), gate, generation] {
+            if (!gate->open())
+                return; // run by a user's io_context after the loop went: no waiter is left
             event* self = nullptr;
             {
                 const std::lock_guard lock(remote->mutex);
@@ -343,7 +348,7 @@ public:
         template <class Promise>
         bool await_suspend(std::coroutine_handle<Promise> h) {
             detail::loop_core& loop = detail::current_loop("triad::event::wait");
-            if (m_event.m_remote->bound.load(std::memory_order_acquire) != &loop &&
+            if (m_event.m_remote->bound.load(std::memory_order_acquire) != loop.gate().get() &&
                 !m_event.bind(loop))
                 return false; // set meanwhile by another thread
             // The sets this waiter must not be woken by (they came before it).
@@ -370,8 +375,8 @@ private:
         if (!m_waiters.empty())
             throw std::logic_error("triad::event::wait: tasks of another event loop already wait "
                                    "on this event; an event serves the tasks of one loop");
-        m_remote->loop = loop.weak_from_this();
-        m_remote->bound.store(&loop, std::memory_order_release);
+        m_remote->gate = loop.gate();
+        m_remote->bound.store(loop.gate().get(), std::memory_order_release);
         return true;
     }
 

@@ -779,18 +779,15 @@ struct future_bridge {
 // back, if it has not run, so that the future can be awaited again.
 struct future_wakeup {
     hub_link link; // a shared future's list of continuations
-    std::weak_ptr<loop_core> loop;
+    std::shared_ptr<loop_gate> gate;
     std::shared_ptr<future_bridge> bridge;
 
     static void fire(void* context) noexcept {
         // The producer's thread: hand over to the loop's thread, if the loop still exists.
         std::unique_ptr<future_wakeup> self(static_cast<future_wakeup*>(context));
-        std::shared_ptr<loop_core> alive = self->loop.lock();
-        if (!alive)
-            return;
         try {
-            boost::asio::post(alive->io(), [bridge = std::move(self->bridge)] {
-                if (bridge->abandoned)
+            self->gate->post([gate = self->gate, bridge = std::move(self->bridge)] {
+                if (!gate->open() || bridge->abandoned)
                     return;
                 bridge->abandoned = true;
                 bridge->wait->end();
@@ -822,7 +819,7 @@ public:
         loop_core& loop = current_loop("triad: co_await on a future");
         auto bridge = std::make_shared<future_bridge>();
         auto wakeup = std::make_unique<future_wakeup>();
-        wakeup->loop = loop.shared_from_this();
+        wakeup->gate = loop.gate();
         wakeup->bridge = bridge;
         if (!m_wait.begin(h, &on_cancel, this, "a future"))
             return false;

@@ -176,7 +176,7 @@ public:
     enum class phase : unsigned char { starting, waiting, done, detached };
 
     explicit asio_link_base(loop_core& loop)
-        : m_loop(&loop), m_loop_alive(loop.weak_from_this()),
+        : m_loop(&loop), m_gate(loop.gate()),
           m_loop_executor(loop.io().get_executor()), m_work(std::in_place, m_loop_executor) {}
     asio_link_base(const asio_link_base&) = delete;
     asio_link_base& operator=(const asio_link_base&) = delete;
@@ -233,9 +233,8 @@ public:
     bool m_emitting = false;             // under m_mutex
     std::atomic<unsigned> m_handlers{0}; // live copies of the handler
     loop_core* m_loop;
-    // A loop that gave up on its tasks (run() threw) leaves this one suspended for good, and
-    // may be gone when the operation ends.
-    std::weak_ptr<loop_core> m_loop_alive;
+    // The loop may be gone when the operation ends (its task destroyed suspended).
+    std::shared_ptr<loop_gate> m_gate;
     boost::asio::io_context::executor_type m_loop_executor;
     // Loop thread only. Keeps the loop waiting while the operation is in flight: nothing else
     // does when the handler's executor is not the loop's, or the initiation is one's own.
@@ -253,16 +252,12 @@ protected:
         return previous;
     }
 
-    // Another thread hands the resumption to the loop. It holds work on the loop from before
-    // the post until after it returns, so that the loop, which could otherwise run the
-    // resumption, finish and be destroyed meanwhile, waits for that thread to be out of post.
+    // Another thread hands the resumption to the loop, unless the loop is gone (see loop_gate).
     void post_delivery() {
-        std::optional<loop_work> transfer;
-        if (const std::shared_ptr<loop_core> alive = m_loop_alive.lock())
-            transfer.emplace(m_loop_executor);
-        else
-            return; // nobody left to resume
-        boost::asio::post(m_loop_executor, [self = shared_from_this()] { self->deliver(); });
+        m_gate->post([self = shared_from_this()] {
+            if (self->m_gate->open())
+                self->deliver();
+        });
     }
 };
 
@@ -286,7 +281,7 @@ public:
             // from inside an emit (a cancellation that completed the operation at once) or any
             // other thread, by a post to the loop.
             // (A loop at the address of one that is gone is another loop.)
-            here = !m_emitting && tls_loop == m_loop && !m_loop_alive.expired();
+            here = !m_emitting && tls_loop == m_loop && m_gate->open();
         }
         if (here)
             deliver();

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
@@ -9,6 +10,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -389,6 +391,39 @@ class promise_base;
 
 // --- the loop ----------------------------------------------------------------------------------
 
+// How another thread hands work to a loop: a post to its io_context for as long as the loop
+// lives. The loop closes it first thing when it is destroyed, under the same lock a post holds,
+// so a thread is never inside post() while the io_context goes, and never extends the loop's
+// life (its destructor would then run on that thread).
+class loop_gate {
+public:
+    explicit loop_gate(boost::asio::io_context& io) noexcept : m_io(&io) {}
+    loop_gate(const loop_gate&) = delete;
+    loop_gate& operator=(const loop_gate&) = delete;
+
+    // False: the loop is gone, and `work` was not posted.
+    template <class Work>
+    bool post(Work&& work) {
+        const std::lock_guard lock(m_mutex);
+        if (m_io == nullptr)
+            return false;
+        boost::asio::post(*m_io, std::forward<Work>(work));
+        return true;
+    }
+    // For a posted handler that a user's io_context may run after the loop is gone.
+    bool open() const noexcept { return m_open.load(std::memory_order_acquire); }
+    void close() noexcept {
+        const std::lock_guard lock(m_mutex);
+        m_io = nullptr;
+        m_open.store(false, std::memory_order_release);
+    }
+
+private:
+    std::mutex m_mutex;
+    boost::asio::io_context* m_io; // under m_mutex
+    std::atomic<bool> m_open{true};
+};
+
 // The engine under triad::event_loop: Asio's io_context for I/O and cross-thread posts, plus a
 // ready queue of coroutines and the timer heap, run on one thread.
 class loop_core final : public wait_helper, public std::enable_shared_from_this<loop_core> {
@@ -400,12 +435,14 @@ public:
     // `io`: a user's io_context to run on, or null for one of its own.
     loop_core(boost::asio::io_context* io, std::function<void(std::exception_ptr)> on_unhandled)
         : m_own_io(io == nullptr ? std::make_unique<boost::asio::io_context>(1) : nullptr),
-          m_io(io == nullptr ? *m_own_io : *io), m_timer(m_io),
-          m_on_unhandled(std::move(on_unhandled)) {}
+          m_io(io == nullptr ? *m_own_io : *io), m_gate(std::make_shared<loop_gate>(m_io)),
+          m_timer(m_io), m_on_unhandled(std::move(on_unhandled)) {}
     loop_core(const loop_core&) = delete;
     loop_core& operator=(const loop_core&) = delete;
 
     boost::asio::io_context& io() noexcept { return m_io; }
+    // What other threads post through (see loop_gate).
+    const std::shared_ptr<loop_gate>& gate() const noexcept { return m_gate; }
     bool owns_io() const noexcept { return m_own_io != nullptr; }
 
     void set_stall_report(std::chrono::steady_clock::duration after, stall_fn report) {
@@ -421,7 +458,18 @@ public:
         if (m_timers.top() == node)
             arm_timer();
     }
-    void remove_timer(timer_node* node) noexcept { m_timers.remove(node); }
+    void remove_timer(timer_node* node) noexcept {
+        m_timers.remove(node);
+        if (m_timers.empty() && m_timer_armed) {
+            // Nothing left to fire: a wait left armed would keep a user's io.run() (and the
+            // stall check) waiting for a deadline nobody needs.
+            m_timer_armed = false;
+            try {
+                m_timer.cancel();
+            } catch (...) {
+            }
+        }
+    }
 
     // A wait that another thread will end (a future of a pool): keeps the loop alive, since
     // Asio alone does not know about it.
@@ -547,6 +595,7 @@ private:
 
     std::unique_ptr<boost::asio::io_context> m_own_io;
     boost::asio::io_context& m_io;
+    std::shared_ptr<loop_gate> m_gate;
     boost::asio::steady_timer m_timer;
     bool m_timer_armed = false;
     std::chrono::steady_clock::time_point m_armed_for{};
@@ -823,20 +872,23 @@ inline void loop_core::unhold(promise_base* p) noexcept {
 }
 
 inline loop_core::~loop_core() {
+    // Other threads post no more from here on; what they posted before finds the gate closed
+    // when it runs, here or in a user's io_context.
+    m_gate->close();
     for (promise_base* p : m_held) {
         p->m_loop = nullptr;
         p->m_held = false;
     }
-    // An operation on another io_context holds work on this one until its thread lets go of
-    // it, just after handing the completion over: this io_context must not be destroyed in
-    // between (a use after free in that thread). Let what is left run out, for a bounded time:
-    // an operation that never completes (its io_context stopped for good) is given up on.
+    // An Asio operation on another io_context whose handler's executor is this loop's holds
+    // work on this io_context until its thread lets go of it, just after handing the completion
+    // over: this io_context must not be destroyed in between (a use after free in that thread).
+    // Let what is left run out, for a bounded time (what it runs finds the gate closed): an
+    // operation that never completes (its io_context stopped for good) is given up on.
     try {
         m_timer.cancel();
         m_work.reset();
         if (!m_own_io)
             return; // a user's io_context is theirs to run and to destroy
-
         m_io.restart();
         const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
         while (!m_io.stopped() && std::chrono::steady_clock::now() < until)
