@@ -592,11 +592,28 @@ TEST_CASE("a cancelled sleep leaves no timer armed: a stall is reported on time,
             sleeper.cancel();
             CHECK_THROWS_AS(co_await sleeper, triad::task_cancelled);
         }));
+        const auto before = clock_type::now(); // the loop is still there
+        io.restart();
+        io.run();
+        CHECK(clock_type::now() - before < 10s);
     }
-    const auto before = clock_type::now();
-    io.restart();
-    io.run();
-    CHECK(clock_type::now() - before < 10s);
+}
+
+TEST_CASE("an on_stall that throws changes nothing: the loop waits on", "[task]") {
+    triad::event wake;
+    std::thread late;
+    int reports = 0;
+    triad::event_loop loop({.stall_timeout = 20ms, .on_stall = [&](const triad::stall_report&) {
+                                if (reports++ == 0)
+                                    late = std::thread([&] {
+                                        std::this_thread::sleep_for(100ms);
+                                        wake.set();
+                                    });
+                                throw std::runtime_error("on_stall threw on purpose");
+                            }});
+    CHECK_NOTHROW(loop.run(triad::make_task([&]() -> triad::task<void> { co_await wake.wait(); })));
+    late.join();
+    CHECK(reports >= 1);
 }
 
 TEST_CASE("an event loop runs on a user's io_context, alongside the user's own handlers",

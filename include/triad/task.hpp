@@ -435,7 +435,9 @@ struct stall_report {
 struct event_loop_options {
     /**
      * Receives every exception that ends a spawned task nobody awaited (asyncio's "Task
-     * exception was never retrieved"). Unset: type and message on stderr.
+     * exception was never retrieved"), and every exception thrown by work posted to the loop
+     * after a first one (which ends `run`, and `run` rethrows). Unset: type and message on
+     * stderr.
      */
     std::function<void(std::exception_ptr)> on_unhandled{};
     /**
@@ -447,7 +449,8 @@ struct event_loop_options {
     /**
      * Receives the stall report, on the loop's thread; it may wake tasks (set an event,
      * cancel a handle). The loop keeps waiting either way: another thread may still post to it,
-     * so a stall is never treated as an error. Unset: the report's text on stderr.
+     * so a stall is never treated as an error (an exception from `on_stall` is written to
+     * stderr and ignored). Unset: the report's text on stderr.
      */
     std::function<void(const stall_report&)> on_stall{};
 };
@@ -662,7 +665,9 @@ T event_loop::run(task<T> main) {
                     escaped = std::current_exception();
                     loop.cancel_all_spawned(true);
                 } else {
-                    loop.report_unhandled(std::current_exception());
+                    loop.report_unhandled(std::current_exception(),
+                                          "triad::event_loop: work posted to the loop threw "
+                                          "after an earlier failure had ended run");
                 }
             }
         }

@@ -319,7 +319,9 @@ private:
 // --- coroutine frames ---------------------------------------------------------------------------
 // Frames are allocated and freed at a high rate (a task per download, a million per gather);
 // each thread keeps freed frames by size class for reuse. Under AddressSanitizer frames come
-// straight from the heap, so it still sees every use after free.
+// straight from the heap, so it still sees every use after free (unless TRIAD_FRAME_CACHE is
+// defined to 1, to test the cache itself).
+#ifndef TRIAD_FRAME_CACHE
 #if defined(__SANITIZE_ADDRESS__)
 #define TRIAD_FRAME_CACHE 0
 #elif defined(__has_feature)
@@ -327,9 +329,15 @@ private:
 #define TRIAD_FRAME_CACHE 0
 #endif
 #endif
+#endif
 #ifndef TRIAD_FRAME_CACHE
 #define TRIAD_FRAME_CACHE 1
 #endif
+
+// Set when this thread's cache is destroyed at thread (or program) exit: a frame freed later
+// (a static loop's tasks, destroyed after main's thread_locals) goes straight to the heap.
+// Trivially destructible, so it stays readable until the thread is gone.
+inline thread_local bool frame_cache_gone = false;
 
 class frame_cache {
 public:
@@ -340,7 +348,7 @@ public:
     static void* allocate(std::size_t size) {
         if constexpr (TRIAD_FRAME_CACHE) {
             const std::size_t c = (size + granule - 1) / granule;
-            if (c < classes) {
+            if (c < classes && !frame_cache_gone) {
                 auto& list = local().m_free[c];
                 if (!list.empty()) {
                     void* p = list.back();
@@ -356,7 +364,7 @@ public:
     static void deallocate(void* p, std::size_t size) noexcept {
         if constexpr (TRIAD_FRAME_CACHE) {
             const std::size_t c = (size + granule - 1) / granule;
-            if (c < classes) {
+            if (c < classes && !frame_cache_gone) {
                 auto& list = local().m_free[c];
                 if (list.size() < max_cached) {
                     try {
@@ -379,6 +387,7 @@ private:
     }
     frame_cache() = default;
     ~frame_cache() {
+        frame_cache_gone = true;
         for (auto& list : m_free)
             for (void* p : list)
                 ::operator delete(p);
@@ -496,7 +505,9 @@ public:
         return it == m_names.end() ? nullptr : &it->second;
     }
 
-    void report_unhandled(std::exception_ptr error) noexcept {
+    void report_unhandled(std::exception_ptr error,
+                          const char* what = "triad: exception in a spawned task that nobody "
+                                             "awaited") noexcept {
         if (m_on_unhandled) {
             try {
                 m_on_unhandled(error);
@@ -506,7 +517,7 @@ public:
                                  std::current_exception());
             }
         }
-        report_to_stderr("triad: exception in a spawned task that nobody awaited", error);
+        report_to_stderr(what, error);
     }
 
     // Spawned tasks still running, so the loop can cancel them when the main task is done.
@@ -573,7 +584,12 @@ private:
                 continue;
             }
             if (report) {
-                m_on_stall(std::chrono::steady_clock::now() - since);
+                try {
+                    m_on_stall(std::chrono::steady_clock::now() - since);
+                } catch (...) { // a report never changes what the loop does
+                    report_to_stderr("triad::event_loop: on_stall threw (the loop waits on)",
+                                     std::current_exception());
+                }
                 if (!m_ready.empty())
                     return; // the report woke a task itself
                 step =
