@@ -599,6 +599,33 @@ TEST_CASE("a cancelled sleep leaves no timer armed: a stall is reported on time,
     }
 }
 
+TEST_CASE("a task spawn_threadsafe posts to a user's io_context is started by the loop's next "
+          "run, even when the user ran the io_context first",
+          "[task]") {
+    // The user's own poll took the start off the queue outside run(): it used to be dropped,
+    // and the future broken.
+    boost::asio::io_context io;
+    triad::event_loop loop(io);
+    triad::future<int> started;
+    std::thread([&] { started = loop.spawn_threadsafe(answer()); }).join();
+    io.restart();
+    io.poll(); // the user's own use of the io_context, between two runs
+    CHECK_FALSE(started.ready());
+    loop.run(triad::make_task([]() -> triad::task<void> { co_await triad::sleep(1ms); }));
+    REQUIRE(started.ready());
+    CHECK(started.get() == 42);
+
+    // Destroyed before it runs again: a broken promise, not a hang.
+    triad::future<int> orphan;
+    {
+        triad::event_loop short_lived(io);
+        std::thread([&] { orphan = short_lived.spawn_threadsafe(answer()); }).join();
+        io.restart();
+        io.poll();
+    }
+    CHECK_THROWS_AS(orphan.get(), triad::broken_promise);
+}
+
 TEST_CASE("an on_stall that throws changes nothing: the loop waits on", "[task]") {
     triad::event wake;
     std::thread late;

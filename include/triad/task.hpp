@@ -503,7 +503,8 @@ public:
     /**
      * Starts `t` on this loop from any thread (Python's `asyncio.run_coroutine_threadsafe`):
      * the future gives its value or exception (`task_cancelled` if it was cancelled). It starts
-     * when the loop next runs work; a loop destroyed before that breaks the future
+     * when the loop next runs (also when a user's io_context, run outside `run`, takes it off
+     * the queue first); a loop destroyed before that breaks the future
      * (`triad::broken_promise`). Throws `future_error` for an empty task.
      */
     template <class T>
@@ -612,21 +613,46 @@ task<void> deliver_to(task<T> t, threadsafe_result<T> result) {
 }
 } // namespace detail
 
+namespace detail {
+// What spawn_threadsafe posts. Run by the loop, it spawns the task; run by the loop's
+// io_context outside run (a user's, between two runs), it waits for the loop's next run.
+template <class T>
+class threadsafe_start : public loop_core::deferred_work {
+public:
+    threadsafe_start(loop_core& loop, task<T> t, promise<T> out, spawn_options options)
+        : m_loop(&loop), m_gate(loop.gate()), m_task(std::move(t)), m_out(std::move(out)),
+          m_options(std::move(options)) {}
+    threadsafe_start(threadsafe_start&&) noexcept = default;
+    threadsafe_start& operator=(threadsafe_start&&) = delete;
+
+    void operator()() {
+        if (tls_loop == m_loop && m_gate->open()) {
+            (void)spawn(deliver_to(std::move(m_task), threadsafe_result<T>(std::move(m_out))),
+                        std::move(m_options));
+            return;
+        }
+        // Not the loop: kept for its next run, unless it is gone (the future is then broken).
+        m_gate->if_open(
+            [this] { m_loop->defer(std::make_unique<threadsafe_start>(std::move(*this))); });
+    }
+    void run() override { (*this)(); }
+
+private:
+    loop_core* m_loop;
+    std::shared_ptr<loop_gate> m_gate;
+    task<T> m_task;
+    promise<T> m_out;
+    spawn_options m_options;
+};
+} // namespace detail
+
 template <class T>
 future<T> event_loop::spawn_threadsafe(task<T> t, spawn_options options) {
     if (!t.valid())
         throw future_error("triad::event_loop::spawn_threadsafe: the task is empty");
     promise<T> out;
     future<T> result = out.get_future();
-    detail::loop_core* core = m_core.get();
-    post([core, t = std::move(t), out = std::move(out), options = std::move(options)]() mutable {
-        // Run by the loop itself: else (this io_context run outside triad::run) the task is
-        // dropped unstarted and the future is broken.
-        if (detail::tls_loop != core)
-            return;
-        (void)spawn(detail::deliver_to(std::move(t), detail::threadsafe_result<T>(std::move(out))),
-                    std::move(options));
-    });
+    post(detail::threadsafe_start<T>(*m_core, std::move(t), std::move(out), std::move(options)));
     return result;
 }
 
@@ -652,6 +678,7 @@ T event_loop::run(task<T> main) {
 
     detail::loop_core& loop = *m_core;
     task_handle<T> handle = spawn(std::move(main), {.name = "main"});
+    loop.run_deferred();
     // Work posted to the loop may throw out of Asio's run: that ends run, but only once every
     // task has ended (their frames are never left suspended).
     std::exception_ptr escaped;

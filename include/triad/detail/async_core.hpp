@@ -421,6 +421,15 @@ public:
     }
     // For a posted handler that a user's io_context may run after the loop is gone.
     bool open() const noexcept { return m_open.load(std::memory_order_acquire); }
+    // Runs `fn` with the loop kept alive, if it still is.
+    template <class Fn>
+    bool if_open(Fn&& fn) {
+        const std::lock_guard lock(m_mutex);
+        if (m_io == nullptr)
+            return false;
+        std::forward<Fn>(fn)();
+        return true;
+    }
     void close() noexcept {
         const std::lock_guard lock(m_mutex);
         m_io = nullptr;
@@ -497,6 +506,27 @@ public:
     // intervals) and waits on. A report never changes what the loop does.
     template <class Done>
     void run_until(Done done);
+
+    // Work that reached the loop's io_context while the loop was not running it (a user's
+    // io_context run by the user between two runs), kept for the next run. Any thread.
+    struct deferred_work {
+        virtual ~deferred_work() = default;
+        virtual void run() = 0;
+    };
+    void defer(std::unique_ptr<deferred_work> work) {
+        const std::lock_guard lock(m_deferred_mutex);
+        m_deferred.push_back(std::move(work));
+    }
+    // Loop thread, as run starts.
+    void run_deferred() {
+        std::vector<std::unique_ptr<deferred_work>> due;
+        {
+            const std::lock_guard lock(m_deferred_mutex);
+            due.swap(m_deferred);
+        }
+        for (auto& work : due)
+            work->run();
+    }
 
     // Names given at spawn, kept aside for the few named tasks so that no frame pays for them.
     void set_name(const promise_base* p, std::string name) { m_names[p] = std::move(name); }
@@ -627,6 +657,8 @@ private:
     std::unordered_map<const promise_base*, std::string> m_names;
     std::chrono::steady_clock::duration m_stall_after{};
     stall_fn m_on_stall;
+    std::mutex m_deferred_mutex;
+    std::vector<std::unique_ptr<deferred_work>> m_deferred; // under m_deferred_mutex
 };
 
 inline thread_local loop_core* tls_loop = nullptr;
