@@ -1,4 +1,5 @@
 #include <triad/combinators.hpp>
+#include <triad/generator.hpp>
 
 #include <triad/sync.hpp>
 #include <triad/thread_pool.hpp>
@@ -19,6 +20,7 @@
 #include <chrono>
 #include <csignal>
 #include <deque>
+#include <map>
 #include <memory>
 #include <ranges>
 #include <stdexcept>
@@ -26,16 +28,16 @@
 #include <utility>
 #include <vector>
 
-#include <malloc.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <atomic>
 #include <coroutine>
 #include <exception>
 #include <functional>
+#include <malloc.h>
 #include <optional>
+#include <sys/wait.h>
 #include <thread>
 #include <type_traits>
+#include <unistd.h>
 
 #include <pthread.h>
 
@@ -1333,4 +1335,104 @@ TEST_CASE("a gather awaited by a coroutine of another kind, resumed outside the 
     }));
     CHECK(log == std::vector<std::string>{"a starts", "b starts", "c starts"});
     CHECK(finished);
+}
+
+namespace {
+
+// Awaits `t` for a spawned task, whatever its value.
+template <class T>
+triad::task<void> discard(triad::task<T> t) {
+    (void)co_await std::move(t);
+}
+
+} // namespace
+
+TEST_CASE("tasks() names the combinator or primitive each task waits in", "[combinators]") {
+    triad::event_loop loop;
+    triad::event never;   // set by nobody: what every child waits on
+    triad::event release; // ends the shielded wait, which no cancellation does
+    triad::semaphore no_permits(0);
+    triad::async_mutex mutex;
+    triad::channel<int> empty(1);
+    triad::channel<int> full(1);
+    REQUIRE(full.try_send(1));
+    std::map<std::string, std::string> seen;
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        auto forever = [&]() -> triad::task<void> { co_await never.wait(); };
+        auto ticks = [&]() -> triad::generator<int> {
+            co_await triad::timeout(1h, never.wait());
+            co_yield 1;
+        };
+        auto held = co_await mutex.lock();
+        std::vector<triad::task_handle<void>> handles;
+        const auto spawn = [&](triad::task<void> t, const char* name) {
+            handles.push_back(triad::spawn(std::move(t), {.name = name}));
+        };
+        spawn(discard(triad::gather(forever(), forever())), "gather");
+        std::vector<triad::task<void>> range;
+        range.push_back(forever());
+        spawn(discard(triad::gather(std::move(range))), "gather range");
+        spawn(discard(triad::gather_settled(forever(), forever())), "gather_settled");
+        spawn(discard(triad::when_any(forever(), forever())), "when_any");
+        spawn(triad::timeout(1h, forever()), "timeout");
+        spawn(triad::shield(release.wait()), "shield");
+        spawn(triad::make_task([&]() -> triad::task<void> {
+                  triad::task_group group;
+                  (void)group.spawn(forever());
+                  co_await group.join();
+              }),
+              "task_group join");
+        spawn(triad::make_task([&]() -> triad::task<void> {
+                  co_await triad::task_group::scope([&](triad::task_group& g) -> triad::task<void> {
+                      (void)g.spawn(forever());
+                      co_return;
+                  });
+              }),
+              "task_group::scope");
+        spawn(triad::make_task([&]() -> triad::task<void> {
+                  std::vector<triad::task<void>> tasks;
+                  tasks.push_back(forever());
+                  auto done = triad::as_completed(std::move(tasks));
+                  co_await done.next();
+              }),
+              "as_completed::next");
+        spawn(triad::make_task([&]() -> triad::task<void> {
+                  auto gen = ticks();
+                  (void)co_await gen.next();
+              }),
+              "generator next");
+        spawn(triad::make_task([&]() -> triad::task<void> {
+                  boost::asio::steady_timer timer(loop.executor(), 1h);
+                  co_await timer.async_wait(triad::use_task);
+              }),
+              "use_task");
+        spawn(triad::make_task([&]() -> triad::task<void> { co_await no_permits.acquire(); }),
+              "semaphore");
+        spawn(triad::make_task([&]() -> triad::task<void> { (void)co_await mutex.lock(); }),
+              "async_mutex");
+        spawn(triad::make_task([&]() -> triad::task<void> { (void)co_await empty.receive(); }),
+              "channel receive");
+        spawn(triad::make_task([&]() -> triad::task<void> { co_await full.send(2); }),
+              "channel send");
+        co_await triad::sleep(10ms);
+        for (const triad::task_info& t : loop.tasks())
+            seen[t.name] = t.waiting_on;
+        release.set();
+        held.unlock();
+    }));
+    CHECK(seen["gather"] == "triad::gather");
+    CHECK(seen["gather range"] == "triad::gather");
+    CHECK(seen["gather_settled"] == "triad::gather_settled");
+    CHECK(seen["when_any"] == "triad::when_any");
+    CHECK(seen["timeout"] == "triad::timeout");
+    CHECK(seen["shield"] == "triad::shield");
+    CHECK(seen["task_group join"] == "triad::task_group join");
+    CHECK(seen["task_group::scope"] == "triad::task_group::scope");
+    CHECK(seen["as_completed::next"] == "triad::as_completed::next");
+    CHECK(seen["generator next"] == "triad::timeout"); // where the body waits, for the consumer
+    CHECK(seen["use_task"] == "triad::use_task");
+    CHECK(seen["semaphore"] == "triad::semaphore::acquire");
+    CHECK(seen["async_mutex"] == "triad::async_mutex::lock");
+    CHECK(seen["channel receive"] == "triad::channel::receive");
+    CHECK(seen["channel send"] == "triad::channel::send");
 }

@@ -3,6 +3,7 @@
 #include <triad/process_pool.hpp>
 #include <triad/sync.hpp>
 #include <triad/thread_pool.hpp>
+#include <triad/use_task.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -10,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -436,12 +438,135 @@ TEST_CASE("tasks() lists the live tasks of the loop and what each waits on", "[t
     }));
     REQUIRE(seen.size() == 3); // `unnamed` has finished
     CHECK(seen[0].name == "main");
-    CHECK(seen[0].waiting_on == "running or ready"); // it is the one asking
+    // It is the one asking; the frame the loop resumed is its lambda's (see make_task), which
+    // nothing leads to from main, so main is not told from a task on an unknown awaitable.
+    CHECK_THAT(seen[0].waiting_on, Catch::StartsWith("running or ready"));
     std::vector<std::string> rest{seen[1].name + " " + seen[1].waiting_on,
                                   seen[2].name + " " + seen[2].waiting_on};
     std::sort(rest.begin(), rest.end());
     CHECK(rest == std::vector<std::string>{"sleeper triad::sleep", "to_thread a future"});
     CHECK_THROWS_WITH(loop.tasks(), Catch::Contains("loop's thread"));
+}
+
+namespace {
+
+// An awaitable of the user's own: it keeps the handle and registers no cancellable wait, so
+// triad cannot tell what it waits for.
+struct parked {
+    std::coroutine_handle<>& slot;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) noexcept { slot = h; }
+    void await_resume() const noexcept {}
+};
+
+triad::task<void> park(std::coroutine_handle<>& slot) {
+    co_await parked{slot};
+}
+
+triad::task<void> park_nested(std::coroutine_handle<>& slot) {
+    co_await park(slot);
+}
+
+constexpr const char* unknown_awaitable = "an awaitable triad does not know (not cancellable)";
+
+// A main task whose own frame runs (not a lambda's, which make_task would await).
+triad::task<void> list_beside_parked(triad::event_loop& loop, std::vector<triad::task_info>& seen,
+                                     std::coroutine_handle<>& first,
+                                     std::coroutine_handle<>& second) {
+    auto direct = triad::spawn(park(first), {.name = "direct"});
+    auto nested = triad::spawn(park_nested(second), {.name = "nested"});
+    co_await triad::sleep(5ms);
+    auto fresh = triad::spawn(answer(), {.name = "fresh"}); // queued, not started
+    seen = loop.tasks();
+    loop.post([&first, &second] {
+        first.resume();
+        second.resume();
+    });
+    co_await direct;
+    co_await nested;
+    (void)co_await fresh;
+}
+
+} // namespace
+
+TEST_CASE("tasks() tells a task suspended on an awaitable of the user's own from a ready one",
+          "[task]") {
+    triad::event_loop loop;
+    std::vector<triad::task_info> seen;
+    std::coroutine_handle<> first;
+    std::coroutine_handle<> second;
+    loop.run(list_beside_parked(loop, seen, first, second));
+    REQUIRE(seen.size() == 4);
+    std::map<std::string, std::string> by_name;
+    for (const triad::task_info& t : seen)
+        by_name[t.name] = t.waiting_on;
+    CHECK(by_name["main"] == "running or ready"); // the one asking
+    CHECK(by_name["fresh"] == "running or ready");
+    CHECK(by_name["direct"] == unknown_awaitable);
+    CHECK(by_name["nested"] == unknown_awaitable);
+}
+
+TEST_CASE("tasks() says when it cannot tell a ready task from one on an unknown awaitable",
+          "[task]") {
+    triad::event_loop loop;
+    std::vector<triad::task_info> seen;
+    std::coroutine_handle<> slot;
+    // The lambda's frame, which main awaits, is what the loop resumes: nothing leads from main
+    // to it, so main cannot be told from a task on an awaitable triad does not know.
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        auto parked_task = triad::spawn(park(slot), {.name = "parked"});
+        co_await triad::sleep(5ms);
+        seen = loop.tasks();
+        loop.post([&slot] { slot.resume(); });
+        co_await parked_task;
+    }));
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0].waiting_on ==
+          "running or ready, or an awaitable triad does not know (not cancellable)");
+    CHECK(seen[1].waiting_on == seen[0].waiting_on);
+}
+
+TEST_CASE("the stall report names an awaitable of the user's own as one triad does not know",
+          "[task]") {
+    std::coroutine_handle<> slot;
+    std::vector<triad::stall_report> reports;
+    triad::event_loop* self = nullptr;
+    triad::event_loop loop({.stall_timeout = 20ms, .on_stall = [&](const triad::stall_report& r) {
+                                reports.push_back(r);
+                                self->post([&] { slot.resume(); });
+                            }});
+    self = &loop;
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        auto parked_task = triad::spawn(park_nested(slot), {.name = "parked"});
+        co_await parked_task;
+    }));
+    REQUIRE(reports.size() == 1);
+    REQUIRE(reports[0].tasks.size() == 2);
+    CHECK(reports[0].tasks[0].waiting_on == "a spawned task (task_handle)");
+    CHECK(reports[0].tasks[1].name == "parked");
+    CHECK(reports[0].tasks[1].waiting_on == unknown_awaitable);
+    CHECK_THAT(reports[0].text(),
+               Catch::Contains(std::string("parked: waiting on ") + unknown_awaitable));
+}
+
+TEST_CASE("tasks() called from a task an Asio handler resumed says when it cannot tell ready "
+          "from an unknown awaitable",
+          "[task]") {
+    triad::event_loop loop;
+    std::vector<triad::task_info> seen;
+    std::coroutine_handle<> slot;
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        auto parked_task = triad::spawn(park(slot), {.name = "parked"});
+        boost::asio::steady_timer timer(loop.executor(), 5ms);
+        co_await timer.async_wait(triad::use_task); // resumed by the handler, not the queue
+        seen = loop.tasks();
+        loop.post([&slot] { slot.resume(); });
+        co_await parked_task;
+    }));
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0].waiting_on == "running or ready, or an awaitable triad does not know (not "
+                                "cancellable)");
+    CHECK(seen[1].waiting_on == seen[0].waiting_on);
 }
 
 TEST_CASE("an exception escaping work posted to the loop ends run after every task ended",

@@ -71,7 +71,7 @@ public:
 
     template <class Promise>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
-        if (!m_wait.begin(parent, &on_cancel, this))
+        if (!m_wait.begin(parent, &on_cancel, this, what()))
             return transfer(parent); // children never start; the frames go with the tasks
         m_remaining = m_children.size();
         const start_list* const base = tls_starts;
@@ -101,6 +101,19 @@ public:
     std::size_t winner() const noexcept { return m_winner; }
 
 private:
+    // What the awaiting task waits on, in the loop's list of tasks.
+    const char* what() const noexcept {
+        switch (m_mode) {
+        case join_mode::all:
+            return "triad::gather";
+        case join_mode::settled:
+            return "triad::gather_settled";
+        case join_mode::any:
+            break;
+        }
+        return "triad::when_any";
+    }
+
     bool stopped() const noexcept {
         return (m_mode == join_mode::all && m_first_failure != none) ||
                (m_mode == join_mode::any && m_winner != none);
@@ -481,7 +494,7 @@ public:
         m_timer.fire = &on_deadline;
         m_timer.context = this;
         m_loop->add_timer(&m_timer); // may throw: before anything needs undoing
-        if (!m_wait.begin(parent, &on_cancel, this)) {
+        if (!m_wait.begin(parent, &on_cancel, this, "triad::timeout")) {
             m_loop->remove_timer(&m_timer);
             return transfer(parent); // the child never starts; await_resume throws
         }
@@ -696,7 +709,7 @@ public:
     bool await_suspend(std::coroutine_handle<Promise> parent) {
         // False when a cancellation was already pending: it is consumed all the same, and the
         // child still runs.
-        (void)m_wait.begin(parent, &on_cancel, this);
+        (void)m_wait.begin(parent, &on_cancel, this, "triad::shield");
         m_child.m_on_done = &child_done;
         m_child.m_owner = this;
         m_starting = true;
@@ -772,8 +785,8 @@ task<T> shield(task<T> inner) {
 template <class Awaitable>
 requires(!detail::is_task<Awaitable>::value) auto shield(Awaitable awaitable)
     -> task<detail::await_result_t<Awaitable>> {
-    return shield(detail::await_owned<detail::await_result_t<Awaitable>, Awaitable>(
-        std::move(awaitable)));
+    return shield(
+        detail::await_owned<detail::await_result_t<Awaitable>, Awaitable>(std::move(awaitable)));
 }
 
 // --- as_completed ------------------------------------------------------------------------------
@@ -903,7 +916,10 @@ public:
     bool await_suspend(std::coroutine_handle<Promise> h) {
         if (m_state->waiter != nullptr)
             throw future_error("triad::as_completed: another task is already waiting on it");
-        if (!m_wait.begin(h, &on_cancel, this)) {
+        // Before the wait, m_cancelling says which wait this is: close() drains from the start.
+        const char* what =
+            m_cancelling ? "triad::as_completed::close" : "triad::as_completed::next";
+        if (!m_wait.begin(h, &on_cancel, this, what)) {
             // A cancellation was pending: every task is cancelled, and awaited.
             m_cancelling = true;
             m_state->cancel_unfinished();
@@ -1224,7 +1240,7 @@ struct task_group::join_awaiter {
     bool await_ready() const noexcept { return group.m_running.empty(); }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> waiter) {
-        if (!wait.begin(waiter, &on_cancel, this))
+        if (!wait.begin(waiter, &on_cancel, this, "triad::task_group join"))
             group.cancel(); // a cancellation was pending: the tasks are cancelled, and awaited
         next = group.m_joiners;
         group.m_joiners = this;
@@ -1252,7 +1268,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> parent) {
-        if (!m_wait.begin(parent, &on_cancel, this)) {
+        if (!m_wait.begin(parent, &on_cancel, this, "triad::task_group::scope")) {
             m_group.cancel(); // the body never starts; what fn() spawned is cancelled
         } else if (m_body != nullptr) {
             m_body->m_on_done = &body_done;

@@ -406,8 +406,14 @@ struct task_info {
     /** The name given at spawn (`spawn_options::name`), or `task@<address>`. */
     std::string name;
     /**
-     * What it is suspended on (`triad::sleep`, `triad::event::wait`, `triad::use_task`, a
-     * future, another task...), or "running or ready" when it is not suspended.
+     * What it is suspended on: the triad wait it is in (`triad::sleep`, `triad::event::wait`,
+     * `triad::channel::receive`, `triad::use_task`, `triad::gather`, `triad::timeout`,
+     * `triad::task_group join`, a future, a spawned task...; for a combinator, the combinator,
+     * not what its children wait on), "running or ready" when it is not suspended, or "an
+     * awaitable triad does not know (not cancellable)" for an awaitable of your own. Called
+     * from a task that was not resumed from the loop's queue (by an Asio handler) or while a
+     * task it awaits is queued, the last two cannot always be told apart and are listed as
+     * "running or ready, or an awaitable triad does not know (not cancellable)".
      */
     std::string waiting_on;
 };
@@ -545,6 +551,33 @@ private:
 };
 
 inline std::vector<task_info> event_loop::list_tasks(const detail::loop_core& core) {
+    // A task that no cancellable wait holds is either ready (or running), or suspended on an
+    // awaitable triad does not know. Ready means its frame, or the frame of a task it awaits, is
+    // in the loop's queue; only its own frame can be recognised there, since nothing leads from
+    // a task to the frame it awaits. So the answer is sure only when every queued frame is a
+    // live spawned task's own, and the task running now (if this is called from one) was
+    // resumed from the queue: a chain the loop resumes from a task's own frame stays that
+    // task's until the task finishes (handing over to another task's frame means finishing).
+    std::vector<const void*> own_frames;
+    own_frames.reserve(core.spawned().size());
+    for (const detail::promise_base* p : core.spawned())
+        own_frames.push_back(p->m_self.address());
+    std::sort(own_frames.begin(), own_frames.end());
+    const auto is_own_frame = [&](std::coroutine_handle<> h) {
+        return std::binary_search(own_frames.begin(), own_frames.end(),
+                                  static_cast<const void*>(h.address()));
+    };
+    const bool attributable =
+        std::all_of(core.ready().begin(), core.ready().end(), is_own_frame) &&
+        std::all_of(core.running().begin(), core.running().end(), is_own_frame) &&
+        (!detail::tls_resuming || !core.running().empty());
+    const auto queued = [&](const detail::promise_base* p) {
+        const auto in = [p](const std::vector<std::coroutine_handle<>>& frames) {
+            return std::find(frames.begin(), frames.end(), p->m_self) != frames.end();
+        };
+        return in(core.ready()) || in(core.running());
+    };
+
     std::vector<task_info> out;
     out.reserve(core.spawned().size());
     for (const detail::promise_base* p : core.spawned()) {
@@ -560,7 +593,10 @@ inline std::vector<task_info> event_loop::list_tasks(const detail::loop_core& co
         const char* what = armed != nullptr ? detail::cancellable_wait::of(*armed).what() : nullptr;
         info.waiting_on = what != nullptr    ? what
                           : armed != nullptr ? "a suspension point"
-                                             : "running or ready";
+                          : queued(p)        ? "running or ready"
+                          : attributable     ? "an awaitable triad does not know (not cancellable)"
+                                             : "running or ready, or an awaitable triad does not "
+                                               "know (not cancellable)";
         out.push_back(std::move(info));
     }
     // run's main task is the oldest: list it first.

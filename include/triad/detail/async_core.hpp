@@ -470,6 +470,10 @@ public:
 
     // Loop thread only.
     void schedule(std::coroutine_handle<> h) { m_ready.push_back(h); }
+    // For the list of tasks only: what waits to run, and the batch being run now (cleared once
+    // it has all run, so it also holds frames that ran earlier in the batch).
+    const std::vector<std::coroutine_handle<>>& ready() const noexcept { return m_ready; }
+    const std::vector<std::coroutine_handle<>>& running() const noexcept { return m_running; }
 
     void add_timer(timer_node* node) {
         m_timers.push(node);
