@@ -220,6 +220,89 @@ TEST_CASE("an event set from another thread while its loop and that loop's io_co
     SUCCEED("no use after free under AddressSanitizer, no race under ThreadSanitizer");
 }
 
+namespace {
+#ifdef TRIAD_TEST_SANITIZER
+constexpr long handoff_rounds = 20'000;
+#else
+constexpr long handoff_rounds = 100'000;
+#endif
+} // namespace
+
+TEST_CASE("a set from another thread while a task is starting to wait always wakes it", "[sync]") {
+    // The set could land between wait()'s check of the flag and its reading of the generation:
+    // the waiter then took the set's generation as one before it, and slept with the flag set.
+    triad::event ev;
+    std::atomic<long> go{-1};
+    std::atomic<bool> stop{false};
+    std::thread setter([&] {
+        long last = -1;
+        while (!stop.load()) {
+            const long round = go.load(std::memory_order_acquire);
+            if (round == last)
+                continue;
+            last = round;
+            for (long spin = 0; spin < round % 40; ++spin)
+                std::atomic_signal_fence(std::memory_order_seq_cst); // vary the moment
+            ev.set();
+        }
+    });
+    bool stalled = false;
+    long rounds = 0;
+    triad::event_loop loop({.stall_timeout = 2s, .on_stall = [&](const triad::stall_report&) {
+                                stalled = true;
+                                stop = true;
+                                ev.set(); // unsticks the waiter: the check below fails
+                            }});
+    loop.run(triad::make_task([&]() -> triad::task<void> {
+        for (; rounds < handoff_rounds && !stalled; ++rounds) {
+            ev.clear();
+            go.store(rounds, std::memory_order_release);
+            co_await ev.wait();
+        }
+    }));
+    stop = true;
+    setter.join();
+    CHECK_FALSE(stalled);
+    CHECK(rounds == handoff_rounds);
+}
+
+TEST_CASE("an event set and then destroyed by another thread is not touched by the wake it posted",
+          "[sync]") {
+    // The posted wake found the event under the lock, then read its waiters after letting go of
+    // it, while the other thread destroyed it (a data race under ThreadSanitizer, which caught
+    // the narrow window in about one run in six).
+    constexpr int rounds = 20'000;
+    std::atomic<triad::event*> handoff{nullptr};
+    std::atomic<int> woken{-1};
+    std::thread owner([&] {
+        for (int i = 0; i < rounds; ++i) {
+            triad::event* ev = nullptr;
+            while ((ev = handoff.load()) == nullptr)
+                std::this_thread::yield();
+            handoff = nullptr;
+            ev->set(); // wakes the loop's waiter, by a post
+            while (woken.load() != i)
+                std::this_thread::yield();
+            ev->set(); // nobody waits now; its wake may run while the event goes
+            delete ev;
+        }
+    });
+    triad::run(triad::make_task([&]() -> triad::task<void> {
+        for (int i = 0; i < rounds; ++i) {
+            auto* ev = new triad::event;
+            auto waiter = triad::spawn(
+                triad::make_task([ev]() -> triad::task<void> { co_await ev->wait(); }));
+            co_await triad::sleep(0ms); // the waiter binds the event and waits
+            handoff = ev;
+            co_await waiter;
+            woken = i;
+            co_await triad::sleep(0ms);
+        }
+    }));
+    owner.join();
+    SUCCEED("no race under ThreadSanitizer");
+}
+
 TEST_CASE("channels with several producers and consumers lose and duplicate nothing", "[sync]") {
     constexpr int producers = 4;
     constexpr int per_producer = 10'000;

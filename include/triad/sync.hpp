@@ -284,7 +284,8 @@ struct event_remote {
  *
  * @par Thread Safety
  * `set`, `clear` and `is_set` from any thread: a `set` from outside the loop's thread wakes the
- * waiters on the loop's thread (by a post to it). `wait` from the tasks of one loop.
+ * waiters on the loop's thread (by a post to it). `wait` from the tasks of one loop. The event
+ * may be destroyed on any thread once no task waits on it, also while a wake is on its way.
  */
 class event {
 public:
@@ -316,8 +317,10 @@ public:
         std::uint64_t generation = 0;
         {
             const std::lock_guard lock(remote->mutex);
-            generation = remote->generation.fetch_add(1, std::memory_order_acq_rel) + 1;
-            m_set.store(true, std::memory_order_release);
+            // The flag before the generation: a waiter that sees this generation sees the flag
+            // (and does not wait), one that does not is woken by it.
+            m_set.store(true, std::memory_order_seq_cst);
+            generation = remote->generation.fetch_add(1, std::memory_order_seq_cst) + 1;
             gate = remote->gate;
         }
         if (!gate)
@@ -325,11 +328,9 @@ public:
         gate->post([remote = std::move(remote), gate, generation] {
             if (!gate->open())
                 return; // run by a user's io_context after the loop went: no waiter is left
-            event* self = nullptr;
-            {
-                const std::lock_guard lock(remote->mutex);
-                self = static_cast<event*>(remote->target);
-            }
+            // Held while waking: another thread may destroy the event meanwhile.
+            const std::lock_guard lock(remote->mutex);
+            auto* const self = static_cast<event*>(remote->target);
             // Every task that waited when set() ran is woken, even if the flag was cleared
             // since (as a set on the loop's thread would have); later waiters are not.
             if (self != nullptr)
@@ -353,7 +354,9 @@ public:
                 return false; // set meanwhile by another thread
             // The sets this waiter must not be woken by (they came before it).
             m_node.payload = reinterpret_cast<void*>(static_cast<std::uintptr_t>(
-                m_event.m_remote->generation.load(std::memory_order_acquire)));
+                m_event.m_remote->generation.load(std::memory_order_seq_cst)));
+            if (m_event.m_set.load(std::memory_order_seq_cst))
+                return false; // set by another thread since await_ready
             return m_event.m_waiters.wait(m_node, h, "triad::event::wait");
         }
         void await_resume() { m_node.wait.throw_if_cancelled(); }
