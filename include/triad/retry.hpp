@@ -122,7 +122,11 @@ struct task_value<task<T>> {
  *
  * GCC 12 destroys a lambda temporary that captures by copy twice when it is written inside a
  * `co_await` expression (GCC bug 100611: `co_await retry(p, [url] { ... })` is a double free).
- * The `retry(policy, fn, args...)` form needs no lambda; otherwise name the lambda first.
+ * The `retry(policy, fn, args...)` form needs no lambda; otherwise name the lambda first. The
+ * same bug destroys the `retry_on` of a policy built inline in the `co_await` twice
+ * (`co_await retry({.retry_on = [tag](auto&) { ... }}, fn)`), and no signature can prevent it:
+ * inline, a policy is safe only without `retry_on`. With one, name the policy first (or return
+ * it from a function).
  */
 template <class F>
 auto retry(retry_policy policy, F make_attempt)
@@ -153,8 +157,8 @@ auto retry(retry_policy policy, F make_attempt)
 /**
  * `retry(policy, fn, args...)`: retries `fn(args...)`, which returns a `triad::task<T>`. The
  * arguments are copied once and kept until the last attempt (each attempt gets them as
- * lvalues), so the call is safe to write inline in a `co_await`: no lambda temporary for GCC 12
- * to destroy twice.
+ * lvalues), so `fn` and `args` are safe to write inline in a `co_await`: no lambda temporary for
+ * GCC 12 to destroy twice. The policy is not covered: see above for one with `retry_on`.
  */
 template <class Fn, class Arg, class... Args>
 requires std::invocable < std::decay_t<Fn>
