@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <exception>
 #include <functional>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -41,17 +43,49 @@ struct retry_policy {
 
 namespace detail {
 
-// The wait before attempt `attempt` (1-based, > 1), jitter applied with `random` in [0, 1).
+// Throws `std::invalid_argument` naming the first field of `policy` that makes no sense.
+inline void check_retry_policy(const retry_policy& policy) {
+    const auto refuse = [](const char* problem) {
+        throw std::invalid_argument(std::string("triad::retry: the policy's ") + problem);
+    };
+    if (policy.attempts == 0)
+        refuse("attempts is 0; it counts the first attempt, so it must be at least 1");
+    if (policy.initial_delay.count() < 0)
+        refuse("initial_delay is negative");
+    if (policy.max_delay.count() < 0)
+        refuse("max_delay is negative");
+    if (std::isnan(policy.multiplier))
+        refuse("multiplier is NaN");
+    if (std::isinf(policy.multiplier))
+        refuse("multiplier is infinite");
+    if (policy.multiplier < 0)
+        refuse("multiplier is negative");
+    if (std::isnan(policy.jitter))
+        refuse("jitter is NaN");
+    if (!(policy.jitter >= 0 && policy.jitter <= 1))
+        refuse("jitter is outside [0, 1]");
+}
+
+// The wait before attempt `attempt` (1-based, > 1), jitter applied with `random` in [0, 1), for
+// a policy `check_retry_policy` accepted. Computed in doubles and compared before it becomes a
+// duration, so it saturates: never more than `max_delay` (jitter aside), never more than
+// `nanoseconds::max()`, whatever the attempt number and however large `max_delay` is.
 inline std::chrono::nanoseconds retry_delay(const retry_policy& policy, std::size_t attempt,
                                             double random) {
-    double delay = static_cast<double>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(policy.initial_delay).count());
-    for (std::size_t i = 2; i < attempt; ++i)
-        delay *= policy.multiplier;
-    const double cap = static_cast<double>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(policy.max_delay).count());
+    using double_ns = std::chrono::duration<double, std::nano>;
+    const double initial = double_ns(policy.initial_delay).count();
+    const double cap = double_ns(policy.max_delay).count();
+    const double growth =
+        std::pow(policy.multiplier, static_cast<double>(attempt < 2 ? 0 : attempt - 2));
+    // initial * growth: 0 * inf (a zero initial delay, a growth past double) is NaN, not 0.
+    double delay = initial == 0 || growth == 0 ? 0.0 : initial * growth;
     delay = std::min(delay, cap);
     delay *= 1.0 + policy.jitter * (2.0 * random - 1.0);
+    // The largest nanosecond count is 2^63 - 1; as a double it rounds up to 2^63, which no
+    // long long holds, hence >= (and every smaller double converts exactly enough).
+    constexpr double limit = static_cast<double>(std::chrono::nanoseconds::max().count());
+    if (!(delay < limit))
+        return std::chrono::nanoseconds::max();
     return std::chrono::nanoseconds(static_cast<long long>(std::max(0.0, delay)));
 }
 
@@ -76,8 +110,10 @@ struct task_value<task<T>> {
  * Calls `make_attempt()` (which returns a `triad::task<T>`) until one attempt succeeds, waiting
  * with exponential backoff and jitter between attempts, as the Python course's scraper exercise
  * asks. Rethrows the last failure when attempts run out, or at once for a failure `retry_on`
- * rejects. Cancellation is never retried. Throws `std::invalid_argument` for a policy with no
- * attempts or a negative multiplier or jitter.
+ * rejects. Cancellation is never retried. Throws `std::invalid_argument`, naming the field, when
+ * it starts with a policy that has no attempts, a negative delay, a multiplier that is negative,
+ * NaN or infinite, or a jitter outside [0, 1] (NaN included). Waits saturate at `max_delay`
+ * (and `nanoseconds::max()`), however large it is and however many the attempts.
  *
  * @code
  * auto page = co_await triad::retry({.attempts = 4}, fetch, url); // fetch(url), up to 4 times
@@ -86,15 +122,17 @@ struct task_value<task<T>> {
  *
  * GCC 12 destroys a lambda temporary that captures by copy twice when it is written inside a
  * `co_await` expression (GCC bug 100611: `co_await retry(p, [url] { ... })` is a double free).
- * The `retry(policy, fn, args...)` form needs no lambda; otherwise name the lambda first.
+ * The `retry(policy, fn, args...)` form needs no lambda; otherwise name the lambda first. The
+ * same bug destroys the `retry_on` of a policy built inline in the `co_await` twice
+ * (`co_await retry({.retry_on = [tag](auto&) { ... }}, fn)`), and no signature can prevent it:
+ * inline, a policy is safe only without `retry_on`. With one, name the policy first (or return
+ * it from a function).
  */
 template <class F>
 auto retry(retry_policy policy, F make_attempt)
     -> task<typename detail::task_value<detail::attempt_task_t<F>>::type> {
     using T = typename detail::task_value<detail::attempt_task_t<F>>::type;
-    if (policy.attempts == 0 || policy.multiplier < 0 || policy.jitter < 0 || policy.jitter > 1)
-        throw std::invalid_argument("triad::retry: the policy needs attempts >= 1, multiplier >= 0 "
-                                    "and jitter within [0, 1]");
+    detail::check_retry_policy(policy);
     for (std::size_t attempt = 1;; ++attempt) {
         std::exception_ptr failure;
         try {
@@ -119,8 +157,8 @@ auto retry(retry_policy policy, F make_attempt)
 /**
  * `retry(policy, fn, args...)`: retries `fn(args...)`, which returns a `triad::task<T>`. The
  * arguments are copied once and kept until the last attempt (each attempt gets them as
- * lvalues), so the call is safe to write inline in a `co_await`: no lambda temporary for GCC 12
- * to destroy twice.
+ * lvalues), so `fn` and `args` are safe to write inline in a `co_await`: no lambda temporary for
+ * GCC 12 to destroy twice. The policy is not covered: see above for one with `retry_on`.
  */
 template <class Fn, class Arg, class... Args>
 requires std::invocable < std::decay_t<Fn>
