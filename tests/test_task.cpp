@@ -751,6 +751,41 @@ TEST_CASE("a task spawn_threadsafe posts to a user's io_context is started by th
     CHECK_THROWS_AS(orphan.get(), triad::broken_promise);
 }
 
+TEST_CASE("work posted to a loop that never runs again is destroyed unrun", "[task]") {
+    // The loop's destructor lets Asio's own work on its io_context run out, and it used to run
+    // posted work with it, after everything declared later was gone.
+    auto ran = std::make_shared<bool>(false);
+    {
+        triad::event_loop loop;
+        loop.run(triad::make_task([]() -> triad::task<void> { co_return; }));
+        std::thread([&] { loop.post([ran] { *ran = true; }); }).join();
+        loop.post([ran] { *ran = true; });
+    }
+    CHECK_FALSE(*ran);
+    CHECK(ran.use_count() == 1); // destroyed, not leaked
+}
+
+TEST_CASE("a thread that starts tasks without pause neither starves the loop nor keeps run from "
+          "ending",
+          "[task]") {
+    // The loop ran Asio's ready handlers until there were none (never, under the flood), so
+    // main's wake-up waited; and run's wind-down spawned each start that arrived meanwhile,
+    // so there was always one more task to wait for.
+    triad::event_loop loop;
+    std::atomic<bool> stop{false};
+    std::thread flood([&] {
+        const auto until = clock_type::now() + 20s; // a hang ends here, and the check fails
+        while (!stop && clock_type::now() < until)
+            (void)loop.spawn_threadsafe(answer());
+    });
+    const auto start = clock_type::now();
+    loop.run(triad::make_task([]() -> triad::task<void> { co_await triad::sleep(10ms); }));
+    const auto took = clock_type::now() - start;
+    stop = true;
+    flood.join();
+    CHECK(took < 10s);
+}
+
 TEST_CASE("an on_stall that throws changes nothing: the loop waits on", "[task]") {
     triad::event wake;
     std::thread late;

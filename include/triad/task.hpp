@@ -503,7 +503,12 @@ public:
      */
     template <class Fn>
     void post(Fn&& fn) {
-        boost::asio::post(m_core->io(), std::forward<Fn>(fn));
+        // Gated: the loop's destructor lets Asio's own work run out, and must not run this.
+        boost::asio::post(m_core->io(),
+                          [gate = m_core->gate(), fn = std::forward<Fn>(fn)]() mutable {
+                              if (gate->open())
+                                  fn();
+                          });
     }
 
     /**
@@ -663,6 +668,12 @@ public:
 
     void operator()() {
         if (tls_loop == m_loop && m_gate->open()) {
+            if (m_loop->cancelling_all()) {
+                // run winds down: spawned, it would be cancelled at once; and a thread that
+                // keeps starting tasks would keep run from ever ending.
+                m_out.set_exception(std::make_exception_ptr(task_cancelled()));
+                return;
+            }
             (void)spawn(deliver_to(std::move(m_task), threadsafe_result<T>(std::move(m_out))),
                         std::move(m_options));
             return;

@@ -565,6 +565,7 @@ public:
     const std::vector<promise_base*>& spawned() const noexcept { return m_spawned; }
     // While run() cancels what is left, a task spawned meanwhile is cancelled at once.
     void cancel_all_spawned(bool on) noexcept;
+    bool cancelling_all() const noexcept { return m_cancelling_all; }
 
     // Blocking on a future in a coroutine would stall every task of the loop.
     bool help_until(wait_slot&, const steady_time*) override {
@@ -682,8 +683,11 @@ void loop_core::run_until(Done done) {
             for (std::coroutine_handle<> h : m_running)
                 detail::resume(h);
             m_running.clear();
-            // Let I/O that became ready take its turn, without blocking.
-            m_io.poll();
+            // Let I/O that became ready take its turn, without blocking; a bounded turn, or
+            // a thread that posts without pause would keep the ready tasks waiting for ever.
+            for (int turn = 0; turn < 256; ++turn)
+                if (m_io.poll_one() == 0)
+                    break;
             if (m_io.stopped())
                 m_io.restart();
             continue;
