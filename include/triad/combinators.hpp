@@ -71,6 +71,7 @@ public:
 
     template <class Promise>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
+        check_task_count(m_children.size(), "triad: a combinator");
         if (!m_wait.begin(parent, &on_cancel, this))
             return transfer(parent); // children never start; the frames go with the tasks
         m_remaining = m_children.size();
@@ -122,7 +123,7 @@ private:
             promise_base& child = *self->m_children[i];
             child.m_on_done = &child_done;
             child.m_owner = self;
-            child.m_owner_index = i;
+            child.m_owner_index = static_cast<std::uint32_t>(i);
             if (self->stopped()) { // a failure or a winner: the rest never start
                 child.error() = std::make_exception_ptr(task_cancelled());
                 --self->m_remaining;
@@ -470,6 +471,7 @@ public:
     timeout_join(promise_base& child, std::chrono::steady_clock::time_point deadline) noexcept
         : m_child(child) {
         m_timer.deadline = deadline;
+        m_timer.self = this;
     }
     timeout_join(const timeout_join&) = delete;
     timeout_join& operator=(const timeout_join&) = delete;
@@ -479,7 +481,6 @@ public:
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
         m_loop = &current_loop("triad::timeout");
         m_timer.fire = &on_deadline;
-        m_timer.context = this;
         m_loop->add_timer(&m_timer); // may throw: before anything needs undoing
         if (!m_wait.begin(parent, &on_cancel, this)) {
             m_loop->remove_timer(&m_timer);
@@ -508,8 +509,8 @@ private:
         self->m_wait.end();
         return self->m_wait.waiter();
     }
-    static void on_deadline(void* context) noexcept {
-        auto* self = static_cast<timeout_join*>(context);
+    static void on_deadline(timer_node* node) noexcept {
+        auto* self = static_cast<timer_of*>(node)->self;
         self->m_timed_out = true;
         self->m_child.m_own_cancel.request();
     }
@@ -517,8 +518,13 @@ private:
         static_cast<timeout_join*>(context)->m_child.m_own_cancel.request();
     }
 
+    // A timeout is rarer than a sleep: its node keeps a pointer back, not a base.
+    struct timer_of : timer_node {
+        timeout_join* self = nullptr;
+    };
+
     promise_base& m_child;
-    timer_node m_timer;
+    timer_of m_timer;
     cancellable_wait m_wait;
     loop_core* m_loop = nullptr;
     bool m_timed_out = false;
@@ -772,8 +778,8 @@ task<T> shield(task<T> inner) {
 template <class Awaitable>
 requires(!detail::is_task<Awaitable>::value) auto shield(Awaitable awaitable)
     -> task<detail::await_result_t<Awaitable>> {
-    return shield(detail::await_owned<detail::await_result_t<Awaitable>, Awaitable>(
-        std::move(awaitable)));
+    return shield(
+        detail::await_owned<detail::await_result_t<Awaitable>, Awaitable>(std::move(awaitable)));
 }
 
 // --- as_completed ------------------------------------------------------------------------------
@@ -1137,7 +1143,7 @@ struct scope_body {
  * }); // every fetch has finished here, whatever happened
  * @endcode
  */
-class task_group {
+class task_group : private detail::spawn_group {
     class scope_start;
     struct join_awaiter;
 
@@ -1159,7 +1165,7 @@ public:
     template <class Fn>
     static auto scope(Fn fn) -> task<typename detail::scope_body<Fn, task_group>::value_type>;
 
-    task_group() = default;
+    task_group() noexcept : spawn_group{&child_done} {}
     task_group(const task_group&) = delete;
     task_group& operator=(const task_group&) = delete;
     /**
@@ -1200,7 +1206,7 @@ private:
 
     // The body of a scope ended: a failure cancels the group and is kept if it came first.
     void body_failed(const std::exception_ptr& error) noexcept;
-    static void child_done(void* group, detail::promise_base& child) noexcept;
+    static void child_done(detail::spawn_group* group, detail::promise_base& child) noexcept;
     void wake_waiters() noexcept;
 
     std::vector<detail::promise_base*> m_running;
@@ -1392,9 +1398,8 @@ task_handle<T> task_group::spawn(task<T> t) {
     task_handle<T> handle = triad::spawn(std::move(t));
     detail::promise_base& p = *handle_promise(handle);
     ++p.m_refs; // the group's own reference, dropped when the child finishes
-    p.m_group = this;
-    p.m_group_done = &child_done;
-    p.m_owner_index = m_running.size();
+    p.m_owner = static_cast<detail::spawn_group*>(this);
+    p.m_owner_index = static_cast<std::uint32_t>(m_running.size());
     m_running.push_back(&p);
     if (m_cancelled)
         p.m_own_cancel.request(); // never runs its body
@@ -1443,11 +1448,12 @@ inline void task_group::body_failed(const std::exception_ptr& error) noexcept {
     cancel();
 }
 
-inline void task_group::child_done(void* group, detail::promise_base& child) noexcept {
+inline void task_group::child_done(detail::spawn_group* group,
+                                   detail::promise_base& child) noexcept {
     auto* self = static_cast<task_group*>(group);
     const std::size_t i = child.m_owner_index;
     self->m_running[i] = self->m_running.back();
-    self->m_running[i]->m_owner_index = i;
+    self->m_running[i]->m_owner_index = static_cast<std::uint32_t>(i);
     self->m_running.pop_back();
     if (child.failed() && !self->m_error && !detail::is_cancellation(child.error())) {
         // The group rethrows it from join() or the scope (or reports it if never joined): the
@@ -1458,8 +1464,7 @@ inline void task_group::child_done(void* group, detail::promise_base& child) noe
         if (self->m_scope != nullptr)
             self->m_scope->cancel_body();
     }
-    child.m_group = nullptr;
-    child.m_group_done = nullptr;
+    child.m_owner = nullptr;
     --child.m_refs; // the running reference outlives this call: never the last one
     if (self->m_running.empty())
         self->wake_waiters();
