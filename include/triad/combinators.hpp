@@ -72,7 +72,8 @@ public:
     template <class Promise>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
         check_task_count(m_children.size(), "triad: a combinator");
-        if (!m_wait.begin(parent, &on_cancel, this))
+        static constexpr wait_kind kind{&on_cancel};
+        if (!m_wait.begin(parent, kind, this))
             return transfer(parent); // children never start; the frames go with the tasks
         m_remaining = m_children.size();
         const start_list* const base = tls_starts;
@@ -482,7 +483,8 @@ public:
         m_loop = &current_loop("triad::timeout");
         m_timer.fire = &on_deadline;
         m_loop->add_timer(&m_timer); // may throw: before anything needs undoing
-        if (!m_wait.begin(parent, &on_cancel, this)) {
+        static constexpr wait_kind kind{&on_cancel};
+        if (!m_wait.begin(parent, kind, this)) {
             m_loop->remove_timer(&m_timer);
             return transfer(parent); // the child never starts; await_resume throws
         }
@@ -702,7 +704,8 @@ public:
     bool await_suspend(std::coroutine_handle<Promise> parent) {
         // False when a cancellation was already pending: it is consumed all the same, and the
         // child still runs.
-        (void)m_wait.begin(parent, &on_cancel, this);
+        static constexpr wait_kind kind{&on_cancel};
+        (void)m_wait.begin(parent, kind, this);
         m_child.m_on_done = &child_done;
         m_child.m_owner = this;
         m_starting = true;
@@ -909,7 +912,8 @@ public:
     bool await_suspend(std::coroutine_handle<Promise> h) {
         if (m_state->waiter != nullptr)
             throw future_error("triad::as_completed: another task is already waiting on it");
-        if (!m_wait.begin(h, &on_cancel, this)) {
+        static constexpr detail::wait_kind kind{&on_cancel};
+        if (!m_wait.begin(h, kind, this)) {
             // A cancellation was pending: every task is cancelled, and awaited.
             m_cancelling = true;
             m_state->cancel_unfinished();
@@ -1230,7 +1234,8 @@ struct task_group::join_awaiter {
     bool await_ready() const noexcept { return group.m_running.empty(); }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> waiter) {
-        if (!wait.begin(waiter, &on_cancel, this))
+        static constexpr detail::wait_kind kind{&on_cancel};
+        if (!wait.begin(waiter, kind, this))
             group.cancel(); // a cancellation was pending: the tasks are cancelled, and awaited
         next = group.m_joiners;
         group.m_joiners = this;
@@ -1258,7 +1263,8 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> parent) {
-        if (!m_wait.begin(parent, &on_cancel, this)) {
+        static constexpr detail::wait_kind kind{&on_cancel};
+        if (!m_wait.begin(parent, kind, this)) {
             m_group.cancel(); // the body never starts; what fn() spawned is cancelled
         } else if (m_body != nullptr) {
             m_body->m_on_done = &body_done;

@@ -303,7 +303,8 @@ public:
             // Cancelling the awaiting coroutine cancels the task it awaits (as asyncio does);
             // the awaiter then still waits for that task to finish, also when the
             // cancellation was already pending here.
-            if (!m_wait.begin(waiter, &on_cancel, this, "a spawned task (task_handle)")) {
+            static constexpr detail::wait_kind kind{&on_cancel, "a spawned task (task_handle)"};
+            if (!m_wait.begin(waiter, kind, this)) {
                 m_cancelled_before = true;
                 p.m_own_cancel.request();
             }
@@ -713,7 +714,8 @@ public:
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> h) {
         m_loop = &current_loop("triad::sleep");
-        if (!m_wait.begin(h, &on_cancel, this, "triad::sleep"))
+        static constexpr wait_kind kind{&on_cancel, "triad::sleep"};
+        if (!m_wait.begin(h, kind, this))
             return false;
         if (deadline <= std::chrono::steady_clock::now()) {
             m_loop->schedule(h); // sleep(0) yields to the other ready tasks
@@ -823,7 +825,8 @@ public:
         auto wakeup = std::make_unique<future_wakeup>();
         wakeup->gate = loop.gate();
         wakeup->bridge = bridge;
-        if (!m_wait.begin(h, &on_cancel, this, "a future"))
+        static constexpr wait_kind kind{&on_cancel, "a future"};
+        if (!m_wait.begin(h, kind, this))
             return false;
         bridge->waiter = h;
         bridge->loop = &loop;

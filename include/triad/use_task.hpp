@@ -176,8 +176,8 @@ public:
     enum class phase : unsigned char { starting, waiting, done, detached };
 
     explicit asio_link_base(loop_core& loop)
-        : m_loop(&loop), m_gate(loop.gate()),
-          m_loop_executor(loop.io().get_executor()), m_work(std::in_place, m_loop_executor) {}
+        : m_loop(&loop), m_gate(loop.gate()), m_loop_executor(loop.io().get_executor()),
+          m_work(std::in_place, m_loop_executor) {}
     asio_link_base(const asio_link_base&) = delete;
     asio_link_base& operator=(const asio_link_base&) = delete;
 
@@ -436,7 +436,8 @@ public:
     bool await_suspend(std::coroutine_handle<Promise> h) {
         loop_core& loop = current_loop("triad::use_task");
         m_loop = &loop;
-        if (!m_wait.begin(h, &on_cancel, this))
+        static constexpr wait_kind kind{&on_cancel};
+        if (!m_wait.begin(h, kind, this))
             return false;
         if constexpr (std::is_same_v<UserSlot, no_user_slot> &&
                       requires { m_initiation.get_executor(); }) {

@@ -339,14 +339,21 @@ private:
 
 class frame_cache {
 public:
-    // Fine classes: a frame rounded up to 64 bytes would carry up to 48 bytes of nothing.
+    // Fine classes, each a whole malloc chunk: glibc's chunks are 16n bytes with an 8-byte
+    // header, so class c holds frames of up to 16c - 8 bytes (a frame of 200 bytes takes a
+    // 208-byte chunk; rounded up to 208 itself, it would take 224).
     static constexpr std::size_t granule = 16;
+    static constexpr std::size_t header = sizeof(void*);
     static constexpr std::size_t classes = 64;      // frames up to 1 KiB are cached
     static constexpr std::size_t max_cached = 4096; // per class
 
+    static std::size_t class_of(std::size_t size) noexcept {
+        return (size + header + granule - 1) / granule;
+    }
+
     static void* allocate(std::size_t size) {
         if constexpr (TRIAD_FRAME_CACHE) {
-            const std::size_t c = (size + granule - 1) / granule;
+            const std::size_t c = class_of(size);
             if (c < classes) {
                 auto& list = local().m_free[c];
                 if (!list.empty()) {
@@ -354,7 +361,7 @@ public:
                     list.pop_back();
                     return p;
                 }
-                return ::operator new(c* granule);
+                return ::operator new(c* granule - header);
             }
         }
         return ::operator new(size);
@@ -362,7 +369,7 @@ public:
 
     static void deallocate(void* p, std::size_t size) noexcept {
         if constexpr (TRIAD_FRAME_CACHE) {
-            const std::size_t c = (size + granule - 1) / granule;
+            const std::size_t c = class_of(size);
             if (c < classes) {
                 auto& list = local().m_free[c];
                 if (list.size() < max_cached) {
@@ -802,25 +809,31 @@ struct current_cancellation {
     cancel_state* await_resume() const noexcept { return state; }
 };
 
+// What a kind of suspension point does when cancelled, and what it is, for the loop's list
+// of tasks (a string literal, or null). One static instance per kind: a waiting task holds a
+// pointer to it.
+struct wait_kind {
+    void (*on_cancel)(void* context) noexcept = nullptr;
+    const char* what = nullptr;
+};
+
 // The common part of every cancellable suspension point: arm itself on the chain's cancel
 // state while suspended, and report whether the wait ended because of cancellation.
 class cancellable_wait {
 public:
     // Call in await_suspend. False: a cancellation is already pending; do not suspend.
-    // `what` says what the wait is for, in the loop's list of tasks (a string literal).
+    // `kind` has static storage duration.
     template <class Promise>
-    bool begin(std::coroutine_handle<Promise> h, void (*on_cancel)(void* context) noexcept,
-               void* context, const char* what = nullptr) {
+    bool begin(std::coroutine_handle<Promise> h, const wait_kind& kind, void* context) {
         m_waiter = h;
         m_context = context;
-        m_what = what;
+        m_kind = &kind;
         cancel_state* const state = cancellation_of(h);
         m_cancel = reinterpret_cast<std::uintptr_t>(state);
         if (state != nullptr && state->take_request()) {
             m_cancel |= cancelled_bit;
             return false;
         }
-        m_on_cancel = on_cancel;
         if (state != nullptr)
             state->arm(this);
         return true;
@@ -842,14 +855,14 @@ public:
             throw task_cancelled();
     }
     std::coroutine_handle<> waiter() const noexcept { return m_waiter; }
-    const char* what() const noexcept { return m_what; }
+    const char* what() const noexcept { return m_kind != nullptr ? m_kind->what : nullptr; }
 
 private:
     friend class cancel_state;
     // The cancel state has disarmed this wait and consumed the request.
     void cancel() noexcept {
         m_cancel |= cancelled_bit;
-        m_on_cancel(m_context);
+        m_kind->on_cancel(m_context);
     }
     cancel_state* cancellation() const noexcept {
         return reinterpret_cast<cancel_state*>(m_cancel & ~cancelled_bit);
@@ -860,9 +873,8 @@ private:
     static constexpr std::uintptr_t cancelled_bit = 1;
     std::coroutine_handle<> m_waiter;
     std::uintptr_t m_cancel = 0;
-    void (*m_on_cancel)(void* context) noexcept = nullptr;
+    const wait_kind* m_kind = nullptr;
     void* m_context = nullptr;
-    const char* m_what = nullptr;
 };
 
 inline void cancel_state::request() noexcept {
