@@ -71,7 +71,8 @@ public:
 
     template <class Promise>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
-        if (!m_wait.begin(parent, &on_cancel, this, what()))
+        check_task_count(m_children.size(), "triad: a combinator");
+        if (!m_wait.begin(parent, kind(), this))
             return transfer(parent); // children never start; the frames go with the tasks
         m_remaining = m_children.size();
         const start_list* const base = tls_starts;
@@ -102,16 +103,19 @@ public:
 
 private:
     // What the awaiting task waits on, in the loop's list of tasks.
-    const char* what() const noexcept {
+    const wait_kind& kind() const noexcept {
+        static constexpr wait_kind all{&on_cancel, "triad::gather"};
+        static constexpr wait_kind settled{&on_cancel, "triad::gather_settled"};
+        static constexpr wait_kind any{&on_cancel, "triad::when_any"};
         switch (m_mode) {
         case join_mode::all:
-            return "triad::gather";
+            return all;
         case join_mode::settled:
-            return "triad::gather_settled";
+            return settled;
         case join_mode::any:
             break;
         }
-        return "triad::when_any";
+        return any;
     }
 
     bool stopped() const noexcept {
@@ -135,7 +139,7 @@ private:
             promise_base& child = *self->m_children[i];
             child.m_on_done = &child_done;
             child.m_owner = self;
-            child.m_owner_index = i;
+            child.m_owner_index = static_cast<std::uint32_t>(i);
             if (self->stopped()) { // a failure or a winner: the rest never start
                 child.error() = std::make_exception_ptr(task_cancelled());
                 --self->m_remaining;
@@ -483,6 +487,7 @@ public:
     timeout_join(promise_base& child, std::chrono::steady_clock::time_point deadline) noexcept
         : m_child(child) {
         m_timer.deadline = deadline;
+        m_timer.self = this;
     }
     timeout_join(const timeout_join&) = delete;
     timeout_join& operator=(const timeout_join&) = delete;
@@ -492,9 +497,9 @@ public:
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
         m_loop = &current_loop("triad::timeout");
         m_timer.fire = &on_deadline;
-        m_timer.context = this;
         m_loop->add_timer(&m_timer); // may throw: before anything needs undoing
-        if (!m_wait.begin(parent, &on_cancel, this, "triad::timeout")) {
+        static constexpr wait_kind kind{&on_cancel, "triad::timeout"};
+        if (!m_wait.begin(parent, kind, this)) {
             m_loop->remove_timer(&m_timer);
             return transfer(parent); // the child never starts; await_resume throws
         }
@@ -521,8 +526,8 @@ private:
         self->m_wait.end();
         return self->m_wait.waiter();
     }
-    static void on_deadline(void* context) noexcept {
-        auto* self = static_cast<timeout_join*>(context);
+    static void on_deadline(timer_node* node) noexcept {
+        auto* self = static_cast<timer_of*>(node)->self;
         self->m_timed_out = true;
         self->m_child.m_own_cancel.request();
     }
@@ -530,8 +535,13 @@ private:
         static_cast<timeout_join*>(context)->m_child.m_own_cancel.request();
     }
 
+    // A timeout is rarer than a sleep: its node keeps a pointer back, not a base.
+    struct timer_of : timer_node {
+        timeout_join* self = nullptr;
+    };
+
     promise_base& m_child;
-    timer_node m_timer;
+    timer_of m_timer;
     cancellable_wait m_wait;
     loop_core* m_loop = nullptr;
     bool m_timed_out = false;
@@ -709,7 +719,8 @@ public:
     bool await_suspend(std::coroutine_handle<Promise> parent) {
         // False when a cancellation was already pending: it is consumed all the same, and the
         // child still runs.
-        (void)m_wait.begin(parent, &on_cancel, this, "triad::shield");
+        static constexpr wait_kind kind{&on_cancel, "triad::shield"};
+        (void)m_wait.begin(parent, kind, this);
         m_child.m_on_done = &child_done;
         m_child.m_owner = this;
         m_starting = true;
@@ -917,9 +928,9 @@ public:
         if (m_state->waiter != nullptr)
             throw future_error("triad::as_completed: another task is already waiting on it");
         // Before the wait, m_cancelling says which wait this is: close() drains from the start.
-        const char* what =
-            m_cancelling ? "triad::as_completed::close" : "triad::as_completed::next";
-        if (!m_wait.begin(h, &on_cancel, this, what)) {
+        static constexpr detail::wait_kind next_kind{&on_cancel, "triad::as_completed::next"};
+        static constexpr detail::wait_kind close_kind{&on_cancel, "triad::as_completed::close"};
+        if (!m_wait.begin(h, m_cancelling ? close_kind : next_kind, this)) {
             // A cancellation was pending: every task is cancelled, and awaited.
             m_cancelling = true;
             m_state->cancel_unfinished();
@@ -1153,7 +1164,7 @@ struct scope_body {
  * }); // every fetch has finished here, whatever happened
  * @endcode
  */
-class task_group {
+class task_group : private detail::spawn_group {
     class scope_start;
     struct join_awaiter;
 
@@ -1175,7 +1186,7 @@ public:
     template <class Fn>
     static auto scope(Fn fn) -> task<typename detail::scope_body<Fn, task_group>::value_type>;
 
-    task_group() = default;
+    task_group() noexcept : spawn_group{&child_done} {}
     task_group(const task_group&) = delete;
     task_group& operator=(const task_group&) = delete;
     /**
@@ -1216,7 +1227,7 @@ private:
 
     // The body of a scope ended: a failure cancels the group and is kept if it came first.
     void body_failed(const std::exception_ptr& error) noexcept;
-    static void child_done(void* group, detail::promise_base& child) noexcept;
+    static void child_done(detail::spawn_group* group, detail::promise_base& child) noexcept;
     void wake_waiters() noexcept;
 
     std::vector<detail::promise_base*> m_running;
@@ -1240,7 +1251,8 @@ struct task_group::join_awaiter {
     bool await_ready() const noexcept { return group.m_running.empty(); }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> waiter) {
-        if (!wait.begin(waiter, &on_cancel, this, "triad::task_group join"))
+        static constexpr detail::wait_kind kind{&on_cancel, "triad::task_group join"};
+        if (!wait.begin(waiter, kind, this))
             group.cancel(); // a cancellation was pending: the tasks are cancelled, and awaited
         next = group.m_joiners;
         group.m_joiners = this;
@@ -1268,7 +1280,8 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> parent) {
-        if (!m_wait.begin(parent, &on_cancel, this, "triad::task_group::scope")) {
+        static constexpr detail::wait_kind kind{&on_cancel, "triad::task_group::scope"};
+        if (!m_wait.begin(parent, kind, this)) {
             m_group.cancel(); // the body never starts; what fn() spawned is cancelled
         } else if (m_body != nullptr) {
             m_body->m_on_done = &body_done;
@@ -1408,9 +1421,8 @@ task_handle<T> task_group::spawn(task<T> t) {
     task_handle<T> handle = triad::spawn(std::move(t));
     detail::promise_base& p = *handle_promise(handle);
     ++p.m_refs; // the group's own reference, dropped when the child finishes
-    p.m_group = this;
-    p.m_group_done = &child_done;
-    p.m_owner_index = m_running.size();
+    p.m_owner = static_cast<detail::spawn_group*>(this);
+    p.m_owner_index = static_cast<std::uint32_t>(m_running.size());
     m_running.push_back(&p);
     if (m_cancelled)
         p.m_own_cancel.request(); // never runs its body
@@ -1459,11 +1471,12 @@ inline void task_group::body_failed(const std::exception_ptr& error) noexcept {
     cancel();
 }
 
-inline void task_group::child_done(void* group, detail::promise_base& child) noexcept {
+inline void task_group::child_done(detail::spawn_group* group,
+                                   detail::promise_base& child) noexcept {
     auto* self = static_cast<task_group*>(group);
     const std::size_t i = child.m_owner_index;
     self->m_running[i] = self->m_running.back();
-    self->m_running[i]->m_owner_index = i;
+    self->m_running[i]->m_owner_index = static_cast<std::uint32_t>(i);
     self->m_running.pop_back();
     if (child.failed() && !self->m_error && !detail::is_cancellation(child.error())) {
         // The group rethrows it from join() or the scope (or reports it if never joined): the
@@ -1474,8 +1487,7 @@ inline void task_group::child_done(void* group, detail::promise_base& child) noe
         if (self->m_scope != nullptr)
             self->m_scope->cancel_body();
     }
-    child.m_group = nullptr;
-    child.m_group_done = nullptr;
+    child.m_owner = nullptr;
     --child.m_refs; // the running reference outlives this call: never the last one
     if (self->m_running.empty())
         self->wake_waiters();

@@ -45,10 +45,11 @@ public:
 
     // Suspends `node` at the back of the queue. False: a cancellation was pending; the
     // awaiting coroutine goes on (and its await_resume throws).
+    // `kind` is a static kind_of(who), `who` naming the suspension point.
     template <class Promise>
-    bool wait(waiter_node& node, std::coroutine_handle<Promise> h, const char* who) {
-        node.loop = &current_loop(who);
-        if (!node.wait.begin(h, &on_cancel, &node, who))
+    bool wait(waiter_node& node, std::coroutine_handle<Promise> h, const wait_kind& kind) {
+        node.loop = &current_loop(kind.what);
+        if (!node.wait.begin(h, kind, &node))
             return false;
         node.queue = this;
         node.prev = m_tail;
@@ -69,6 +70,8 @@ public:
         n->loop->schedule(n->wait.waiter());
         return n;
     }
+
+    static constexpr wait_kind kind_of(const char* who) noexcept { return {&on_cancel, who}; }
 
     void wake_all() noexcept {
         while (wake_front() != nullptr) {
@@ -136,7 +139,9 @@ public:
         bool await_ready() noexcept { return m_semaphore.try_acquire(); }
         template <class Promise>
         bool await_suspend(std::coroutine_handle<Promise> h) {
-            return m_semaphore.m_waiters.wait(m_node, h, "triad::semaphore::acquire");
+            static constexpr detail::wait_kind kind =
+                detail::waiter_queue::kind_of("triad::semaphore::acquire");
+            return m_semaphore.m_waiters.wait(m_node, h, kind);
         }
         void await_resume() { m_node.wait.throw_if_cancelled(); }
 
@@ -245,7 +250,9 @@ public:
         bool await_ready() noexcept { return m_mutex.try_lock(); }
         template <class Promise>
         bool await_suspend(std::coroutine_handle<Promise> h) {
-            return m_mutex.m_waiters.wait(m_node, h, "triad::async_mutex::lock");
+            static constexpr detail::wait_kind kind =
+                detail::waiter_queue::kind_of("triad::async_mutex::lock");
+            return m_mutex.m_waiters.wait(m_node, h, kind);
         }
         guard await_resume() {
             m_node.wait.throw_if_cancelled();
@@ -357,7 +364,9 @@ public:
                 m_event.m_remote->generation.load(std::memory_order_seq_cst)));
             if (m_event.m_set.load(std::memory_order_seq_cst))
                 return false; // set by another thread since await_ready
-            return m_event.m_waiters.wait(m_node, h, "triad::event::wait");
+            static constexpr detail::wait_kind kind =
+                detail::waiter_queue::kind_of("triad::event::wait");
+            return m_event.m_waiters.wait(m_node, h, kind);
         }
         void await_resume() { m_node.wait.throw_if_cancelled(); }
 
@@ -436,7 +445,9 @@ public:
         template <class Promise>
         bool await_suspend(std::coroutine_handle<Promise> h) {
             m_node.payload = &m_value;
-            return m_channel.m_senders.wait(m_node, h, "triad::channel::send");
+            static constexpr detail::wait_kind kind =
+                detail::waiter_queue::kind_of("triad::channel::send");
+            return m_channel.m_senders.wait(m_node, h, kind);
         }
         void await_resume() {
             if (m_sent || (m_node.granted && m_node.payload == nullptr))
@@ -465,7 +476,9 @@ public:
         template <class Promise>
         bool await_suspend(std::coroutine_handle<Promise> h) {
             m_node.payload = &m_result;
-            return m_channel.m_receivers.wait(m_node, h, "triad::channel::receive");
+            static constexpr detail::wait_kind kind =
+                detail::waiter_queue::kind_of("triad::channel::receive");
+            return m_channel.m_receivers.wait(m_node, h, kind);
         }
         std::optional<T> await_resume() {
             if (!m_result)

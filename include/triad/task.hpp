@@ -196,9 +196,13 @@ inline void release_spawned(promise_base& p) noexcept {
 inline std::coroutine_handle<> spawned_done(promise_base& p) noexcept {
     loop_core& loop = *tls_loop;
     loop.untrack(&p);
-    if (p.m_group_done != nullptr)
-        p.m_group_done(p.m_group, p);
-    for (promise_base::joiner* j = std::exchange(p.m_joiners, nullptr); j != nullptr;) {
+    if (p.m_owner != nullptr) {
+        auto* group = static_cast<spawn_group*>(p.m_owner);
+        group->child_done(group, p);
+    }
+    promise_base::joiner* j = p.m_joiners;
+    p.m_loop = &loop; // the joiners' place, from now on
+    while (j != nullptr) {
         promise_base::joiner* next = j->next; // the joiner lives in a frame about to resume
         if (j->notify != nullptr)
             j->notify(j);
@@ -233,7 +237,6 @@ std::coroutine_handle<typename task<T>::promise_type> start_spawned(task<T>& t, 
     promise_base& p = h.promise();
     p.m_refs = 1; // running
     p.m_on_done = &spawned_done;
-    p.m_loop = &loop;
     loop.track(&p);
     loop.schedule(h);
     return h;
@@ -300,7 +303,8 @@ public:
             // Cancelling the awaiting coroutine cancels the task it awaits (as asyncio does);
             // the awaiter then still waits for that task to finish, also when the
             // cancellation was already pending here.
-            if (!m_wait.begin(waiter, &on_cancel, this, "a spawned task (task_handle)")) {
+            static constexpr detail::wait_kind kind{&on_cancel, "a spawned task (task_handle)"};
+            if (!m_wait.begin(waiter, kind, this)) {
                 m_cancelled_before = true;
                 p.m_own_cancel.request();
             }
@@ -594,8 +598,8 @@ inline std::vector<task_info> event_loop::list_tasks(const detail::loop_core& co
             std::snprintf(address, sizeof address, "task@%p", static_cast<const void*>(p));
             info.name = address;
         }
-        const detail::cancel_callback* armed = p->m_own_cancel.armed();
-        const char* what = armed != nullptr ? detail::cancellable_wait::of(*armed).what() : nullptr;
+        const detail::cancellable_wait* armed = p->m_own_cancel.armed();
+        const char* what = armed != nullptr ? armed->what() : nullptr;
         info.waiting_on = what != nullptr    ? what
                           : armed != nullptr ? "a suspension point"
                           : queued(p)        ? "running or ready"
@@ -774,28 +778,29 @@ inline boost::asio::io_context::executor_type current_executor() {
 
 namespace detail {
 
-class sleep_awaiter {
+// The timer node is a base: a sleeping task carries no pointer back from it.
+class sleep_awaiter : private timer_node {
 public:
     explicit sleep_awaiter(std::chrono::steady_clock::time_point deadline) noexcept {
-        m_node.deadline = deadline;
+        this->deadline = deadline;
     }
     // Movable until awaited (timeout(d, sleep(...)) moves it into a task), as Asio's
     // operations are; a waiting one is never moved: its timer and callback point to it.
-    sleep_awaiter(sleep_awaiter&& other) noexcept { m_node.deadline = other.m_node.deadline; }
+    sleep_awaiter(sleep_awaiter&& other) noexcept : timer_node() { deadline = other.deadline; }
     sleep_awaiter& operator=(const sleep_awaiter&) = delete;
 
     bool await_ready() const noexcept { return false; }
     template <class Promise>
     bool await_suspend(std::coroutine_handle<Promise> h) {
         m_loop = &current_loop("triad::sleep");
-        if (!m_wait.begin(h, &on_cancel, this, "triad::sleep"))
+        static constexpr wait_kind kind{&on_cancel, "triad::sleep"};
+        if (!m_wait.begin(h, kind, this))
             return false;
-        if (m_node.deadline <= std::chrono::steady_clock::now()) {
+        if (deadline <= std::chrono::steady_clock::now()) {
             m_loop->schedule(h); // sleep(0) yields to the other ready tasks
         } else {
-            m_node.fire = &on_fire;
-            m_node.context = this;
-            m_loop->add_timer(&m_node);
+            fire = &on_fire;
+            m_loop->add_timer(this);
         }
         return true;
     }
@@ -805,20 +810,19 @@ public:
     }
 
 private:
-    static void on_fire(void* context) noexcept {
-        auto* self = static_cast<sleep_awaiter*>(context);
+    static void on_fire(timer_node* node) noexcept {
+        auto* self = static_cast<sleep_awaiter*>(node);
         self->m_wait.end();
         self->m_loop->schedule(self->m_wait.waiter());
     }
     static void on_cancel(void* context) noexcept {
         auto* self = static_cast<sleep_awaiter*>(context);
-        if (self->m_node.queued()) { // a yielding sleep is already scheduled
-            self->m_loop->remove_timer(&self->m_node);
+        if (self->queued()) { // a yielding sleep is already scheduled
+            self->m_loop->remove_timer(self);
             self->m_loop->schedule(self->m_wait.waiter());
         }
     }
 
-    timer_node m_node;
     cancellable_wait m_wait;
     loop_core* m_loop = nullptr;
 };
@@ -900,7 +904,8 @@ public:
         auto wakeup = std::make_unique<future_wakeup>();
         wakeup->gate = loop.gate();
         wakeup->bridge = bridge;
-        if (!m_wait.begin(h, &on_cancel, this, "a future"))
+        static constexpr wait_kind kind{&on_cancel, "a future"};
+        if (!m_wait.begin(h, kind, this))
             return false;
         bridge->waiter = h;
         bridge->loop = &loop;

@@ -436,7 +436,8 @@ public:
     bool await_suspend(std::coroutine_handle<Promise> h) {
         loop_core& loop = current_loop("triad::use_task");
         m_loop = &loop;
-        if (!m_wait.begin(h, &on_cancel, this, "triad::use_task"))
+        static constexpr wait_kind kind{&on_cancel, "triad::use_task"};
+        if (!m_wait.begin(h, kind, this))
             return false;
         if constexpr (std::is_same_v<UserSlot, no_user_slot> &&
                       requires { m_initiation.get_executor(); }) {

@@ -139,46 +139,54 @@ inline void resume(std::coroutine_handle<> h) {
 // arrives while the chain runs is delivered at its next suspension point. Delivery consumes the
 // request, as in asyncio: code that catches task_cancelled may await again (to clean up).
 
-struct cancel_callback {
-    void (*invoke)(cancel_callback* self) noexcept = nullptr;
-};
+class cancellable_wait;
 
+// The request bit and the armed wait share one word: a promise carries one of these, and every
+// sleeping task pays for it.
 class cancel_state {
 public:
-    bool requested() const noexcept { return m_requested; }
-    bool take_request() noexcept { return std::exchange(m_requested, false); }
-
-    void request() noexcept {
-        m_requested = true;
-        if (cancel_callback* callback = std::exchange(m_callback, nullptr))
-            callback->invoke(callback);
+    bool requested() const noexcept { return (m_bits & requested_bit) != 0; }
+    bool take_request() noexcept {
+        const bool was = requested();
+        m_bits &= ~requested_bit;
+        return was;
     }
 
-    void arm(cancel_callback* callback) noexcept { m_callback = callback; }
+    // Defined after cancellable_wait.
+    void request() noexcept;
+
+    void arm(cancellable_wait* wait) noexcept {
+        m_bits = reinterpret_cast<std::uintptr_t>(wait) | (m_bits & requested_bit);
+    }
     // The suspension point the chain waits at, if it is a cancellable one.
-    const cancel_callback* armed() const noexcept { return m_callback; }
-    void disarm(cancel_callback* callback) noexcept {
-        if (m_callback == callback)
-            m_callback = nullptr;
+    cancellable_wait* armed() const noexcept {
+        return reinterpret_cast<cancellable_wait*>(m_bits & ~requested_bit);
+    }
+    void disarm(const cancellable_wait* wait) noexcept {
+        if (armed() == wait)
+            m_bits &= requested_bit;
     }
 
 private:
-    bool m_requested = false;
-    cancel_callback* m_callback = nullptr;
+    static constexpr std::uintptr_t requested_bit = 1; // a wait is aligned: its low bit is free
+    std::uintptr_t m_bits = 0;
 };
 
 // --- timers ------------------------------------------------------------------------------------
 // Sleeping coroutines sit in one binary heap per loop, behind a single Asio timer armed for the
 // earliest deadline: a sleeping task costs a heap slot, not an Asio timer and its allocations.
 
+// An awaiter that sleeps derives from timer_node, and `fire` casts the node back to it.
 struct timer_node {
     static constexpr std::size_t not_queued = static_cast<std::size_t>(-1);
+    // The top bit of slot says the node is in the FIFO (a sequence number never gets there).
+    static constexpr std::size_t fifo_bit = ~(not_queued >> 1);
     std::chrono::steady_clock::time_point deadline{};
-    std::size_t index = not_queued; // in the heap, or the sequence number in the FIFO
-    bool in_fifo = false;
-    void (*fire)(void* context) noexcept = nullptr;
-    void* context = nullptr;
-    bool queued() const noexcept { return index != not_queued; }
+    std::size_t slot = not_queued; // in the heap, or the sequence number in the FIFO
+    void (*fire)(timer_node* self) noexcept = nullptr;
+    bool queued() const noexcept { return slot != not_queued; }
+    bool in_fifo() const noexcept { return queued() && (slot & fifo_bit) != 0; }
+    std::size_t index() const noexcept { return slot & ~fifo_bit; }
 };
 
 class timer_heap {
@@ -187,24 +195,24 @@ public:
     timer_node* top() const noexcept { return m_nodes.front(); }
 
     void push(timer_node* node) {
-        node->index = m_nodes.size();
+        node->slot = m_nodes.size();
         m_nodes.push_back(node);
-        sift_up(node->index);
+        sift_up(node->slot);
     }
 
     void remove(timer_node* node) noexcept {
-        const std::size_t i = node->index;
+        const std::size_t i = node->slot;
         if (i == timer_node::not_queued)
             return;
-        node->index = timer_node::not_queued;
+        node->slot = timer_node::not_queued;
         timer_node* last = m_nodes.back();
         m_nodes.pop_back();
         if (last == node)
             return;
         m_nodes[i] = last;
-        last->index = i;
+        last->slot = i;
         sift_down(i);
-        sift_up(last->index);
+        sift_up(last->slot);
     }
 
 private:
@@ -213,8 +221,8 @@ private:
     }
     void swap_nodes(std::size_t a, std::size_t b) noexcept {
         std::swap(m_nodes[a], m_nodes[b]);
-        m_nodes[a]->index = a;
-        m_nodes[b]->index = b;
+        m_nodes[a]->slot = a;
+        m_nodes[b]->slot = b;
     }
     void sift_up(std::size_t i) noexcept {
         while (i > 0 && earlier(i, (i - 1) / 2)) {
@@ -263,12 +271,10 @@ public:
 
     void push(timer_node* node) {
         if (m_fifo.empty() || node->deadline >= m_fifo_last) {
-            node->in_fifo = true;
-            node->index = m_fifo_base + m_fifo.size();
+            node->slot = (m_fifo_base + m_fifo.size()) | timer_node::fifo_bit;
             m_fifo.push_back(node);
             m_fifo_last = node->deadline;
         } else {
-            node->in_fifo = false;
             m_heap.push(node);
         }
     }
@@ -276,9 +282,9 @@ public:
     void remove(timer_node* node) noexcept {
         if (!node->queued())
             return;
-        if (node->in_fifo) {
-            m_fifo[node->index - m_fifo_base] = nullptr; // a tombstone, dropped at the front
-            node->index = timer_node::not_queued;
+        if (node->in_fifo()) {
+            m_fifo[node->index() - m_fifo_base] = nullptr; // a tombstone, dropped at the front
+            node->slot = timer_node::not_queued;
             // Cancelled timers behind a long one would otherwise stay until it fires: memory
             // would grow with the rate of timeouts times the longest wait. Once most of the
             // FIFO is tombstones, squeeze them out (amortized O(1) per removal).
@@ -302,7 +308,7 @@ private:
         std::size_t kept = 0;
         for (timer_node* node : m_fifo)
             if (node != nullptr) {
-                node->index = m_fifo_base + kept;
+                node->slot = (m_fifo_base + kept) | timer_node::fifo_bit;
                 m_fifo[kept++] = node;
             }
         m_fifo.resize(kept);
@@ -341,13 +347,21 @@ inline thread_local bool frame_cache_gone = false;
 
 class frame_cache {
 public:
-    static constexpr std::size_t granule = 64;
-    static constexpr std::size_t classes = 16;      // frames up to 1 KiB are cached
+    // Fine classes, each a whole malloc chunk: glibc's chunks are 16n bytes with an 8-byte
+    // header, so class c holds frames of up to 16c - 8 bytes (a frame of 200 bytes takes a
+    // 208-byte chunk; rounded up to 208 itself, it would take 224).
+    static constexpr std::size_t granule = 16;
+    static constexpr std::size_t header = sizeof(void*);
+    static constexpr std::size_t classes = 64;      // frames up to 1 KiB are cached
     static constexpr std::size_t max_cached = 4096; // per class
+
+    static std::size_t class_of(std::size_t size) noexcept {
+        return (size + header + granule - 1) / granule;
+    }
 
     static void* allocate(std::size_t size) {
         if constexpr (TRIAD_FRAME_CACHE) {
-            const std::size_t c = (size + granule - 1) / granule;
+            const std::size_t c = class_of(size);
             if (c < classes && !frame_cache_gone) {
                 auto& list = local().m_free[c];
                 if (!list.empty()) {
@@ -355,7 +369,7 @@ public:
                     list.pop_back();
                     return p;
                 }
-                return ::operator new(c* granule);
+                return ::operator new(c* granule - header);
             }
         }
         return ::operator new(size);
@@ -363,7 +377,7 @@ public:
 
     static void deallocate(void* p, std::size_t size) noexcept {
         if constexpr (TRIAD_FRAME_CACHE) {
-            const std::size_t c = (size + granule - 1) / granule;
+            const std::size_t c = class_of(size);
             if (c < classes && !frame_cache_gone) {
                 auto& list = local().m_free[c];
                 if (list.size() < max_cached) {
@@ -638,7 +652,7 @@ private:
         while (!m_timers.empty() && m_timers.top()->deadline <= now) {
             timer_node* node = m_timers.top();
             m_timers.remove(node);
-            node->fire(node->context);
+            node->fire(node);
         }
         if (!m_timers.empty())
             arm_timer();
@@ -750,35 +764,53 @@ public:
     bool failed() const noexcept { return static_cast<bool>(m_error); }
     std::exception_ptr& error() noexcept { return m_error; }
 
+    // Every task. A task is either awaited (by a task or a combinator) or spawned, never both:
+    // the fields below that serve both say what each use keeps in them.
     std::coroutine_handle<> m_continuation;
     cancel_state* m_cancel = &m_own_cancel;
     cancel_state m_own_cancel;
     done_fn m_on_done = nullptr;
-    void* m_owner = nullptr;        // a combinator's bookkeeping, for children it awaits
-    std::size_t m_owner_index = 0;  // this task's place among them
+    // A combinator's bookkeeping for a child it awaits; for a spawned task, its group (a
+    // spawn_group), or null.
+    void* m_owner = nullptr;
     std::coroutine_handle<> m_self; // type-erased handle of the frame, for owners
 
     // Spawned tasks only: references (the running task, each handle, a group), whether the
-    // result was taken, who awaits the handle, the group it belongs to.
+    // result was taken, who awaits the handle.
     struct joiner {
         std::coroutine_handle<> waiter;
         joiner* next = nullptr;
         // Called instead of resuming `waiter`, for a watcher that is not a suspended coroutine.
         void (*notify)(joiner* self) noexcept = nullptr;
     };
+    union {
+        joiner* m_joiners = nullptr; // until it finishes (spawned_done wakes them)
+        loop_core* m_loop;           // from then on: the loop it ran on (cleared when that ends)
+    };
+    // 32 bits each, which is more tasks than fit in memory (see max_tasks).
+    std::uint32_t m_owner_index = 0; // its place among a combinator's children or in its group
+    std::uint32_t m_track_index = 0; // place in the loop's list of running spawned tasks
     std::uint32_t m_refs = 0;
     bool m_result_taken = false;
     bool m_failure_observed = false; // its failure went elsewhere (a group rethrows it)
     bool m_held = false;             // in its loop's list of failed tasks held by a handle
-    loop_core* m_loop = nullptr;     // the loop it was spawned on (cleared when that ends)
-    joiner* m_joiners = nullptr;
-    void* m_group = nullptr;
-    void (*m_group_done)(void* group, promise_base& child) noexcept = nullptr;
-    std::size_t m_track_index = 0; // place in the loop's list of running spawned tasks
 
 protected:
-    std::exception_ptr m_error;
     bool m_finished = false;
+    std::exception_ptr m_error;
+};
+
+// A promise keeps its place in a list of tasks in 32 bits: 4 billion frames of at least 64
+// bytes would take 256 GiB. Past that, spawn and the combinators throw rather than wrap.
+inline constexpr std::size_t max_tasks = 0xffffffffu;
+inline void check_task_count(std::size_t count, const char* who) {
+    if (count >= max_tasks)
+        throw std::length_error(concat(who, ": more than 4294967294 tasks at once"));
+}
+
+// What a spawned task in a group reports to when it finishes (task_group derives from it).
+struct spawn_group {
+    void (*child_done)(spawn_group* self, promise_base& child) noexcept = nullptr;
 };
 
 template <class T>
@@ -833,69 +865,82 @@ struct current_cancellation {
     cancel_state* await_resume() const noexcept { return state; }
 };
 
-// The common part of every cancellable suspension point: arm a callback while suspended, and
-// report whether the wait ended because of cancellation.
+// What a kind of suspension point does when cancelled, and what it is, for the loop's list
+// of tasks (a string literal, or null). One static instance per kind: a waiting task holds a
+// pointer to it.
+struct wait_kind {
+    void (*on_cancel)(void* context) noexcept = nullptr;
+    const char* what = nullptr;
+};
+
+// The common part of every cancellable suspension point: arm itself on the chain's cancel
+// state while suspended, and report whether the wait ended because of cancellation.
 class cancellable_wait {
 public:
     // Call in await_suspend. False: a cancellation is already pending; do not suspend.
-    // `what` says what the wait is for, in the loop's list of tasks (a string literal).
+    // `kind` has static storage duration.
     template <class Promise>
-    bool begin(std::coroutine_handle<Promise> h, void (*on_cancel)(void* context) noexcept,
-               void* context, const char* what = nullptr) {
+    bool begin(std::coroutine_handle<Promise> h, const wait_kind& kind, void* context) {
         m_waiter = h;
         m_context = context;
-        m_what = what;
-        m_cancel = cancellation_of(h);
-        if (m_cancel != nullptr && m_cancel->take_request()) {
-            m_cancelled = true;
+        m_kind = &kind;
+        cancel_state* const state = cancellation_of(h);
+        m_cancel = reinterpret_cast<std::uintptr_t>(state);
+        if (state != nullptr && state->take_request()) {
+            m_cancel |= cancelled_bit;
             return false;
         }
-        m_on_cancel = on_cancel;
-        m_callback.invoke = [](cancel_callback* cb) noexcept {
-            // m_callback is the first member of a standard-layout class: same address.
-            auto* self = reinterpret_cast<cancellable_wait*>(cb);
-            self->m_cancel->take_request();
-            self->m_cancelled = true;
-            self->m_on_cancel(self->m_context);
-        };
-        if (m_cancel != nullptr)
-            m_cancel->arm(&m_callback);
+        if (state != nullptr)
+            state->arm(this);
         return true;
     }
     // Call when the wait ends normally, before resuming.
     void end() noexcept {
-        if (m_cancel != nullptr)
-            m_cancel->disarm(&m_callback);
+        if (cancel_state* state = cancellation())
+            state->disarm(this);
     }
-    bool cancelled() const noexcept { return m_cancelled; }
+    bool cancelled() const noexcept { return (m_cancel & cancelled_bit) != 0; }
     // After end(): the cancellation this wait consumed is requested again, for the task's next
     // suspension point (the wait delivered a result that came first).
     void request_again() noexcept {
-        if (m_cancel != nullptr)
-            m_cancel->request();
+        if (cancel_state* state = cancellation())
+            state->request();
     }
     void throw_if_cancelled() const {
-        if (m_cancelled)
+        if (cancelled())
             throw task_cancelled();
     }
     std::coroutine_handle<> waiter() const noexcept { return m_waiter; }
-    const char* what() const noexcept { return m_what; }
-    // The wait that armed `callback` (every armed callback is a cancellable_wait's).
-    static const cancellable_wait& of(const cancel_callback& callback) noexcept {
-        return reinterpret_cast<const cancellable_wait&>(callback);
-    }
+    const char* what() const noexcept { return m_kind != nullptr ? m_kind->what : nullptr; }
 
 private:
-    cancel_callback m_callback; // must stay the first member (see begin)
+    friend class cancel_state;
+    // The cancel state has disarmed this wait and consumed the request.
+    void cancel() noexcept {
+        m_cancel |= cancelled_bit;
+        m_kind->on_cancel(m_context);
+    }
+    cancel_state* cancellation() const noexcept {
+        return reinterpret_cast<cancel_state*>(m_cancel & ~cancelled_bit);
+    }
+
+    // The awaiting chain's cancel state (or null) and, in its low bit, whether the wait ended
+    // by cancellation: a sleeping task holds one of these.
+    static constexpr std::uintptr_t cancelled_bit = 1;
     std::coroutine_handle<> m_waiter;
-    cancel_state* m_cancel = nullptr;
-    void (*m_on_cancel)(void* context) noexcept = nullptr;
+    std::uintptr_t m_cancel = 0;
+    const wait_kind* m_kind = nullptr;
     void* m_context = nullptr;
-    const char* m_what = nullptr;
-    bool m_cancelled = false;
 };
 
-static_assert(std::is_standard_layout_v<cancellable_wait>);
+inline void cancel_state::request() noexcept {
+    if (cancellable_wait* wait = armed()) {
+        m_bits = 0; // disarmed, and the wait consumes the request
+        wait->cancel();
+    } else {
+        m_bits = requested_bit;
+    }
+}
 
 inline void loop_core::cancel_all_spawned(bool on) noexcept {
     m_cancelling_all = on;
@@ -905,14 +950,16 @@ inline void loop_core::cancel_all_spawned(bool on) noexcept {
 }
 
 inline void loop_core::track(promise_base* p) {
-    p->m_track_index = m_spawned.size();
+    check_task_count(m_spawned.size(), "triad::spawn");
+    p->m_track_index = static_cast<std::uint32_t>(m_spawned.size());
     m_spawned.push_back(p);
     if (m_cancelling_all)
         p->m_own_cancel.request(); // spawned while run() winds everything down
 }
 
 inline void loop_core::hold(promise_base* p) {
-    p->m_track_index = m_held.size(); // free again: a held task is no longer tracked
+    check_task_count(m_held.size(), "triad::spawn");
+    p->m_track_index = static_cast<std::uint32_t>(m_held.size()); // free: no longer tracked
     m_held.push_back(p);
     p->m_held = true;
 }
@@ -923,7 +970,7 @@ inline void loop_core::unhold(promise_base* p) noexcept {
     if (i >= m_held.size() || m_held[i] != p)
         return;
     m_held[i] = m_held.back();
-    m_held[i]->m_track_index = i;
+    m_held[i]->m_track_index = static_cast<std::uint32_t>(i);
     m_held.pop_back();
 }
 
@@ -961,7 +1008,7 @@ inline void loop_core::untrack(promise_base* p) noexcept {
     if (i >= m_spawned.size() || m_spawned[i] != p)
         return;
     m_spawned[i] = m_spawned.back();
-    m_spawned[i]->m_track_index = i;
+    m_spawned[i]->m_track_index = static_cast<std::uint32_t>(i);
     m_spawned.pop_back();
 }
 
