@@ -303,6 +303,56 @@ TEST_CASE("an event set and then destroyed by another thread is not touched by t
     SUCCEED("no race under ThreadSanitizer");
 }
 
+TEST_CASE("a wake posted to a loop the event has since left does not touch the next loop's "
+          "waiters",
+          "[sync]") {
+    // Loop A's stale wake walked the waiter list, by then loop B's, on A's thread while B's
+    // thread changed it (a data race under ThreadSanitizer).
+    triad::event ev;
+    std::atomic<int> phase{0};
+    const auto wait_on = [&]() -> triad::task<void> { co_await ev.wait(); };
+    triad::event_loop a;
+    triad::event_loop b;
+    std::thread thread_a([&] {
+        a.run(triad::make_task([&]() -> triad::task<void> {
+            auto waiter = triad::spawn(wait_on()); // binds the event to A
+            co_await triad::sleep(0ms);
+            waiter.cancel();
+            co_await triad::sleep(1ms);
+            phase = 1;
+            while (phase < 3) // A is busy: the wake waits in its queue
+                std::this_thread::sleep_for(1ms);
+            co_await triad::sleep(50ms); // the wake runs now
+        }));
+    });
+    while (phase < 1)
+        std::this_thread::sleep_for(1ms);
+    ev.set(); // posts a wake to A
+    ev.clear();
+    std::thread thread_b([&] {
+        b.run(triad::make_task([&]() -> triad::task<void> {
+            const auto until = std::chrono::steady_clock::now() + 200ms;
+            bool first = true;
+            while (std::chrono::steady_clock::now() < until) {
+                std::vector<triad::task_handle<void>> waiters;
+                for (int i = 0; i < 8; ++i)
+                    waiters.push_back(triad::spawn(wait_on())); // rebinds the event to B
+                co_await triad::sleep(0ms);
+                if (first) {
+                    phase = 3;
+                    first = false;
+                }
+                for (auto& waiter : waiters)
+                    waiter.cancel();
+                co_await triad::sleep(0ms);
+            }
+        }));
+    });
+    thread_a.join();
+    thread_b.join();
+    SUCCEED("no race under ThreadSanitizer");
+}
+
 TEST_CASE("channels with several producers and consumers lose and duplicate nothing", "[sync]") {
     constexpr int producers = 4;
     constexpr int per_producer = 10'000;

@@ -339,8 +339,9 @@ public:
             const std::lock_guard lock(remote->mutex);
             auto* const self = static_cast<event*>(remote->target);
             // Every task that waited when set() ran is woken, even if the flag was cleared
-            // since (as a set on the loop's thread would have); later waiters are not.
-            if (self != nullptr)
+            // since (as a set on the loop's thread would have); later waiters are not. Once the
+            // event is bound to another loop, its waiters are that loop's, not this thread's.
+            if (self != nullptr && remote->gate == gate)
                 while (!self->m_waiters.empty() &&
                        reinterpret_cast<std::uintptr_t>(self->m_waiters.front()->payload) <
                            generation)
