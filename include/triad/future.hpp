@@ -452,14 +452,19 @@ public:
         auto* self = static_cast<then_on_state*>(context);
         job work(self);
         posting attempt(self);
+        std::exception_ptr refused;
         try {
             self->m_executor->post(std::move(work));
         } catch (...) {
+            refused = std::current_exception();
+        }
+        if (refused) {
             // Refused before the executor took the job (a closed pool), or taken and dropped on
-            // the way out (out of memory): the future holds the reason.
+            // the way out (out of memory): the future holds the reason, published after the
+            // catch ended (see shared_state::set_error).
             const bool still_ours = work.take() != nullptr;
             if (still_ours || attempt.dropped())
-                fail(self, std::current_exception());
+                fail(self, std::move(refused));
             return;
         }
         // Taken and dropped unrun without an exception: as if the executor cancelled it.
@@ -920,6 +925,7 @@ public:
         promise<U> p;
         future<U> result = p.get_future();
         on_ready([p = std::move(p), fn = std::forward<Fn>(fn), self = *this]() mutable {
+            std::exception_ptr error;
             try {
                 if constexpr (std::is_void_v<U>) {
                     std::invoke(std::move(fn), std::move(self));
@@ -928,8 +934,10 @@ public:
                     p.set_value(std::invoke(std::move(fn), std::move(self)));
                 }
             } catch (...) {
-                p.set_exception(std::current_exception());
+                error = std::current_exception();
             }
+            if (error) // after the catch ended: see shared_state::set_error
+                p.set_exception(std::move(error));
         });
         return result;
     }

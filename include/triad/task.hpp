@@ -644,6 +644,7 @@ struct threadsafe_result {
 
 template <class T>
 task<void> deliver_to(task<T> t, threadsafe_result<T> result) {
+    std::exception_ptr error;
     try {
         if constexpr (std::is_void_v<T>) {
             co_await std::move(t);
@@ -652,8 +653,11 @@ task<void> deliver_to(task<T> t, threadsafe_result<T> result) {
             result.out.set_value(co_await std::move(t));
         }
     } catch (...) {
-        result.out.set_exception(std::current_exception());
+        error = std::current_exception();
     }
+    // Handed over after the catch ended (see shared_state::set_error).
+    if (error)
+        result.out.set_exception(std::move(error));
     result.delivered = true;
 }
 } // namespace detail

@@ -261,6 +261,10 @@ public:
         m_kind = kind::value;
     }
 
+    // Whoever publishes an error does it after the catch that caught it has ended. An open
+    // catch holds the exception too, and ending it last would free the exception while the
+    // consumer's thread reads it; libstdc++ orders the two through a count in its own code,
+    // which ThreadSanitizer does not see, so it reports a race.
     void set_error(std::exception_ptr error) noexcept {
         ::new (static_cast<void*>(std::addressof(m_error))) std::exception_ptr(std::move(error));
         m_kind = kind::error;
