@@ -959,6 +959,16 @@ triad::task<void> block_the_loop(std::chrono::milliseconds d) {
     co_return;
 }
 
+// Starts `timed` and blocks the loop for 100 ms right after it suspends, in the same batch of
+// ready tasks: the loop does not look at its timers or I/O in between, however late this thread
+// is scheduled, so every deadline `timed` set has passed when it looks next.
+triad::task<int> then_block_the_loop(triad::task<int> timed) {
+    auto result = triad::spawn(std::move(timed));
+    auto blocker = triad::spawn(block_the_loop(100ms));
+    co_await blocker;
+    co_return co_await result;
+}
+
 // Runs `body` on a fresh thread with a 1 MiB stack and waits for it: a recursion that nested a
 // native frame per level would overflow it long before the end.
 void on_small_stack(std::function<void()> body) {
@@ -1160,31 +1170,25 @@ TEST_CASE("timeout returns a result that arrived in the same turn as its deadlin
           "[combinators]") {
     // The inner sleep is due just before the deadline; the loop is held past both, so they
     // fire in one turn, the inner's first: the value is there before the cancellation.
-    const int slept = triad::run(triad::make_task([]() -> triad::task<int> {
+    const int slept = triad::run(then_block_the_loop(triad::make_task([]() -> triad::task<int> {
         const auto at = std::chrono::steady_clock::now() + 20ms;
-        auto blocker = triad::spawn(block_the_loop(100ms));
-        const int v = co_await triad::timeout(20ms, triad::make_task([at]() -> triad::task<int> {
-                                                  co_await triad::sleep_until(at);
-                                                  co_return 7;
-                                              }));
-        co_await blocker;
-        co_return v;
-    }));
+        co_return co_await triad::timeout(20ms, triad::make_task([at]() -> triad::task<int> {
+                                              co_await triad::sleep_until(at);
+                                              co_return 7;
+                                          }));
+    })));
     CHECK(slept == 7);
 
     // An Asio timer due just after the deadline: both have expired when the loop looks, so the
     // deadline's cancellation reaches an operation that has completed but not yet delivered.
-    const int waited = triad::run(triad::make_task([]() -> triad::task<int> {
-        auto blocker = triad::spawn(block_the_loop(100ms));
-        const int v = co_await triad::timeout(20ms, triad::make_task([]() -> triad::task<int> {
-                                                  boost::asio::steady_timer timer(
-                                                      triad::current_executor(), 25ms);
-                                                  co_await timer.async_wait(triad::use_task);
-                                                  co_return 8;
-                                              }));
-        co_await blocker;
-        co_return v;
-    }));
+    const int waited = triad::run(then_block_the_loop(triad::make_task([]() -> triad::task<int> {
+        co_return co_await triad::timeout(20ms, triad::make_task([]() -> triad::task<int> {
+                                              boost::asio::steady_timer timer(
+                                                  triad::current_executor(), 25ms);
+                                              co_await timer.async_wait(triad::use_task);
+                                              co_return 8;
+                                          }));
+    })));
     CHECK(waited == 8);
 
     // An inner that catches the deadline's cancellation and returns a value returns it.

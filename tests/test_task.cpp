@@ -842,6 +842,28 @@ TEST_CASE("sleep(0) yields to other ready tasks", "[task]") {
     CHECK(order == std::vector<int>{1, 2, 3});
 }
 
+TEST_CASE("sleep_until a steady_clock time point is exact: sleepers wake in the order of their "
+          "time points, however close",
+          "[task]") {
+    // Converted through a second reading of the clock, each deadline moved by the time between
+    // the two readings, and time points 1 ns apart woke out of order.
+    constexpr int sleepers = 1000;
+    std::vector<int> woke;
+    triad::run([&]() -> triad::task<void> {
+        const auto at = std::chrono::steady_clock::now() + 500ms; // after every sleeper started
+        std::vector<triad::task_handle<void>> handles;
+        for (int i = sleepers - 1; i >= 0; --i) // started last to first: the order is the clock's
+            handles.push_back(triad::spawn(triad::make_task([&woke, at, i]() -> triad::task<void> {
+                co_await triad::sleep_until(at + std::chrono::nanoseconds(i));
+                woke.push_back(i);
+            })));
+        for (auto& handle : handles)
+            co_await handle;
+    }());
+    REQUIRE(woke.size() == sleepers);
+    CHECK(std::is_sorted(woke.begin(), woke.end()));
+}
+
 TEST_CASE("a failed task whose last handle is dropped after the loop ended is reported", "[task]") {
     int reports = 0;
     triad::event_loop loop({.on_unhandled = [&](std::exception_ptr) { ++reports; }});

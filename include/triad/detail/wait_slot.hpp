@@ -160,12 +160,27 @@ steady_time deadline_after(const std::chrono::duration<Rep, Period>& d) {
 }
 
 // Turns any clock's time point into a steady_clock deadline, saturating instead of overflowing.
+// A steady_clock time point is taken as it is: converted through "now" on both clocks it would
+// move by the time between the two readings, and two deadlines computed in one order could
+// fire in the other (a sleep_until(at) after a timeout(d) whose deadline came later).
 template <class Clock, class Duration>
 steady_time to_steady_deadline(const std::chrono::time_point<Clock, Duration>& t) {
     using long_ns = std::chrono::duration<long double, std::nano>;
-    const long_ns remaining =
-        long_ns(t.time_since_epoch()) - long_ns(Clock::now().time_since_epoch());
-    return deadline_after(remaining);
+    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+        const long_ns since = t.time_since_epoch();
+        if (since.count() != since.count())
+            throw std::invalid_argument("triad: a time point that is not a number (NaN)");
+        if (since >= long_ns(steady_time::max().time_since_epoch()))
+            return steady_time::max();
+        if (since <=
+            long_ns::zero()) // long past; the clock's epoch keeps `deadline - now` in range
+            return steady_time{};
+        return steady_time(std::chrono::ceil<steady_time::duration>(t.time_since_epoch()));
+    } else {
+        const long_ns remaining =
+            long_ns(t.time_since_epoch()) - long_ns(Clock::now().time_since_epoch());
+        return deadline_after(remaining);
+    }
 }
 
 } // namespace triad::detail
