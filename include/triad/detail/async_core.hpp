@@ -39,31 +39,57 @@ namespace triad::detail {
 // resumption goes through resume(), which notes where the stack stood; a transfer made more
 // than transfer_stack_limit below that point is not made there but handed back to resume(),
 // which makes it from the top again. Where the transfer is a tail call the stack never grows
-// and this costs a thread-local load and a compare. Clang makes every symmetric transfer a
-// tail call, at every level (and under the sanitizers): there the check is left out.
+// and this costs a thread-local load, a subtraction and a compare, with no store (a counter
+// would chain every transfer to the last through memory). Clang makes every symmetric transfer
+// a tail call, at every level (and under the sanitizers): there the check is left out.
 #if defined(__clang__)
 inline constexpr bool transfers_may_nest = false;
 #else
 inline constexpr bool transfers_may_nest = true;
 #endif
-inline constexpr std::ptrdiff_t transfer_stack_limit = 64 * 1024;
+inline constexpr std::intptr_t transfer_stack_limit = 64 * 1024;
 
 inline thread_local std::coroutine_handle<> tls_next_transfer;
-inline thread_local const char* tls_resume_stack = nullptr; // innermost resume(), or null
+// Where the innermost resume() found the stack, or 0 outside one: the stack lies far above 0,
+// so no transfer there seems deep.
+inline thread_local std::intptr_t tls_resume_stack = 0;
+// True while a resume() runs on this thread: it makes the transfers handed back to it, and
+// starts what a start list (below) holds. Without one (a coroutine of another kind resumed by
+// plain handle.resume()) a combinator starts its children itself.
+inline thread_local bool tls_resuming = false;
+
+// Where the stack stands: read from the register, as __builtin_frame_address would make GCC
+// keep a frame pointer in every coroutine that transfers.
+[[gnu::always_inline]] inline std::intptr_t stack_position() noexcept {
+#if defined(__x86_64__)
+    std::intptr_t sp;
+    __asm__("mov %%rsp, %0" : "=r"(sp));
+    return sp;
+#elif defined(__aarch64__)
+    std::intptr_t sp;
+    __asm__("mov %0, sp" : "=r"(sp));
+    return sp;
+#else
+    return reinterpret_cast<std::intptr_t>(__builtin_frame_address(0));
+#endif
+}
+
+[[gnu::cold, gnu::noinline]] inline std::coroutine_handle<>
+transfer_from_deep(std::coroutine_handle<> next) noexcept {
+    // Only one transfer can wait for resume(): a second one, which only a coroutine resumed by
+    // other code than resume() can make, is made here.
+    if (tls_next_transfer)
+        return next;
+    tls_next_transfer = next;
+    return std::noop_coroutine();
+}
 
 // What an await_suspend (or a final suspension) returns to hand control to `next`.
 inline std::coroutine_handle<> transfer(std::coroutine_handle<> next) noexcept {
-    if constexpr (!transfers_may_nest)
-        return next;
-    const char* const top = tls_resume_stack;
-    if (top != nullptr) {
-        const char* const here = static_cast<const char*>(__builtin_frame_address(0));
-        // (The stack grows down.) Only one transfer can wait for resume(): a second one, which
-        // only a coroutine resumed by other code than resume() can make, is made here.
-        if (top - here > transfer_stack_limit && !tls_next_transfer) {
-            tls_next_transfer = next;
-            return std::noop_coroutine();
-        }
+    if constexpr (transfers_may_nest) {
+        // (The stack grows down.)
+        if (tls_resume_stack - stack_position() > transfer_stack_limit) [[unlikely]]
+            return transfer_from_deep(next);
     }
     return next;
 }
@@ -85,9 +111,6 @@ struct start_list {
 };
 
 inline thread_local start_list* tls_starts = nullptr;
-// True while a resume() runs on this thread, which starts what a start list holds. Without one
-// (a coroutine of another kind resumed by plain handle.resume()) the combinator does it itself.
-inline thread_local bool tls_resuming = false;
 
 // What a start list above `base` has to run next, or null.
 inline std::coroutine_handle<> next_start(const start_list* base) noexcept {
@@ -111,8 +134,7 @@ inline void resume_above(std::coroutine_handle<> h, const start_list* base) {
         }
     } else {
         const std::coroutine_handle<> outer_next = std::exchange(tls_next_transfer, nullptr);
-        const char* const outer_top =
-            std::exchange(tls_resume_stack, static_cast<const char*>(__builtin_frame_address(0)));
+        const std::intptr_t outer_top = std::exchange(tls_resume_stack, stack_position());
         if (!h)
             h = next_start(base);
         while (h) {
@@ -133,6 +155,10 @@ inline void resume(std::coroutine_handle<> h) {
 }
 
 // --- cancellation ------------------------------------------------------------------------------
+[[noreturn, gnu::cold, gnu::noinline]] inline void throw_cancelled() {
+    throw task_cancelled();
+}
+
 // Every running chain of tasks has one cancel_state (a task awaited by another shares its
 // parent's). The suspension point a chain is waiting at registers a callback; cancelling runs
 // it, which ends the wait and makes that suspension point throw task_cancelled. A request that
@@ -340,9 +366,12 @@ private:
 #define TRIAD_FRAME_CACHE 1
 #endif
 
-// Set when this thread's cache is destroyed at thread (or program) exit: a frame freed later
-// (a static loop's tasks, destroyed after main's thread_locals) goes straight to the heap.
-// Trivially destructible, so it stays readable until the thread is gone.
+class frame_cache;
+// This thread's cache once it exists, and null again once it is destroyed at thread (or program)
+// exit: a frame freed after that (a static loop's tasks, destroyed after main's thread_locals)
+// goes straight to the heap. Trivially destructible, so it stays readable until the thread is
+// gone; and one load tells the fast path everything.
+inline thread_local frame_cache* tls_frame_cache = nullptr;
 inline thread_local bool frame_cache_gone = false;
 
 class frame_cache {
@@ -362,24 +391,31 @@ public:
     static void* allocate(std::size_t size) {
         if constexpr (TRIAD_FRAME_CACHE) {
             const std::size_t c = class_of(size);
-            if (c < classes && !frame_cache_gone) {
-                auto& list = local().m_free[c];
-                if (!list.empty()) {
-                    void* p = list.back();
-                    list.pop_back();
-                    return p;
+            if (c < classes) {
+                frame_cache* cache = tls_frame_cache;
+                if (cache == nullptr && !frame_cache_gone) [[unlikely]]
+                    cache = &local();
+                if (cache != nullptr) {
+                    auto& list = cache->m_free[c];
+                    if (!list.empty()) {
+                        void* p = list.back();
+                        list.pop_back();
+                        return p;
+                    }
+                    return ::operator new(c* granule - header);
                 }
-                return ::operator new(c* granule - header);
             }
         }
         return ::operator new(size);
     }
 
+    // A thread that has not allocated a frame yet has no cache, and frees to the heap.
     static void deallocate(void* p, std::size_t size) noexcept {
         if constexpr (TRIAD_FRAME_CACHE) {
             const std::size_t c = class_of(size);
-            if (c < classes && !frame_cache_gone) {
-                auto& list = local().m_free[c];
+            frame_cache* cache = tls_frame_cache;
+            if (c < classes && cache != nullptr) {
+                auto& list = cache->m_free[c];
                 if (list.size() < max_cached) {
                     try {
                         list.push_back(p);
@@ -387,20 +423,19 @@ public:
                     } catch (...) {
                     }
                 }
-                ::operator delete(p);
-                return;
             }
         }
         ::operator delete(p);
     }
 
 private:
-    static frame_cache& local() {
+    [[gnu::noinline]] static frame_cache& local() {
         thread_local frame_cache cache;
         return cache;
     }
-    frame_cache() = default;
+    frame_cache() noexcept { tls_frame_cache = this; }
     ~frame_cache() {
+        tls_frame_cache = nullptr;
         frame_cache_gone = true;
         for (auto& list : m_free)
             for (void* p : list)
@@ -750,9 +785,11 @@ public:
         promise_base& self;
         bool await_ready() const noexcept { return false; }
         void await_suspend(std::coroutine_handle<>) const noexcept {}
-        void await_resume() const {
+        // Inlined into every task's body: a root task pays a compare, an awaited one a load.
+        [[gnu::always_inline]] void await_resume() const {
             if (self.m_cancel == &self.m_own_cancel && self.m_own_cancel.take_request())
-                throw task_cancelled();
+                [[unlikely]]
+                throw_cancelled();
         }
     };
     initial_awaiter initial_suspend() noexcept { return {*this}; }
