@@ -1,7 +1,8 @@
 // What does the event loop cost? triad's tasks against raw Boost.Asio coroutines (co_spawn of
 // an awaitable, timers in coroutines) in the same run: spawn + complete of a trivial task (and
 // with a million pending), gather of a million trivial tasks, a nested co_await, 100,000
-// concurrent sleeps (time beyond the sleep per task, and heap bytes per sleeping task), and a
+// concurrent sleeps (time beyond the sleep per task, and heap bytes per sleeping task), a nested
+// co_await under a timeout (against Asio's awaitable operators racing it with a timer), and a
 // stream of a million items from a generator (against a triad::channel between two tasks and
 // Asio's experimental::coro).
 // Python's asyncio on the same workloads: bench/python/async.py.
@@ -14,6 +15,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/co_spawn.hpp>
 #include <boost/asio/experimental/coro.hpp>
 #include <boost/asio/io_context.hpp>
@@ -22,6 +24,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <variant>
 #include <vector>
 
 #include <malloc.h>
@@ -116,6 +119,47 @@ void asio_nested(benchmark::State& state) {
                 int sum = 0;
                 for (int i = 0; i < awaits; ++i)
                     sum += co_await trivial_asio();
+                benchmark::DoNotOptimize(sum);
+            },
+            asio::detached);
+        io.run();
+    }
+    triad_bench::set_items(state, awaits);
+}
+
+// --- a nested co_await under a timeout
+// ------------------------------------------------------------ The deadline is never reached: what
+// is measured is arming and disarming it around each await.
+
+void triad_timeout(benchmark::State& state) {
+    constexpr int awaits = 1'000'000;
+    for (auto _ : state) {
+        triad::run(triad::make_task([]() -> triad::task<void> {
+            int sum = 0;
+            for (int i = 0; i < awaits; ++i)
+                sum += co_await triad::timeout(1s, trivial());
+            benchmark::DoNotOptimize(sum);
+        }));
+    }
+    triad_bench::set_items(state, awaits);
+}
+
+void asio_timeout(benchmark::State& state) {
+    using namespace asio::experimental::awaitable_operators;
+    constexpr int awaits = 100'000; // about 8 us each: the timer's wait is cancelled every time
+    for (auto _ : state) {
+        asio::io_context io(1);
+        asio::co_spawn(
+            io,
+            []() -> asio::awaitable<void> {
+                asio::steady_timer deadline(co_await asio::this_coro::executor);
+                int sum = 0;
+                for (int i = 0; i < awaits; ++i) {
+                    deadline.expires_after(1s);
+                    const auto first =
+                        co_await (trivial_asio() || deadline.async_wait(asio::use_awaitable));
+                    sum += std::get<0>(first);
+                }
                 benchmark::DoNotOptimize(sum);
             },
             asio::detached);
@@ -278,6 +322,9 @@ const bool registered = [] {
     triad_bench::describe("loop_gather", {"Gather 1M trivial coroutines", "overhead", "task", ""});
     triad_bench::describe("loop_nested_await", {"co_await a trivial coroutine from a coroutine",
                                                 "overhead", "await", ""});
+    triad_bench::describe("loop_timeout",
+                          {"co_await a trivial coroutine under a 1 s timeout (never reached)",
+                           "overhead", "await", ""});
     triad_bench::describe(
         "loop_sleeps",
         {"100k coroutines sleeping 10 ms at once (wall time / 100k)", "overhead", "task", ""});
@@ -289,6 +336,8 @@ const bool registered = [] {
     real(triad_bench::add("asio_co_spawn", "loop_gather", asio_spawn))->Arg(1'000'000);
     real(triad_bench::add("triad_loop", "loop_nested_await", triad_nested));
     real(triad_bench::add("asio_awaitable", "loop_nested_await", asio_nested));
+    real(triad_bench::add("triad_loop", "loop_timeout", triad_timeout));
+    real(triad_bench::add("asio_awaitable", "loop_timeout", asio_timeout));
     triad_bench::describe("loop_stream", {"Stream 1M items from a coroutine to its consumer",
                                           "overhead", "item", ""});
     real(triad_bench::add("triad_generator", "loop_stream", triad_generator_stream));

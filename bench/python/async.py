@@ -34,6 +34,20 @@ async def nested(n):
     return total
 
 
+async def under_timeout(n):
+    # asyncio.timeout (3.11) where there is one; wait_for otherwise, which wraps each await in
+    # a task of its own.
+    total = 0
+    if hasattr(asyncio, "timeout"):
+        for _ in range(n):
+            async with asyncio.timeout(1):
+                total += await trivial()
+    else:
+        for _ in range(n):
+            total += await asyncio.wait_for(trivial(), 1)
+    return total
+
+
 async def stream(n):
     async def counting():
         for i in range(n):
@@ -68,6 +82,7 @@ def main():
     # asyncio needs about 1 GiB for a million gathered tasks; 100k gives the same per-task cost.
     per_task("loop_gather", gather_all, 100_000 // scale, f"tasks:{100_000 // scale}")
     per_task("loop_nested_await", nested, 1_000_000 // scale)
+    per_task("loop_timeout", under_timeout, 100_000 // scale)
     per_task("loop_stream", stream, 1_000_000 // scale)
 
     n = 100_000 // scale

@@ -761,6 +761,7 @@ T event_loop::run(task<T> main) {
     loop.cancel_all_spawned(true);
     run_catching([&] { return loop.spawned().empty(); });
     loop.cancel_all_spawned(false);
+    loop.disarm_if_idle();
     if (escaped)
         std::rethrow_exception(escaped);
     return handle.result();

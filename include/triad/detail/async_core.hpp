@@ -529,11 +529,14 @@ public:
         if (m_timers.top() == node)
             arm_timer();
     }
-    void remove_timer(timer_node* node) noexcept {
-        m_timers.remove(node);
+    // The Asio wait stays armed: the next timer (a timeout around each of many operations)
+    // then usually needs no new one. It is cancelled once the loop goes idle (disarm_if_idle).
+    void remove_timer(timer_node* node) noexcept { m_timers.remove(node); }
+    // Before the loop blocks and when run ends: with nothing left to fire, a wait left armed
+    // would keep the loop, the stall check and a user's io.run() waiting for a deadline nobody
+    // needs.
+    void disarm_if_idle() noexcept {
         if (m_timers.empty() && m_timer_armed) {
-            // Nothing left to fire: a wait left armed would keep a user's io.run() (and the
-            // stall check) waiting for a deadline nobody needs.
             m_timer_armed = false;
             try {
                 m_timer.cancel();
@@ -741,6 +744,7 @@ void loop_core::run_until(Done done) {
                 m_io.restart();
             continue;
         }
+        disarm_if_idle();
         if (m_io.run_one() == 0) {
             m_io.restart();
             if (m_ready.empty() && !done())
