@@ -402,12 +402,14 @@ struct callback_box {
 
     static void fire(void* context) noexcept {
         std::unique_ptr<callback_box> self(static_cast<callback_box*>(context));
+        std::exception_ptr error;
         try {
             self->callback();
         } catch (...) {
-            report_unhandled("triad::future::on_ready: the callback threw",
-                             std::current_exception());
+            error = std::current_exception();
         }
+        if (error) // after the catch ended (see shared_state::set_error)
+            report_unhandled("triad::future::on_ready: the callback threw", error);
     }
 };
 
@@ -809,12 +811,14 @@ struct hub_callback_box {
 
     static void fire(void* context) noexcept {
         std::unique_ptr<hub_callback_box> self(static_cast<hub_callback_box*>(context));
+        std::exception_ptr error;
         try {
             self->callback();
         } catch (...) {
-            report_unhandled("triad::shared_future::on_ready: the callback threw",
-                             std::current_exception());
+            error = std::current_exception();
         }
+        if (error) // after the catch ended (see shared_state::set_error)
+            report_unhandled("triad::shared_future::on_ready: the callback threw", error);
     }
 };
 

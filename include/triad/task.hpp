@@ -739,18 +739,21 @@ T event_loop::run(task<T> main) {
     std::exception_ptr escaped;
     const auto run_catching = [&](auto done) {
         for (;;) {
+            std::exception_ptr error;
             try {
                 loop.run_until(done);
                 return;
             } catch (...) {
-                if (!escaped) {
-                    escaped = std::current_exception();
-                    loop.cancel_all_spawned(true);
-                } else {
-                    loop.report_unhandled(std::current_exception(),
-                                          "triad::event_loop: work posted to the loop threw "
-                                          "after an earlier failure had ended run");
-                }
+                error = std::current_exception();
+            }
+            // After the catch ended (see shared_state::set_error): on_unhandled may hand it on.
+            if (!escaped) {
+                escaped = std::move(error);
+                loop.cancel_all_spawned(true);
+            } else {
+                loop.report_unhandled(std::move(error),
+                                      "triad::event_loop: work posted to the loop threw after "
+                                      "an earlier failure had ended run");
             }
         }
     };
@@ -873,6 +876,7 @@ struct future_wakeup {
     static void fire(void* context) noexcept {
         // The producer's thread: hand over to the loop's thread, if the loop still exists.
         std::unique_ptr<future_wakeup> self(static_cast<future_wakeup*>(context));
+        std::exception_ptr error;
         try {
             self->gate->post([gate = self->gate, bridge = std::move(self->bridge)] {
                 if (!gate->open() || bridge->abandoned)
@@ -883,9 +887,10 @@ struct future_wakeup {
                 bridge->loop->schedule(bridge->waiter);
             });
         } catch (...) {
-            report_unhandled("triad: co_await on a future could not wake its task",
-                             std::current_exception());
+            error = std::current_exception();
         }
+        if (error) // after the catch ended (see shared_state::set_error)
+            report_unhandled("triad: co_await on a future could not wake its task", error);
     }
 };
 

@@ -335,11 +335,14 @@ struct posted_task final : task_node {
         std::unique_ptr<posted_task> self(static_cast<posted_task*>(node));
         if (cancel)
             return false;
+        std::exception_ptr error;
         try {
             self->m_fn();
         } catch (...) {
-            scheduler::report_task_error(std::current_exception());
+            error = std::current_exception();
         }
+        if (error) // after the catch ended (see shared_state::set_error): on_error may hand it on
+            scheduler::report_task_error(std::move(error));
         return true;
     }
 

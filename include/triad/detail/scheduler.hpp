@@ -1050,7 +1050,9 @@ inline void scheduler::name_thread(std::size_t index) const noexcept {
 inline void scheduler::report_error(std::exception_ptr error) noexcept {
     if (m_config.on_error) {
         try {
-            m_config.on_error(error);
+            // Moved in: the handler may hand it to another thread, and a copy this worker
+            // dropped afterwards would free the exception there (see shared_state::set_error).
+            m_config.on_error(std::move(error));
             return;
         } catch (...) {
             report_to_stderr("triad::thread_pool: the on_error handler threw",
