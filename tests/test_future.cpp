@@ -112,6 +112,30 @@ TEST_CASE("wait_for and wait_until time out, then see the value set by another t
     CHECK(f.get() == 5);
 }
 
+TEST_CASE("a steady time point in floating point just short of the clock's end waits, not "
+          "returns at once",
+          "[future]") {
+    // Rounded in float, 2562047.75 hours came out as 2^63 ns, and the conversion to the
+    // clock's integer was undefined behaviour (-2^63 on x86: a deadline long past).
+    using float_hours = std::chrono::duration<float, std::ratio<3600>>;
+    using double_millis = std::chrono::duration<double, std::milli>;
+    const std::chrono::time_point<std::chrono::steady_clock, float_hours> far_float(
+        float_hours(2562047.75f));
+    const std::chrono::time_point<std::chrono::steady_clock, double_millis> far_double(
+        double_millis(9223372036854.7754));
+    for (int which = 0; which < 2; ++which) {
+        triad::promise<int> p;
+        auto f = p.get_future();
+        std::thread producer([&p] {
+            std::this_thread::sleep_for(30ms);
+            p.set_value(5);
+        });
+        const auto status = which == 0 ? f.wait_until(far_float) : f.wait_until(far_double);
+        producer.join();
+        CHECK(status == std::future_status::ready);
+    }
+}
+
 TEST_CASE("a second thread waiting on the same future gets future_error", "[future]") {
     triad::promise<int> p;
     auto f = p.get_future();

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 #include <type_traits>
@@ -172,10 +174,15 @@ steady_time to_steady_deadline(const std::chrono::time_point<Clock, Duration>& t
             throw std::invalid_argument("triad: a time point that is not a number (NaN)");
         if (since >= long_ns(steady_time::max().time_since_epoch()))
             return steady_time::max();
-        if (since <=
-            long_ns::zero()) // long past; the clock's epoch keeps `deadline - now` in range
+        // Long past: the clock's epoch keeps `deadline - now` in range.
+        if (since <= long_ns::zero())
             return steady_time{};
-        return steady_time(std::chrono::ceil<steady_time::duration>(t.time_since_epoch()));
+        // Rounded from the value just checked: rounding in the time point's own
+        // representation (a float's) could land past the clock's range.
+        const long double up = std::ceil(since.count());
+        if (up >= static_cast<long double>(std::numeric_limits<steady_time::rep>::max()))
+            return steady_time::max();
+        return steady_time(steady_time::duration(static_cast<steady_time::rep>(up)));
     } else {
         const long_ns remaining =
             long_ns(t.time_since_epoch()) - long_ns(Clock::now().time_since_epoch());
