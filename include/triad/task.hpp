@@ -350,6 +350,8 @@ public:
 private:
     template <class U>
     friend task_handle<U> spawn(task<U> t, spawn_options options);
+    template <class U>
+    friend task_handle<U> spawn(task<U> t);
     friend class task_group;
     template <class U>
     friend class as_completed_tasks;
@@ -379,13 +381,21 @@ private:
  * Throws `std::logic_error` when no loop runs on this thread.
  */
 template <class T>
-task_handle<T> spawn(task<T> t, spawn_options options = {}) {
+task_handle<T> spawn(task<T> t, spawn_options options) {
     if (!t.valid())
         throw future_error("triad::spawn: the task is empty");
     detail::loop_core& loop = detail::current_loop("triad::spawn");
     if (!options.name.empty())
         loop.set_name(&detail::task_access::handle(t).promise(), std::move(options.name));
     return task_handle<T>(detail::start_spawned(t, loop));
+}
+
+/** The same, with no options (and nothing to build and destroy for them on each spawn). */
+template <class T>
+task_handle<T> spawn(task<T> t) {
+    if (!t.valid())
+        throw future_error("triad::spawn: the task is empty");
+    return task_handle<T>(detail::start_spawned(t, detail::current_loop("triad::spawn")));
 }
 
 /**

@@ -123,30 +123,51 @@ inline std::coroutine_handle<> next_start(const start_list* base) noexcept {
 // Resumes `h` (if any) and everything it transfers to, and starts what the start lists pushed
 // above `base` hold. Lists below `base` belong to a resume() further out, whose chain is still
 // running (this one is nested in it): their children start when that chain has suspended.
-inline void resume_above(std::coroutine_handle<> h, const start_list* base) {
-    const bool outer_resuming = std::exchange(tls_resuming, true);
-    if constexpr (!transfers_may_nest) {
-        if (!h)
-            h = next_start(base);
-        while (h) {
-            h.resume();
-            h = next_start(base);
+// What a resume() sets up for the chains it runs, and puts back however it ends: a coroutine of
+// another kind may let an exception out of resume(), and run() goes on after it.
+class resume_scope {
+public:
+    resume_scope() noexcept : m_resuming(std::exchange(tls_resuming, true)) {
+        if constexpr (transfers_may_nest) {
+            m_next = std::exchange(tls_next_transfer, nullptr);
+            m_top = std::exchange(tls_resume_stack, stack_position());
         }
-    } else {
-        const std::coroutine_handle<> outer_next = std::exchange(tls_next_transfer, nullptr);
-        const std::intptr_t outer_top = std::exchange(tls_resume_stack, stack_position());
+    }
+    resume_scope(const resume_scope&) = delete;
+    resume_scope& operator=(const resume_scope&) = delete;
+    ~resume_scope() {
+        if constexpr (transfers_may_nest) {
+            tls_resume_stack = m_top;
+            tls_next_transfer = m_next;
+        }
+        tls_resuming = m_resuming;
+    }
+
+    // Runs `h` (if any) and everything it transfers to, then what the start lists above `base`
+    // hold.
+    static void run_chain(std::coroutine_handle<> h, const start_list* base) {
         if (!h)
             h = next_start(base);
         while (h) {
             h.resume();
-            h = std::exchange(tls_next_transfer, nullptr);
+            if constexpr (transfers_may_nest)
+                h = std::exchange(tls_next_transfer, nullptr);
+            else
+                h = nullptr;
             if (!h)
                 h = next_start(base);
         }
-        tls_resume_stack = outer_top;
-        tls_next_transfer = outer_next;
     }
-    tls_resuming = outer_resuming;
+
+private:
+    bool m_resuming;
+    std::coroutine_handle<> m_next;
+    std::intptr_t m_top = 0;
+};
+
+inline void resume_above(std::coroutine_handle<> h, const start_list* base) {
+    const resume_scope scope;
+    resume_scope::run_chain(h, base);
 }
 
 // Resumes `h` and everything it transfers to. Every resumption in triad goes through here.
@@ -585,7 +606,7 @@ public:
     }
 
     // Names given at spawn, kept aside for the few named tasks so that no frame pays for them.
-    void set_name(const promise_base* p, std::string name) { m_names[p] = std::move(name); }
+    void set_name(promise_base* p, std::string name);
     const std::string* name_of(const promise_base* p) const noexcept {
         const auto it = m_names.find(p);
         return it == m_names.end() ? nullptr : &it->second;
@@ -732,8 +753,13 @@ void loop_core::run_until(Done done) {
     while (!done()) {
         if (!m_ready.empty()) {
             m_running.swap(m_ready);
-            for (std::coroutine_handle<> h : m_running)
-                detail::resume(h);
+            {
+                // As resume() for each, with one set-up for the batch.
+                const resume_scope scope;
+                const start_list* const base = tls_starts;
+                for (std::coroutine_handle<> h : m_running)
+                    resume_scope::run_chain(h, base);
+            }
             m_running.clear();
             // Let I/O that became ready take its turn, without blocking; a bounded turn, or
             // a thread that posts without pause would keep the ready tasks waiting for ever.
@@ -832,9 +858,11 @@ public:
     std::uint32_t m_owner_index = 0; // its place among a combinator's children or in its group
     std::uint32_t m_track_index = 0; // place in the loop's list of running spawned tasks
     std::uint32_t m_refs = 0;
-    bool m_result_taken = false;
-    bool m_failure_observed = false; // its failure went elsewhere (a group rethrows it)
-    bool m_held = false;             // in its loop's list of failed tasks held by a handle
+    // Bits, so that they share one byte with room to spare: none is on a hot path.
+    bool m_result_taken : 1 = false;
+    bool m_failure_observed : 1 = false; // its failure went elsewhere (a group rethrows it)
+    bool m_held : 1 = false;             // in its loop's list of failed tasks held by a handle
+    bool m_named : 1 = false;            // has a name in its loop's list of names
 
 protected:
     bool m_finished = false;
@@ -1042,9 +1070,16 @@ inline loop_core::~loop_core() {
     }
 }
 
+inline void loop_core::set_name(promise_base* p, std::string name) {
+    m_names[p] = std::move(name);
+    p->m_named = true;
+}
+
 inline void loop_core::untrack(promise_base* p) noexcept {
-    if (!m_names.empty())
+    if (p->m_named) {
         m_names.erase(p);
+        p->m_named = false;
+    }
     const std::size_t i = p->m_track_index;
     if (i >= m_spawned.size() || m_spawned[i] != p)
         return;
