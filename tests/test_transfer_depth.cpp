@@ -3,8 +3,8 @@
 // call (GCC does only from -O2). Each case runs on a thread with a 1 MiB stack, where a chain
 // that nests a frame per await would overflow long before the end.
 
-#include <triad/generator.hpp>
 #include <triad/combinators.hpp>
+#include <triad/generator.hpp>
 #include <triad/task.hpp>
 #include <triad/use_task.hpp>
 
@@ -78,6 +78,17 @@ triad::task<long> timeout_chain(int depth) {
 }
 
 // Through gather (a tuple and a vector) and when_any in turn, the recursion in the first child.
+triad::task<long> shield_scope_chain(int depth) {
+    if (depth == 0)
+        co_return 0;
+    if (depth % 2 == 0)
+        co_return 1 + co_await triad::shield(shield_scope_chain(depth - 1));
+    auto body = [depth](triad::task_group&) -> triad::task<long> {
+        co_return co_await shield_scope_chain(depth - 1);
+    };
+    co_return 1 + co_await triad::task_group::scope(std::move(body));
+}
+
 triad::task<long> combinator_chain(int depth) {
     if (depth == 0)
         co_return 0;
@@ -166,6 +177,16 @@ TEST_CASE("a pipeline of generators streaming 1,000,000 items runs in constant s
 TEST_CASE("a 100,000-deep recursion through timeout runs in constant stack", "[transfer]") {
     long depth = 0;
     on_small_stack([&] { depth = triad::run(timeout_chain(100'000)); });
+    CHECK(depth == 100'000);
+}
+
+TEST_CASE("a 100,000-deep recursion through shield and task_group::scope runs in constant "
+          "stack",
+          "[transfer]") {
+    // Both started their child with a nested resume: 20,000 levels of shield or 10,000 of
+    // scope overflowed a 1 MiB stack at -O2.
+    long depth = 0;
+    on_small_stack([&] { depth = triad::run(shield_scope_chain(100'000)); });
     CHECK(depth == 100'000);
 }
 

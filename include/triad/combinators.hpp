@@ -715,22 +715,17 @@ public:
     shield_join& operator=(const shield_join&) = delete;
 
     bool await_ready() const noexcept { return false; }
+    // The child starts by symmetric transfer and hands back the same way, so a recursion
+    // through shield runs in constant stack.
     template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> parent) {
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
         // False when a cancellation was already pending: it is consumed all the same, and the
         // child still runs.
         static constexpr wait_kind kind{&on_cancel, "triad::shield"};
         (void)m_wait.begin(parent, kind, this);
         m_child.m_on_done = &child_done;
         m_child.m_owner = this;
-        m_starting = true;
-        detail::resume(m_child.m_self);
-        m_starting = false;
-        if (m_child.finished()) {
-            m_wait.end();
-            return false;
-        }
-        return true;
+        return transfer(m_child.m_self);
     }
     void await_resume() const noexcept {}
 
@@ -744,8 +739,6 @@ public:
 private:
     static std::coroutine_handle<> child_done(promise_base& child) noexcept {
         auto* self = static_cast<shield_join*>(child.m_owner);
-        if (self->m_starting)
-            return std::noop_coroutine();
         self->m_wait.end();
         return self->m_wait.waiter();
     }
@@ -753,7 +746,6 @@ private:
 
     promise_base& m_child;
     cancellable_wait m_wait;
-    bool m_starting = false;
 };
 
 } // namespace detail
@@ -1278,8 +1270,10 @@ public:
     scope_start& operator=(const scope_start&) = delete;
 
     bool await_ready() const noexcept { return false; }
+    // The body starts by symmetric transfer, and body_done decides where control goes when it
+    // ends: a recursion through scopes runs in constant stack.
     template <class Promise>
-    bool await_suspend(std::coroutine_handle<Promise> parent) {
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
         static constexpr detail::wait_kind kind{&on_cancel, "triad::task_group::scope"};
         if (!m_wait.begin(parent, kind, this)) {
             m_group.cancel(); // the body never starts; what fn() spawned is cancelled
@@ -1289,17 +1283,15 @@ public:
             m_started = true;
             m_body_running = true;
             m_group.m_scope = this;
-            m_starting = true;
-            detail::resume(m_body->m_self); // runs to its first suspension point
-            m_starting = false;
+            return detail::transfer(m_body->m_self); // nothing here may follow
         }
-        if (!m_body_running && m_group.m_running.empty()) {
+        if (m_group.m_running.empty()) {
             m_group.m_scope = nullptr;
             m_wait.end();
-            return false;
+            return detail::transfer(parent);
         }
         m_group.m_scope = this;
-        return true;
+        return std::noop_coroutine();
     }
     void await_resume() const noexcept {}
 
@@ -1313,7 +1305,7 @@ public:
     }
     // The group has no running task left.
     void tasks_done() noexcept {
-        if (m_body_running || m_starting)
+        if (m_body_running)
             return;
         m_group.m_scope = nullptr; // woken once
         m_wait.end();
@@ -1326,8 +1318,8 @@ private:
         self->m_body_running = false;
         if (body.failed())
             self->m_group.body_failed(body.error());
-        if (self->m_starting || !self->m_group.m_running.empty())
-            return std::noop_coroutine(); // await_suspend, or the last task, goes on
+        if (!self->m_group.m_running.empty())
+            return std::noop_coroutine(); // the last task of the group goes on
         self->m_group.m_scope = nullptr;
         self->m_wait.end();
         return self->m_wait.waiter();
@@ -1343,7 +1335,6 @@ private:
     detail::cancellable_wait m_wait;
     bool m_started = false;
     bool m_body_running = false;
-    bool m_starting = false;
 };
 
 template <class Fn>
