@@ -13,6 +13,7 @@
 #include <boost/asio/dispatch.hpp>
 
 #include <chrono>
+#include <coroutine>
 #include <exception>
 #include <functional>
 #include <variant>
@@ -78,6 +79,54 @@ triad::task<long> timeout_chain(int depth) {
 }
 
 // Through gather (a tuple and a vector) and when_any in turn, the recursion in the first child.
+// A coroutine of another kind that runs at once, as a user's own might: its owner destroys it
+// when it goes out of scope, finished or not.
+struct eager_coroutine {
+    struct promise_type {
+        eager_coroutine get_return_object() {
+            return {std::coroutine_handle<promise_type>::from_promise(*this)};
+        }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_always final_suspend() noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept {}
+    };
+    std::coroutine_handle<promise_type> handle;
+    ~eager_coroutine() {
+        if (handle)
+            handle.destroy();
+    }
+};
+
+triad::task<long> answer_at_once() {
+    co_return 42;
+}
+
+eager_coroutine await_answer(long* out) {
+    *out = co_await answer_at_once();
+}
+
+// Native frames of about 1 KiB each, then an eager coroutine that awaits a task.
+[[gnu::noinline]] long answer_deep_in_the_stack(int levels) {
+    volatile char pad[1024];
+    pad[0] = static_cast<char>(levels);
+    if (levels == 0) {
+        long answer = -1;
+        { const eager_coroutine awaiting = await_answer(&answer); }
+        return answer;
+    }
+    return answer_deep_in_the_stack(levels - 1) + pad[0] * 0;
+}
+
+triad::task<long> chain_to_eager(int depth) {
+    if (depth == 0) {
+        long answer = -1;
+        { const eager_coroutine awaiting = await_answer(&answer); }
+        co_return answer;
+    }
+    co_return co_await chain_to_eager(depth - 1);
+}
+
 triad::task<long> shield_scope_chain(int depth) {
     if (depth == 0)
         co_return 0;
@@ -178,6 +227,25 @@ TEST_CASE("a 100,000-deep recursion through timeout runs in constant stack", "[t
     long depth = 0;
     on_small_stack([&] { depth = triad::run(timeout_chain(100'000)); });
     CHECK(depth == 100'000);
+}
+
+TEST_CASE("a coroutine of another kind that awaits a task deep in the stack gets its result at "
+          "once, and no transfer under it outlives it",
+          "[transfer]") {
+    // A transfer made deep in the stack was handed back to the loop's resume(): the eager
+    // coroutine's own code got control back with the await pending, destroyed it, and the loop
+    // then resumed the freed task (double free; heap-use-after-free under ASan).
+    long deep = 0;
+    on_small_stack([&] {
+        deep = triad::run(triad::make_task(
+            []() -> triad::task<long> { co_return answer_deep_in_the_stack(200); }));
+    });
+    CHECK(deep == 42);
+    for (const int depth : {0, 1000, 1018, 1100, 3000}) {
+        long chained = 0;
+        on_small_stack([&] { chained = triad::run(chain_to_eager(depth)); });
+        CHECK(chained == 42);
+    }
 }
 
 TEST_CASE("a 100,000-deep recursion through shield and task_group::scope runs in constant "

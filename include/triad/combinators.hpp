@@ -73,27 +73,27 @@ public:
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
         check_task_count(m_children.size(), "triad: a combinator");
         if (!m_wait.begin(parent, kind(), this))
-            return transfer(parent); // children never start; the frames go with the tasks
+            return transfer_to(parent); // children never start; the frames go with the tasks
         m_remaining = m_children.size();
         const start_list* const base = tls_starts;
         m_starts.next = &start_next;
         m_starts.owner = this;
         m_starts.below = tls_starts;
         tls_starts = &m_starts;
-        if (tls_resuming) {
+        if (tls_resuming && is_task_promise<Promise>) {
             const std::coroutine_handle<> first = next_start(base); // the first child
             return transfer(first ? first : std::noop_coroutine());
         }
-        // No resume() runs below (a coroutine of another kind, resumed by plain resume(),
-        // awaits the combinator): start the children here. One of them may finish the last,
-        // before this returns: the parent is then resumed below, not by child_done.
+        // A coroutine of another kind awaits the combinator (see transfer_to), or no resume()
+        // runs below: start the children here. One of them may finish the last, before this
+        // returns: the parent is then resumed below, not by child_done.
         m_starting = true;
         resume_above(nullptr, base);
         m_starting = false;
         if (m_remaining != 0)
             return std::noop_coroutine();
         m_wait.end();
-        return transfer(parent);
+        return transfer_to(parent);
     }
 
     void await_resume() { m_wait.throw_if_cancelled(); }

@@ -252,8 +252,19 @@ public:
             return detail::transfer(consumer); // the body stays where it is
         }
         p.m_cancel = cancel != nullptr ? cancel : &p.m_own_cancel;
-        p.m_continuation = consumer;
-        return detail::transfer(m_handle);
+        if constexpr (!detail::is_task_promise<Promise>) {
+            // A consumer of another kind (see detail::transfer_to): the body runs to its next
+            // item or its end here, and the consumer goes on at once if it got there.
+            p.m_continuation = std::noop_coroutine();
+            detail::resume_for_foreign(m_handle);
+            if (!p.m_continuation) // handed back: an item, or the end
+                return consumer;
+            p.m_continuation = consumer;
+            return std::noop_coroutine();
+        } else {
+            p.m_continuation = consumer;
+            return detail::transfer(m_handle);
+        }
     }
 
     std::optional<item> await_resume() {

@@ -99,10 +99,21 @@ public:
         template <class Promise>
         std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) noexcept {
             auto& child = m_owner.m_handle.promise();
-            child.m_continuation = parent;
-            if (detail::cancel_state* c = detail::cancellation_of(parent))
-                child.m_cancel = c;
-            return detail::transfer(m_owner.m_handle);
+            if constexpr (detail::is_task_promise<Promise>) {
+                child.m_continuation = parent;
+                child.m_cancel = detail::cancellation_of(parent);
+                return detail::transfer(m_owner.m_handle);
+            } else {
+                // Awaited by a coroutine of another kind (see transfer_to): the child runs to
+                // its first suspension here, and the awaiting coroutine goes on at once if it
+                // finished.
+                child.m_continuation = std::noop_coroutine();
+                detail::resume_for_foreign(m_owner.m_handle);
+                if (child.finished())
+                    return parent;
+                child.m_continuation = parent;
+                return std::noop_coroutine();
+            }
         }
         T await_resume() {
             // The frame goes as soon as its result is out: a task is awaited once.
