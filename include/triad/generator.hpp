@@ -256,7 +256,7 @@ public:
             // A consumer of another kind (see detail::transfer_to): the body runs to its next
             // item or its end here, and the consumer goes on at once if it got there.
             p.m_continuation = std::noop_coroutine();
-            detail::resume_for_foreign(m_handle);
+            detail::resume(m_handle);
             if (!p.m_continuation) // handed back: an item, or the end
                 return consumer;
             p.m_continuation = consumer;

@@ -108,7 +108,7 @@ public:
                 // its first suspension here, and the awaiting coroutine goes on at once if it
                 // finished.
                 child.m_continuation = std::noop_coroutine();
-                detail::resume_for_foreign(m_owner.m_handle);
+                detail::resume(m_owner.m_handle);
                 if (child.finished())
                     return parent;
                 child.m_continuation = parent;

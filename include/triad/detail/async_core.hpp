@@ -929,16 +929,13 @@ cancel_state* cancellation_of(std::coroutine_handle<Promise> h) noexcept {
 // control back when the awaiter suspends, and may destroy it if the await is still pending (an
 // eager coroutine's owner does). So nothing under such an await may be handed back to a
 // resume() further out: an awaiter starts its children for it in a resume() of their own
-// (resume_for_foreign), and resumes it by a plain symmetric transfer (transfer_to).
+// (a nested detail::resume), and resumes it by a plain symmetric transfer (transfer_to).
 template <class Promise>
 std::coroutine_handle<> transfer_to(std::coroutine_handle<Promise> parent) noexcept {
     if constexpr (is_task_promise<Promise>)
         return transfer(parent);
     else
         return parent;
-}
-inline void resume_for_foreign(std::coroutine_handle<> child) {
-    resume_above(child, tls_starts);
 }
 
 // `co_await current_cancellation{}` gives the cancel state of the awaiting coroutine without
