@@ -1,9 +1,14 @@
 # Compiles SOURCE and expects failure with a diagnostic containing EXPECT. With ERRORS, the
 # compiler must report exactly that many errors: a misuse is explained once, by the advice, and
 # not followed by errors from inside triad that bury it.
-# -D: CXX, INCLUDE_DIR, SOURCE, EXPECT, optionally ERRORS
+# -D: CXX, INCLUDE_DIR, SOURCE, EXPECT, optionally ERRORS and PCH (the header pch.cmake wrote)
+set(pch_flags)
+if(DEFINED PCH AND EXISTS "${PCH}")
+  set(pch_flags -include "${PCH}")
+endif()
 execute_process(
-  COMMAND "${CXX}" -std=c++20 -fsyntax-only -fno-diagnostics-color "-I${INCLUDE_DIR}" "${SOURCE}"
+  COMMAND "${CXX}" -std=c++20 -fsyntax-only -fno-diagnostics-color "-I${INCLUDE_DIR}" ${pch_flags}
+          "${SOURCE}"
   RESULT_VARIABLE rc
   OUTPUT_VARIABLE out
   ERROR_VARIABLE err)
