@@ -1,14 +1,21 @@
 // Helpers shared by the tests: gates that block a task outright (and a pool's only worker),
-// bounded waits that turn a hang into a failed check, and a busy loop that occupies a CPU without
-// sleeping.
+// bounded waits that turn a hang into a failed check, a busy loop that occupies a CPU without
+// sleeping, and a child process for code that must end the program.
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <ctime>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <utility>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace triad_test {
 
@@ -76,6 +83,41 @@ bool finishes_within(std::chrono::milliseconds limit, Body body) {
     else
         runner.detach();
     return finished;
+}
+
+// Runs `body` in a child process; gives its wait status and what it wrote to stderr.
+template <class Body>
+std::pair<int, std::string> status_and_stderr_of_child(Body body) {
+    int pipe_fds[2];
+    if (::pipe(pipe_fds) != 0)
+        throw std::runtime_error("status_and_stderr_of_child: pipe failed");
+    const pid_t child = ::fork();
+    if (child < 0)
+        throw std::runtime_error("status_and_stderr_of_child: fork failed");
+    if (child == 0) {
+        std::signal(SIGABRT, SIG_DFL); // not Catch2's handler, which reports on stdout
+        ::dup2(pipe_fds[1], STDERR_FILENO);
+        ::close(pipe_fds[0]);
+        ::close(pipe_fds[1]);
+        body();
+        ::_exit(0);
+    }
+    ::close(pipe_fds[1]);
+    std::string err;
+    char buffer[4096];
+    for (;;) {
+        const ssize_t n = ::read(pipe_fds[0], buffer, sizeof buffer);
+        if (n > 0)
+            err.append(buffer, static_cast<std::size_t>(n));
+        else if (n == 0 || errno != EINTR)
+            break;
+    }
+    ::close(pipe_fds[0]);
+    int status = 0;
+    while (::waitpid(child, &status, 0) != child)
+        if (errno != EINTR)
+            throw std::runtime_error("status_and_stderr_of_child: waitpid failed");
+    return {status, err};
 }
 
 } // namespace triad_test

@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support.hpp"
+
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/connect_pair.hpp>
@@ -332,38 +334,6 @@ triad::task<void> throws_before_join(bool& finished) {
     co_await group.join();
 }
 
-// Runs `body` in a child process; gives its wait status and what it wrote to stderr.
-template <class Body>
-std::pair<int, std::string> in_child_process(Body body) {
-    int pipe_fds[2];
-    REQUIRE(::pipe(pipe_fds) == 0);
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-        // Catch2's handler would report the abort as a failed test of this child, on stdout.
-        std::signal(SIGABRT, SIG_DFL);
-        ::dup2(pipe_fds[1], STDERR_FILENO);
-        ::close(pipe_fds[0]);
-        ::close(pipe_fds[1]);
-        body();
-        ::_exit(0);
-    }
-    ::close(pipe_fds[1]);
-    std::string err;
-    char buffer[4096];
-    for (;;) {
-        const ssize_t n = ::read(pipe_fds[0], buffer, sizeof buffer);
-        if (n > 0)
-            err.append(buffer, static_cast<std::size_t>(n));
-        else if (n == 0 || errno != EINTR)
-            break;
-    }
-    ::close(pipe_fds[0]);
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
-    return {status, err};
-}
-
 } // namespace
 
 TEST_CASE("a task group destroyed with tasks still running ends the program with advice, before "
@@ -371,7 +341,7 @@ TEST_CASE("a task group destroyed with tasks still running ends the program with
           "[combinators][regression]") {
     // The tasks used to be detached: the child's cleanup then wrote into the parent's freed
     // frame (AddressSanitizer: heap-use-after-free).
-    const auto [status, err] = in_child_process([] {
+    const auto [status, err] = triad_test::status_and_stderr_of_child([] {
         bool finished = false;
         try {
             triad::run(triad::make_task([&]() -> triad::task<void> {

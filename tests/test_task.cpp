@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -1015,4 +1017,60 @@ TEST_CASE("cancelled waits on a shared_future that never becomes ready keep memo
     // result came.
     CHECK(grown < 256 * 1024);
     never.set_value(1);
+}
+
+namespace {
+// A lazy coroutine of another kind whose unhandled_exception() rethrows: the exception leaves
+// its resume(), into whatever resumed it.
+struct rethrowing_coroutine {
+    struct promise_type {
+        std::coroutine_handle<> continuation;
+        rethrowing_coroutine get_return_object() {
+            return rethrowing_coroutine(std::coroutine_handle<promise_type>::from_promise(*this));
+        }
+        std::suspend_always initial_suspend() noexcept { return {}; }
+        struct final_awaiter {
+            bool await_ready() noexcept { return false; }
+            std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) noexcept {
+                return h.promise().continuation;
+            }
+            void await_resume() noexcept {}
+        };
+        final_awaiter final_suspend() noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() { throw; }
+    };
+    std::coroutine_handle<promise_type> handle;
+    explicit rethrowing_coroutine(std::coroutine_handle<promise_type> h) noexcept : handle(h) {}
+    rethrowing_coroutine(const rethrowing_coroutine&) = delete;
+    rethrowing_coroutine& operator=(const rethrowing_coroutine&) = delete;
+    ~rethrowing_coroutine() { handle.destroy(); }
+    bool await_ready() noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
+        handle.promise().continuation = awaiting;
+        return handle;
+    }
+    void await_resume() noexcept {}
+};
+
+rethrowing_coroutine throws_out_of_resume() {
+    throw std::runtime_error("thrown out of resume()");
+    co_return;
+}
+
+} // namespace
+
+TEST_CASE("an exception out of a coroutine's resume() ends the program with the reason, not a "
+          "hang",
+          "[task][regression]") {
+    // The awaiting task could never be resumed: run cancelled it and waited for it for ever,
+    // and the loop would have resumed the tasks of the interrupted batch a second time.
+    const auto [status, err] = triad_test::status_and_stderr_of_child([] {
+        triad::run(
+            triad::make_task([]() -> triad::task<void> { co_await throws_out_of_resume(); }));
+    });
+    INFO(err);
+    CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT));
+    CHECK(err.find("an exception escaped from a coroutine's resume()") != std::string::npos);
+    CHECK(err.find("thrown out of resume()") != std::string::npos);
 }

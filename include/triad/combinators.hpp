@@ -69,31 +69,27 @@ public:
 
     bool await_ready() const noexcept { return m_children.empty(); }
 
+    // A coroutine_handle for one of ours, a bool for a coroutine of another kind.
     template <class Promise>
-    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) {
+    auto await_suspend(std::coroutine_handle<Promise> parent) {
         check_task_count(m_children.size(), "triad: a combinator");
-        if (!m_wait.begin(parent, kind(), this))
-            return transfer_to(parent); // children never start; the frames go with the tasks
-        m_remaining = m_children.size();
-        const start_list* const base = tls_starts;
-        m_starts.next = &start_next;
-        m_starts.owner = this;
-        m_starts.below = tls_starts;
-        tls_starts = &m_starts;
-        if (tls_resuming && is_task_promise<Promise>) {
-            const std::coroutine_handle<> first = next_start(base); // the first child
-            return transfer(first ? first : std::noop_coroutine());
+        if constexpr (is_task_promise<Promise>) {
+            if (!m_wait.begin(parent, kind(), this))
+                return transfer(parent); // children never start; the frames go with the tasks
+            const start_list* const base = push_starts();
+            if (tls_resuming) {
+                const std::coroutine_handle<> first = next_start(base); // the first child
+                return transfer(first ? first : std::noop_coroutine());
+            }
+            // No resume() runs below: start the children here.
+            return start_here(base) ? std::noop_coroutine() : transfer(parent);
+        } else {
+            // A coroutine of another kind (see is_task_promise): it goes on at once, without
+            // suspending, if the children finished here.
+            if (!m_wait.begin(parent, kind(), this))
+                return false;
+            return start_here(push_starts());
         }
-        // A coroutine of another kind awaits the combinator (see transfer_to), or no resume()
-        // runs below: start the children here. One of them may finish the last, before this
-        // returns: the parent is then resumed below, not by child_done.
-        m_starting = true;
-        resume_above(nullptr, base);
-        m_starting = false;
-        if (m_remaining != 0)
-            return std::noop_coroutine();
-        m_wait.end();
-        return transfer_to(parent);
     }
 
     void await_resume() { m_wait.throw_if_cancelled(); }
@@ -102,6 +98,29 @@ public:
     std::size_t winner() const noexcept { return m_winner; }
 
 private:
+    // Pushes this combinator's start list; gives the one below.
+    const start_list* push_starts() noexcept {
+        m_remaining = m_children.size();
+        m_starts.next = &start_next;
+        m_starts.owner = this;
+        m_starts.below = tls_starts;
+        tls_starts = &m_starts;
+        return m_starts.below;
+    }
+
+    // Starts the children in a resume() of their own; true if the parent has to wait for them.
+    // One of them may finish the last before this returns: the parent then goes on from the
+    // caller, not from child_done.
+    bool start_here(const start_list* base) {
+        m_starting = true;
+        resume_above(nullptr, base);
+        m_starting = false;
+        if (m_remaining != 0)
+            return true;
+        m_wait.end();
+        return false;
+    }
+
     // What the awaiting task waits on, in the loop's list of tasks.
     const wait_kind& kind() const noexcept {
         static constexpr wait_kind all{&on_cancel, "triad::gather"};

@@ -241,29 +241,31 @@ public:
         return p.finished(); // empty at once
     }
 
+    // A coroutine_handle for one of ours, a bool for a coroutine of another kind.
     template <class Promise>
-    std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> consumer) noexcept {
+    auto await_suspend(std::coroutine_handle<Promise> consumer) noexcept {
         promise_type& p = m_handle.promise();
-        // The body runs under the consumer's cancellation, as an awaited task does (a consumer
-        // that is not one of triad's coroutines leaves it the generator's own, never requested).
-        detail::cancel_state* cancel = detail::cancellation_of(consumer);
-        if (cancel != nullptr && cancel->take_request()) {
-            m_cancelled = true;
-            return detail::transfer(consumer); // the body stays where it is
-        }
-        p.m_cancel = cancel != nullptr ? cancel : &p.m_own_cancel;
-        if constexpr (!detail::is_task_promise<Promise>) {
-            // A consumer of another kind (see detail::transfer_to): the body runs to its next
-            // item or its end here, and the consumer goes on at once if it got there.
+        if constexpr (detail::is_task_promise<Promise>) {
+            // The body runs under the consumer's cancellation, as an awaited task does.
+            detail::cancel_state& cancel = consumer.promise().cancellation();
+            if (cancel.take_request()) {
+                m_cancelled = true;
+                return detail::transfer(consumer); // the body stays where it is
+            }
+            p.m_cancel = &cancel;
+            p.m_continuation = consumer;
+            return detail::transfer(m_handle);
+        } else {
+            // A consumer of another kind (see detail::is_task_promise), under the generator's
+            // own cancellation, never requested: the body runs to its next item or its end
+            // here, and the consumer goes on at once, without suspending, if it got there.
+            p.m_cancel = &p.m_own_cancel;
             p.m_continuation = std::noop_coroutine();
             detail::resume(m_handle);
             if (!p.m_continuation) // handed back: an item, or the end
-                return consumer;
+                return false;
             p.m_continuation = consumer;
-            return std::noop_coroutine();
-        } else {
-            p.m_continuation = consumer;
-            return detail::transfer(m_handle);
+            return true;
         }
     }
 

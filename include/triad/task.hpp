@@ -96,23 +96,24 @@ public:
     public:
         explicit awaiter(task& owner) noexcept : m_owner(owner) {}
         bool await_ready() const noexcept { return false; }
+        // A coroutine_handle for one of ours, a bool for a coroutine of another kind.
         template <class Promise>
-        std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> parent) noexcept {
+        auto await_suspend(std::coroutine_handle<Promise> parent) noexcept {
             auto& child = m_owner.m_handle.promise();
             if constexpr (detail::is_task_promise<Promise>) {
                 child.m_continuation = parent;
                 child.m_cancel = detail::cancellation_of(parent);
                 return detail::transfer(m_owner.m_handle);
             } else {
-                // Awaited by a coroutine of another kind (see transfer_to): the child runs to
-                // its first suspension here, and the awaiting coroutine goes on at once if it
-                // finished.
+                // Awaited by a coroutine of another kind (see detail::is_task_promise): the
+                // child runs to its first suspension here, and the awaiting coroutine goes on
+                // at once, without suspending, if it finished.
                 child.m_continuation = std::noop_coroutine();
                 detail::resume(m_owner.m_handle);
                 if (child.finished())
-                    return parent;
+                    return false;
                 child.m_continuation = parent;
-                return std::noop_coroutine();
+                return true;
             }
         }
         T await_resume() {

@@ -6,6 +6,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -120,11 +121,24 @@ inline std::coroutine_handle<> next_start(const start_list* base) noexcept {
     return h;
 }
 
+// A coroutine of another kind whose unhandled_exception() rethrows lets the exception out of
+// resume(). Whatever awaits it (a task, suspended in that await) can then never be resumed, nor
+// cancelled, nor destroyed by run(), which would wait for it for ever: the program ends here,
+// with the reason and (from the terminate handler) the exception.
+[[noreturn, gnu::cold, gnu::noinline]] inline void exception_out_of_resume() noexcept {
+    std::fputs("triad: an exception escaped from a coroutine's resume() (a coroutine of another "
+               "kind whose unhandled_exception() rethrows?). What awaits that coroutine can never "
+               "be resumed, so the program ends here. Catch the exception in the coroutine, or "
+               "store it and rethrow it from await_resume().\n",
+               stderr);
+    std::fflush(stderr);
+    std::terminate();
+}
+
 // Resumes `h` (if any) and everything it transfers to, and starts what the start lists pushed
 // above `base` hold. Lists below `base` belong to a resume() further out, whose chain is still
 // running (this one is nested in it): their children start when that chain has suspended.
-// What a resume() sets up for the chains it runs, and puts back however it ends: a coroutine of
-// another kind may let an exception out of resume(), and run() goes on after it.
+// What a resume() sets up for the chains it runs, and puts back when it ends.
 class resume_scope {
 public:
     resume_scope() noexcept : m_resuming(std::exchange(tls_resuming, true)) {
@@ -145,17 +159,21 @@ public:
 
     // Runs `h` (if any) and everything it transfers to, then what the start lists above `base`
     // hold.
-    static void run_chain(std::coroutine_handle<> h, const start_list* base) {
-        if (!h)
-            h = next_start(base);
-        while (h) {
-            h.resume();
-            if constexpr (transfers_may_nest)
-                h = std::exchange(tls_next_transfer, nullptr);
-            else
-                h = nullptr;
+    static void run_chain(std::coroutine_handle<> h, const start_list* base) noexcept {
+        try {
             if (!h)
                 h = next_start(base);
+            while (h) {
+                h.resume();
+                if constexpr (transfers_may_nest)
+                    h = std::exchange(tls_next_transfer, nullptr);
+                else
+                    h = nullptr;
+                if (!h)
+                    h = next_start(base);
+            }
+        } catch (...) {
+            exception_out_of_resume();
         }
     }
 
@@ -913,6 +931,16 @@ public:
 };
 
 // Is a coroutine with this promise one of ours (a task or a generator's body)?
+//
+// A coroutine of another kind that awaits one of ours was resumed by its own code, which gets
+// control back when the awaiter suspends, and may destroy it if the await looks pending (an
+// eager coroutine's owner does). So an await that can finish without waiting must finish
+// before its await_suspend returns, and nothing under it may be handed back to a resume()
+// further out: an awaiter runs what it awaits for such a coroutine in a resume() of its own
+// (detail::resume, which costs a native frame per level of a recursion through coroutines of
+// the other kind), and returns false, not the awaiting coroutine's handle, when that finished:
+// GCC below -O2 would resume a returned handle by a nested call, so a loop of such awaits
+// would grow the stack.
 template <class Promise>
 inline constexpr bool is_task_promise = std::is_base_of_v<promise_base, Promise>;
 
@@ -923,19 +951,6 @@ cancel_state* cancellation_of(std::coroutine_handle<Promise> h) noexcept {
         return &h.promise().cancellation();
     else
         return nullptr;
-}
-
-// A coroutine of another kind that awaits one of ours was resumed by its own code, which gets
-// control back when the awaiter suspends, and may destroy it if the await is still pending (an
-// eager coroutine's owner does). So nothing under such an await may be handed back to a
-// resume() further out: an awaiter starts its children for it in a resume() of their own
-// (a nested detail::resume), and resumes it by a plain symmetric transfer (transfer_to).
-template <class Promise>
-std::coroutine_handle<> transfer_to(std::coroutine_handle<Promise> parent) noexcept {
-    if constexpr (is_task_promise<Promise>)
-        return transfer(parent);
-    else
-        return parent;
 }
 
 // `co_await current_cancellation{}` gives the cancel state of the awaiting coroutine without
