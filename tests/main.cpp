@@ -1,3 +1,6 @@
-// The one translation unit that holds Catch2's runner, compiled once and shared by every test.
-#define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
+// The main of every test binary but test_fork_server; Catch2 itself is in catch_runner.cpp.
+#include "catch_runner.hpp"
+
+int main(int argc, char* argv[]) {
+    return triad_test::run_catch(argc, argv);
+}

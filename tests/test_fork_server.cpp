@@ -1,11 +1,11 @@
 // The process-wide fork server: started first thing in main (below), before any thread, so the
 // pools built by the tests fork their workers from a snapshot in which no lock is held.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <triad/fork_server.hpp>
 #include <triad/process_pool.hpp>
 
+#include "catch_runner.hpp"
 #include "process_support.hpp"
 #include "support.hpp"
 
@@ -81,7 +81,7 @@ private:
 
 int main(int argc, char** argv) {
     triad::fork_server_guard fork_server; // before Catch2 or any test starts a thread
-    return Catch::Session().run(argc, argv);
+    return triad_test::run_catch(argc, argv);
 }
 
 TEST_CASE("with the early fork server, a pool built while another thread holds a lock works",

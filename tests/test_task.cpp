@@ -1042,9 +1042,13 @@ struct rethrowing_coroutine {
     };
     std::coroutine_handle<promise_type> handle;
     explicit rethrowing_coroutine(std::coroutine_handle<promise_type> h) noexcept : handle(h) {}
-    rethrowing_coroutine(const rethrowing_coroutine&) = delete;
-    rethrowing_coroutine& operator=(const rethrowing_coroutine&) = delete;
-    ~rethrowing_coroutine() { handle.destroy(); }
+    rethrowing_coroutine(rethrowing_coroutine&& other) noexcept
+        : handle(std::exchange(other.handle, nullptr)) {}
+    rethrowing_coroutine& operator=(rethrowing_coroutine&&) = delete;
+    ~rethrowing_coroutine() {
+        if (handle)
+            handle.destroy();
+    }
     bool await_ready() noexcept { return false; }
     std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
         handle.promise().continuation = awaiting;

@@ -3,7 +3,7 @@
 # not followed by errors from inside triad that bury it.
 # -D: CXX, INCLUDE_DIR, SOURCE, EXPECT, optionally ERRORS and PCH (the header pch.cmake wrote)
 set(pch_flags)
-if(DEFINED PCH AND EXISTS "${PCH}")
+if(PCH AND EXISTS "${PCH}")
   set(pch_flags -include "${PCH}")
 endif()
 execute_process(
