@@ -3,6 +3,7 @@
 // hooks). Whatever fails must be reported to the caller (std::bad_alloc from the call, or in a
 // future), and the pool must keep working: no terminate, no hang, no lost or doubled task.
 #include <triad/future.hpp>
+#include <triad/task.hpp>
 #include <triad/thread_pool.hpp>
 
 #include <catch2/catch.hpp>
@@ -29,8 +30,15 @@ namespace {
 // failure is not hidden by a retry that happens to succeed).
 std::atomic<long> g_allow{-1};
 std::atomic<long> g_failed{0};
+// -1: off. n >= 0: allocation n (counted from now) fails, once.
+std::atomic<long> g_fail_once_at{-1};
 
 bool fail_now() noexcept {
+    if (g_fail_once_at.load(std::memory_order_relaxed) >= 0 &&
+        g_fail_once_at.fetch_sub(1, std::memory_order_relaxed) == 0) {
+        g_failed.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
     long allow = g_allow.load(std::memory_order_relaxed);
     while (allow > 0) {
         if (g_allow.compare_exchange_weak(allow, allow - 1, std::memory_order_relaxed))
@@ -270,4 +278,65 @@ TEST_CASE("shutdown(cancel) while allocation fails cancels every queued task",
     for (auto& f : queued)
         CHECK_THROWS_AS(f.get(), triad::task_cancelled);
     CHECK(pool.cancelled() == 10);
+}
+
+namespace {
+triad::task<int> sleeps_then(std::chrono::milliseconds d, int v) {
+    co_await triad::sleep(d);
+    co_return v;
+}
+
+// Timers and spawns, each of which may meet the failed allocation; gives what was collected.
+triad::task<int> timers_and_spawns() {
+    int total = 0;
+    std::vector<triad::task_handle<int>> sleepers;
+    for (int i = 0; i < 3; ++i) {
+        try {
+            sleepers.push_back(triad::spawn(sleeps_then(2ms, 1)));
+        } catch (const std::bad_alloc&) {
+        }
+    }
+    for (int i = 0; i < 3; ++i) {
+        try {
+            co_await triad::sleep(1ms);
+            total += 10;
+        } catch (const std::bad_alloc&) {
+        }
+    }
+    for (auto& h : sleepers) {
+        try {
+            total += co_await h;
+        } catch (const std::bad_alloc&) {
+        }
+    }
+    co_return total;
+}
+} // namespace
+
+TEST_CASE("the event loop's timers and spawns survive a failed allocation at each point",
+          "[allocation][regression]") {
+    // A timer whose Asio wait could not be armed stayed in the loop's queue (heap-use-after-free
+    // once its frame was gone; later timers never fired), and a spawn whose task could not be
+    // scheduled stayed on the list run() waits for (run hung).
+    for (long at = 0; at < 60; ++at) {
+        INFO("allocation " << at << " fails");
+        bool threw_bad_alloc = false;
+        int total = -1;
+        const bool finished = triad_test::finishes_within(20s, [&] {
+            try {
+                total = triad::run(triad::make_task([at]() -> triad::task<int> {
+                    g_failed = 0;
+                    g_fail_once_at = at;
+                    const int result = co_await timers_and_spawns();
+                    g_fail_once_at = -1;
+                    co_return result;
+                }));
+            } catch (const std::bad_alloc&) {
+                threw_bad_alloc = true;
+            }
+            g_fail_once_at = -1;
+        });
+        REQUIRE(finished);
+        CHECK((threw_bad_alloc || (total >= 0 && total <= 33)));
+    }
 }

@@ -243,15 +243,22 @@ inline void unlink_joiner(promise_base& p, promise_base::joiner* j) noexcept {
 }
 
 // Starts a task as an independent root: its own cancellation, scheduled on the loop.
+// If either list cannot grow (std::bad_alloc), the task stays with `t` and on no list, so
+// run() does not wait for a task that never runs.
 template <class T>
 std::coroutine_handle<typename task<T>::promise_type> start_spawned(task<T>& t, loop_core& loop) {
-    auto h = task_access::release(t);
+    auto h = task_access::handle(t);
     promise_base& p = h.promise();
+    loop.track(&p);
+    try {
+        loop.schedule(h);
+    } catch (...) {
+        loop.untrack(&p);
+        throw;
+    }
     p.m_refs = 1; // running
     p.m_on_done = &spawned_done;
-    loop.track(&p);
-    loop.schedule(h);
-    return h;
+    return task_access::release(t);
 }
 
 } // namespace detail

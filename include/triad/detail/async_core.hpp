@@ -563,10 +563,26 @@ public:
     const std::vector<std::coroutine_handle<>>& ready() const noexcept { return m_ready; }
     const std::vector<std::coroutine_handle<>>& running() const noexcept { return m_running; }
 
+    // If the Asio wait cannot be armed (std::bad_alloc), the timer is not added, and the wait
+    // is armed again for the timers already there (the failed attempt cancelled it).
     void add_timer(timer_node* node) {
         m_timers.push(node);
-        if (m_timers.top() == node)
+        if (m_timers.top() != node)
+            return;
+        try {
             arm_timer();
+        } catch (...) {
+            m_timers.remove(node);
+            m_timer_armed = false;
+            if (!m_timers.empty()) {
+                try {
+                    arm_timer();
+                } catch (...) { // armed by the next timer added, or reported as a stall
+                    m_timer_armed = false;
+                }
+            }
+            throw;
+        }
     }
     // The Asio wait stays armed: the next timer (a timeout around each of many operations)
     // then usually needs no new one. It is cancelled once the loop goes idle (disarm_if_idle).
