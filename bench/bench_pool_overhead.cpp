@@ -1,16 +1,18 @@
 // What does the pool itself cost per task? One million empty tasks through post + wait_idle,
 // submit + get, and map, against the peers a C++ user would otherwise pick, in the same run:
-// boost::asio::thread_pool, std::async, a std::thread per task, and a plain loop.
+// boost::asio::thread_pool, oneTBB (task_group, parallel_for; in an arena of as many threads
+// as the pools have workers), std::async, a std::thread per task, and a plain loop.
 // Targets (2 cores): post < 100 ns/task, submit + get < 150 ns/task, map within 2x of a loop,
 // and ahead of boost::asio::thread_pool on every row.
 //
 // The per-task cost of the post and submit rows depends on the heap's state (a heap that glibc
-// trimmed faults its pages back in), so those rows run 15 repetitions of one round each and
-// report the p10, median, p90 and max, and every contender gets the same untimed warm-up round
-// first. The first burst of a fresh process is measured on its own: the `_cold` rows run this
-// binary anew for each repetition (`--triad_cold=<workload>:<executor>`) and time its first
-// million posts or submits. Both depend on how fast the machine faults fresh memory in (on this
-// VM, transparent huge pages make triad's first burst several times cheaper).
+// trimmed faults its pages back in), so each repetition of those rows is one round (the
+// runner's repetitions give the spread), every run starts from a trimmed heap
+// (bench_common.hpp), and every contender gets the same untimed warm-up round first, left out
+// of the cost counters too. The first burst of a fresh process is measured on its own: the
+// `_cold` rows run this binary anew for each repetition (`--triad_cold=<workload>:<executor>`)
+// and time its first million posts or submits. Both depend on how fast the machine faults fresh
+// memory in (on this VM, transparent huge pages make triad's first burst several times cheaper).
 
 #include <triad/thread_pool.hpp>
 
@@ -19,6 +21,11 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_future.hpp>
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+#include <tbb/task_group.h>
 
 #include <algorithm>
 #include <array>
@@ -60,6 +67,7 @@ void triad_post(benchmark::State& state) {
         pool.wait_idle();
     };
     round(); // warm-up, untimed, as for every contender
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         round();
     triad_bench::set_items(state, many_tasks);
@@ -79,6 +87,7 @@ void asio_post(benchmark::State& state) {
             timed->PauseTiming();
     };
     round(nullptr); // warm-up
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         state.PauseTiming();
         round(&state);
@@ -97,9 +106,33 @@ void thread_per_task_post(benchmark::State& state) {
             t.join();
     };
     round(); // warm-up
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         round();
     triad_bench::set_items(state, thread_tasks);
+}
+
+// oneTBB in an arena of workers() threads: this thread (it runs tasks too while it waits) and
+// workers() - 1 of TBB's, so as many threads run tasks as in the pools.
+tbb::task_arena tbb_arena() {
+    return tbb::task_arena(static_cast<int>(workers()));
+}
+
+void tbb_post(benchmark::State& state) {
+    tbb::task_arena arena = tbb_arena();
+    const auto round = [&] {
+        arena.execute([] {
+            tbb::task_group group;
+            for (int i = 0; i < many_tasks; ++i)
+                group.run(empty_task);
+            group.wait();
+        });
+    };
+    round(); // warm-up
+    triad_bench::measure_cost_from_here();
+    for (auto _ : state)
+        round();
+    triad_bench::set_items(state, many_tasks);
 }
 
 void sequential_post(benchmark::State& state) {
@@ -134,6 +167,7 @@ void triad_submit(benchmark::State& state) {
         get_all(futures);
     };
     round(); // warm-up
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         round();
     triad_bench::set_items(state, many_tasks);
@@ -149,6 +183,7 @@ void asio_submit(benchmark::State& state) {
         get_all(futures);
     };
     round(); // warm-up
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         round();
     pool.join();
@@ -164,9 +199,30 @@ void std_async_submit(benchmark::State& state) {
         get_all(futures);
     };
     round(); // warm-up
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         round();
     triad_bench::set_items(state, thread_tasks);
+}
+
+// oneTBB has no future: each task writes its result to its own slot, read after wait().
+void tbb_submit(benchmark::State& state) {
+    tbb::task_arena arena = tbb_arena();
+    std::vector<int> results(many_tasks);
+    const auto round = [&] {
+        arena.execute([&] {
+            tbb::task_group group;
+            for (int i = 0; i < many_tasks; ++i)
+                group.run([&results, i] { results[static_cast<std::size_t>(i)] = one(); });
+            group.wait();
+        });
+        benchmark::DoNotOptimize(std::accumulate(results.begin(), results.end(), 0L));
+    };
+    round(); // warm-up
+    triad_bench::measure_cost_from_here();
+    for (auto _ : state)
+        round();
+    triad_bench::set_items(state, many_tasks);
 }
 
 void sequential_submit(benchmark::State& state) {
@@ -246,6 +302,24 @@ void std_async_map(benchmark::State& state) {
         }
         for (auto& f : done)
             f.get();
+        benchmark::DoNotOptimize(out.data());
+    }
+    triad_bench::set_items(state, many_tasks);
+}
+
+// oneTBB's own parallel map: parallel_for over the range, its default (auto) partitioner.
+void tbb_map(benchmark::State& state) {
+    tbb::task_arena arena = tbb_arena();
+    const auto& input = map_input();
+    for (auto _ : state) {
+        std::vector<int> out(input.size());
+        arena.execute([&] {
+            tbb::parallel_for(tbb::blocked_range<std::size_t>(0, input.size()),
+                              [&](const tbb::blocked_range<std::size_t>& range) {
+                                  for (std::size_t i = range.begin(); i != range.end(); ++i)
+                                      out[i] = twice(input[i]);
+                              });
+        });
         benchmark::DoNotOptimize(out.data());
     }
     triad_bench::set_items(state, many_tasks);
@@ -365,35 +439,15 @@ void cold_run(benchmark::State& state, const std::string& what) {
     triad_bench::set_items(state, many_tasks);
 }
 
-double percentile(const std::vector<double>& values, double p) {
-    if (values.empty())
-        return 0.0;
-    std::vector<double> sorted = values;
-    std::sort(sorted.begin(), sorted.end());
-    return sorted[static_cast<std::size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5)];
-}
-
 const bool registered = [] {
     const auto ms = [](benchmark::internal::Benchmark* b) {
         b->UseRealTime()->Unit(benchmark::kMillisecond);
     };
-    // The heap-sensitive rows: a distribution over repetitions of one round each (a round is
-    // 50-300 ms), not a number averaged over rounds; the max is the repetition a target must
-    // hold in too.
-    const auto spread = [](benchmark::internal::Benchmark* b, int repetitions) {
-        b->Iterations(1)
-            ->Repetitions(repetitions)
-            ->ComputeStatistics("p10",
-                                [](const std::vector<double>& v) { return percentile(v, 0.1); })
-            ->ComputeStatistics("p90",
-                                [](const std::vector<double>& v) { return percentile(v, 0.9); })
-            ->ComputeStatistics("max",
-                                [](const std::vector<double>& v) { return percentile(v, 1.0); });
-    };
-    const auto distribution = [ms, spread](benchmark::internal::Benchmark* b) {
+    // The heap-sensitive rows: one round (50-300 ms) per repetition, so the runner's
+    // repetitions are a distribution over rounds, not a number averaged over them.
+    const auto distribution = [ms](benchmark::internal::Benchmark* b) {
         ms(b);
-        if (!triad_bench::quick())
-            spread(b, 15);
+        b->Iterations(1);
     };
     triad_bench::describe(
         "pool_post_cold",
@@ -404,16 +458,17 @@ const bool registered = [] {
     distribution(triad_bench::add("triad_threads", "pool_post", triad_post));
     distribution(triad_bench::add("asio_thread_pool", "pool_post", asio_post));
     distribution(triad_bench::add("thread_per_task", "pool_post", thread_per_task_post));
+    distribution(triad_bench::add("tbb_task_group", "pool_post", tbb_post));
     ms(triad_bench::add("sequential", "pool_post", sequential_post));
     distribution(triad_bench::add("triad_threads", "pool_submit_get", triad_submit));
     // asio's futures are std::futures (use_future): this row is "asio + std::future".
     distribution(triad_bench::add("asio_thread_pool", "pool_submit_get", asio_submit));
     distribution(triad_bench::add("std_async", "pool_submit_get", std_async_submit));
+    distribution(triad_bench::add("tbb_task_group", "pool_submit_get", tbb_submit));
     ms(triad_bench::add("sequential", "pool_submit_get", sequential_submit));
     // Each repetition is a new process: the first burst, every time.
-    const auto cold = [spread](benchmark::internal::Benchmark* b) {
-        b->UseManualTime()->Unit(benchmark::kMillisecond);
-        spread(b, triad_bench::quick() ? 2 : 12);
+    const auto cold = [](benchmark::internal::Benchmark* b) {
+        b->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
     };
     for (const char* executor : {"triad_threads", "asio_thread_pool"}) {
         const std::string name = executor;
@@ -427,6 +482,7 @@ const bool registered = [] {
     ms(triad_bench::add("triad_threads", "pool_map", triad_map));
     ms(triad_bench::add("asio_thread_pool", "pool_map", asio_map));
     ms(triad_bench::add("std_async", "pool_map", std_async_map));
+    ms(triad_bench::add("tbb_parallel_for", "pool_map", tbb_map));
     ms(triad_bench::add("sequential", "pool_map", sequential_map));
     return true;
 }();
