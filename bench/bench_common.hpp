@@ -108,7 +108,13 @@ inline void print_registry() {
 //                    the start through /proc/self/clear_refs) plus the largest sum of the VmHWM
 //                    of the living descendants, sampled every 10 ms. The two peaks need not
 //                    coincide, and a forked worker's RSS counts the pages it still shares
-//                    copy-on-write with its parent, so this is an upper bound.
+//                    copy-on-write with its parent, so this is an upper bound. It also holds
+//                    whatever earlier runs in this process left resident that malloc_trim
+//                    cannot return: triad's node-cache slabs (never unmapped) and oneTBB's
+//                    caches, about 21 and 27 MB after a million posts. A row that follows one of
+//                    those in the interleaved order carries it: its minimum over repetitions
+//                    comes nearer its own figure; running it alone (--benchmark_filter) gives
+//                    it exactly.
 // The window opens when the benchmark function is called, so its set-up (building a pool, a
 // warm-up round) is inside it unless the function calls measure_cost_from_here() just before
 // its timed loop; it closes at set_items() (or when the function returns), so tear-down
@@ -116,7 +122,10 @@ inline void print_registry() {
 // read. Google Benchmark calls the function several times in the first repetition while it
 // estimates the iteration count and reports the last call: each call sets its own counters, so
 // the reported ones are those of the reported run. Before each call the glibc heap is trimmed
-// (malloc_trim(0)), so every contender starts from the same heap state. A counter that could
+// (malloc_trim(0)), so every contender starts from the same glibc heap state (triad's node
+// cache and oneTBB's allocator keep their own memory warm: their design, whose price shows in
+// peak_rss_bytes). The sampler is one more thread of this process, waking every 10 ms; it walks
+// /proc only while a child process exists, and its CPU time is counted. A counter that could
 // not be read (no /proc, no CONFIG_PROC_CHILDREN) is left out rather than reported wrong.
 // Runs with several benchmark threads (->Threads(n)) get neither counter: a process-wide figure
 // cannot be split between them.
