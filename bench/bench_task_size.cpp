@@ -8,7 +8,8 @@
 // A task is `spin` (bench/workloads.hpp), calibrated at start-up so that one task costs the
 // size it is named for; `item_ns` is what one task measured at start-up, `efficiency` is the
 // sequential time of the work (tasks x item_ns) over the executor's time x its workers: 1 is
-// perfect, 0.5 on 2 workers is no gain over sequential.
+// perfect, 0.5 on 2 workers is no gain over sequential. The sequential row's efficiency (one
+// worker) is the share of a core the run got: well below 1, the machine was busy.
 //
 // Each size is its own workload (task_1us ... task_1000us), so the report gives each a table
 // and a verdict. One workload with the size as an argument would not do: the report keeps each
