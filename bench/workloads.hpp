@@ -104,4 +104,19 @@ inline const std::vector<std::uint64_t>& squares_workload() {
     return inputs;
 }
 
+// Integer work whose cost grows linearly with `steps` (a few cycles each) and that no compiler can
+// shorten: a chain of xorshift64 steps, each depending on the one before, the value forced through
+// a register every step. The same seed and steps always give the same result, so an executor's
+// results can be checked against a sequential run's.
+inline std::uint64_t spin(std::uint64_t seed, std::uint64_t steps) {
+    std::uint64_t x = (seed * 0x9E3779B97F4A7C15ULL) | 1; // never 0, where xorshift would stay
+    for (std::uint64_t i = 0; i < steps; ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        asm volatile("" : "+r"(x));
+    }
+    return x;
+}
+
 } // namespace triad_bench
