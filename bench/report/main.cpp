@@ -4,10 +4,17 @@
 //
 //   bench_report [--quick] [--out DIR] [--only cpu_bound,io_http] [--no-python]
 //   bench_report --from DIR      re-renders DIR's report from DIR/raw without running anything
+//   bench_report --update-readme README.md [--report DIR]
+//                                regenerates the README's benchmark sections from a report (by
+//                                default the latest full one under bench/results/)
+//   bench_report --check-readme README.md [--report DIR]
+//                                fails, naming the section, when the README and the report differ
+//                                (README.md may be -, stdin, with links relative to here)
 //
 // The runs happen one after another (two cores are shared by everything measured), with a
 // progress line on stderr: which binary, how many benchmarks are done out of how many, elapsed.
 
+#include "readme.hpp"
 #include "report.hpp"
 
 #include <boost/json/src.hpp>
@@ -57,12 +64,16 @@ struct options {
     fs::path out;
     fs::path from;
     std::vector<std::string> only;
+    fs::path update_readme; // README sections, from the report in `report`
+    fs::path check_readme;
+    fs::path report;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
     std::fprintf(stderr,
                  "bench_report: %s\nusage: bench_report [--quick] [--out DIR] [--only a,b] "
-                 "[--no-python]\n       bench_report --from DIR\n",
+                 "[--no-python]\n       bench_report --from DIR\n"
+                 "       bench_report --update-readme|--check-readme README.md [--report DIR]\n",
                  message.c_str());
     std::exit(2);
 }
@@ -84,6 +95,12 @@ options parse_options(int argc, char** argv) {
             o.out = value();
         } else if (arg == "--from") {
             o.from = value();
+        } else if (arg == "--update-readme") {
+            o.update_readme = value();
+        } else if (arg == "--check-readme") {
+            o.check_readme = value();
+        } else if (arg == "--report") {
+            o.report = value();
         } else if (arg == "--only") {
             std::istringstream in(value());
             std::string name;
@@ -479,9 +496,25 @@ std::string close_cut_json(const std::string& json) {
     return json.substr(0, last + 6) + "\n  ]\n}\n";
 }
 
-// Reads DIR/raw and writes REPORT.md and the charts. A binary whose results cannot be read
-// costs its own rows only, and the report says so.
-void render(const fs::path& dir, run_meta meta) {
+// The CPU count Google Benchmark recorded in its JSON's context, 0 if none.
+unsigned context_cpus(const std::string& context_json) {
+    if (context_json.empty())
+        return 0;
+    const auto root = boost::json::parse(context_json).as_object();
+    if (!root.contains("context") || !root.at("context").as_object().contains("num_cpus"))
+        return 0;
+    return static_cast<unsigned>(triad_report::num(root.at("context").as_object().at("num_cpus")));
+}
+
+struct results {
+    std::map<std::string, triad_report::workload_info> workloads;
+    std::vector<triad_report::measurement> all;
+    std::string first_json; // one binary's JSON, whose context describes the machine
+};
+
+// Reads DIR/raw. A binary whose results cannot be read costs its own rows only, and meta's
+// failures say so.
+results load(const fs::path& dir, run_meta& meta) {
     const fs::path raw = dir / "raw";
     std::map<std::string, triad_report::workload_info> workloads;
     std::vector<triad_report::measurement> all;
@@ -531,10 +564,81 @@ void render(const fs::path& dir, run_meta meta) {
     }
     if (all.empty())
         throw std::runtime_error("no benchmark results under " + raw.string());
+    return {std::move(workloads), std::move(all), std::move(first_json)};
+}
+
+// Reads DIR/raw and writes REPORT.md and the charts.
+void render(const fs::path& dir, run_meta meta) {
+    const results r = load(dir, meta);
     fs::remove_all(dir / "charts");
-    for (const auto& [path, text] :
-         triad_report::render_report(workloads, all, preamble(meta, first_json)))
+    for (const auto& [path, text] : triad_report::render_report(
+             r.workloads, r.all, preamble(meta, r.first_json), context_cpus(r.first_json)))
         write_file(dir / path, text);
+}
+
+// The newest full report under `results_dir`: report directories are named <date>-<host>, so
+// the newest sorts last; quick runs (-quick) and directories without raw/ do not count.
+fs::path latest_full_report(const fs::path& results_dir) {
+    fs::path latest;
+    if (fs::is_directory(results_dir))
+        for (const auto& entry : fs::directory_iterator(results_dir)) {
+            const std::string name = entry.path().filename().string();
+            if (entry.is_directory() && !ends_with(name, "-quick") &&
+                fs::is_directory(entry.path() / "raw") &&
+                (latest.empty() || name > latest.filename().string()))
+                latest = entry.path();
+        }
+    if (latest.empty())
+        throw std::runtime_error("no full report (a directory with raw/) under " +
+                                 results_dir.string());
+    return latest;
+}
+
+// --update-readme and --check-readme: the README's generated sections against the report.
+int readme(const options& o) {
+    const fs::path readme_path = o.update_readme.empty() ? o.check_readme : o.update_readme;
+    const fs::path dir = o.report.empty() ? latest_full_report(TRIAD_REPORT_RESULTS_DIR) : o.report;
+    run_meta meta = read_meta(dir / "raw");
+    const results r = load(dir, meta);
+    triad_report::report_source source;
+    source.link = fs::relative(fs::absolute(dir) / "REPORT.md",
+                               readme_path == "-" ? fs::current_path()
+                                                  : fs::absolute(readme_path).parent_path())
+                      .generic_string();
+    source.date = meta.date;
+    source.host = meta.host;
+    source.cpu = meta.cpu;
+    source.cpus = context_cpus(r.first_json);
+    source.python = meta.python;
+    const auto sections = triad_report::readme_sections(r.workloads, r.all, source);
+    std::string text;
+    if (readme_path == "-") { // the README on stdin, its links relative to this directory
+        if (!o.update_readme.empty())
+            usage_error("--update-readme needs a file, not -");
+        std::ostringstream in;
+        in << std::cin.rdbuf();
+        text = in.str();
+    } else {
+        text = read_file(readme_path);
+    }
+    if (!o.update_readme.empty()) {
+        const std::string updated = triad_report::update_readme(text, sections);
+        if (updated != text)
+            write_file(fs::absolute(readme_path), updated);
+        std::printf("%s: %zu sections %s from %s\n", readme_path.c_str(), sections.size(),
+                    updated != text ? "regenerated" : "already match the report",
+                    (dir / "REPORT.md").c_str());
+        return 0;
+    }
+    const auto differences = triad_report::readme_differences(text, sections);
+    for (const std::string& d : differences)
+        std::fprintf(stderr, "%s: %s\n", readme_path.c_str(), d.c_str());
+    if (!differences.empty())
+        std::fprintf(stderr,
+                     "%s disagrees with %s; run bench_report --update-readme %s [--report DIR]\n",
+                     readme_path.c_str(), (dir / "REPORT.md").c_str(),
+                     readme_path == "-" ? "README.md" : readme_path.c_str());
+    return differences.empty() ? 0 : 1;
 }
 
 fs::path self_directory() {
@@ -546,6 +650,8 @@ fs::path self_directory() {
 int main(int argc, char** argv) {
     try {
         const options o = parse_options(argc, argv);
+        if (!o.update_readme.empty() || !o.check_readme.empty())
+            return readme(o);
         if (!o.from.empty()) {
             render(o.from, read_meta(o.from / "raw"));
             std::printf("%s\n", (o.from / "REPORT.md").c_str());

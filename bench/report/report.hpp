@@ -43,6 +43,8 @@ struct measurement {
     std::string config;                 // "workers:2", "" when it has none
     std::map<std::string, double> args; // parsed from config
     double ns_per_item = 0;
+    double ns_low = 0;  // the spread of ns_per_item (a 95% interval of the median); 0 when
+    double ns_high = 0; // there is none (a single run)
     std::map<std::string, double> counters; // user counters other than items
 };
 
@@ -301,7 +303,10 @@ struct row {
     std::string executor;
     std::string config; // the best configuration of this executor
     double ns_per_item = 0;
-    std::optional<double> speedup; // over sequential (the same language's sequential)
+    std::optional<double> speedup;    // over sequential (the same language's sequential)
+    double ns_low = ns_per_item;      // the spread shown as error bars: a 95% interval of the
+    double ns_high = ns_per_item;     // median; equal to ns_per_item when there is none
+    std::vector<double> samples = {}; // ns per item of each repetition
 };
 
 struct table {
@@ -358,8 +363,13 @@ inline table make_table(const std::string& workload, const workload_info& info,
             continue;
         auto it = best.find(m.executor);
         if (it == best.end() || m.ns_per_item < it->second.ns_per_item)
-            best[m.executor] =
-                row{m.executor, varying_config(m.config, shared), m.ns_per_item, std::nullopt};
+            best[m.executor] = row{m.executor,
+                                   varying_config(m.config, shared),
+                                   m.ns_per_item,
+                                   std::nullopt,
+                                   m.ns_low > 0 ? m.ns_low : m.ns_per_item,
+                                   m.ns_high > 0 ? m.ns_high : m.ns_per_item,
+                                   {}};
     }
     std::optional<double> cpp_sequential;
     std::optional<double> python_sequential;
@@ -461,191 +471,11 @@ inline std::string xml_escape(const std::string& text) {
     return out;
 }
 
-inline std::string executor_color(const std::string& executor) {
-    if (executor == "sequential" || executor == "python_sequential")
-        return "#9e9e9e";
-    if (is_python(executor))
-        return "#f2c14e";
-    if (executor.rfind("triad", 0) == 0)
-        return "#2e7d32";
-    return "#5c6bc0";
-}
+} // namespace triad_report
 
-// A horizontal bar per row: time per item on a log scale (rows differ by orders of
-// magnitude), labelled with the time and the speedup over sequential.
-inline std::string bar_chart_svg(const table& t) {
-    const int row_height = 26;
-    const int left = 190;
-    const int width = 760;
-    const int plot = width - left - 170;
-    const int top = 44;
-    const int height = top + row_height * static_cast<int>(t.rows.size()) + 20;
-    double lo = 1e300;
-    double hi = 0;
-    for (const row& r : t.rows) {
-        lo = std::min(lo, r.ns_per_item);
-        hi = std::max(hi, r.ns_per_item);
-    }
-    const double log_lo = std::log10(std::max(lo, 1e-3)) - 0.3;
-    const double log_hi = std::log10(std::max(hi, 1e-3)) + 0.05;
-    std::ostringstream svg;
-    svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-        << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-        << "<rect x=\"0\" y=\"0\" width=\"" << width << "\" height=\"" << height
-        << "\" fill=\"white\" class=\"background\"/>\n"
-        << "<text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">"
-        << xml_escape(t.info.title) << "</text>\n<text x=\"10\" y=\"36\" fill=\"#555\">time per "
-        << xml_escape(t.info.item)
-        << " (log scale, shorter is better), and speedup over the same language's sequential "
-           "run</text>\n";
-    int y = top;
-    for (const row& r : t.rows) {
-        const double span = log_hi - log_lo;
-        const double fraction =
-            span > 0 ? (std::log10(std::max(r.ns_per_item, 1e-3)) - log_lo) / span : 1.0;
-        const int bar = std::max(2, static_cast<int>(fraction * plot));
-        svg << "<text x=\"" << left - 8 << "\" y=\"" << y + 16 << "\" text-anchor=\"end\">"
-            << xml_escape(r.executor) << "</text>\n"
-            << "<rect class=\"bar\" x=\"" << left << "\" y=\"" << y + 4 << "\" width=\"" << bar
-            << "\" height=\"" << row_height - 8 << "\" fill=\"" << executor_color(r.executor)
-            << "\"><title>" << xml_escape(r.executor + " " + r.config) << "</title></rect>\n"
-            << "<text x=\"" << left + bar + 6 << "\" y=\"" << y + 16 << "\">"
-            << xml_escape(format_time(r.ns_per_item))
-            << (r.speedup ? "  (" + format_ratio(*r.speedup) + ")" : std::string()) << "</text>\n";
-        y += row_height;
-    }
-    svg << "</svg>\n";
-    return svg.str();
-}
+#include "charts.hpp" // the SVG charts of the tables above
 
-// Speedup over sequential against workers (CPU-bound, linear axes) or time per item against
-// concurrency (I/O-bound, log axes: both span orders of magnitude), one line per C++ executor
-// that has the axis argument.
-inline std::string scaling_chart_svg(const std::string& workload, const workload_info& info,
-                                     const std::vector<measurement>& all) {
-    std::map<std::string, std::vector<std::pair<double, double>>> lines;
-    double sequential = 0;
-    for (const measurement& m : all) {
-        if (m.workload != workload || is_python(m.executor))
-            continue;
-        if (m.executor == "sequential")
-            sequential = m.ns_per_item;
-        if (auto a = m.args.find(info.axis); a != m.args.end())
-            lines[m.executor].push_back({a->second, m.ns_per_item});
-    }
-    const bool cpu = info.kind == "cpu" && sequential > 0;
-    const auto value = [&](double ns) { return cpu ? sequential / ns : ns / 1e6; };
-    double x_lo = 1e300;
-    double x_hi = 1;
-    double y_lo = 1e300;
-    double y_hi = 0;
-    for (auto& [executor, points] : lines) {
-        std::sort(points.begin(), points.end());
-        for (const auto& [x, ns] : points) {
-            x_lo = std::min(x_lo, x);
-            x_hi = std::max(x_hi, x);
-            y_lo = std::min(y_lo, value(ns));
-            y_hi = std::max(y_hi, value(ns));
-        }
-    }
-    const bool log_axes = !cpu;
-    if (log_axes) { // whole decades around the data
-        x_lo = std::pow(10, std::floor(std::log10(std::max(x_lo, 1e-9))));
-        x_hi = std::pow(10, std::ceil(std::log10(std::max(x_hi, 1e-9)) + 1e-9));
-        y_lo = std::pow(10, std::floor(std::log10(std::max(y_lo, 1e-9))));
-        y_hi = std::pow(10, std::ceil(std::log10(std::max(y_hi, 1e-9)) + 1e-9));
-    } else {
-        x_lo = 0;
-        x_hi = std::max(x_hi, 1.0);
-        y_lo = 0;
-        y_hi = std::max(y_hi * 1.1, 1.0);
-    }
-    const int width = 640;
-    const int height = 360;
-    const int left = 64;
-    const int right = 170;
-    const int top = 40;
-    const int bottom = 44;
-    const int plot_w = width - left - right;
-    const int plot_h = height - top - bottom;
-    const auto fraction = [&](double v, double lo, double hi) {
-        if (log_axes)
-            return hi > lo ? (std::log10(v) - std::log10(lo)) / (std::log10(hi) - std::log10(lo))
-                           : 0.0;
-        return hi > lo ? (v - lo) / (hi - lo) : 0.0;
-    };
-    const auto px = [&](double x) {
-        return left + static_cast<int>(fraction(x, x_lo, x_hi) * plot_w);
-    };
-    const auto py = [&](double y) {
-        return top + plot_h - static_cast<int>(fraction(y, y_lo, y_hi) * plot_h);
-    };
-    std::ostringstream svg;
-    svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-        << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-        << "<rect x=\"0\" y=\"0\" width=\"" << width << "\" height=\"" << height
-        << "\" fill=\"white\"/>\n"
-        << "<text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">"
-        << xml_escape(info.title) << "</text>\n"
-        << "<line x1=\"" << left << "\" y1=\"" << top + plot_h << "\" x2=\"" << left + plot_w
-        << "\" y2=\"" << top + plot_h << "\" stroke=\"black\"/>\n"
-        << "<line x1=\"" << left << "\" y1=\"" << top << "\" x2=\"" << left << "\" y2=\""
-        << top + plot_h << "\" stroke=\"black\"/>\n"
-        << "<text x=\"" << left + plot_w / 2 << "\" y=\"" << height - 8
-        << "\" text-anchor=\"middle\">" << xml_escape(info.axis) << (log_axes ? " (log scale)" : "")
-        << "</text>\n"
-        << "<text x=\"14\" y=\"" << top + plot_h / 2 << "\" transform=\"rotate(-90 14 "
-        << top + plot_h / 2 << ")\" text-anchor=\"middle\">"
-        << (cpu ? std::string("speedup over sequential")
-                : "ms per " + xml_escape(info.item) + " (log scale)")
-        << "</text>\n";
-    std::vector<double> y_ticks;
-    if (log_axes) {
-        for (double y = y_lo; y <= y_hi * 1.001; y *= 10)
-            y_ticks.push_back(y);
-    } else {
-        for (int i = 0; i <= 4; ++i)
-            y_ticks.push_back(y_hi * i / 4);
-    }
-    for (double y : y_ticks) {
-        char label[32];
-        std::snprintf(label, sizeof label, cpu ? "%.1fx" : "%g", y);
-        svg << "<line x1=\"" << left << "\" y1=\"" << py(y) << "\" x2=\"" << left + plot_w
-            << "\" y2=\"" << py(y) << "\" stroke=\"#e0e0e0\"/>\n"
-            << "<text x=\"" << left - 6 << "\" y=\"" << py(y) + 4 << "\" text-anchor=\"end\">"
-            << label << "</text>\n";
-    }
-    std::set<double> xs;
-    for (const auto& [executor, points] : lines)
-        for (const auto& p : points)
-            xs.insert(p.first);
-    for (double x : xs) {
-        char label[32];
-        std::snprintf(label, sizeof label, "%g", x);
-        svg << "<text x=\"" << px(x) << "\" y=\"" << top + plot_h + 16
-            << "\" text-anchor=\"middle\">" << label << "</text>\n";
-    }
-    int legend = top;
-    int series = 0;
-    static const char* const palette[] = {"#2e7d32", "#1565c0", "#c62828", "#6a1b9a",
-                                          "#ef6c00", "#00838f", "#5d4037", "#9e9d24"};
-    for (const auto& [executor, points] : lines) {
-        const std::string color = palette[series++ % 8];
-        svg << "<polyline class=\"series\" fill=\"none\" stroke=\"" << color
-            << "\" stroke-width=\"2\" points=\"";
-        for (const auto& [x, ns] : points)
-            svg << px(x) << "," << py(value(ns)) << " ";
-        svg << "\"/>\n";
-        for (const auto& [x, ns] : points)
-            svg << "<circle cx=\"" << px(x) << "\" cy=\"" << py(value(ns)) << "\" r=\"3\" fill=\""
-                << color << "\"/>\n";
-        svg << "<text x=\"" << left + plot_w + 10 << "\" y=\"" << legend + 12 << "\" fill=\""
-            << color << "\">" << xml_escape(executor) << "</text>\n";
-        legend += 18;
-    }
-    svg << "</svg>\n";
-    return svg.str();
-}
+namespace triad_report {
 
 inline std::string format_counter(double v) {
     char text[32];
@@ -742,8 +572,8 @@ inline std::string overhead_table(const std::map<std::string, workload_info>& wo
     return out.str();
 }
 
-// The Python course's "choosing the right approach" table, from this run's numbers: per workload, the
-// winner, by how much it beat the runner-up, and where Python's best stood.
+// The Python course's "choosing the right approach" table, from this run's numbers: per workload,
+// the winner, by how much it beat the runner-up, and where Python's best stood.
 inline std::string choosing_table(const std::vector<table>& tables) {
     std::ostringstream out;
     out << "| workload | kind | winner | runner-up (slower by) | winner's speedup over sequential "
@@ -800,7 +630,7 @@ inline std::string headline_table(const std::vector<table>& tables) {
 // Every file of a report, by path relative to the report directory: REPORT.md and the charts.
 inline std::map<std::string, std::string>
 render_report(const std::map<std::string, workload_info>& workloads,
-              const std::vector<measurement>& all, const std::string& preamble) {
+              const std::vector<measurement>& all, const std::string& preamble, unsigned cpus = 0) {
     std::map<std::string, std::string> files;
     std::vector<table> tables;
     for (const std::string& workload : workload_order(workloads))
@@ -823,7 +653,7 @@ render_report(const std::map<std::string, workload_info>& workloads,
         md << "![" << xml_escape(t.info.title) << "](" << bars << ")\n\n";
         if (!t.info.axis.empty()) {
             const std::string scaling = "charts/" + t.workload + "_scaling.svg";
-            files[scaling] = scaling_chart_svg(t.workload, t.info, all);
+            files[scaling] = scaling_chart_svg(t.workload, t.info, all, cpus);
             md << "![" << xml_escape(t.info.title) << ", by " << t.info.axis << "](" << scaling
                << ")\n\n";
         }
@@ -832,7 +662,8 @@ render_report(const std::map<std::string, workload_info>& workloads,
           "(relative: to the fastest executor on the same operation; `sequential` rows are the "
           "work alone).\n\n"
        << overhead_table(workloads, all)
-       << "\n## Choosing the right approach\n\nThe Python course's table, filled in from this run: for each "
+       << "\n## Choosing the right approach\n\nThe Python course's table, filled in from this run: "
+          "for each "
           "workload, the fastest C++ executor and by how much (under 5% is a tie: run-to-run noise "
           "on a "
           "shared machine is about that size).\n\n"
