@@ -129,6 +129,7 @@ template <class RunOnce>
 void measure(benchmark::State& state, const task_size& size, std::size_t threads,
              RunOnce run_once) {
     std::vector<std::uint64_t> results;
+    triad_bench::measure_cost_from_here(); // the pool built by the caller is not the tasks' cost
     const auto start = clock_type::now();
     for (auto _ : state) {
         run_once(results);

@@ -1,6 +1,6 @@
 #pragma once
 
-// The CPU-bound workloads of the seeds, shared by the benchmarks: prime checks by trial division
+// The CPU-bound workloads of the Python course, shared by the benchmarks: prime checks by trial division
 // and sums of squares.
 
 #include <cstdint>
