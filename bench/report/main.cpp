@@ -408,7 +408,7 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
         argv.push_back("--benchmark_enable_random_interleaving=true");
         argv.push_back("--benchmark_display_aggregates_only=true");
         if (o.quick)
-            argv.push_back("--benchmark_min_time=0.05");
+            argv.push_back("--benchmark_min_time=0.02"); // 3 repetitions in the time of 1 at 0.05
         std::ofstream console(raw / (name + ".console.txt"));
         bar.update("bench_" + name, "");
         const cpu_clock before = cpu_clock::now();
@@ -534,23 +534,29 @@ std::string preamble(const run_meta& meta, int cpus, const std::string& start_lo
     std::ostringstream out;
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%.0f s", meta.seconds);
-    const std::string runs =
-        meta.repetitions > 0
-            ? std::to_string(meta.repetitions) +
-                  " repetitions of every configuration, interleaved in random order (Google "
-                  "Benchmark's random interleaving), each starting from a trimmed glibc heap "
-                  "(`malloc_trim(0)` before every run, for every contender alike); the Python "
-                  "peers " +
-                  std::to_string(meta.repetitions) + " repetitions each"
-            : std::string("medians of 3 repetitions, only the median kept: one sample per row");
     out << "Run on " << meta.date << " on `" << meta.host << "` (" << meta.cpu << ", "
         << (cpus > 0 ? std::to_string(cpus) : std::string("?")) << " CPUs"
         << (start_load.empty() ? "" : ", load average " + start_load + " at the start") << "); "
-        << meta.mode << " run (" << runs << (meta.mode == "quick" ? "; smaller sizes" : "")
-        << ") in " << seconds << "; C++ built by " << meta.compiler << " in release mode; "
+        << meta.mode << " run" << (meta.mode == "quick" ? " with smaller sizes" : "") << " in "
+        << seconds << "; C++ built by " << meta.compiler << " in release mode; "
         << (meta.python.empty() ? "Python peers not run (--no-python, or no python3)"
                                 : meta.python + " for the Python peers")
-        << ".\n\nAbsolute times on a shared machine say little; read the ratios between rows of "
+        << ".\n\n";
+    if (meta.repetitions > 0)
+        out << "Every configuration ran " << meta.repetitions
+            << " times, the repetitions of all configurations of a binary interleaved in random "
+               "order (Google Benchmark's random interleaving), and every run started from a "
+               "trimmed glibc heap (`malloc_trim(0)` before it, for every contender alike)"
+            << (meta.python.empty() ? std::string()
+                                    : "; each Python script ran its rows " +
+                                          std::to_string(meta.repetitions) + " times")
+            << ".";
+    else
+        out << (meta.mode == "quick"
+                    ? "Every configuration ran once: one sample per row."
+                    : "Every configuration ran 3 times but only the median was kept: one sample "
+                      "per row.");
+    out << "\n\nAbsolute times on a shared machine say little; read the ratios between rows of "
            "one table, which come from the same run. Raw Google Benchmark JSON is under `raw/`, "
            "with every repetition; `raw/meta.json` has the load average before each binary and "
            "script and the share of the CPUs other processes used while it ran.\n";
