@@ -494,8 +494,9 @@ struct table {
     std::string winner;  // the fastest, when significantly faster than every other; else empty
     std::vector<std::string> ties; // the C++ executors the fastest is not significantly faster than
     std::size_t contenders = 0;    // C++ rows in the verdict
-    std::string runner_up;         // the second fastest C++ executor in the verdict, if any
-    double margin = 1;             // runner-up time / fastest time
+    std::vector<std::string> excluded;    // C++ rows left out of it: their speedup is impossible
+    std::string runner_up;                // the second fastest C++ executor in the verdict, if any
+    double margin = 1;                    // runner-up time / fastest time
     std::optional<double> winner_speedup; // the fastest's speedup over sequential
     std::string best_python;              // the fastest Python executor, if Python ran
     double python_behind = 0;             // its time / the fastest C++ time
@@ -655,8 +656,11 @@ inline table make_table(const std::string& workload, const workload_info& info,
     std::vector<const row*> contenders;
     const row* python = nullptr;
     for (const row& r : t.rows) {
-        if (r.speedup_bound)
+        if (r.speedup_bound) {
+            if (!is_python(r.executor))
+                t.excluded.push_back(r.executor);
             continue;
+        }
         if (is_python(r.executor)) {
             if (python == nullptr)
                 python = &r;
@@ -759,6 +763,9 @@ inline std::string verdict_line(const table& t) {
             << "'s, is not significantly faster than " << name_list(t.ties)
             << " (Mann–Whitney U at 5%).";
     }
+    if (!t.excluded.empty())
+        out << " Left out: " << name_list(t.excluded) << " (impossible speedup, " << impossible_mark
+            << ").";
     return out.str();
 }
 
