@@ -108,11 +108,15 @@ TEST_CASE("run names split into family and configuration") {
 }
 
 TEST_CASE(
-    "the workload table: best configuration per executor, speedups per language, the winner") {
+    "the workload table: matched configuration, speedups per language, no winner from one run") {
     const fixture_data d;
     const auto t = triad_report::make_table("primes", d.reg.workloads.at("primes"), d.all);
     REQUIRE(t.rows.size() == 5);
-    CHECK(t.winner == "triad_threads");
+    CHECK(t.matched_config == "workers:2");
+    CHECK(t.fastest == "triad_threads");
+    // The other rows have one run each: nothing can be significant, so nobody wins.
+    CHECK(t.winner.empty());
+    CHECK(t.ties == std::vector<std::string>{"triad_processes", "sequential"});
     CHECK(t.runner_up == "triad_processes");
     CHECK(t.margin == Approx(1.1));
     REQUIRE(t.winner_speedup);
@@ -120,36 +124,44 @@ TEST_CASE(
     CHECK(t.best_python == "python_multiprocessing");
     CHECK(t.python_behind == Approx(22.0));
     CHECK(triad_report::markdown_table(t) ==
-          "| executor | best configuration | time per prime check | speedup over sequential |\n"
-          "|---|---|---:|---:|\n"
-          "| **triad_threads** | workers:2 | 500.00 µs | 2.00x |\n"
-          "| triad_processes | workers:2 | 550.00 µs | 1.82x |\n"
-          "| sequential | - | 1.00 ms | 1.00x |\n"
-          "| python_multiprocessing | workers:2 | 11.00 ms | 1.82x |\n"
-          "| python_sequential | - | 20.00 ms | 1.00x |\n");
+          "| executor | configuration | time per prime check (median) | 95% interval | runs | "
+          "speedup over sequential |\n"
+          "|---|---|---:|---|---:|---:|\n"
+          "| triad_threads | workers:2 | 500.00 µs | 480.00 µs – 520.00 µs | 2 | 2.00x |\n"
+          "| triad_processes | workers:2 | 550.00 µs | one run | 1 | 1.82x |\n"
+          "| sequential | - | 1.00 ms | one run | 1 | 1.00x |\n"
+          "| python_multiprocessing | workers:2 | 11.00 ms | one run | 1 | 1.82x |\n"
+          "| python_sequential | - | 20.00 ms | one run | 1 | 1.00x |\n");
+    CHECK(triad_report::verdict_line(t) ==
+          "Verdict (at workers:2, the largest `workers` that every C++ executor with it was "
+          "measured at): tie between triad_threads, triad_processes and sequential: the fastest "
+          "median, triad_threads's, is not significantly faster than triad_processes and "
+          "sequential (Mann–Whitney U at 5%).");
 }
 
-TEST_CASE("the choosing table names each workload's winner and its margin") {
+TEST_CASE("the choosing table names each workload's verdict and the runner-up's margin") {
     const fixture_data d;
     const std::vector<triad_report::table> tables{
         triad_report::make_table("primes", d.reg.workloads.at("primes"), d.all)};
     CHECK(triad_report::choosing_table(tables) ==
-          "| workload | kind | winner | runner-up (slower by) | winner's speedup over sequential "
-          "| Python's best (slower than the winner by) |\n"
+          "| workload | kind | verdict | runner-up (slower by) | fastest's speedup over "
+          "sequential | Python's best (slower than the fastest by) |\n"
           "|---|---|---|---|---:|---|\n"
-          "| Prime checks | cpu | **triad_threads** | triad_processes (1.10x) | 2.00x | "
-          "python_multiprocessing (22.00x) |\n");
+          "| Prime checks | cpu | tie: triad_threads, triad_processes and sequential | "
+          "triad_processes (1.10x) | 2.00x | python_multiprocessing (22.00x) |\n");
 }
 
 TEST_CASE("the overhead table ranks executors against the fastest one with machinery") {
     const fixture_data d;
     CHECK(triad_report::overhead_table(d.reg.workloads, d.all) ==
-          "| operation | executor | configuration | per item | relative | other counters |\n"
-          "|---|---|---|---:|---:|---|\n"
-          "| Post a trivial task | sequential | - | 0.3 ns | (the work alone) | - |\n"
-          "| Post a trivial task | triad_threads | - | 80.0 ns | 1.00x | bytes_per_task 64 |\n"
-          "| Post a trivial task | python_threads | workers:2 | 12.00 µs | 150x | bytes_per_task "
-          "1500 |\n");
+          "| operation | executor | configuration | per item (median) | 95% interval | relative | "
+          "other counters |\n"
+          "|---|---|---|---:|---|---:|---|\n"
+          "| Post a trivial task | sequential | - | 0.3 ns | one run | (the work alone) | - |\n"
+          "| Post a trivial task | triad_threads | - | 80.0 ns | one run | 1.00x | bytes_per_task "
+          "64 |\n"
+          "| Post a trivial task | python_threads | workers:2 | 12.00 µs | one run | 150x | "
+          "bytes_per_task 1500 |\n");
 }
 
 TEST_CASE("the bar chart is well-formed SVG with one bar per row") {
@@ -186,11 +198,16 @@ TEST_CASE("the whole report: REPORT.md, a bar chart per workload, a scaling char
     // The choosing table comes last.
     CHECK(md.rfind("## Choosing the right approach") > md.rfind("## Overheads"));
     CHECK(md.substr(md.rfind('\n', md.size() - 2) + 1) ==
-          "| Prime checks | cpu | **triad_threads** | triad_processes (1.10x) | 2.00x | "
-          "python_multiprocessing (22.00x) |\n");
-    // The headline: triad's columns in order, the winner in bold, the best peer and Python.
-    CHECK(md.find("| Prime checks | 1.00 ms | **500.00 µs** | 550.00 µs | - | - | - | "
-                  "python_multiprocessing 11.00 ms |") != std::string::npos);
+          "| Prime checks | cpu | tie: triad_threads, triad_processes and sequential | "
+          "triad_processes (1.10x) | 2.00x | python_multiprocessing (22.00x) |\n");
+    // The headline: triad's columns in order at the matched configuration, no bold without a
+    // significant winner, the best peer, Python and the verdict.
+    CHECK(md.find("| Prime checks, at workers:2 | 1.00 ms | 500.00 µs | 550.00 µs | - | - | - | "
+                  "python_multiprocessing 11.00 ms | tie: triad_threads, triad_processes and "
+                  "sequential |") != std::string::npos);
+    // At most 2 runs per row: the report says no difference can be significant.
+    CHECK(md.find("at most 2 runs per row: with 2 against 2 the Mann–Whitney test cannot go "
+                  "below p = 0.333, so no difference can be significant") != std::string::npos);
 }
 
 TEST_CASE("workloads are ordered by kind, then by name with numbers compared as numbers") {

@@ -31,6 +31,7 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -39,6 +40,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -313,6 +315,64 @@ bool have_python() {
     return status == 0;
 }
 
+// How busy the machine was around one binary or Python script: the load averages just before it,
+// and the share of all CPUs' time that went to other processes while it ran (busy time in
+// /proc/stat minus the CPU time of our own children, which includes the benchmark's workers).
+struct machine_load {
+    std::string what; // "bench_cpu_bound", "python io_http.py"
+    std::vector<std::string> workloads;
+    double load1 = 0;
+    double load5 = 0;
+    double others_share = -1; // -1: not measured
+};
+
+// Other processes using more than this share of all CPUs while a binary ran make its tables
+// suspect: on 2 CPUs, half a CPU taken from whatever the benchmark runs in parallel.
+constexpr double busy_share = 0.25;
+
+struct cpu_clock {
+    double busy = 0;     // seconds of all CPUs, from /proc/stat
+    double total = 0;    // busy and idle
+    double children = 0; // CPU seconds of our waited-for children
+    double load1 = 0;
+    double load5 = 0;
+
+    static cpu_clock now() {
+        cpu_clock c;
+        std::ifstream stat("/proc/stat");
+        std::string cpu;
+        double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
+               steal = 0;
+        if (stat >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) {
+            const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+            // Steal is time the hypervisor gave to other machines: as busy as any process.
+            c.busy = (user + nice + system + irq + softirq + steal) / hz;
+            c.total = c.busy + (idle + iowait) / hz;
+        }
+        rusage usage{};
+        if (::getrusage(RUSAGE_CHILDREN, &usage) == 0)
+            c.children = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+        std::ifstream loadavg("/proc/loadavg");
+        loadavg >> c.load1 >> c.load5;
+        return c;
+    }
+};
+
+// The load record of a run that started at `before` and has just ended.
+machine_load measure_load(const std::string& what, const cpu_clock& before) {
+    const cpu_clock after = cpu_clock::now();
+    machine_load l;
+    l.what = what;
+    l.load1 = before.load1;
+    l.load5 = before.load5;
+    const double total = after.total - before.total;
+    if (total > 0)
+        l.others_share = std::clamp(
+            (after.busy - before.busy - (after.children - before.children)) / total, 0.0, 1.0);
+    return l;
+}
+
 struct run_meta {
     std::string date;
     std::string host;
@@ -322,6 +382,8 @@ struct run_meta {
     std::string cpu = cpu_model();
     std::string compiler = TRIAD_REPORT_COMPILER;
     std::vector<std::string> failures;
+    int repetitions = 0; // per configuration; 0 in reports from before they were recorded
+    std::vector<machine_load> load;
 };
 
 // Runs everything and fills DIR/raw, and meta with what the preamble reports.
@@ -334,6 +396,9 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
         ::unsetenv("TRIAD_BENCH_QUICK");
     const std::vector<std::string>& binaries = o.only.empty() ? all_binaries : o.only;
     meta.mode = o.quick ? "quick" : "full";
+    // 5 against 5 is the smallest design in which the Mann-Whitney test can reach p < 0.05 with
+    // room to spare (0.008); --quick's 3 cannot (0.1), and its report says so.
+    meta.repetitions = o.quick ? 3 : 5;
 
     std::size_t total = 0;
     for (const std::string& name : binaries) {
@@ -354,14 +419,16 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
         std::vector<std::string> argv = {exe,
                                          "--benchmark_out=" + (raw / (name + ".json")).string(),
                                          "--benchmark_out_format=json", "--benchmark_color=false"};
-        if (o.quick) {
-            argv.push_back("--benchmark_min_time=0.05");
-        } else {
-            argv.push_back("--benchmark_repetitions=3");
-            argv.push_back("--benchmark_report_aggregates_only=true");
-        }
+        // Every repetition stays in the JSON (the report's statistics need them); the console
+        // shows the aggregates only.
+        argv.push_back("--benchmark_repetitions=" + std::to_string(meta.repetitions));
+        argv.push_back("--benchmark_enable_random_interleaving=true");
+        argv.push_back("--benchmark_display_aggregates_only=true");
+        if (o.quick)
+            argv.push_back("--benchmark_min_time=0.02"); // 3 repetitions in the time of 1 at 0.05
         std::ofstream console(raw / (name + ".console.txt"));
         bar.update("bench_" + name, "");
+        const cpu_clock before = cpu_clock::now();
         const int status = run(argv, [&](const std::string& line) {
             console << line << "\n";
             if (const std::string done = finished_benchmark(line); !done.empty()) {
@@ -372,6 +439,11 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
         if (status != 0)
             meta.failures.push_back("bench_" + name + " exited with status " +
                                     std::to_string(status));
+        machine_load load = measure_load("bench_" + name, before);
+        for (const auto& [workload, info] :
+             triad_report::parse_registry(read_file(raw / (name + ".registry.jsonl"))).workloads)
+            load.workloads.push_back(workload);
+        meta.load.push_back(std::move(load));
     }
 
     if (python) {
@@ -382,7 +454,8 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
         for (const std::string& script : scripts) {
             const std::string path =
                 (fs::path(TRIAD_REPORT_PYTHON_DIR) / (script + ".py")).string();
-            std::vector<std::string> argv = {"python3", path};
+            std::vector<std::string> argv = {"python3", path,
+                                             "--repetitions=" + std::to_string(meta.repetitions)};
             if (o.quick)
                 argv.push_back("--quick");
             bar.update("python " + script + ".py", "");
@@ -397,11 +470,22 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
                 argv.push_back("--port=" + port);
             }
             int status = 0;
-            rows += capture(argv, &status);
+            const cpu_clock before = cpu_clock::now();
+            const std::string script_rows = capture(argv, &status);
+            rows += script_rows;
             if (server) {
                 server->close_stdin();
                 server->wait();
             }
+            machine_load load = measure_load("python " + script + ".py", before);
+            try {
+                std::set<std::string> seen;
+                for (const auto& m : triad_report::parse_python_rows(script_rows))
+                    if (seen.insert(m.workload).second)
+                        load.workloads.push_back(m.workload);
+            } catch (const std::exception&) { // the report says so when it reads the rows
+            }
+            meta.load.push_back(std::move(load));
             if (status != 0)
                 meta.failures.push_back(script + ".py exited with status " +
                                         std::to_string(status));
@@ -414,36 +498,93 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
     meta.seconds = bar.elapsed_seconds();
 }
 
-std::string preamble(const run_meta& meta, const std::string& context_json) {
-    std::ostringstream out;
-    std::string cpus = "?";
-    std::string load;
-    if (!context_json.empty()) {
-        const auto root = boost::json::parse(context_json).as_object();
-        if (root.contains("context")) {
-            const auto& c = root.at("context").as_object();
-            if (c.contains("num_cpus"))
-                cpus = std::to_string(static_cast<long long>(triad_report::num(c.at("num_cpus"))));
-            if (c.contains("load_avg") && c.at("load_avg").is_array()) {
-                for (const auto& v : c.at("load_avg").as_array()) {
-                    char text[16];
-                    std::snprintf(text, sizeof text, "%.2f", triad_report::num(v));
-                    load += (load.empty() ? "" : " ") + std::string(text);
-                }
-            }
-        }
+std::string format_load(double v) {
+    char text[16];
+    std::snprintf(text, sizeof text, "%.2f", v);
+    return text;
+}
+
+// Per workload, why its numbers may be disturbed, by the rule in busy_warnings' comment.
+struct busy_report {
+    std::map<std::string, std::string> workloads;
+    std::vector<std::string> runs; // one line per busy run, for the top of the report
+};
+
+// A run is busy when other processes took more than busy_share of all CPUs' time while it ran.
+// The load average alone cannot tell: the benchmark before it raised it too. Runs recorded
+// before that share was measured fall back on the load average Google Benchmark recorded at the
+// binary's start: above the CPU count, more was runnable than the previous binary could account
+// for.
+busy_report busy_warnings(
+    const run_meta& meta, int cpus,
+    const std::map<std::string, std::pair<double, std::vector<std::string>>>& start_load) {
+    busy_report out;
+    std::set<std::string> recorded;
+    for (const machine_load& l : meta.load) {
+        recorded.insert(l.what);
+        if (l.others_share <= busy_share)
+            continue;
+        const std::string why =
+            "other processes used " + std::to_string(static_cast<int>(l.others_share * 100 + 0.5)) +
+            "% of all CPUs' time while " + l.what + " ran (1-minute load average " +
+            format_load(l.load1) + " before it" +
+            (cpus > 0 ? ", on " + std::to_string(cpus) + " CPUs" : "") + ").";
+        out.runs.push_back(why);
+        for (const std::string& w : l.workloads)
+            out.workloads[w] = why;
     }
+    for (const auto& [what, load] : start_load) {
+        if (recorded.contains(what) || cpus <= 0 || load.first <= cpus)
+            continue;
+        const std::string why = "the 1-minute load average was " + format_load(load.first) +
+                                " on " + std::to_string(cpus) + " CPUs when " + what +
+                                " started (this run kept no record of the load while it ran).";
+        out.runs.push_back(why);
+        for (const std::string& w : load.second)
+            out.workloads[w] = why;
+    }
+    return out;
+}
+
+std::string preamble(const run_meta& meta, int cpus, const std::string& start_load,
+                     const busy_report& busy) {
+    std::ostringstream out;
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%.0f s", meta.seconds);
-    out << "Run on " << meta.date << " on `" << meta.host << "` (" << meta.cpu << ", " << cpus
-        << " CPUs" << (load.empty() ? "" : ", load average " + load + " at the start") << "); "
-        << meta.mode << " run ("
-        << (meta.mode == "quick" ? "one run each, smaller sizes" : "medians of 3 repetitions")
-        << ") in " << seconds << "; C++ built by " << meta.compiler << " in release mode; "
+    out << "Run on " << meta.date << " on `" << meta.host << "` (" << meta.cpu << ", "
+        << (cpus > 0 ? std::to_string(cpus) : std::string("?")) << " CPUs"
+        << (start_load.empty() ? "" : ", load average " + start_load + " at the start") << "); "
+        << meta.mode << " run" << (meta.mode == "quick" ? " with smaller sizes" : "") << " in "
+        << seconds << "; C++ built by " << meta.compiler << " in release mode; "
         << (meta.python.empty() ? "Python peers not run (--no-python, or no python3)"
                                 : meta.python + " for the Python peers")
-        << ".\n\nAbsolute times on a shared machine say little; read the ratios between rows of "
-           "one table, which come from the same run. Raw Google Benchmark JSON is under `raw/`.\n";
+        << ".\n\n";
+    if (meta.repetitions > 0)
+        out << "Every configuration ran " << meta.repetitions
+            << " times, the repetitions of all configurations of a binary interleaved in random "
+               "order (Google Benchmark's random interleaving), and every run started from a "
+               "trimmed glibc heap (`malloc_trim(0)` before it, for every contender alike)"
+            << (meta.python.empty() ? std::string()
+                                    : "; each Python script ran its rows " +
+                                          std::to_string(meta.repetitions) + " times")
+            << ".";
+    else
+        out << (meta.mode == "quick"
+                    ? "Every configuration ran once: one sample per row."
+                    : "Every configuration ran 3 times but only the median was kept: one sample "
+                      "per row.");
+    out << "\n\nAbsolute times on a shared machine say little; read the ratios between rows of "
+           "one table, which come from the same run. Raw Google Benchmark JSON is under `raw/`, "
+           "with every repetition; `raw/meta.json` has the load average before each binary and "
+           "script and the share of the CPUs other processes used while it ran.\n";
+    if (!busy.runs.empty()) {
+        out << "\n**Busy machine:** other processes took more than "
+            << static_cast<int>(busy_share * 100)
+            << "% of the CPUs during some runs; their tables say so and their verdicts deserve "
+               "less trust:\n\n";
+        for (const std::string& r : busy.runs)
+            out << "- " << r << "\n";
+    }
     if (!meta.failures.empty()) {
         out << "\n**Some runs failed; their rows are missing:**\n\n";
         for (const std::string& f : meta.failures)
@@ -461,10 +602,23 @@ void write_meta(const fs::path& raw, const run_meta& meta) {
     o["python"] = meta.python;
     o["cpu"] = meta.cpu;
     o["compiler"] = meta.compiler;
+    o["repetitions"] = meta.repetitions;
     boost::json::array failures;
     for (const std::string& f : meta.failures)
         failures.emplace_back(f);
     o["failures"] = std::move(failures);
+    boost::json::array load;
+    for (const machine_load& l : meta.load) {
+        boost::json::array workloads;
+        for (const std::string& w : l.workloads)
+            workloads.emplace_back(w);
+        load.push_back(boost::json::object{{"what", l.what},
+                                           {"workloads", std::move(workloads)},
+                                           {"load1", l.load1},
+                                           {"load5", l.load5},
+                                           {"others_share", l.others_share}});
+    }
+    o["load"] = std::move(load);
     write_file(raw / "meta.json", boost::json::serialize(o) + "\n");
 }
 
@@ -482,8 +636,22 @@ run_meta read_meta(const fs::path& raw) {
         meta.cpu = triad_report::str(o.at("cpu"));
     if (o.contains("compiler"))
         meta.compiler = triad_report::str(o.at("compiler"));
+    if (o.contains("repetitions"))
+        meta.repetitions = static_cast<int>(triad_report::num(o.at("repetitions")));
     for (const auto& f : o.at("failures").as_array())
         meta.failures.push_back(triad_report::str(f));
+    if (const auto* load = o.if_contains("load"); load && load->is_array())
+        for (const auto& entry : load->as_array()) {
+            const auto& e = entry.as_object();
+            machine_load l;
+            l.what = triad_report::str(e.at("what"));
+            for (const auto& w : e.at("workloads").as_array())
+                l.workloads.push_back(triad_report::str(w));
+            l.load1 = triad_report::num(e.at("load1"));
+            l.load5 = triad_report::num(e.at("load5"));
+            l.others_share = triad_report::num(e.at("others_share"));
+            meta.load.push_back(std::move(l));
+        }
     return meta;
 }
 
@@ -496,20 +664,13 @@ std::string close_cut_json(const std::string& json) {
     return json.substr(0, last + 6) + "\n  ]\n}\n";
 }
 
-// The CPU count Google Benchmark recorded in its JSON's context, 0 if none.
-unsigned context_cpus(const std::string& context_json) {
-    if (context_json.empty())
-        return 0;
-    const auto root = boost::json::parse(context_json).as_object();
-    if (!root.contains("context") || !root.at("context").as_object().contains("num_cpus"))
-        return 0;
-    return static_cast<unsigned>(triad_report::num(root.at("context").as_object().at("num_cpus")));
-}
-
 struct results {
     std::map<std::string, triad_report::workload_info> workloads;
     std::vector<triad_report::measurement> all;
-    std::string first_json; // one binary's JSON, whose context describes the machine
+    int cpus = 0;
+    std::string start_load; // the first binary's load averages, as Google Benchmark saw them
+    // Per binary, the 1-minute load average at its start and its workloads.
+    std::map<std::string, std::pair<double, std::vector<std::string>>> binary_load;
 };
 
 // Reads DIR/raw. A binary whose results cannot be read costs its own rows only, and meta's
@@ -518,7 +679,10 @@ results load(const fs::path& dir, run_meta& meta) {
     const fs::path raw = dir / "raw";
     std::map<std::string, triad_report::workload_info> workloads;
     std::vector<triad_report::measurement> all;
-    std::string first_json;
+    int cpus = 0;
+    std::string start_load; // the first binary's load averages, as Google Benchmark saw them
+    // Per binary, the 1-minute load average at its start and its workloads.
+    std::map<std::string, std::pair<double, std::vector<std::string>>> binary_load;
     for (const std::string& name : all_binaries) {
         const fs::path registry_file = raw / (name + ".registry.jsonl");
         const fs::path results_file = raw / (name + ".json");
@@ -542,10 +706,25 @@ results load(const fs::path& dir, run_meta& meta) {
                                         "written before the cut: " +
                                         std::to_string(rows.size()) + " configuration(s)");
             }
-            if (first_json.empty())
-                first_json = json;
-            for (const auto& [w, info] : reg.workloads)
+            std::vector<std::string> names;
+            for (const auto& [w, info] : reg.workloads) {
                 workloads[w] = info;
+                names.push_back(w);
+            }
+            const boost::json::value parsed = boost::json::parse(json);
+            if (const auto* c = parsed.as_object().if_contains("context"); c && c->is_object()) {
+                const auto& fields = c->as_object();
+                if (const auto* n = fields.if_contains("num_cpus"); n && cpus == 0)
+                    cpus = static_cast<int>(triad_report::num(*n));
+                if (const auto* l = fields.if_contains("load_avg");
+                    l && l->is_array() && !l->as_array().empty()) {
+                    binary_load["bench_" + name] = {triad_report::num(l->as_array()[0]), names};
+                    if (start_load.empty())
+                        for (const auto& v : l->as_array())
+                            start_load +=
+                                (start_load.empty() ? "" : " ") + format_load(triad_report::num(v));
+                }
+            }
             for (auto& m : rows)
                 if (reg.workloads.contains(m.workload)) // undescribed: the binary's own checks
                     all.push_back(std::move(m));
@@ -564,15 +743,20 @@ results load(const fs::path& dir, run_meta& meta) {
     }
     if (all.empty())
         throw std::runtime_error("no benchmark results under " + raw.string());
-    return {std::move(workloads), std::move(all), std::move(first_json)};
+    return {std::move(workloads), std::move(all), cpus, std::move(start_load),
+            std::move(binary_load)};
 }
 
 // Reads DIR/raw and writes REPORT.md and the charts.
 void render(const fs::path& dir, run_meta meta) {
     const results r = load(dir, meta);
     fs::remove_all(dir / "charts");
+    const busy_report busy = busy_warnings(meta, r.cpus, r.binary_load);
+    triad_report::report_context context;
+    context.cpus = r.cpus;
+    context.busy = busy.workloads;
     for (const auto& [path, text] : triad_report::render_report(
-             r.workloads, r.all, preamble(meta, r.first_json), context_cpus(r.first_json)))
+             r.workloads, r.all, preamble(meta, r.cpus, r.start_load, busy), context))
         write_file(dir / path, text);
 }
 
@@ -608,9 +792,12 @@ int readme(const options& o) {
     source.date = meta.date;
     source.host = meta.host;
     source.cpu = meta.cpu;
-    source.cpus = context_cpus(r.first_json);
+    source.cpus = static_cast<unsigned>(std::max(r.cpus, 0));
     source.python = meta.python;
-    const auto sections = triad_report::readme_sections(r.workloads, r.all, source);
+    triad_report::report_context context;
+    context.cpus = r.cpus;
+    context.busy = busy_warnings(meta, r.cpus, r.binary_load).workloads;
+    const auto sections = triad_report::readme_sections(r.workloads, r.all, source, context);
     std::string text;
     if (readme_path == "-") { // the README on stdin, its links relative to this directory
         if (!o.update_readme.empty())

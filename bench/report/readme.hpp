@@ -107,11 +107,12 @@ inline std::string readme_overhead_tables(const std::map<std::string, workload_i
 // The README's generated sections by name (the marker without "report:"), from a report.
 inline std::map<std::string, std::string>
 readme_sections(const std::map<std::string, workload_info>& workloads,
-                const std::vector<measurement>& all, const report_source& source) {
+                const std::vector<measurement>& all, const report_source& source,
+                const report_context& context = {}) {
     std::vector<table> tables;
     for (const std::string& workload : workload_order(workloads))
         if (workloads.at(workload).kind != "overhead")
-            tables.push_back(make_table(workload, workloads.at(workload), all));
+            tables.push_back(make_table(workload, workloads.at(workload), all, context));
     const std::string dir = source.link.substr(0, source.link.rfind('/') + 1);
     std::map<std::string, std::string> sections;
     sections["source"] = "The numbers below come from the latest full report, [" + source.link +
@@ -121,7 +122,7 @@ readme_sections(const std::map<std::string, workload_info>& workloads,
                          (source.python.empty() ? "" : "; " + source.python) +
                          "), and are regenerated from it by `bench_report --update-readme "
                          "README.md`.\n";
-    std::string headline = headline_table(tables);
+    std::string headline = headline_table(tables, context);
     for (const table& t : tables)
         if (t.info.kind == "cpu" && !t.rows.empty()) { // the first CPU-bound workload's chart
             headline +=

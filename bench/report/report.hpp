@@ -6,12 +6,18 @@
 // the program must include <boost/json/src.hpp>.
 
 #include <boost/json.hpp>
+#include <boost/math/distributions/normal.hpp>
+#include <boost/math/statistics/univariate_statistics.hpp>
+#include <boost/random/mersenne_twister.hpp>
+#include <boost/random/uniform_int_distribution.hpp>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <optional>
@@ -20,6 +26,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 namespace triad_report {
@@ -42,11 +49,131 @@ struct measurement {
     std::string executor;
     std::string config;                 // "workers:2", "" when it has none
     std::map<std::string, double> args; // parsed from config
-    double ns_per_item = 0;
-    double ns_low = 0;  // the spread of ns_per_item (a 95% interval of the median); 0 when
-    double ns_high = 0; // there is none (a single run)
-    std::map<std::string, double> counters; // user counters other than items
+    double ns_per_item = 0;             // the median of the samples
+    double ns_low = 0;                  // 95% bootstrap interval of the median
+    double ns_high = 0;
+    std::vector<double> samples;            // ns per item of each repetition
+    double items = 0;                       // items per iteration, 0 when not reported
+    std::map<std::string, double> counters; // user counters other than items (their medians)
 };
+
+// The statistics behind the verdicts: medians, a bootstrap interval of the median, and the
+// Mann-Whitney U test. Medians and the normal distribution come from Boost.Math.
+namespace stats {
+
+inline double median(std::vector<double> values) {
+    if (values.empty())
+        return 0;
+    return boost::math::statistics::median(values);
+}
+
+// The 95% percentile bootstrap interval of the median: `resamples` resamples with replacement,
+// from a fixed seed so that a report renders the same every time. One sample gives a point.
+inline std::pair<double, double> median_interval(const std::vector<double>& samples,
+                                                 int resamples = 2000,
+                                                 std::uint32_t seed = 20261203) {
+    if (samples.size() < 2) {
+        const double only = samples.empty() ? 0 : samples.front();
+        return {only, only};
+    }
+    boost::random::mt19937 generator(seed);
+    boost::random::uniform_int_distribution<std::size_t> pick(0, samples.size() - 1);
+    std::vector<double> medians;
+    medians.reserve(static_cast<std::size_t>(resamples));
+    std::vector<double> resample(samples.size());
+    for (int i = 0; i < resamples; ++i) {
+        for (double& value : resample)
+            value = samples[pick(generator)];
+        medians.push_back(boost::math::statistics::median(resample));
+    }
+    std::sort(medians.begin(), medians.end());
+    const auto at = [&](double fraction) {
+        return medians[static_cast<std::size_t>(fraction * static_cast<double>(medians.size() - 1) +
+                                                0.5)];
+    };
+    return {at(0.025), at(0.975)};
+}
+
+// Two-sided p-value of the Mann-Whitney U test that `a` and `b` come from the same distribution.
+// Small samples get the exact permutation distribution of U given the observed ties (5 against 5:
+// 252 splits; completely separated samples give 2/252 = 0.0079, the smallest there is; 3 against
+// 3 cannot go below 0.1); large ones the normal approximation with the tie correction.
+inline double mann_whitney_p(const std::vector<double>& a, const std::vector<double>& b) {
+    const std::size_t n1 = a.size();
+    const std::size_t n2 = b.size();
+    if (n1 == 0 || n2 == 0)
+        return 1;
+    // Twice the midranks of the pooled sample, so that ties stay integers.
+    std::vector<std::pair<double, std::size_t>> pooled;
+    for (std::size_t i = 0; i < n1; ++i)
+        pooled.push_back({a[i], i});
+    for (std::size_t i = 0; i < n2; ++i)
+        pooled.push_back({b[i], n1 + i});
+    std::sort(pooled.begin(), pooled.end());
+    const std::size_t n = n1 + n2;
+    std::vector<long long> twice_rank(n);
+    double tie_term = 0; // sum of t^3 - t over groups of ties
+    for (std::size_t i = 0; i < n;) {
+        std::size_t j = i;
+        while (j < n && pooled[j].first == pooled[i].first)
+            ++j;
+        const auto t = static_cast<double>(j - i);
+        tie_term += t * t * t - t;
+        for (std::size_t k = i; k < j; ++k)
+            twice_rank[pooled[k].second] = static_cast<long long>(i + 1 + j); // 2 * midrank
+        i = j;
+    }
+    long long observed = 0; // twice the rank sum of a
+    for (std::size_t i = 0; i < n1; ++i)
+        observed += twice_rank[i];
+    // Twice the expected rank sum of a: n1 (n + 1).
+    const long long centre = static_cast<long long>(n1 * (n + 1));
+    const long long observed_distance = std::llabs(observed - centre);
+
+    double splits = 1; // n choose n1
+    for (std::size_t i = 1; i <= n1; ++i)
+        splits = splits * static_cast<double>(n2 + i) / static_cast<double>(i);
+    if (splits <= 200000) {
+        long long as_extreme = 0;
+        long long total = 0;
+        std::function<void(std::size_t, std::size_t, long long)> choose =
+            [&](std::size_t next, std::size_t left, long long sum) {
+                if (left == 0) {
+                    ++total;
+                    if (std::llabs(sum - centre) >= observed_distance)
+                        ++as_extreme;
+                    return;
+                }
+                for (std::size_t i = next; i + left <= n; ++i)
+                    choose(i + 1, left - 1, sum + twice_rank[i]);
+            };
+        choose(0, n1, 0);
+        return static_cast<double>(as_extreme) / static_cast<double>(total);
+    }
+    const double m1 = static_cast<double>(n1);
+    const double m2 = static_cast<double>(n2);
+    const double nn = static_cast<double>(n);
+    const double variance = m1 * m2 / 12 * ((nn + 1) - tie_term / (nn * (nn - 1)));
+    if (variance <= 0)
+        return 1;
+    // Continuity correction: rank sums move in steps of 1 (2 in twice_rank units).
+    const double z =
+        std::max(0.0, static_cast<double>(observed_distance) / 2 - 0.5) / std::sqrt(variance);
+    const boost::math::normal standard;
+    return std::min(1.0, 2 * boost::math::cdf(boost::math::complement(standard, z)));
+}
+
+// The level at which a difference is called significant.
+inline constexpr double significance = 0.05;
+
+// Whether `faster` is significantly faster than `slower`: lower median and p < 5%.
+inline bool significantly_faster(const std::vector<double>& faster,
+                                 const std::vector<double>& slower) {
+    return faster.size() >= 2 && slower.size() >= 2 && median(faster) < median(slower) &&
+           mann_whitney_p(faster, slower) < significance;
+}
+
+} // namespace stats
 
 inline std::string str(const boost::json::value& v) {
     return v.is_string() ? std::string(v.as_string()) : std::string();
@@ -179,8 +306,23 @@ inline std::pair<std::string, std::string> split_run_name(const std::string& run
             join_parts(split_parts(run_name.substr(slash + 1)), is_argument)};
 }
 
-// Google Benchmark JSON: medians when there are repetitions, the mean of the iteration runs
-// otherwise. Runs that reported an error, and families not in the registry, are skipped.
+// Fills a measurement's median, interval and counters from its samples.
+inline void summarise(measurement& m, const std::vector<std::map<std::string, double>>& counters) {
+    m.ns_per_item = stats::median(m.samples);
+    std::tie(m.ns_low, m.ns_high) = stats::median_interval(m.samples);
+    std::map<std::string, std::vector<double>> by_name;
+    for (const auto& one : counters)
+        for (const auto& [key, value] : one)
+            by_name[key].push_back(value);
+    for (auto& [key, values] : by_name)
+        m.counters[key] = stats::median(std::move(values));
+}
+
+// Google Benchmark JSON: every repetition's time per item is a sample (its iteration runs, with
+// `repetition_index`); when not every repetition is there (JSON written with
+// report_aggregates_only, like reports before 2026-12), the median aggregate stands alone as one
+// sample, and without either the iteration runs there are. Runs that reported an error, and
+// families not in the registry, are skipped.
 inline std::vector<measurement> parse_results(std::string_view json, const registry& reg) {
     const boost::json::value parsed = parse_json(json, "benchmark results");
     const boost::json::object& root = as_object(parsed, "benchmark results");
@@ -188,10 +330,12 @@ inline std::vector<measurement> parse_results(std::string_view json, const regis
     if (benchmarks == nullptr || !benchmarks->is_array())
         bad_input("benchmark results", "no 'benchmarks' array (is this Google Benchmark JSON?)");
     struct accumulated {
-        double ns_sum = 0;
-        int runs = 0;
-        bool median = false;
-        std::map<std::string, double> counters;
+        std::vector<double> runs; // ns per item of each iteration run
+        std::vector<std::map<std::string, double>> run_counters;
+        double repetitions = 1; // how many the JSON says were made
+        std::optional<double> median;
+        std::map<std::string, double> median_counters;
+        double items = 0;
     };
     std::map<std::string, accumulated> by_run;
     std::vector<std::string> order;
@@ -212,9 +356,13 @@ inline std::vector<measurement> parse_results(std::string_view json, const regis
         const double ns =
             to_ns(number_field(b, "real_time", where), text_field(b, "time_unit", where)) /
             (items > 0 ? items : 1);
-        accumulated& a = by_run[run_name];
-        if (a.runs == 0 && !a.median)
+        if (!by_run.contains(run_name))
             order.push_back(run_name);
+        accumulated& a = by_run[run_name];
+        if (b.contains("items"))
+            a.items = std::max(a.items, items);
+        if (b.contains("repetitions"))
+            a.repetitions = std::max(a.repetitions, num(b.at("repetitions")));
         std::map<std::string, double> counters;
         static const std::set<std::string> standard{"name",
                                                     "run_name",
@@ -239,15 +387,12 @@ inline std::vector<measurement> parse_results(std::string_view json, const regis
         for (const auto& [key, value] : b)
             if (!standard.contains(std::string(key)) && (value.is_number()))
                 counters[std::string(key)] = num(value);
-        if (run_type == "aggregate") { // a median replaces the individual runs
-            a.ns_sum = ns;
-            a.runs = 1;
-            a.median = true;
-            a.counters = counters;
-        } else if (!a.median) {
-            a.ns_sum += ns;
-            ++a.runs;
-            a.counters = counters;
+        if (run_type == "aggregate") {
+            a.median = ns;
+            a.median_counters = std::move(counters);
+        } else {
+            a.runs.push_back(ns);
+            a.run_counters.push_back(std::move(counters));
         }
     }
     std::vector<measurement> out;
@@ -262,14 +407,21 @@ inline std::vector<measurement> parse_results(std::string_view json, const regis
         m.workload = found->second.second;
         m.config = config;
         m.args = parse_args(config);
-        m.ns_per_item = a.ns_sum / a.runs;
-        m.counters = a.counters;
+        m.items = a.items;
+        if (a.median && static_cast<double>(a.runs.size()) < a.repetitions) {
+            m.samples = {*a.median};
+            summarise(m, {a.median_counters});
+        } else {
+            m.samples = a.runs;
+            summarise(m, a.run_counters);
+        }
         out.push_back(std::move(m));
     }
     return out;
 }
 
-// The Python peers' rows: {"workload", "executor", "ns_per_item", "config"?}, one per line.
+// The Python peers' rows: {"workload", "executor", "ns_per_item", "config"?, "samples"?,
+// "counters"?}, one per line; without samples, ns_per_item is the only one.
 inline std::vector<measurement> parse_python_rows(std::string_view lines) {
     std::vector<measurement> out;
     std::istringstream in{std::string(lines)};
@@ -283,12 +435,20 @@ inline std::vector<measurement> parse_python_rows(std::string_view lines) {
         measurement m;
         m.workload = text_field(o, "workload", where);
         m.executor = text_field(o, "executor", where);
-        m.ns_per_item = number_field(o, "ns_per_item", where);
+        const double reported = number_field(o, "ns_per_item", where);
         if (o.contains("config"))
             m.config = str(o.at("config"));
+        std::map<std::string, double> counters;
         if (o.contains("counters"))
             for (const auto& [key, value] : o.at("counters").as_object())
-                m.counters[std::string(key)] = num(value);
+                counters[std::string(key)] = num(value);
+        if (const auto* samples = o.if_contains("samples"); samples && samples->is_array())
+            for (const auto& value : samples->as_array())
+                if (value.is_number())
+                    m.samples.push_back(num(value));
+        if (m.samples.empty())
+            m.samples = {reported};
+        summarise(m, {counters});
         m.args = parse_args(m.config);
         out.push_back(std::move(m));
     }
@@ -300,25 +460,46 @@ inline bool is_python(const std::string& executor) {
 }
 
 struct row {
-    std::string executor;
-    std::string config; // the best configuration of this executor
-    double ns_per_item = 0;
-    std::optional<double> speedup;    // over sequential (the same language's sequential)
-    double ns_low = ns_per_item;      // the spread shown as error bars: a 95% interval of the
-    double ns_high = ns_per_item;     // median; equal to ns_per_item when there is none
-    std::vector<double> samples = {}; // ns per item of each repetition
+    std::string executor{};
+    std::string config{};   // the configuration shown and compared (see table::matched_config)
+    double ns_per_item = 0; // median
+    std::optional<double> speedup{}; // over sequential (the same language's sequential)
+    double ns_low = 0;               // 95% bootstrap interval of the median
+    double ns_high = 0;
+    std::vector<double> samples{};
+    std::map<std::string, double> counters{};
+    // Set when the speedup is above what the work allows, even at the edges of the intervals:
+    // the bound and what sets it ("20 items"). Such a row is left out of the verdict.
+    std::optional<double> speedup_bound{};
+    std::string bound_reason{};
+    std::string best_config{}; // the executor's fastest configuration, when it is not `config`
+    double best_ns = 0;
+};
+
+// What the runner knows about the run that the tables need.
+struct report_context {
+    int cpus = 0; // 0: unknown, no CPU bound on speedups
+    // Per workload, a warning that the machine was busy while it was measured.
+    std::map<std::string, std::string> busy;
 };
 
 struct table {
     std::string workload;
     workload_info info;
     std::vector<row> rows; // fastest first
-    std::string winner;    // the fastest C++ executor
-    std::string runner_up; // the second fastest C++ executor, if any
-    double margin = 1;     // runner-up time / winner time (C++ rows)
-    std::optional<double> winner_speedup;
-    std::string best_python;  // the fastest Python executor, if Python ran
-    double python_behind = 0; // its time / the winner's time
+    // Where the workload has a scaling axis: the value every C++ executor with the axis was
+    // measured at ("workers:2", the largest such), at which the rows are compared.
+    std::string matched_config;
+    std::string fastest; // the C++ executor with the lowest median among those in the verdict
+    std::string winner;  // the fastest, when significantly faster than every other; else empty
+    std::vector<std::string> ties; // the C++ executors the fastest is not significantly faster than
+    std::size_t contenders = 0;    // C++ rows in the verdict
+    std::vector<std::string> excluded;    // C++ rows left out of it: their speedup is impossible
+    std::string runner_up;                // the second fastest C++ executor in the verdict, if any
+    double margin = 1;                    // runner-up time / fastest time
+    std::optional<double> winner_speedup; // the fastest's speedup over sequential
+    std::string best_python;              // the fastest Python executor, if Python ran
+    double python_behind = 0;             // its time / the fastest C++ time
 };
 
 // Arguments every C++ configuration of a workload shares (the workload's shape, such as
@@ -349,69 +530,162 @@ inline std::set<std::string> shared_config_parts(const std::string& workload,
     return shared.value_or(std::set<std::string>{});
 }
 
-// One row per executor, at its best configuration; speedups against the sequential row of the
-// same language; the winner among the C++ executors.
+inline std::string format_number(double v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", v);
+    return text;
+}
+
+// The largest speedup the work allows a row: no more than its items run at once, no more than its
+// workers or tasks in flight, and for CPU-bound work no more than the CPUs. Empty when unknown.
+inline std::optional<std::pair<double, std::string>>
+speedup_limit(const measurement& m, const workload_info& info, double items, int cpus) {
+    std::optional<std::pair<double, std::string>> limit;
+    const auto lower = [&](double value, const std::string& why) {
+        if (value > 0 && (!limit || value < limit->first))
+            limit = {value, why};
+    };
+    if (items > 0)
+        lower(items, format_number(items) + " items");
+    for (const char* key : {"workers", "concurrency"})
+        if (auto a = m.args.find(key); a != m.args.end())
+            lower(a->second, format_number(a->second) + " " + key);
+    if (info.kind == "cpu" && cpus > 0)
+        lower(cpus, std::to_string(cpus) + " CPUs");
+    return limit;
+}
+
+// One row per executor; the verdict among the C++ executors. Where the workload has a scaling
+// axis, every executor is shown at the matched configuration (the largest axis value every C++
+// executor with the axis has), with its fastest configuration alongside when that differs;
+// otherwise an executor measured at several configurations is shown at its fastest, labelled.
 inline table make_table(const std::string& workload, const workload_info& info,
-                        const std::vector<measurement>& all) {
+                        const std::vector<measurement>& all, const report_context& context = {}) {
     table t;
     t.workload = workload;
     t.info = info;
     const std::set<std::string> shared = shared_config_parts(workload, all);
-    std::map<std::string, row> best;
+    std::map<std::string, std::vector<const measurement*>> by_executor;
+    double items = 0;
     for (const measurement& m : all) {
         if (m.workload != workload)
             continue;
-        auto it = best.find(m.executor);
-        if (it == best.end() || m.ns_per_item < it->second.ns_per_item)
-            best[m.executor] = row{m.executor,
-                                   varying_config(m.config, shared),
-                                   m.ns_per_item,
-                                   std::nullopt,
-                                   m.ns_low > 0 ? m.ns_low : m.ns_per_item,
-                                   m.ns_high > 0 ? m.ns_high : m.ns_per_item,
-                                   {}};
+        by_executor[m.executor].push_back(&m);
+        if (!is_python(m.executor))
+            items = std::max(items, m.items);
     }
-    std::optional<double> cpp_sequential;
-    std::optional<double> python_sequential;
-    if (auto s = best.find("sequential"); s != best.end())
-        cpp_sequential = s->second.ns_per_item;
-    if (auto s = best.find("python_sequential"); s != best.end())
-        python_sequential = s->second.ns_per_item;
-    for (auto& [executor, r] : best) {
-        const auto& base = is_python(executor) ? python_sequential : cpp_sequential;
-        if (base)
-            r.speedup = *base / r.ns_per_item;
-        t.rows.push_back(r);
+    std::optional<double> matched;
+    if (!info.axis.empty()) {
+        std::optional<std::set<double>> common;
+        for (const auto& [executor, list] : by_executor) {
+            if (is_python(executor))
+                continue;
+            std::set<double> values;
+            for (const measurement* m : list)
+                if (auto a = m->args.find(info.axis); a != m->args.end())
+                    values.insert(a->second);
+            if (values.empty())
+                continue;
+            if (!common) {
+                common = values;
+            } else {
+                std::set<double> both;
+                std::set_intersection(common->begin(), common->end(), values.begin(), values.end(),
+                                      std::inserter(both, both.begin()));
+                common = std::move(both);
+            }
+        }
+        if (common && !common->empty()) {
+            matched = *common->rbegin();
+            t.matched_config = info.axis + ":" + format_number(*matched);
+        }
+    }
+    std::map<std::string, const measurement*> chosen;
+    for (const auto& [executor, list] : by_executor) {
+        const measurement* best = *std::min_element(list.begin(), list.end(), [](auto* a, auto* b) {
+            return a->ns_per_item < b->ns_per_item;
+        });
+        const measurement* pick = best;
+        if (matched)
+            for (const measurement* m : list)
+                if (auto a = m->args.find(info.axis); a != m->args.end() && a->second == *matched)
+                    pick = m;
+        chosen[executor] = pick;
+        row r;
+        r.executor = executor;
+        r.config = varying_config(pick->config, shared);
+        r.ns_per_item = pick->ns_per_item;
+        r.ns_low = pick->ns_low;
+        r.ns_high = pick->ns_high;
+        r.samples = pick->samples;
+        r.counters = pick->counters;
+        if (best != pick) {
+            r.best_config = varying_config(best->config, shared);
+            r.best_ns = best->ns_per_item;
+        }
+        t.rows.push_back(std::move(r));
+    }
+    const auto find_row = [&](const std::string& executor) -> const row* {
+        for (const row& r : t.rows)
+            if (r.executor == executor)
+                return &r;
+        return nullptr;
+    };
+    const row* cpp_sequential = find_row("sequential");
+    const row* python_sequential = find_row("python_sequential");
+    std::vector<std::pair<std::string, double>> bounds; // executor -> bound, for impossible rows
+    for (row& r : t.rows) {
+        const row* base = is_python(r.executor) ? python_sequential : cpp_sequential;
+        if (base == nullptr || r.ns_per_item <= 0)
+            continue;
+        r.speedup = base->ns_per_item / r.ns_per_item;
+        if (&r == base)
+            continue;
+        const auto limit = speedup_limit(*chosen.at(r.executor), info, items, context.cpus);
+        // Impossible even at the edges of both intervals (the slowest this row could be, the
+        // fastest the baseline could be).
+        if (limit && r.ns_high > 0 && base->ns_low / r.ns_high > limit->first) {
+            r.speedup_bound = limit->first;
+            r.bound_reason = limit->second;
+        }
     }
     std::sort(t.rows.begin(), t.rows.end(), [](const row& a, const row& b) {
         return a.ns_per_item < b.ns_per_item ||
                (a.ns_per_item == b.ns_per_item && a.executor < b.executor);
     });
-    const row* first = nullptr;
-    const row* second = nullptr;
+    std::vector<const row*> contenders;
     const row* python = nullptr;
     for (const row& r : t.rows) {
+        if (r.speedup_bound) {
+            if (!is_python(r.executor))
+                t.excluded.push_back(r.executor);
+            continue;
+        }
         if (is_python(r.executor)) {
             if (python == nullptr)
                 python = &r;
-            continue;
+        } else {
+            contenders.push_back(&r);
         }
-        if (first == nullptr)
-            first = &r;
-        else if (second == nullptr)
-            second = &r;
     }
-    if (first != nullptr) {
-        t.winner = first->executor;
-        t.winner_speedup = first->speedup;
-        if (second != nullptr) {
-            t.runner_up = second->executor;
-            t.margin = second->ns_per_item / first->ns_per_item;
-        }
-        if (python != nullptr) {
-            t.best_python = python->executor;
-            t.python_behind = python->ns_per_item / first->ns_per_item;
-        }
+    t.contenders = contenders.size();
+    if (contenders.empty())
+        return t;
+    const row& first = *contenders.front();
+    t.fastest = first.executor;
+    t.winner_speedup = first.speedup;
+    for (std::size_t i = 1; i < contenders.size(); ++i)
+        if (!stats::significantly_faster(first.samples, contenders[i]->samples))
+            t.ties.push_back(contenders[i]->executor);
+    if (contenders.size() >= 2) {
+        t.runner_up = contenders[1]->executor;
+        t.margin = contenders[1]->ns_per_item / first.ns_per_item;
+        if (t.ties.empty())
+            t.winner = first.executor;
+    }
+    if (python != nullptr) {
+        t.best_python = python->executor;
+        t.python_behind = python->ns_per_item / first.ns_per_item;
     }
     return t;
 }
@@ -435,15 +709,113 @@ inline std::string format_ratio(double r) {
     return text;
 }
 
-inline std::string markdown_table(const table& t) {
+inline std::string format_bytes(double bytes) {
+    char text[32];
+    if (bytes >= 1024.0 * 1024 * 1024)
+        std::snprintf(text, sizeof text, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
+    else if (bytes >= 1024.0 * 1024)
+        std::snprintf(text, sizeof text, "%.1f MiB", bytes / (1024.0 * 1024));
+    else if (bytes >= 1024)
+        std::snprintf(text, sizeof text, "%.1f KiB", bytes / 1024);
+    else
+        std::snprintf(text, sizeof text, "%.0f B", bytes);
+    return text;
+}
+
+// "a", "a and b", "a, b and c".
+inline std::string name_list(const std::vector<std::string>& names) {
+    std::string out;
+    for (std::size_t i = 0; i < names.size(); ++i)
+        out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+    return out;
+}
+
+// The interval of a row: "480.00 µs – 520.00 µs", or "one run" when there is nothing to spread.
+inline std::string format_interval(const row& r) {
+    if (r.samples.size() < 2)
+        return "one run";
+    return format_time(r.ns_low) + " – " + format_time(r.ns_high);
+}
+
+// The marker of an impossible speedup; its footnote follows the table.
+inline const char* const impossible_mark = "‡";
+
+// The verdict under a workload's table, in words.
+inline std::string verdict_line(const table& t) {
     std::ostringstream out;
-    out << "| executor | best configuration | time per " << t.info.item
-        << " | speedup over sequential |\n|---|---|---:|---:|\n";
+    out << "Verdict";
+    if (!t.matched_config.empty())
+        out << " (at " << t.matched_config << ", the largest `" << t.info.axis
+            << "` that every C++ executor with it was measured at)";
+    out << ": ";
+    if (t.fastest.empty()) {
+        out << "none: no C++ row can be compared.";
+    } else if (t.contenders < 2) {
+        out << t.fastest << " is the only C++ executor in the comparison.";
+    } else if (!t.winner.empty()) {
+        out << "**" << t.winner << "** wins: significantly faster than each of the "
+            << t.contenders - 1 << " other C++ executor" << (t.contenders > 2 ? "s" : "")
+            << " (Mann–Whitney U, p < 0.05 against each).";
+    } else {
+        std::vector<std::string> tied{t.fastest};
+        tied.insert(tied.end(), t.ties.begin(), t.ties.end());
+        out << "tie between " << name_list(tied) << ": the fastest median, " << t.fastest
+            << "'s, is not significantly faster than " << name_list(t.ties)
+            << " (Mann–Whitney U at 5%).";
+    }
+    if (!t.excluded.empty())
+        out << " Left out: " << name_list(t.excluded) << " (impossible speedup, " << impossible_mark
+            << ").";
+    return out.str();
+}
+
+inline std::string markdown_table(const table& t) {
+    bool cpu = false;
+    bool rss = false;
+    bool best = false;
+    bool impossible = false;
+    for (const row& r : t.rows) {
+        cpu = cpu || r.counters.contains("cpu_ns_per_item");
+        rss = rss || r.counters.contains("peak_rss_bytes");
+        best = best || !r.best_config.empty();
+        impossible = impossible || r.speedup_bound.has_value();
+    }
+    std::ostringstream out;
+    out << "| executor | configuration | time per " << t.info.item
+        << " (median) | 95% interval | runs | speedup over sequential"
+        << (cpu ? " | CPU per item" : "") << (rss ? " | peak RSS" : "")
+        << (best ? " | fastest configuration" : "")
+        << " |\n|---|---|---:|---|---:|---:" << (cpu ? "|---:" : "") << (rss ? "|---:" : "")
+        << (best ? "|---" : "") << "|\n";
     for (const row& r : t.rows) {
         const bool win = r.executor == t.winner;
         out << "| " << (win ? "**" : "") << r.executor << (win ? "**" : "") << " | "
             << (r.config.empty() ? "-" : r.config) << " | " << format_time(r.ns_per_item) << " | "
-            << (r.speedup ? format_ratio(*r.speedup) : "-") << " |\n";
+            << format_interval(r) << " | " << r.samples.size() << " | "
+            << (r.speedup ? format_ratio(*r.speedup) : "-")
+            << (r.speedup_bound ? std::string(" ") + impossible_mark : "");
+        if (cpu) {
+            const auto c = r.counters.find("cpu_ns_per_item");
+            out << " | " << (c == r.counters.end() ? "-" : format_time(c->second));
+        }
+        if (rss) {
+            const auto c = r.counters.find("peak_rss_bytes");
+            out << " | " << (c == r.counters.end() ? "-" : format_bytes(c->second));
+        }
+        if (best)
+            out << " | "
+                << (r.best_config.empty() ? "-" : r.best_config + ": " + format_time(r.best_ns));
+        out << " |\n";
+    }
+    if (impossible) {
+        out << "\n";
+        for (const row& r : t.rows)
+            if (r.speedup_bound)
+                out << impossible_mark << " " << r.executor << ": a speedup of "
+                    << format_ratio(*r.speedup) << " is impossible here (at most "
+                    << format_number(*r.speedup_bound) << "x: " << r.bound_reason
+                    << "), even between the edges of the 95% intervals; this row or its "
+                       "sequential baseline was disturbed, so it is left out of the verdict.\n";
     }
     return out.str();
 }
@@ -537,8 +909,9 @@ workload_order(const std::map<std::string, workload_info>& workloads) {
 inline std::string overhead_table(const std::map<std::string, workload_info>& workloads,
                                   const std::vector<measurement>& all) {
     std::ostringstream out;
-    out << "| operation | executor | configuration | per item | relative | other counters |\n"
-        << "|---|---|---|---:|---:|---|\n";
+    out << "| operation | executor | configuration | per item (median) | 95% interval | relative | "
+           "other counters |\n"
+        << "|---|---|---|---:|---|---:|---|\n";
     for (const std::string& workload : workload_order(workloads)) {
         const workload_info& info = workloads.at(workload);
         if (info.kind != "overhead")
@@ -562,8 +935,13 @@ inline std::string overhead_table(const std::map<std::string, workload_info>& wo
             std::string counters;
             for (const auto& [key, value] : m->counters)
                 counters += (counters.empty() ? "" : ", ") + key + " " + format_counter(value);
+            row r;
+            r.ns_low = m->ns_low;
+            r.ns_high = m->ns_high;
+            r.samples = m->samples;
             out << "| " << info.title << " | " << m->executor << " | "
                 << (config.empty() ? "-" : config) << " | " << format_time(m->ns_per_item) << " | "
+                << format_interval(r) << " | "
                 << (m->executor == "sequential" ? std::string("(the work alone)")
                                                 : format_ratio(m->ns_per_item / base))
                 << " | " << (counters.empty() ? "-" : counters) << " |\n";
@@ -572,20 +950,29 @@ inline std::string overhead_table(const std::map<std::string, workload_info>& wo
     return out.str();
 }
 
+// The verdict in a table cell: the winner in bold, or the tie and who is in it.
+inline std::string verdict_cell(const table& t) {
+    if (!t.winner.empty())
+        return "**" + t.winner + "**";
+    if (t.ties.empty())
+        return t.fastest.empty() ? "-" : t.fastest;
+    std::vector<std::string> tied{t.fastest};
+    tied.insert(tied.end(), t.ties.begin(), t.ties.end());
+    return "tie: " + name_list(tied);
+}
+
 // The Python course's "choosing the right approach" table, from this run's numbers: per workload,
-// the winner, by how much it beat the runner-up, and where Python's best stood.
+// the verdict, the fastest median's lead over the runner-up, and where Python's best stood.
 inline std::string choosing_table(const std::vector<table>& tables) {
     std::ostringstream out;
-    out << "| workload | kind | winner | runner-up (slower by) | winner's speedup over sequential "
-           "| Python's best (slower than the winner by) |\n"
+    out << "| workload | kind | verdict | runner-up (slower by) | fastest's speedup over "
+           "sequential | Python's best (slower than the fastest by) |\n"
         << "|---|---|---|---|---:|---|\n";
     for (const table& t : tables) {
-        if (t.winner.empty())
+        if (t.fastest.empty())
             continue;
-        out << "| " << t.info.title << " | " << t.info.kind << " | **" << t.winner << "** | "
-            << (t.runner_up.empty() ? "-"
-                                    : t.runner_up + " (" + format_ratio(t.margin) +
-                                          (t.margin < 1.05 ? ", a tie" : "") + ")")
+        out << "| " << t.info.title << " | " << t.info.kind << " | " << verdict_cell(t) << " | "
+            << (t.runner_up.empty() ? "-" : t.runner_up + " (" + format_ratio(t.margin) + ")")
             << " | " << (t.winner_speedup ? format_ratio(*t.winner_speedup) : "-") << " | "
             << (t.best_python.empty() ? "-"
                                       : t.best_python + " (" + format_ratio(t.python_behind) + ")")
@@ -594,66 +981,132 @@ inline std::string choosing_table(const std::vector<table>& tables) {
     return out.str();
 }
 
-// The headline: for each CPU, I/O and mixed workload, the time per item of triad's four
-// executors, the best peer and Python's best, with the winner in bold.
-inline std::string headline_table(const std::vector<table>& tables) {
+// The headline: for each CPU, I/O and mixed workload, the median time per item of triad's four
+// executors, the best peer and Python's best, with a significant winner in bold.
+inline std::string headline_table(const std::vector<table>& tables,
+                                  const report_context& context = {}) {
     static const char* const columns[] = {"sequential", "triad_threads", "triad_processes",
                                           "triad_loop", "triad_hybrid"};
     std::ostringstream out;
     out << "| workload | sequential | triad threads | triad processes | triad loop | triad hybrid "
-           "| best C++ peer | best Python |\n|---|---:|---:|---:|---:|---:|---|---|\n";
+           "| best C++ peer | best Python | verdict |\n"
+           "|---|---:|---:|---:|---:|---:|---|---|---|\n";
     for (const table& t : tables) {
-        if (t.info.kind == "overhead" || t.winner.empty())
+        if (t.info.kind == "overhead" || t.fastest.empty())
             continue;
         const auto cell = [&](const row& r) {
             const bool win = r.executor == t.winner;
-            return (win ? "**" : "") + format_time(r.ns_per_item) + (win ? "**" : "");
+            return (win ? "**" : "") + format_time(r.ns_per_item) + (win ? "**" : "") +
+                   (r.speedup_bound ? std::string(" ") + impossible_mark : "");
         };
-        out << "| " << t.info.title;
+        out << "| " << t.info.title << (context.busy.contains(t.workload) ? " (busy machine)" : "");
+        if (!t.matched_config.empty())
+            out << ", at " << t.matched_config;
         for (const char* column : columns) {
             const auto found = std::find_if(t.rows.begin(), t.rows.end(),
                                             [&](const row& r) { return r.executor == column; });
             out << " | " << (found == t.rows.end() ? "-" : cell(*found));
         }
-        const auto peer = std::find_if(t.rows.begin(), t.rows.end(), [](const row& r) {
+        // The fastest peer and the fastest Python row that count: an impossible row only when
+        // there is no other.
+        const auto first_of = [&](auto&& wanted) {
+            const auto counted = std::find_if(t.rows.begin(), t.rows.end(), [&](const row& r) {
+                return wanted(r) && !r.speedup_bound;
+            });
+            return counted != t.rows.end() ? counted
+                                           : std::find_if(t.rows.begin(), t.rows.end(), wanted);
+        };
+        const auto peer = first_of([](const row& r) {
             return !is_python(r.executor) && r.executor.rfind("triad", 0) != 0 &&
                    r.executor != "sequential";
         });
-        const auto python = std::find_if(t.rows.begin(), t.rows.end(),
-                                         [](const row& r) { return is_python(r.executor); });
+        const auto python = first_of([](const row& r) { return is_python(r.executor); });
         out << " | " << (peer == t.rows.end() ? "-" : peer->executor + " " + cell(*peer)) << " | "
-            << (python == t.rows.end() ? "-" : python->executor + " " + cell(*python)) << " |\n";
+            << (python == t.rows.end() ? "-" : python->executor + " " + cell(*python)) << " | "
+            << verdict_cell(t) << " |\n";
     }
+    return out.str();
+}
+
+// The smallest two-sided p-value the exact Mann-Whitney test can give for n runs against n.
+inline double smallest_p(std::size_t n) {
+    double splits = 1;
+    for (std::size_t i = 1; i <= n; ++i)
+        splits = splits * static_cast<double>(n + i) / static_cast<double>(i);
+    return std::min(1.0, 2 / splits);
+}
+
+// How the tables are to be read: the statistics and the rules behind every verdict.
+inline std::string method_text(const std::vector<measurement>& all) {
+    std::size_t most = 0;
+    for (const measurement& m : all)
+        if (!is_python(m.executor))
+            most = std::max(most, m.samples.size());
+    std::ostringstream out;
+    out << "Every row shows the median time per item over its runs and a 95% bootstrap interval "
+           "of that median (percentiles of 2000 resampled medians, fixed seed). A winner is "
+           "called only when its runs are significantly faster than those of every other C++ "
+           "executor in the table: a two-sided Mann–Whitney U test at p < 0.05 against each "
+           "(exact for small samples, normal approximation with tie correction for large). "
+           "Otherwise the verdict is a tie between the fastest median and every executor it does "
+           "not beat significantly, and nothing is bold. Requiring every comparison to pass keeps "
+           "the chance of naming a wrong winner under 5% without a multiple-comparison "
+           "correction. Python rows are compared with C++ by their medians only.\n\n"
+           "Workloads with a scaling axis compare executors at a matched configuration, the "
+           "largest value of the axis that every C++ executor having the axis was measured at "
+           "(the same number of workers, or of tasks in flight); an executor's fastest "
+           "configuration, where it differs, is shown labelled in the `fastest configuration` "
+           "column and takes no part in the verdict.\n\n"
+           "A speedup over sequential above what the work allows, min(items, workers or tasks in "
+           "flight, CPUs for CPU-bound work), even between the edges of the two intervals, is "
+           "impossible: it is marked "
+        << impossible_mark
+        << ", explained under its table, and the row is left out of the verdict.\n";
+    char p[32];
+    std::snprintf(p, sizeof p, "%.3g", smallest_p(most));
+    if (most <= 1)
+        out << "\n**This run has one run per row: no difference can be significant, so every "
+               "verdict is a tie.**\n";
+    else if (smallest_p(most) >= stats::significance)
+        out << "\n**This run has at most " << most << " runs per row: with " << most << " against "
+            << most << " the Mann–Whitney test cannot go below p = " << p
+            << ", so no difference can be significant and every verdict is a tie. Run the full "
+               "benchmark for verdicts.**\n";
     return out.str();
 }
 
 // Every file of a report, by path relative to the report directory: REPORT.md and the charts.
 inline std::map<std::string, std::string>
 render_report(const std::map<std::string, workload_info>& workloads,
-              const std::vector<measurement>& all, const std::string& preamble, unsigned cpus = 0) {
+              const std::vector<measurement>& all, const std::string& preamble,
+              const report_context& context = {}) {
     std::map<std::string, std::string> files;
     std::vector<table> tables;
     for (const std::string& workload : workload_order(workloads))
         if (workloads.at(workload).kind != "overhead")
-            tables.push_back(make_table(workload, workloads.at(workload), all));
+            tables.push_back(make_table(workload, workloads.at(workload), all, context));
     std::ostringstream md;
     md << "# triad benchmark report\n\n"
-       << preamble << "\n## Headline\n\n"
-       << "Time per item at each executor's best configuration; the fastest C++ executor in "
-          "bold.\n\n"
-       << headline_table(tables) << "\n";
+       << preamble << "\n## How to read the verdicts\n\n"
+       << method_text(all) << "\n## Headline\n\n"
+       << "Median time per item of each executor at the configuration its table compares; a "
+          "winner in bold only when significant; the verdict names the tie otherwise.\n\n"
+       << headline_table(tables, context) << "\n";
     for (const table& t : tables) {
         if (t.rows.empty())
             continue;
         md << "## " << t.info.title << "\n\n`" << t.workload << "` (" << t.info.kind
-           << "-bound)\n\n"
-           << markdown_table(t) << "\n";
+           << "-bound)\n\n";
+        if (const auto busy = context.busy.find(t.workload); busy != context.busy.end())
+            md << "**Busy machine:** " << busy->second << "\n\n";
+        md << markdown_table(t) << "\n" << verdict_line(t) << "\n\n";
         const std::string bars = "charts/" + t.workload + ".svg";
         files[bars] = bar_chart_svg(t);
         md << "![" << xml_escape(t.info.title) << "](" << bars << ")\n\n";
         if (!t.info.axis.empty()) {
             const std::string scaling = "charts/" + t.workload + "_scaling.svg";
-            files[scaling] = scaling_chart_svg(t.workload, t.info, all, cpus);
+            files[scaling] =
+                scaling_chart_svg(t.workload, t.info, all, static_cast<unsigned>(std::max(context.cpus, 0)));
             md << "![" << xml_escape(t.info.title) << ", by " << t.info.axis << "](" << scaling
                << ")\n\n";
         }
@@ -662,11 +1115,9 @@ render_report(const std::map<std::string, workload_info>& workloads,
           "(relative: to the fastest executor on the same operation; `sequential` rows are the "
           "work alone).\n\n"
        << overhead_table(workloads, all)
-       << "\n## Choosing the right approach\n\nThe Python course's table, filled in from this run: "
-          "for each "
-          "workload, the fastest C++ executor and by how much (under 5% is a tie: run-to-run noise "
-          "on a "
-          "shared machine is about that size).\n\n"
+       << "\n## Choosing the right approach\n\nThe Python course's table, filled in from this "
+          "run: for each workload the verdict (a winner only when significant, by the rule "
+          "above), the runner-up by median and how much slower it was, and Python's best.\n\n"
        << choosing_table(tables);
     files["REPORT.md"] = md.str();
     return files;
