@@ -7,7 +7,7 @@
 //   per fork and join is all there is to measure;
 // - `fib_cutoff`: the same below n < 16 done sequentially (1,596 tasks), as a user would write it;
 // - `quicksort`: 10 million random ints, each partition forks its left part, down to 2,048
-//   elements, which std::sort finishes.
+//   elements, which std::sort finishes (std::async: down to 156,250; see sort_async).
 //
 // Peers: triad's thread pool (nested `submit` + `get`: a worker waiting on a future runs other
 // queued tasks meanwhile, its own newest first), oneTBB's `task_group` (run + wait, in a
@@ -203,8 +203,15 @@ void sort_tbb(int* first, int* last) {
 }
 #endif
 
+// A thread per part down to 2,048 elements is some 10,000 threads, thousands of them alive at
+// once (the machine's load average passed 1,000): std::async forks only parts of at least a 64th
+// of the input (about 100 threads), as a user of threads would.
+std::ptrdiff_t async_sort_cutoff() {
+    return static_cast<std::ptrdiff_t>(sort_size() / 64);
+}
+
 void sort_async(int* first, int* last) {
-    if (last - first < sort_cutoff) {
+    if (last - first < async_sort_cutoff()) {
         std::sort(first, last);
         return;
     }
@@ -311,7 +318,7 @@ const bool registered = [] {
 #ifdef TRIAD_BENCH_HAVE_TBB
     with(triad_bench::add("tbb_task_group", "quicksort", tbb_sort), "cutoff", sort_cutoff);
 #endif
-    with(triad_bench::add("std_async", "quicksort", async_sort), "cutoff", sort_cutoff);
+    with(triad_bench::add("std_async", "quicksort", async_sort), "cutoff", async_sort_cutoff());
     timed(triad_bench::add("sequential", "quicksort", sequential_sort));
     return true;
 }();
