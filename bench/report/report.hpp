@@ -892,7 +892,7 @@ inline bool natural_less(const std::string& a, const std::string& b) {
 inline std::vector<std::string>
 workload_order(const std::map<std::string, workload_info>& workloads) {
     const auto rank = [](const std::string& kind) {
-        return kind == "cpu" ? 0 : kind == "io" ? 1 : kind == "mixed" ? 2 : 3;
+        return kind == "cpu" ? 0 : kind == "forkjoin" ? 1 : kind == "io" ? 2 : kind == "mixed" ? 3 : 4;
     };
     std::vector<std::string> names;
     for (const auto& [name, info] : workloads)
@@ -1075,6 +1075,21 @@ inline std::string method_text(const std::vector<measurement>& all) {
     return out.str();
 }
 
+// How a workload's kind reads in its table's caption.
+inline std::string kind_label(const std::string& kind) {
+    if (kind == "cpu")
+        return "CPU-bound";
+    if (kind == "io")
+        return "I/O-bound";
+    if (kind == "mixed")
+        return "CPU- and I/O-bound";
+    if (kind == "forkjoin")
+        return "fine-grained fork-join";
+    if (kind == "latency")
+        return "latency under load";
+    return kind;
+}
+
 // Every file of a report, by path relative to the report directory: REPORT.md and the charts.
 inline std::map<std::string, std::string>
 render_report(const std::map<std::string, workload_info>& workloads,
@@ -1095,8 +1110,8 @@ render_report(const std::map<std::string, workload_info>& workloads,
     for (const table& t : tables) {
         if (t.rows.empty())
             continue;
-        md << "## " << t.info.title << "\n\n`" << t.workload << "` (" << t.info.kind
-           << "-bound)\n\n";
+        md << "## " << t.info.title << "\n\n`" << t.workload << "` (" << kind_label(t.info.kind)
+           << ")\n\n";
         if (const auto busy = context.busy.find(t.workload); busy != context.busy.end())
             md << "**Busy machine:** " << busy->second << "\n\n";
         md << markdown_table(t) << "\n" << verdict_line(t) << "\n\n";

@@ -111,6 +111,10 @@ struct alignas(cache_line) worker {
     alignas(cache_line) std::atomic<bool> m_sleeping{false};
     alignas(cache_line) std::atomic<std::uint64_t> m_started{0};
     std::atomic<std::uint64_t> m_done[2] = {}; // ran or cancelled, per wait_idle generation
+    // Tasks this thread submitted to its own pool (a task forking subtasks), per generation.
+    // Submissions from other threads go to the scheduler's shared counters; a shared counter
+    // here would bounce its cache line between the workers on every fork.
+    std::atomic<std::uint64_t> m_submitted[2] = {};
     std::atomic<std::uint64_t> m_cancelled{0};
     std::thread m_thread;
 };
@@ -221,6 +225,7 @@ public:
     void report(std::exception_ptr error) noexcept override { report_error(std::move(error)); }
 
     bool help_until(wait_slot& slot, const steady_time* deadline) override;
+    bool run_if_next(wait_slot& slot) noexcept override;
 
 private:
     // A wait that must block starts a stand-in only if it is still blocked after this long: most
@@ -275,10 +280,13 @@ private:
     void report_error(std::exception_ptr error) noexcept;
     std::uint64_t sum(std::atomic<std::uint64_t> worker::*counter) const noexcept;
     std::uint64_t sum_done(unsigned epoch) const noexcept;
+    // Submissions of both kinds (from outside and from the pool's own threads), per generation.
+    std::uint64_t sum_submitted(unsigned epoch) const noexcept;
 
     scheduler_config m_config;
     worker_table m_workers;
     injection_stack m_injection;
+    // Submissions from threads outside the pool; the workers count their own (worker::m_submitted).
     alignas(cache_line) std::atomic<std::uint64_t> m_submitted[2] = {};
     std::atomic<std::uint64_t> m_refused[2] = {};
     std::atomic<std::uint64_t> m_epoch{0};
@@ -431,7 +439,18 @@ inline void scheduler::thread_main(worker& w) {
 inline admission scheduler::admit(std::size_t count) {
     admission a;
     a.epoch = static_cast<std::uint8_t>(m_epoch.load(std::memory_order_relaxed) & 1);
-    m_submitted[a.epoch].fetch_add(count, std::memory_order_seq_cst);
+    worker* const self = is_own_thread() ? tls_worker : nullptr;
+    if (self != nullptr) {
+        // A task forking: counted by its thread, no read-modify-write. Release, so that whoever
+        // sees the task done (or its submitter done: the submitter finishes after this) sees it
+        // submitted too. A worker that misses a concurrent shutdown's m_closed here submits as
+        // before the shutdown: the task runs, and the drain waits for it (its submitter runs).
+        self->m_submitted[a.epoch].store(
+            self->m_submitted[a.epoch].load(std::memory_order_relaxed) + count,
+            std::memory_order_release);
+    } else {
+        m_submitted[a.epoch].fetch_add(count, std::memory_order_seq_cst);
+    }
     if (m_closed.load(std::memory_order_seq_cst)) {
         if (!is_own_thread()) {
             refuse(count, a);
@@ -773,6 +792,35 @@ inline bool scheduler::help_until(wait_slot& slot, const steady_time* deadline) 
     }
 }
 
+// What help_until's first turn would do, without counting the wait: pop the newest task of this
+// worker's deque and, if it is the one that completes `slot`, run it. Only a task outside the
+// drain rule (no scope): execute() asks whether somebody waits for a task only when it has one,
+// and then the wait must have been counted. Any other task goes back where it was (the bottom:
+// nothing moved), and the wait takes the usual way.
+inline bool scheduler::run_if_next(wait_slot& slot) noexcept {
+    worker* self = tls_worker;
+    if (self == nullptr || tls_scheduler != this)
+        return false;
+    if (reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)) < self->m_stack_limit)
+        return false; // help_until blocks instead, with a stand-in
+    task_node* task = self->m_deque.pop();
+    if (task == nullptr)
+        return false;
+    if (task->m_result != &slot || task->scope() != nullptr) {
+        try {
+            self->m_deque.push(task); // cannot grow: its place was just freed
+        } catch (...) {
+            m_injection.push(task);
+        }
+        // Out of the deque for a moment: a worker that looked then and went to sleep is woken.
+        if (m_sleepers.load(std::memory_order_seq_cst) != 0)
+            wake_for(1);
+        return false;
+    }
+    execute(*self, task);
+    return true;
+}
+
 inline bool scheduler::block_with_stand_in(wait_slot& slot, const steady_time* deadline) {
     flush_node_cache();
     // Counted as blocked from now: a thread that blocks again and again, briefly, is not free to
@@ -901,12 +949,24 @@ inline std::uint64_t scheduler::sum_done(unsigned epoch) const noexcept {
     return total;
 }
 
+inline std::uint64_t scheduler::sum_submitted(unsigned epoch) const noexcept {
+    std::uint64_t total = m_submitted[epoch].load(std::memory_order_seq_cst);
+    const std::size_t n = m_workers.size();
+    for (std::size_t i = 0; i < n; ++i)
+        total += m_workers[i].m_submitted[epoch].load(std::memory_order_acquire);
+    return total;
+}
+
 // Done counts are read before submitted counts: both only grow and a task is counted as
 // submitted before it can be done, so equality means there was an instant with none left.
+// A task submitted by a worker is counted by that worker, and its submitter finishes after the
+// count (release): a live task's submission is visible unless its submitter is live too and
+// seen as not done, and so on up to a task submitted from outside, which the shared counter
+// shows; so a live task always leaves submitted above done.
 inline bool scheduler::is_drained(unsigned epoch) const noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     const std::uint64_t done = m_refused[epoch].load(std::memory_order_acquire) + sum_done(epoch);
-    return done == m_submitted[epoch].load(std::memory_order_seq_cst);
+    return done == sum_submitted(epoch);
 }
 
 inline bool scheduler::is_idle() const noexcept {
@@ -914,8 +974,7 @@ inline bool scheduler::is_idle() const noexcept {
     const std::uint64_t done = m_refused[0].load(std::memory_order_acquire) +
                                m_refused[1].load(std::memory_order_acquire) + sum_done(0) +
                                sum_done(1);
-    return done == m_submitted[0].load(std::memory_order_seq_cst) +
-                       m_submitted[1].load(std::memory_order_seq_cst);
+    return done == sum_submitted(0) + sum_submitted(1);
 }
 
 inline void scheduler::wake_idle_waiters() noexcept {
@@ -1074,8 +1133,7 @@ inline std::uint64_t scheduler::queued() const noexcept {
     const std::uint64_t started = sum(&worker::m_started);
     const std::uint64_t refused =
         m_refused[0].load(std::memory_order_acquire) + m_refused[1].load(std::memory_order_acquire);
-    const std::uint64_t submitted = m_submitted[0].load(std::memory_order_acquire) +
-                                    m_submitted[1].load(std::memory_order_acquire);
+    const std::uint64_t submitted = sum_submitted(0) + sum_submitted(1);
     return submitted > started + refused ? submitted - started - refused : 0;
 }
 

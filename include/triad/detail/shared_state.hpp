@@ -98,7 +98,12 @@ public:
     // cancelled marks their states at submit; before it runs a task (or fails it), it claims the
     // state, and only one of the claim and the cancel wins. The executor may claim more than
     // once, and may give a claim back (a task taken back from a process and queued again).
-    void allow_cancel() noexcept { m_flags.fetch_or(cancellable_bit, std::memory_order_relaxed); }
+    // Only in the state's constructor, before any other thread can see it: a plain store, not a
+    // read-modify-write (a locked instruction on every submit).
+    void allow_cancel() noexcept {
+        m_flags.store(m_flags.load(std::memory_order_relaxed) | cancellable_bit,
+                      std::memory_order_relaxed);
+    }
 
     // True if the executor now owns the result; false if the future cancelled the task first,
     // and has completed it (the executor then only drops its reference).
@@ -192,6 +197,9 @@ inline bool wait_on(wait_slot& slot, const steady_time* deadline) {
         if (slot.is_ready())
             return true;
     }
+    if (deadline == nullptr && tls_wait_helper != nullptr && tls_wait_helper->run_if_next(slot) &&
+        slot.is_ready())
+        return true;
     // A pool task blocked for good on this result: during a drain, the task that produces it
     // still runs (see scheduler::execute). Waits outside the pools do not count, so they cannot
     // keep a drain going.

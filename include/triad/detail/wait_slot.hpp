@@ -139,6 +139,11 @@ class wait_helper {
 public:
     // Returns false on timeout.
     virtual bool help_until(wait_slot& slot, const steady_time* deadline) = 0;
+    // The first step of an untimed wait, before it counts as one: if the task that completes
+    // `slot` is the one this thread would run next anyway, runs it and returns true (the slot is
+    // then ready, unless that task only passes the result on). The common fork-join case: a task
+    // joins the child it forked last, which nobody stole.
+    virtual bool run_if_next(wait_slot&) noexcept { return false; }
 
 protected:
     ~wait_helper() = default;
