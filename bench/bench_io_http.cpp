@@ -166,8 +166,8 @@ beast::flat_buffer read_buffer() {
 // A response body that is counted as it arrives and not kept: every client reads through its
 // connection's 64 KiB buffer only. Kept as strings, 20 concurrent 4 MiB bodies are 80 MiB of
 // fresh pages per round (glibc returns them to the system when they are freed together), and on
-// this VM a first touch costs 20-30 us a page: 0.4-0.6 s per round, paid on one thread by the
-// event loops and spread over the cores by the pools, while the sequential client reuses one
+// this VM a first touch took 20-60 us a page under load: 0.4-1.2 s per round, paid on one thread by
+// the event loops and spread over the cores by the pools, while the sequential client reuses one
 // body. That, not the executors, decided http_large_bodies.
 struct counted_body {
     using value_type = std::size_t;
