@@ -64,7 +64,7 @@ const std::vector<std::vector<std::uint32_t>>& all_datasets() {
 }
 
 // What arrives: a copy of the dataset, made on whichever thread or process received it.
-std::vector<std::uint32_t> make_dataset(std::size_t id, std::size_t n) {
+std::vector<std::uint32_t> received_dataset(std::size_t id, std::size_t n) {
     const std::vector<std::uint32_t>& source = all_datasets().at(id);
     return {source.begin(), source.begin() + static_cast<std::ptrdiff_t>(n)};
 }
@@ -80,7 +80,7 @@ double analyse(std::vector<std::uint32_t> numbers) {
 // A blocking fetch (a pool thread or process waits for the download).
 std::vector<std::uint32_t> fetch_blocking(std::size_t id, std::size_t n, int latency_ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(latency_ms));
-    return make_dataset(id, n);
+    return received_dataset(id, n);
 }
 
 double fetch_and_analyse(std::size_t id, std::size_t n, int latency_ms) {
@@ -90,7 +90,7 @@ double fetch_and_analyse(std::size_t id, std::size_t n, int latency_ms) {
 triad::task<std::vector<std::uint32_t>> fetch_async(std::size_t id, std::size_t n,
                                                     std::chrono::milliseconds latency) {
     co_await triad::sleep(latency);
-    co_return make_dataset(id, n);
+    co_return received_dataset(id, n);
 }
 
 void finish(benchmark::State& state, const std::vector<double>& results) {
@@ -98,7 +98,7 @@ void finish(benchmark::State& state, const std::vector<double>& results) {
     static std::vector<double> expected;
     if (expected.empty())
         for (std::size_t i = 0; i < s.datasets; ++i)
-            expected.push_back(analyse(make_dataset(i, s.numbers)));
+            expected.push_back(analyse(received_dataset(i, s.numbers)));
     if (results != expected)
         state.SkipWithError("wrong results");
     triad_bench::set_items(state, static_cast<double>(s.datasets));
