@@ -203,7 +203,7 @@ const bool registered = [] {
     // it ships to a worker process goes through about 28 MB of fresh pages (serialised, piped,
     // read, rebuilt), and a first touch took 20-60 us a page here (wall time, under load): the
     // likely reason it took 29 ms per dataset in one full run and 123 ms in another.
-    const std::string megabytes = std::to_string(s.numbers * sizeof(std::uint32_t) >> 20);
+    const std::string megabytes = std::to_string(s.numbers * sizeof(std::uint32_t) / 1000000);
     triad_bench::describe(
         w, {std::to_string(s.datasets) + " datasets fetched in " + std::to_string(s.fetch.count()) +
                 " ms each, then analysed (" + std::to_string(s.numbers / 1000) +
