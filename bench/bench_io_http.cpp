@@ -5,6 +5,11 @@
 // one connection per request), a sequential loop, and the peers: raw Asio coroutines, a
 // boost::asio::thread_pool, std::async. `--triad_serve` runs only the server (for the Python
 // peer): it prints the port and serves until stdin closes.
+//
+// Equal footing: every pool and event loop is built before the timed loop (a pool's size is its
+// configuration, "workers:N"); every blocking client keeps one io_context per thread; every
+// client counts the body through its connection's 64 KiB buffer rather than keeping it; the
+// server sends each body size from one buffer built once.
 
 #include <triad/async.hpp>
 #include <triad/process_pool.hpp>
@@ -28,12 +33,15 @@
 #include <cstdio>
 #include <future>
 #include <iostream>
+#include <latch>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -56,8 +64,20 @@ void parse_target(const std::string& target, int& delay_ms, std::size_t& bytes) 
 
 // --- the server --------------------------------------------------------------------------------
 
+// The server's loop thread only, so no lock; a map, so a body never moves once built.
+const std::string& body_of_size(std::size_t bytes) {
+    static std::map<std::size_t, std::string> bodies;
+    auto [it, added] = bodies.try_emplace(bytes);
+    if (added)
+        it->second.assign(bytes, 'x');
+    return it->second;
+}
+
 triad::task<void> serve_connection(tcp::socket socket) {
     try {
+        // As HTTP servers do: the last, partial segment of a response goes out without waiting
+        // for the client's ACK of the previous ones (Nagle), whatever the client's ACK timing.
+        socket.set_option(tcp::no_delay(true));
         beast::flat_buffer buffer;
         http::request<http::string_body> request;
         co_await http::async_read(socket, buffer, request, triad::use_task);
@@ -65,9 +85,13 @@ triad::task<void> serve_connection(tcp::socket socket) {
         std::size_t bytes = 0;
         parse_target(std::string(request.target()), delay_ms, bytes);
         co_await triad::sleep(std::chrono::milliseconds(delay_ms));
-        http::response<http::string_body> response{http::status::ok, request.version()};
+        // One body per size, built once and sent by reference: the server stands in for the
+        // network, and a fresh 4 MiB string per response (memset and page faults on the server's
+        // thread) made the concurrent rows pay for the server's allocator.
+        const std::string& body = body_of_size(bytes);
+        http::response<http::span_body<const char>> response{http::status::ok, request.version()};
         response.set(http::field::content_type, "application/octet-stream");
-        response.body() = std::string(bytes, 'x');
+        response.body() = {body.data(), body.size()};
         response.keep_alive(false);
         response.prepare_payload();
         co_await http::async_write(socket, response, triad::use_task);
@@ -139,18 +163,63 @@ beast::flat_buffer read_buffer() {
     return buffer;
 }
 
+// A response body that is counted as it arrives and not kept: every client reads through its
+// connection's 64 KiB buffer only. Kept as strings, 20 concurrent 4 MiB bodies are 80 MiB of
+// fresh pages per round (glibc returns them to the system when they are freed together), and on
+// this VM a first touch took 20-60 us a page under load: 0.4-1.2 s per round, paid on one thread by
+// the event loops and spread over the cores by the pools, while the sequential client reuses one
+// body. That, not the executors, decided http_large_bodies.
+struct counted_body {
+    using value_type = std::size_t;
+    class reader {
+    public:
+        template <bool is_request, class Fields>
+        reader(http::header<is_request, Fields>&, value_type& count) : m_count(count) {}
+        void init(const boost::optional<std::uint64_t>&, beast::error_code& ec) {
+            m_count = 0;
+            ec = {};
+        }
+        template <class Buffers>
+        std::size_t put(const Buffers& buffers, beast::error_code& ec) {
+            ec = {};
+            const std::size_t n = asio::buffer_size(buffers);
+            m_count += n;
+            return n;
+        }
+        void finish(beast::error_code& ec) { ec = {}; }
+
+    private:
+        value_type& m_count;
+    };
+};
+
+// The io_context a blocking socket needs, one per thread for all its requests, as an expert's
+// blocking client keeps one (each costs an epoll fd, an eventfd, a timerfd and about 8 system
+// calls). Pool workers, worker processes and the sequential loop thereby reuse theirs; std::async
+// starts a thread per call, so there it is one per request by nature of that executor.
+// A worker process forked from a thread that already had one inherits it, epoll fd included
+// (shared with the parent), so a new process first gives its copy a reactor of its own.
+asio::io_context& thread_io_context() {
+    thread_local asio::io_context io(1);
+    thread_local pid_t owner = ::getpid();
+    if (owner != ::getpid()) {
+        io.notify_fork(asio::execution_context::fork_child);
+        owner = ::getpid();
+    }
+    return io;
+}
+
 // A blocking client, as requests.get is: its own connection, the thread waits.
 std::size_t fetch_blocking(std::uint16_t port, std::string target) {
-    asio::io_context io;
-    tcp::socket socket(io);
+    tcp::socket socket(thread_io_context());
     socket.connect({asio::ip::address_v4::loopback(), port});
     http::request<http::empty_body> request{http::verb::get, target, 11};
     request.set(http::field::host, "127.0.0.1");
     http::write(socket, request);
     beast::flat_buffer buffer = read_buffer();
-    http::response<http::string_body> response;
+    http::response<counted_body> response;
     http::read(socket, buffer, response);
-    return response.body().size();
+    return response.body();
 }
 
 triad::task<std::size_t> fetch_async(tcp::endpoint where, std::string target) {
@@ -160,9 +229,9 @@ triad::task<std::size_t> fetch_async(tcp::endpoint where, std::string target) {
     request.set(http::field::host, "127.0.0.1");
     co_await http::async_write(socket, request, triad::use_task);
     beast::flat_buffer buffer = read_buffer();
-    http::response<http::string_body> response;
+    http::response<counted_body> response;
     co_await http::async_read(socket, buffer, response, triad::use_task);
-    co_return response.body().size();
+    co_return response.body();
 }
 
 asio::awaitable<std::size_t> fetch_asio(tcp::endpoint where, std::string target) {
@@ -172,9 +241,9 @@ asio::awaitable<std::size_t> fetch_asio(tcp::endpoint where, std::string target)
     request.set(http::field::host, "127.0.0.1");
     co_await http::async_write(socket, request, asio::use_awaitable);
     beast::flat_buffer buffer = read_buffer();
-    http::response<http::string_body> response;
+    http::response<counted_body> response;
     co_await http::async_read(socket, buffer, response, asio::use_awaitable);
-    co_return response.body().size();
+    co_return response.body();
 }
 
 struct shape {
@@ -188,6 +257,10 @@ shape shape_of(const benchmark::State& state) {
 }
 std::size_t requests_of(const benchmark::State& state) {
     return static_cast<std::size_t>(state.range(0));
+}
+// The pools' fourth argument: their number of workers.
+std::size_t workers_of(const benchmark::State& state) {
+    return static_cast<std::size_t>(state.range(3));
 }
 
 void finish(benchmark::State& state, std::size_t received, std::size_t n, std::size_t bytes) {
@@ -218,7 +291,7 @@ void triad_threads(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
     const std::uint16_t port = server::instance().port();
-    triad::thread_pool pool(io_threads(n));
+    triad::thread_pool pool(workers_of(state));
     std::size_t received = 0;
     for (auto _ : state) {
         const auto sizes =
@@ -235,7 +308,7 @@ void triad_processes(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
     const std::uint16_t port = server::instance().port();
-    triad::process_pool pool(2 * triad::cpu_count());
+    triad::process_pool pool(workers_of(state));
     std::size_t received = 0;
     for (auto _ : state) {
         std::vector<std::pair<std::uint16_t, std::string>> jobs(
@@ -267,9 +340,10 @@ void triad_loop(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
     const tcp::endpoint where = server::instance().endpoint();
+    triad::event_loop loop;
     std::size_t received = 0;
     for (auto _ : state)
-        received = triad::run(fetch_all(n, s, where));
+        received = loop.run(fetch_all(n, s, where));
     finish(state, received, n, s.bytes);
 }
 
@@ -277,9 +351,10 @@ void asio_coroutines(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
     const tcp::endpoint where = server::instance().endpoint();
+    asio::io_context io(1);
     std::size_t received = 0;
     for (auto _ : state) {
-        asio::io_context io(1);
+        io.restart();
         received = 0;
         for (std::size_t i = 0; i < n; ++i)
             asio::co_spawn(io, fetch_asio(where, target_for(s.delay_ms, s.bytes)),
@@ -296,16 +371,22 @@ void asio_pool(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
     const std::uint16_t port = server::instance().port();
+    // Built before the timed loop like the other pools; it cannot be joined and reused, so each
+    // round waits on a latch its tasks count down.
+    asio::thread_pool pool(workers_of(state));
     std::size_t received = 0;
     for (auto _ : state) {
-        asio::thread_pool pool(io_threads(n));
         std::atomic<std::size_t> total{0};
+        std::latch done(static_cast<std::ptrdiff_t>(n));
         for (std::size_t i = 0; i < n; ++i)
-            asio::post(pool,
-                       [&] { total += fetch_blocking(port, target_for(s.delay_ms, s.bytes)); });
-        pool.join();
+            asio::post(pool, [&] {
+                total += fetch_blocking(port, target_for(s.delay_ms, s.bytes));
+                done.count_down();
+            });
+        done.wait();
         received = total;
     }
+    pool.join();
     finish(state, received, n, s.bytes);
 }
 
@@ -353,24 +434,37 @@ const bool registered = [] {
     for (const auto& w : list) {
         triad_bench::describe(w.name, {std::to_string(w.requests) + " HTTP GETs over loopback, " +
                                            std::to_string(w.delay_ms) + " ms server latency, " +
-                                           std::to_string(w.bytes / 1024) + " KiB bodies",
+                                           std::to_string(w.bytes / 1024) +
+                                           " KiB bodies (counted as they arrive, not kept)",
                                        "io", "request", ""});
+        const std::vector<std::int64_t> args{static_cast<std::int64_t>(w.requests), w.delay_ms,
+                                             static_cast<std::int64_t>(w.bytes)};
         const auto add = [&](const char* executor, void (*fn)(benchmark::State&)) {
+            return triad_bench::add(executor, w.name, fn)
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond)
+                ->Args(args)
+                ->ArgNames({"requests", "delay_ms", "bytes"});
+        };
+        // The pools name their size ("workers:N"), which is their configuration.
+        const auto add_pool = [&](const char* executor, void (*fn)(benchmark::State&),
+                                  std::size_t workers) {
+            std::vector<std::int64_t> with_workers = args;
+            with_workers.push_back(static_cast<std::int64_t>(workers));
             triad_bench::add(executor, w.name, fn)
                 ->UseRealTime()
                 ->Unit(benchmark::kMillisecond)
-                ->Args(
-                    {static_cast<int64_t>(w.requests), w.delay_ms, static_cast<int64_t>(w.bytes)})
-                ->ArgNames({"requests", "delay_ms", "bytes"});
+                ->Args(with_workers)
+                ->ArgNames({"requests", "delay_ms", "bytes", "workers"});
         };
         if (w.requests <= 20)
             add("sequential", sequential);
-        add("triad_threads", triad_threads);
+        add_pool("triad_threads", triad_threads, io_threads(w.requests));
         if (w.requests <= 200)
-            add("triad_processes", triad_processes);
+            add_pool("triad_processes", triad_processes, 2 * triad::cpu_count());
         add("triad_loop", triad_loop);
         add("asio_co_spawn", asio_coroutines);
-        add("asio_thread_pool", asio_pool);
+        add_pool("asio_thread_pool", asio_pool, io_threads(w.requests));
         if (w.requests <= 200)
             add("std_async", std_async);
     }
