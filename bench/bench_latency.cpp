@@ -11,7 +11,7 @@
 //
 // Clients, each with keep-alive connections to the server:
 // - triad_loop, asio_co_spawn: one coroutine per request, started at its due time; a request
-//   takes an idle connection or opens one.
+//   takes an idle connection or opens one, up to 256 connections (then it waits for one).
 // - triad_threads, asio_thread_pool: 16 threads with blocking Beast, one connection per
 //   thread; each request is posted at its due time, and its latency includes its wait in the
 //   pool's queue. 16 threads serve at most 16 / 5 ms = 3,200 requests per second.
@@ -22,7 +22,8 @@
 // A request that has not started by the end of the run plus a drain allowance is abandoned;
 // its latency counts as the time it had waited by then (a lower bound), so a saturated point
 // takes bounded time. A point whose achieved rate is below 95% of the offered rate is marked
-// `saturated`: its percentiles are lower bounds that grow with the run's length.
+// `saturated` (the counter is 1, absent otherwise): its percentiles are lower bounds that grow
+// with the run's length.
 //
 // Shared with bench_io_http.cpp (copied, to be factored): the Beast server on a triad loop
 // thread (here with keep-alive), the descriptor limit.
@@ -37,6 +38,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -49,6 +51,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <deque>
 #include <future>
 #include <latch>
 #include <memory>
@@ -72,6 +76,10 @@ namespace {
 constexpr auto service_time = std::chrono::milliseconds(5);
 constexpr std::size_t body_bytes = 1024;
 constexpr std::size_t pool_threads = 16;
+// A coroutine client opens at most this many connections (aiohttp's default limit is 100); a
+// request beyond them waits for one, as it would in a thread pool's queue. Unbounded, a client
+// that stalls opens a connection for each request due meanwhile, until descriptors run out.
+constexpr std::size_t coroutine_connections = 256;
 const std::string target = "/latency";
 
 // --- the server --------------------------------------------------------------------------------
@@ -104,10 +112,19 @@ triad::task<void> serve(tcp::acceptor& acceptor) {
     co_await triad::task_group::scope([&](triad::task_group& connections) -> triad::task<void> {
         for (;;) {
             tcp::socket socket(triad::current_executor());
+            bool accepted = true;
             try {
                 socket = co_await acceptor.async_accept(triad::use_task);
             } catch (const std::exception&) {
-                break; // the acceptor was closed: stop
+                accepted = false;
+            }
+            if (!accepted) {
+                if (!acceptor.is_open())
+                    break; // closed by ~server: stop
+                // Out of descriptors, say: a client waiting for this connection would wait for
+                // ever if the server stopped accepting.
+                co_await triad::sleep(std::chrono::milliseconds(1));
+                continue;
             }
             (void)connections.spawn(serve_connection(std::move(socket)));
         }
@@ -190,6 +207,7 @@ public:
         return m_start +
                std::chrono::nanoseconds(std::llround(static_cast<double>(i) * 1e9 / m_shape.rate));
     }
+    steady::time_point cutoff() const noexcept { return m_cutoff; }
     // Past the cutoff a request that has not started is abandoned, not sent.
     bool too_late(steady::time_point now) const noexcept { return now >= m_cutoff; }
 
@@ -231,8 +249,13 @@ public:
         state.counters["p99_us"] = percentile_us(0.99);
         state.counters["p999_us"] = percentile_us(0.999);
         state.counters["achieved_rate"] = achieved;
-        state.counters["saturated"] = achieved < 0.95 * m_shape.rate ? 1 : 0;
-        state.counters["abandoned"] = static_cast<double>(m_abandoned.load());
+        // Only when they are not zero: Google Benchmark's coefficient of variation of a counter
+        // that is 0 in every repetition is 0 / 0, written as NaN, which is not JSON (Boost.JSON
+        // rejects the whole file). Absent means 0.
+        if (achieved < 0.95 * m_shape.rate)
+            state.counters["saturated"] = 1;
+        if (m_abandoned != 0)
+            state.counters["abandoned"] = static_cast<double>(m_abandoned.load());
         state.counters["server_busy"] = server_cpu_s / elapsed_s;
         triad_bench::set_items(state, static_cast<double>(m_count));
     }
@@ -255,6 +278,35 @@ load_shape shape_of(const benchmark::State& state) {
             quick ? steady::duration(100ms) : 200ms};
 }
 
+// A response that never came would hang the run, and bench_report with it: a run still going a
+// minute past its cutoff ends the program with an error.
+class watchdog {
+public:
+    static void arm(steady::time_point deadline) {
+        instance().m_deadline = deadline.time_since_epoch().count();
+    }
+    static void disarm() { instance().m_deadline = 0; }
+
+private:
+    watchdog() {
+        std::thread([this] {
+            for (;;) {
+                std::this_thread::sleep_for(std::chrono::seconds(1));
+                const auto deadline = m_deadline.load();
+                if (deadline != 0 && steady::now().time_since_epoch().count() > deadline) {
+                    std::fprintf(stderr, "bench_latency: a run hung (a response never came)\n");
+                    std::_Exit(2);
+                }
+            }
+        }).detach();
+    }
+    static watchdog& instance() {
+        static watchdog w;
+        return w;
+    }
+    std::atomic<steady::rep> m_deadline{0};
+};
+
 // Runs one timed point: `offer` sends the load and returns when every request has ended.
 template <class Offer>
 void measure(benchmark::State& state, open_loop& load, Offer offer) {
@@ -264,8 +316,10 @@ void measure(benchmark::State& state, open_loop& load, Offer offer) {
     for (auto _ : state) {
         const double server_before = s.cpu_seconds();
         load.begin();
+        watchdog::arm(load.cutoff() + std::chrono::minutes(1));
         const auto start = steady::now();
         offer();
+        watchdog::disarm();
         elapsed_s = std::chrono::duration<double>(steady::now() - start).count();
         server_cpu_s = s.cpu_seconds() - server_before;
     }
@@ -294,6 +348,11 @@ struct connection {
 // Idle keep-alive connections of a single-threaded client; a request takes one or opens one.
 using idle_connections = std::vector<std::unique_ptr<connection>>;
 
+struct triad_client {
+    idle_connections idle;
+    triad::semaphore connections{coroutine_connections};
+};
+
 triad::task<std::unique_ptr<connection>> connect_triad(tcp::endpoint where) {
     auto c = std::make_unique<connection>(connection{tcp::socket(triad::current_executor()), {}});
     co_await c->socket.async_connect(where, triad::use_task);
@@ -309,8 +368,14 @@ triad::task<bool> get_triad(connection& c) {
     co_return response_ok(response);
 }
 
-triad::task<void> request_triad(open_loop& load, std::size_t i, idle_connections& idle,
+triad::task<void> request_triad(open_loop& load, std::size_t i, triad_client& client,
                                 tcp::endpoint where) {
+    auto permit = co_await client.connections.acquire_guard();
+    if (load.too_late(steady::now())) { // waited for a connection past the cutoff
+        load.abandoned(i);
+        co_return;
+    }
+    idle_connections& idle = client.idle;
     try {
         std::unique_ptr<connection> c;
         if (idle.empty()) {
@@ -338,7 +403,7 @@ triad::task<void> warm_up_triad(idle_connections& idle, tcp::endpoint where, std
     }
 }
 
-triad::task<void> offer_triad(open_loop& load, idle_connections& idle, tcp::endpoint where) {
+triad::task<void> offer_triad(open_loop& load, triad_client& client, tcp::endpoint where) {
     co_await triad::task_group::scope([&](triad::task_group& requests) -> triad::task<void> {
         std::size_t i = 0;
         while (i < load.count()) {
@@ -354,7 +419,7 @@ triad::task<void> offer_triad(open_loop& load, idle_connections& idle, tcp::endp
             }
             // Every request already due starts now (after a stall, several at once).
             for (; i < load.count() && load.due(i) <= now; ++i)
-                (void)requests.spawn(request_triad(load, i, idle, where));
+                (void)requests.spawn(request_triad(load, i, client, where));
         }
     });
 }
@@ -363,15 +428,49 @@ void triad_loop(benchmark::State& state) {
     const tcp::endpoint where = server::instance().endpoint();
     open_loop load(shape_of(state));
     triad::event_loop loop;
-    idle_connections idle; // after the loop: its sockets close before the loop goes
+    triad_client client; // after the loop: its sockets close before the loop goes
     try {
-        loop.run(warm_up_triad(idle, where, pool_threads));
+        loop.run(warm_up_triad(client.idle, where, pool_threads));
     } catch (const std::exception&) {
         state.SkipWithError("warm-up failed");
         return;
     }
-    measure(state, load, [&] { loop.run(offer_triad(load, idle, where)); });
+    measure(state, load, [&] { loop.run(offer_triad(load, client, where)); });
 }
+
+// Asio has no semaphore for coroutines: a waiter parks on a timer that never expires, and a
+// release hands its slot over by cancelling the first waiter's timer.
+class asio_slots {
+public:
+    explicit asio_slots(std::size_t n) : m_free(n) {}
+    asio::awaitable<void> acquire() {
+        if (m_free > 0) {
+            --m_free;
+            co_return;
+        }
+        asio::steady_timer parked(co_await asio::this_coro::executor, steady::time_point::max());
+        m_waiters.push_back(&parked);
+        boost::system::error_code woken;
+        co_await parked.async_wait(asio::redirect_error(asio::use_awaitable, woken));
+    }
+    void release() {
+        if (m_waiters.empty()) {
+            ++m_free;
+            return;
+        }
+        m_waiters.front()->cancel();
+        m_waiters.pop_front();
+    }
+
+private:
+    std::size_t m_free;
+    std::deque<asio::steady_timer*> m_waiters;
+};
+
+struct asio_client {
+    idle_connections idle;
+    asio_slots connections{coroutine_connections};
+};
 
 asio::awaitable<std::unique_ptr<connection>> connect_asio(tcp::endpoint where) {
     auto c = std::make_unique<connection>(
@@ -389,8 +488,15 @@ asio::awaitable<bool> get_asio(connection& c) {
     co_return response_ok(response);
 }
 
-asio::awaitable<void> request_asio(open_loop& load, std::size_t i, idle_connections& idle,
+asio::awaitable<void> request_asio(open_loop& load, std::size_t i, asio_client& client,
                                    tcp::endpoint where) {
+    co_await client.connections.acquire();
+    if (load.too_late(steady::now())) { // waited for a connection past the cutoff
+        load.abandoned(i);
+        client.connections.release();
+        co_return;
+    }
+    idle_connections& idle = client.idle;
     try {
         std::unique_ptr<connection> c;
         if (idle.empty()) {
@@ -404,6 +510,7 @@ asio::awaitable<void> request_asio(open_loop& load, std::size_t i, idle_connecti
     } catch (const std::exception&) {
         load.failed(i);
     }
+    client.connections.release();
 }
 
 asio::awaitable<void> warm_up_asio(idle_connections& idle, tcp::endpoint where, bool& ok) {
@@ -412,7 +519,7 @@ asio::awaitable<void> warm_up_asio(idle_connections& idle, tcp::endpoint where, 
     idle.push_back(std::move(c));
 }
 
-asio::awaitable<void> offer_asio(open_loop& load, idle_connections& idle, tcp::endpoint where) {
+asio::awaitable<void> offer_asio(open_loop& load, asio_client& client, tcp::endpoint where) {
     auto executor = co_await asio::this_coro::executor;
     asio::steady_timer timer(executor);
     std::size_t i = 0;
@@ -429,7 +536,7 @@ asio::awaitable<void> offer_asio(open_loop& load, idle_connections& idle, tcp::e
             continue;
         }
         for (; i < load.count() && load.due(i) <= now; ++i)
-            asio::co_spawn(executor, request_asio(load, i, idle, where), asio::detached);
+            asio::co_spawn(executor, request_asio(load, i, client, where), asio::detached);
     }
 }
 
@@ -437,18 +544,18 @@ void asio_coroutines(benchmark::State& state) {
     const tcp::endpoint where = server::instance().endpoint();
     open_loop load(shape_of(state));
     asio::io_context io(1);
-    idle_connections idle;
+    asio_client client;
     bool warm = true;
     for (std::size_t i = 0; i < pool_threads; ++i)
-        asio::co_spawn(io, warm_up_asio(idle, where, warm), asio::detached);
+        asio::co_spawn(io, warm_up_asio(client.idle, where, warm), asio::detached);
     io.run();
-    if (!warm || idle.size() != pool_threads) {
+    if (!warm || client.idle.size() != pool_threads) {
         state.SkipWithError("warm-up failed");
         return;
     }
     measure(state, load, [&] {
         io.restart();
-        asio::co_spawn(io, offer_asio(load, idle, where), asio::detached);
+        asio::co_spawn(io, offer_asio(load, client, where), asio::detached);
         io.run(); // until the last request has ended
     });
 }
@@ -562,7 +669,7 @@ const bool registered = [] {
     const std::string workload = "http_latency";
     triad_bench::describe(
         workload, {"HTTP GET latency at a fixed arrival rate (5 ms service time, 1 KiB bodies; "
-                   "thread pools of 16 threads)",
+                   "thread pools of 16 threads, coroutine clients up to 256 connections)",
                    "latency", "request", "rate"});
     // Below, at and past the thread pools' ceiling of 16 / 5 ms = 3,200 requests per second;
     // the coroutine clients have no such ceiling, and go on to twice the top rate.
