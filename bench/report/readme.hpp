@@ -111,7 +111,7 @@ readme_sections(const std::map<std::string, workload_info>& workloads,
                 const report_context& context = {}) {
     std::vector<table> tables;
     for (const std::string& workload : workload_order(workloads))
-        if (workloads.at(workload).kind != "overhead")
+        if (workloads.at(workload).kind != "overhead" && workloads.at(workload).kind != "latency")
             tables.push_back(make_table(workload, workloads.at(workload), all, context));
     const std::string dir = source.link.substr(0, source.link.rfind('/') + 1);
     std::map<std::string, std::string> sections;

@@ -201,6 +201,47 @@ inline boost::json::value parse_json(std::string_view text, const std::string& w
     return v;
 }
 
+// Google Benchmark writes a statistic it cannot compute (the coefficient of variation of a counter
+// that is 0 in every repetition) as a bare NaN or inf, which is not JSON: such values become null.
+inline std::string without_non_numbers(std::string_view text) {
+    static const char* const tokens[] = {"-Infinity", "Infinity", "-NaN", "NaN",
+                                         "-nan",      "nan",      "-inf", "inf"};
+    std::string out;
+    out.reserve(text.size());
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size();) {
+        const char c = text[i];
+        if (in_string) {
+            out += c;
+            if (c == '\\' && i + 1 < text.size())
+                out += text[++i];
+            else if (c == '"')
+                in_string = false;
+            ++i;
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+            out += c;
+            ++i;
+            continue;
+        }
+        bool replaced = false;
+        for (const char* token : tokens) {
+            const std::string_view t(token);
+            if (text.substr(i, t.size()) == t) {
+                out += "null";
+                i += t.size();
+                replaced = true;
+                break;
+            }
+        }
+        if (!replaced)
+            out += text[i++];
+    }
+    return out;
+}
+
 inline const boost::json::object& as_object(const boost::json::value& v, const std::string& where) {
     if (!v.is_object())
         bad_input(where, "expected a JSON object");
@@ -324,7 +365,8 @@ inline void summarise(measurement& m, const std::vector<std::map<std::string, do
 // sample, and without either the iteration runs there are. Runs that reported an error, and
 // families not in the registry, are skipped.
 inline std::vector<measurement> parse_results(std::string_view json, const registry& reg) {
-    const boost::json::value parsed = parse_json(json, "benchmark results");
+    const boost::json::value parsed =
+        parse_json(without_non_numbers(json), "benchmark results");
     const boost::json::object& root = as_object(parsed, "benchmark results");
     const auto* benchmarks = root.if_contains("benchmarks");
     if (benchmarks == nullptr || !benchmarks->is_array())
@@ -1090,6 +1132,12 @@ inline std::string kind_label(const std::string& kind) {
     return kind;
 }
 
+} // namespace triad_report
+
+#include "latency.hpp"
+
+namespace triad_report {
+
 // Every file of a report, by path relative to the report directory: REPORT.md and the charts.
 inline std::map<std::string, std::string>
 render_report(const std::map<std::string, workload_info>& workloads,
@@ -1098,7 +1146,7 @@ render_report(const std::map<std::string, workload_info>& workloads,
     std::map<std::string, std::string> files;
     std::vector<table> tables;
     for (const std::string& workload : workload_order(workloads))
-        if (workloads.at(workload).kind != "overhead")
+        if (workloads.at(workload).kind != "overhead" && workloads.at(workload).kind != "latency")
             tables.push_back(make_table(workload, workloads.at(workload), all, context));
     std::ostringstream md;
     md << "# triad benchmark report\n\n"
@@ -1125,6 +1173,28 @@ render_report(const std::map<std::string, workload_info>& workloads,
             md << "![" << xml_escape(t.info.title) << ", by " << t.info.axis << "](" << scaling
                << ")\n\n";
         }
+    }
+    for (const std::string& workload : workload_order(workloads)) {
+        const workload_info& info = workloads.at(workload);
+        if (info.kind != "latency")
+            continue;
+        const std::vector<latency_point> points = latency_points(workload, all);
+        if (points.empty())
+            continue;
+        double service_us = 0;
+        for (const measurement& m : all)
+            if (m.workload == workload)
+                if (const auto s = m.counters.find("service_us"); s != m.counters.end())
+                    service_us = s->second;
+        md << "## " << info.title << "\n\n`" << workload << "` (" << kind_label(info.kind)
+           << ": requests sent at a fixed rate whatever the answers do, each timed from when it "
+              "was due, so a client that falls behind shows it as latency)\n\n";
+        if (const auto busy = context.busy.find(workload); busy != context.busy.end())
+            md << "**Busy machine:** " << busy->second << "\n\n";
+        md << latency_table(points) << "\n";
+        const std::string chart = "charts/" + workload + ".svg";
+        files[chart] = latency_chart_svg(info.title, points, service_us);
+        md << "![" << xml_escape(info.title) << "](" << chart << ")\n\n";
     }
     md << "## Overheads\n\nThe cost of the machinery itself, per item, against the peers "
           "(relative: to the fastest executor on the same operation; `sequential` rows are the "
