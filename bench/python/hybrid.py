@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """The Python course's hybrid: fetch datasets (a sleep stands for the download), then analyse each
-(sum of sqrt(n) * log(n + 1)) — on asyncio + a ProcessPoolExecutor, against each tool alone.
-The workload of bench/bench_hybrid.cpp: as many datasets, the same fetch time, the same numbers
-(C++'s xorshift, so both languages analyse the same data) and the same pool sizes; pools and the
-event loop are made before the first repetition and reused.
+(sum of sqrt(n) * log(n + 1)) — on asyncio + a ProcessPoolExecutor, against each tool alone
+and against the loop handing the analysis to threads.
 
-A fetch hands over a fresh copy of its dataset, as C++'s fetch builds a new vector: generating
-the numbers in Python (xorshift in Python costs more per number than the analysis) would make
-every fetch CPU work the C++ fetch does not have, and put it on the loop's one thread. The
-numbers are generated once, before any pool forks. Python analyses a number about 20x slower
-than C++, so a dataset has 500,000 numbers (C++: 2,000,000; --quick 125,000, C++ 500,000),
-which the rows' config says: the analysis of one then takes about one fetch, not four.
+The shapes of bench/bench_hybrid.cpp: as many datasets and the same fetch time; the same
+numbers (C++'s xorshift, so both languages analyse the same data), generated once before any
+timing and before any pool forks, and a fetch is a wait and then a copy of its dataset, made by
+whichever thread or process fetched it; every pool has one worker per dataset, so every fetch
+is in flight at once. Pools and the event loop are made before the first repetition and reused.
+Python analyses a number about 20x slower than C++, so a dataset has 500,000 numbers (C++:
+2,000,000; --quick 125,000, C++ 500,000), which the rows' config says: the analysis of one then
+takes about one fetch rather than four, and five repetitions of every row take seconds.
 Usage: hybrid.py [--quick] [--repetitions=N]
 """
 import array
@@ -20,7 +20,7 @@ import multiprocessing as mp
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-from common import QUICK, Row, cpu_count, measure, pids_of, start_processes, start_threads
+from common import QUICK, Row, measure, pids_of, start_processes, start_threads
 
 DATASETS, FETCH, NUMBERS = (4, 0.030, 125_000) if QUICK else (8, 0.100, 500_000)
 
@@ -66,8 +66,8 @@ async def loop_alone():
     return await asyncio.gather(*(one(i) for i in range(DATASETS)))
 
 
-async def loop_with_processes(pool):
-    """Each dataset goes to the analysis pool as soon as it has arrived."""
+async def loop_with_pool(pool):
+    """Each dataset goes to the analysis pool (processes, or threads) as soon as it has arrived."""
     loop = asyncio.get_running_loop()
 
     async def one(i):
@@ -81,9 +81,9 @@ def main():
     ids = list(range(DATASETS))
     expected = [cpu_intensive_analysis(data) for data in DATA]
     shape = f"numbers:{NUMBERS}"
-    # As bench_hybrid.cpp: a thread per dataset (they wait, then take turns on the GIL), 2 processes
-    # per core for fetch-and-analyse, one analysing process per core behind the loop.
-    threads, processes, analysers = DATASETS, 2 * cpu_count(), cpu_count()
+    # As in bench_hybrid.cpp, one worker per dataset in every pool.
+    workers = DATASETS
+    config = f"workers:{workers}/{shape}"
 
     def verify(results):
         results = list(results)
@@ -95,22 +95,27 @@ def main():
     ctx = mp.get_context("fork")
     loop = asyncio.new_event_loop()
     # Process pools first: forking a process that already runs a thread pool copies its locks.
-    with ctx.Pool(processes) as process_pool, \
-            ProcessPoolExecutor(analysers, mp_context=ctx) as analysis_pool, \
-            ThreadPoolExecutor(threads) as thread_pool:
-        start_processes(analysis_pool)
-        start_threads(thread_pool, threads)
+    with ctx.Pool(workers) as process_pool, \
+            ProcessPoolExecutor(workers, mp_context=ctx) as analysis_processes, \
+            ThreadPoolExecutor(workers) as thread_pool, \
+            ThreadPoolExecutor(workers) as analysis_threads:
+        start_processes(analysis_processes)
+        start_threads(thread_pool, workers)
+        start_threads(analysis_threads, workers)
         measure([
             row("python_sequential", lambda: [fetch_and_analyse(i) for i in ids]),
-            row("python_threads", lambda: thread_pool.map(fetch_and_analyse, ids),
-                f"workers:{threads}/{shape}", threads),
+            row("python_threads", lambda: thread_pool.map(fetch_and_analyse, ids), config,
+                workers),
             row("python_multiprocessing",
-                lambda: process_pool.map(fetch_and_analyse, ids, chunksize=1),
-                f"workers:{processes}/{shape}", processes, lambda: pids_of(process_pool)),
+                lambda: process_pool.map(fetch_and_analyse, ids, chunksize=1), config, workers,
+                lambda: pids_of(process_pool)),
             row("python_asyncio", lambda: loop.run_until_complete(loop_alone()), shape, DATASETS),
             row("python_hybrid",
-                lambda: loop.run_until_complete(loop_with_processes(analysis_pool)),
-                f"workers:{analysers}/{shape}", DATASETS, lambda: pids_of(analysis_pool)),
+                lambda: loop.run_until_complete(loop_with_pool(analysis_processes)), config,
+                workers, lambda: pids_of(analysis_processes)),
+            row("python_hybrid_threads",
+                lambda: loop.run_until_complete(loop_with_pool(analysis_threads)), config,
+                workers),
         ])
     loop.close()
 
