@@ -2,7 +2,9 @@
 """The Python course's simulated downloads (each waits L ms) on threading, multiprocessing and
 asyncio, for the workloads of bench/bench_io_simulated.cpp, with the same N, L and pool sizes as
 the C++ run: one thread per download up to 256, 2x cpu_count() processes, every download in
-flight on the loop. Pools and the event loop are made before the first repetition and reused.
+flight on the loop. Pools and the event loop are made before the first repetition and reused;
+what starting and stopping a pool of 256 threads (and 1,000) costs is a row of its own,
+pool_start_stop, as in C++.
 Usage: io_simulated.py [--quick] [--repetitions=N]
 """
 import asyncio
@@ -64,6 +66,17 @@ def main():
                                 "", n))
                 measure(rows)
     loop.close()
+
+    def start_stop(workers):
+        # A ThreadPoolExecutor starts its threads as work arrives; start them all, as a C++
+        # pool's constructor does, then shut down and join.
+        with ThreadPoolExecutor(workers) as pool:
+            start_threads(pool, workers)
+        return True
+
+    measure([Row("pool_start_stop", "python_threads", 1, lambda w=workers: start_stop(w),
+                 lambda ok: ok, f"workers:{workers}")
+             for workers in ([256] if QUICK else [256, 1000])])
 
 
 if __name__ == "__main__":
