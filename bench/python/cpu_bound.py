@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """The Python course's CPU-bound programs (prime checks by trial division, sums of squares) on
-threading, multiprocessing and asyncio, for the workloads of bench/bench_cpu_bound.cpp.
+threading, multiprocessing and asyncio, for the workloads of bench/bench_cpu_bound.cpp, on
+cpu_count() workers (C++ sweeps 1 to 2x that). Pools and the event loop are made before the
+first repetition and reused by all, as the C++ pools are.
 
-Python checks a prime near 10^12 about 50x slower than C++, so it checks fewer of them: the
-rows compare time per item. Usage: cpu_bound.py [--quick]
+Python runs the trial division about 50x slower than C++, so it does less of each workload
+and the rows compare time per item, and speedups: 16 primes near 10^12 (C++: 1,000; --quick
+4, C++ 200), each the same work as in C++; and the 64 inputs of C++'s sums of squares (the
+Python course's 1e6, 2e6, 3e6, 4e6 sixteen times over) scaled to a tenth (1e5 to 4e5; --quick
+a hundredth), the same shape at a tenth of the work per item, which the rows' config says.
+Usage: cpu_bound.py [--quick] [--repetitions=N]
 """
 import asyncio
 import math
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-from common import QUICK, best_of, check, cpu_count, emit
+from common import (QUICK, Row, cpu_count, measure, pids_of, start_processes, start_threads)
 
 
 def is_prime(n):
@@ -64,47 +70,60 @@ def sum_of_squares(x):
 
 
 async def on_loop(fn, items):
-    """What the Python course's asyncio version does: coroutines that never await run one after another."""
+    """What the Python course's asyncio version does: coroutines that never await run one after
+    another."""
     async def one(x):
         return fn(x)
     return await asyncio.gather(*(one(x) for x in items))
 
 
-async def hybrid(fn, items, workers):
+async def hybrid(pool, fn, items):
+    """The loop hands every item to a process pool and awaits the futures (triad_hybrid)."""
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-        return await asyncio.gather(*(loop.run_in_executor(pool, fn, x) for x in items))
+    return await asyncio.gather(*(loop.run_in_executor(pool, fn, x) for x in items))
 
 
-def measure(workload, fn, items, expected):
-    workers = cpu_count()
-    config = f"workers:{workers}"
-    ctx = mp.get_context("fork")
+def rows_for(workload, fn, items, expected, shape, pools):
+    workers, threads, processes, loop, loop_processes = pools
+    n = len(items)
+    config = f"workers:{workers}/{shape}"
 
-    def run(executor, go, cfg=config):
-        result = None
+    def row(executor, run, config, parallelism, processes=lambda: ()):
+        return Row(workload, executor, n, lambda: list(run()), lambda out: out == expected,
+                   config, parallelism, processes)
 
-        def once():
-            nonlocal result
-            result = list(go())
-        seconds = best_of(1, once)  # one run: Python rows are long enough to be stable
-        check(result == expected, f"{workload} on {executor}")
-        emit(workload, executor, seconds, len(items), cfg)
-
-    run("python_sequential", lambda: map(fn, items), "")
-    with ThreadPoolExecutor(workers) as pool:
-        run("python_threads", lambda: pool.map(fn, items))
-    with ctx.Pool(workers) as pool:
-        run("python_multiprocessing", lambda: pool.map(fn, items, chunksize=1))
-    run("python_asyncio", lambda: asyncio.run(on_loop(fn, items)), "")
-    run("python_hybrid", lambda: asyncio.run(hybrid(fn, items, workers)))
+    return [
+        row("python_sequential", lambda: map(fn, items), shape, None),
+        row("python_threads", lambda: threads.map(fn, items), config, workers),
+        row("python_multiprocessing", lambda: processes.map(fn, items, chunksize=1), config,
+            workers, lambda: pids_of(processes)),
+        row("python_asyncio", lambda: loop.run_until_complete(on_loop(fn, items)), shape, 1),
+        row("python_hybrid", lambda: loop.run_until_complete(hybrid(loop_processes, fn, items)),
+            config, workers, lambda: pids_of(loop_processes)),
+    ]
 
 
 def main():
-    primes = primes_from(10**12, 6 if QUICK else 24)
-    measure("primes", is_prime, primes, [True] * len(primes))
-    inputs = [1_000_000, 2_000_000, 3_000_000, 4_000_000]
-    measure("sum_of_squares", sum_of_squares, inputs, [(x - 1) * x * (2 * x - 1) // 6 for x in inputs])
+    primes = primes_from(10**12, 4 if QUICK else 16)
+    scale = 100 if QUICK else 10
+    inputs = [x // scale for x in (1_000_000, 2_000_000, 3_000_000, 4_000_000)] * 16
+    sizes = f"sizes:{inputs[0]:.0e}-{max(inputs):.0e}".replace("e+0", "e")
+    workers = cpu_count()
+    ctx = mp.get_context("fork")
+    loop = asyncio.new_event_loop()
+    # Process pools first: forking a process that already runs a thread pool copies its locks.
+    with ctx.Pool(workers) as processes, \
+            ProcessPoolExecutor(workers, mp_context=ctx) as loop_processes, \
+            ThreadPoolExecutor(workers) as threads:
+        start_processes(loop_processes)
+        start_threads(threads, workers)
+        pools = (workers, threads, processes, loop, loop_processes)
+        measure(rows_for("primes", is_prime, primes, [True] * len(primes),
+                         f"primes:{len(primes)}", pools))
+        measure(rows_for("sum_of_squares", sum_of_squares, inputs,
+                         [(x - 1) * x * (2 * x - 1) // 6 for x in inputs],
+                         f"inputs:{len(inputs)}/{sizes}", pools))
+    loop.close()
 
 
 if __name__ == "__main__":
