@@ -6,9 +6,10 @@ first repetition and reused by all, as the C++ pools are.
 
 Python runs the trial division about 50x slower than C++, so it does less of each workload
 and the rows compare time per item, and speedups: 16 primes near 10^12 (C++: 1,000; --quick
-4, C++ 200), each the same work as in C++; and the 64 inputs of C++'s sums of squares (the
-Python course's 1e6, 2e6, 3e6, 4e6 sixteen times over) scaled to a tenth (1e5 to 4e5; --quick
-a hundredth), the same shape at a tenth of the work per item, which the rows' config says.
+4, C++ 200), each the same work as in C++; and 8 of the 64 inputs of C++'s sums of squares (the
+Python course's 1e6, 2e6, 3e6, 4e6, twice over, against sixteen times over), so an item is the
+same work as in C++ and 2 workers still share the inputs evenly (--quick: a tenth of the size,
+which the rows' config says).
 Usage: cpu_bound.py [--quick] [--repetitions=N]
 """
 import asyncio
@@ -105,8 +106,8 @@ def rows_for(workload, fn, items, expected, shape, pools):
 
 def main():
     primes = primes_from(10**12, 4 if QUICK else 16)
-    scale = 100 if QUICK else 10
-    inputs = [x // scale for x in (1_000_000, 2_000_000, 3_000_000, 4_000_000)] * 16
+    scale = 10 if QUICK else 1
+    inputs = [x // scale for x in (1_000_000, 2_000_000, 3_000_000, 4_000_000)] * 2
     sizes = f"sizes:{inputs[0]:.0e}-{max(inputs):.0e}".replace("e+0", "e")
     workers = cpu_count()
     ctx = mp.get_context("fork")
