@@ -124,8 +124,15 @@ void triad_start_stop(benchmark::State& state) {
     triad_bench::set_items(state, 1);
 }
 
+// The prime checks of bench_cpu_bound; --quick takes its first 200, as bench_cpu_bound does.
+const std::vector<std::uint64_t>& prime_list() {
+    static const std::vector<std::uint64_t> quick_list(triad_bench::prime_workload().begin(),
+                                                       triad_bench::prime_workload().begin() + 200);
+    return triad_bench::quick() ? quick_list : triad_bench::prime_workload();
+}
+
 void sequential_primes(benchmark::State& state) {
-    const auto& primes = triad_bench::prime_workload();
+    const auto& primes = prime_list();
     for (auto _ : state) {
         std::size_t count = 0;
         for (std::uint64_t p : primes)
@@ -136,7 +143,7 @@ void sequential_primes(benchmark::State& state) {
 }
 
 void process_pool_primes(benchmark::State& state) {
-    const auto& primes = triad_bench::prime_workload();
+    const auto& primes = prime_list();
     triad::process_pool pool(static_cast<std::size_t>(state.range(0)));
     for (auto _ : state) {
         const std::vector<bool> results = pool.map(triad_bench::is_prime, primes);
@@ -147,7 +154,7 @@ void process_pool_primes(benchmark::State& state) {
 }
 
 void thread_pool_primes(benchmark::State& state) {
-    const auto& primes = triad_bench::prime_workload();
+    const auto& primes = prime_list();
     triad::thread_pool pool(static_cast<std::size_t>(state.range(0)));
     for (auto _ : state) {
         const std::vector<bool> results =
