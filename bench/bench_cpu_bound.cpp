@@ -81,6 +81,7 @@ std::size_t workers_of(const benchmark::State& state) {
 template <class Workload>
 void sequential(benchmark::State& state) {
     std::vector<result_t<Workload>> results;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         results.clear();
         for (std::uint64_t n : Workload::inputs())
@@ -94,6 +95,7 @@ template <class Workload>
 void triad_threads(benchmark::State& state) {
     triad::thread_pool pool(workers_of(state));
     std::vector<result_t<Workload>> results;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         results = pool.map([](std::uint64_t n) { return Workload::run(n); }, Workload::inputs());
         benchmark::DoNotOptimize(results);
@@ -105,6 +107,7 @@ template <class Workload>
 void triad_processes(benchmark::State& state) {
     triad::process_pool pool(workers_of(state));
     std::vector<result_t<Workload>> results;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         results = pool.map(&Workload::run, Workload::inputs());
         benchmark::DoNotOptimize(results);
@@ -121,6 +124,7 @@ triad::task<result_t<Workload>> compute_task(std::uint64_t n) {
 template <class Workload>
 void triad_loop(benchmark::State& state) {
     std::vector<result_t<Workload>> results;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         results = triad::run(triad::make_task([]() -> triad::task<std::vector<result_t<Workload>>> {
             std::vector<triad::task<result_t<Workload>>> tasks;
@@ -138,6 +142,7 @@ template <class Workload>
 void triad_hybrid(benchmark::State& state) {
     triad::process_pool pool(workers_of(state));
     std::vector<result_t<Workload>> results;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         results =
             triad::run(triad::make_task([&]() -> triad::task<std::vector<result_t<Workload>>> {
@@ -158,6 +163,7 @@ template <class Workload>
 void asio_pool(benchmark::State& state) {
     boost::asio::thread_pool pool(workers_of(state));
     std::vector<result_t<Workload>> results;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<std::future<result_t<Workload>>> futures;
         for (std::uint64_t n : Workload::inputs())
@@ -175,6 +181,7 @@ void asio_pool(benchmark::State& state) {
 template <class Workload>
 void std_async(benchmark::State& state) {
     std::vector<result_t<Workload>> results;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<std::future<result_t<Workload>>> futures;
         for (std::uint64_t n : Workload::inputs())
@@ -190,6 +197,7 @@ void std_async(benchmark::State& state) {
 template <class Workload>
 void thread_per_task(benchmark::State& state) {
     std::vector<result_t<Workload>> results;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         results.assign(Workload::inputs().size(), result_t<Workload>{});
         std::vector<std::thread> threads;
@@ -209,6 +217,7 @@ template <class Workload>
 void tbb_group(benchmark::State& state) {
     tbb::task_arena arena(static_cast<int>(workers_of(state)));
     std::vector<result_t<Workload>> results;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         results.assign(Workload::inputs().size(), result_t<Workload>{});
         arena.execute([&results] {

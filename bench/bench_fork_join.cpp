@@ -97,6 +97,7 @@ void run_fib(benchmark::State& state, int cutoff, Round round) {
         state.SkipWithError("wrong fib value");
         return;
     }
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         const long value = round(n, cutoff);
         if (value != expected) {
@@ -173,8 +174,16 @@ int* partition_range(int* first, int* last) {
     }
 }
 
+// The same recursion as the parallel rows without the forks, so that the speedup over it is the
+// parallelism alone (std::sort of the whole array is another algorithm).
 void sort_sequential(int* first, int* last) {
-    std::sort(first, last);
+    if (last - first < sort_cutoff) {
+        std::sort(first, last);
+        return;
+    }
+    int* split = partition_range(first, last);
+    sort_sequential(first, split);
+    sort_sequential(split, last);
 }
 
 void sort_triad(triad::thread_pool& pool, int* first, int* last) {
@@ -235,6 +244,7 @@ void run_sort(benchmark::State& state, Round round) {
         state.SkipWithError("quicksort: the result is not the sorted input");
         return;
     }
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         state.PauseTiming(); // the copy of the input is not part of the sort
         data = sort_input();

@@ -16,6 +16,7 @@ int answer() {
 }
 
 void std_packaged_task(benchmark::State& state) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::packaged_task<int()> task(answer);
         std::future<int> f = task.get_future();
@@ -26,6 +27,7 @@ void std_packaged_task(benchmark::State& state) {
 }
 
 void std_promise(benchmark::State& state) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::promise<int> p;
         std::future<int> f = p.get_future();
@@ -38,6 +40,7 @@ void std_promise(benchmark::State& state) {
 void triad_task(benchmark::State& state) {
     auto body = [] { return answer(); };
     using task = triad::detail::submitted_task<decltype(body), int>;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         task* t = std::make_unique<task>(body).release();
         triad::future<int> f = triad::detail::future_access::make<int>(t);
@@ -48,6 +51,7 @@ void triad_task(benchmark::State& state) {
 }
 
 void triad_promise(benchmark::State& state) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         triad::promise<int> p;
         triad::future<int> f = p.get_future();
@@ -60,6 +64,7 @@ void triad_promise(benchmark::State& state) {
 // Across threads: a producer thread sets, the benchmark thread waits. Dominated by the wake-up.
 template <class Promise>
 void cross_thread(benchmark::State& state) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         Promise p;
         auto f = p.get_future();

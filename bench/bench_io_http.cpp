@@ -279,6 +279,7 @@ void sequential(benchmark::State& state) {
     const shape s = shape_of(state);
     const std::uint16_t port = server::instance().port();
     std::size_t received = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         received = 0;
         for (std::size_t i = 0; i < n; ++i)
@@ -293,6 +294,7 @@ void triad_threads(benchmark::State& state) {
     const std::uint16_t port = server::instance().port();
     triad::thread_pool pool(workers_of(state));
     std::size_t received = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         const auto sizes =
             pool.map([&](int) { return fetch_blocking(port, target_for(s.delay_ms, s.bytes)); },
@@ -310,6 +312,7 @@ void triad_processes(benchmark::State& state) {
     const std::uint16_t port = server::instance().port();
     triad::process_pool pool(workers_of(state));
     std::size_t received = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<std::pair<std::uint16_t, std::string>> jobs(
             n, {port, target_for(s.delay_ms, s.bytes)});
@@ -342,6 +345,7 @@ void triad_loop(benchmark::State& state) {
     const tcp::endpoint where = server::instance().endpoint();
     triad::event_loop loop;
     std::size_t received = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         received = loop.run(fetch_all(n, s, where));
     finish(state, received, n, s.bytes);
@@ -353,6 +357,7 @@ void asio_coroutines(benchmark::State& state) {
     const tcp::endpoint where = server::instance().endpoint();
     asio::io_context io(1);
     std::size_t received = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         io.restart();
         received = 0;
@@ -375,6 +380,7 @@ void asio_pool(benchmark::State& state) {
     // round waits on a latch its tasks count down.
     asio::thread_pool pool(workers_of(state));
     std::size_t received = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::atomic<std::size_t> total{0};
         std::latch done(static_cast<std::ptrdiff_t>(n));
@@ -395,6 +401,7 @@ void std_async(benchmark::State& state) {
     const shape s = shape_of(state);
     const std::uint16_t port = server::instance().port();
     std::size_t received = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<std::future<std::size_t>> futures;
         for (std::size_t i = 0; i < n; ++i)

@@ -67,6 +67,7 @@ void finish(benchmark::State& state, int done, std::size_t n) {
 void sequential(benchmark::State& state) {
     const std::size_t n = count_of(state);
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         done = 0;
         for (std::size_t i = 0; i < n; ++i)
@@ -111,6 +112,7 @@ void triad_threads(benchmark::State& state) {
     const std::size_t n = count_of(state);
     triad::thread_pool pool(workers_of(state));
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         done = pool_downloads(pool, n, latency());
     finish(state, done, n);
@@ -120,6 +122,7 @@ void triad_processes(benchmark::State& state) {
     const std::size_t n = count_of(state);
     triad::process_pool pool(workers_of(state));
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         done = pool_downloads(pool, n, latency());
     finish(state, done, n);
@@ -143,6 +146,7 @@ void triad_loop(benchmark::State& state) {
     const std::size_t n = count_of(state);
     triad::event_loop loop;
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         done = loop.run(all_downloads(n, n, latency()));
     finish(state, done, n);
@@ -152,6 +156,7 @@ void asio_pool(benchmark::State& state) {
     const std::size_t n = count_of(state);
     asio::thread_pool pool(workers_of(state));
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         done = asio_pool_downloads(pool, n, latency());
     pool.join();
@@ -161,6 +166,7 @@ void asio_pool(benchmark::State& state) {
 void std_async(benchmark::State& state) {
     const std::size_t n = count_of(state);
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<std::future<int>> futures;
         futures.reserve(n);
@@ -177,6 +183,7 @@ void std_async(benchmark::State& state) {
 void thread_per_task(benchmark::State& state) {
     const std::size_t n = count_of(state);
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::atomic<int> count{0};
         std::vector<std::thread> threads;
@@ -195,6 +202,7 @@ void asio_coroutines(benchmark::State& state) {
     const std::size_t n = count_of(state);
     asio::io_context io(1);
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         io.restart();
         done = 0;
@@ -233,6 +241,7 @@ void triad_loop_concurrency(benchmark::State& state) {
     const auto c = static_cast<std::size_t>(state.range(0));
     triad::event_loop loop;
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         done = loop.run(all_downloads(n, c, scaling_latency));
     finish(state, done, n);
@@ -242,6 +251,7 @@ void triad_threads_concurrency(benchmark::State& state) {
     const std::size_t n = scaling_downloads(state);
     triad::thread_pool pool(static_cast<std::size_t>(state.range(0)));
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         done = pool_downloads(pool, n, scaling_latency);
     finish(state, done, n);
@@ -251,6 +261,7 @@ void asio_pool_concurrency(benchmark::State& state) {
     const std::size_t n = scaling_downloads(state);
     asio::thread_pool pool(static_cast<std::size_t>(state.range(0)));
     int done = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         done = asio_pool_downloads(pool, n, scaling_latency);
     pool.join();
@@ -262,6 +273,7 @@ void asio_pool_concurrency(benchmark::State& state) {
 // What the rows above leave out of the timed loop: building a pool of N threads and stopping it
 // (the I/O pools are 256 threads here, and up to 1,000 in the sweep).
 void triad_threads_start_stop(benchmark::State& state) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         triad::thread_pool pool(static_cast<std::size_t>(state.range(0)));
         pool.shutdown();
@@ -270,6 +282,7 @@ void triad_threads_start_stop(benchmark::State& state) {
 }
 
 void asio_pool_start_stop(benchmark::State& state) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         asio::thread_pool pool(static_cast<std::size_t>(state.range(0)));
         pool.join();

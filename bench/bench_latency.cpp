@@ -315,6 +315,7 @@ void measure(benchmark::State& state, open_loop& load, Offer offer) {
     server& s = server::instance();
     double elapsed_s = 0;
     double server_cpu_s = 0;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         const double server_before = s.cpu_seconds();
         load.begin();

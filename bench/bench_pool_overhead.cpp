@@ -34,6 +34,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <latch>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -74,26 +75,25 @@ void triad_post(benchmark::State& state) {
     triad_bench::set_items(state, many_tasks);
 }
 
+// Every task counts down a latch the round waits on: asio's own way to wait for all posted work,
+// join(), ends the pool, and a pool rebuilt each round is not what triad's row measures.
+void asio_post_round(boost::asio::thread_pool& pool) {
+    std::latch done(many_tasks);
+    for (int i = 0; i < many_tasks; ++i)
+        boost::asio::post(pool, [&done] {
+            empty_task();
+            done.count_down();
+        });
+    done.wait();
+}
+
 void asio_post(benchmark::State& state) {
-    // asio's way to wait for all posted work is join(), which ends the pool: one pool per round,
-    // made and joined outside the timed part where the timer allows it.
-    const auto round = [](benchmark::State* timed) {
-        boost::asio::thread_pool pool(workers());
-        if (timed != nullptr)
-            timed->ResumeTiming();
-        for (int i = 0; i < many_tasks; ++i)
-            boost::asio::post(pool, empty_task);
-        pool.join(); // asio's way to wait for all posted work (its threads then exit)
-        if (timed != nullptr)
-            timed->PauseTiming();
-    };
-    round(nullptr); // warm-up
+    boost::asio::thread_pool pool(workers());
+    asio_post_round(pool); // warm-up, untimed, as for every contender
     triad_bench::measure_cost_from_here();
-    for (auto _ : state) {
-        state.PauseTiming();
-        round(&state);
-        state.ResumeTiming();
-    }
+    for (auto _ : state)
+        asio_post_round(pool);
+    pool.join();
     triad_bench::set_items(state, many_tasks);
 }
 
@@ -137,6 +137,7 @@ void tbb_post(benchmark::State& state) {
 }
 
 void sequential_post(benchmark::State& state) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         for (int i = 0; i < many_tasks; ++i)
             empty_task();
@@ -227,6 +228,7 @@ void tbb_submit(benchmark::State& state) {
 }
 
 void sequential_submit(benchmark::State& state) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         long sum = 0;
         for (int i = 0; i < many_tasks; ++i) {
@@ -256,6 +258,7 @@ constexpr auto twice = [](int x) { return x * 2; };
 void triad_map(benchmark::State& state) {
     triad::thread_pool pool(workers());
     const auto& input = map_input();
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<int> out = pool.map(twice, input);
         benchmark::DoNotOptimize(out.data());
@@ -268,6 +271,7 @@ void asio_map(benchmark::State& state) {
     boost::asio::thread_pool pool(workers());
     const auto& input = map_input();
     const std::size_t chunks = workers() * 4;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<int> out(input.size());
         std::vector<std::future<void>> done;
@@ -290,6 +294,7 @@ void asio_map(benchmark::State& state) {
 void std_async_map(benchmark::State& state) {
     const auto& input = map_input();
     const std::size_t chunks = workers();
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<int> out(input.size());
         std::vector<std::future<void>> done;
@@ -312,6 +317,7 @@ void std_async_map(benchmark::State& state) {
 void tbb_map(benchmark::State& state) {
     tbb::task_arena arena = tbb_arena();
     const auto& input = map_input();
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<int> out(input.size());
         arena.execute([&] {
@@ -329,6 +335,7 @@ void tbb_map(benchmark::State& state) {
 // The fastest plain loop (the compiler vectorises it), not push_back, which is twice as slow.
 void sequential_map(benchmark::State& state) {
     const auto& input = map_input();
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::vector<int> out(input.size());
         std::transform(input.begin(), input.end(), out.begin(), twice);
@@ -360,10 +367,9 @@ int cold_burst(const std::string& what) {
     } else if (workload == "post" && executor == "asio_thread_pool") {
         boost::asio::thread_pool pool(workers());
         const auto start = std::chrono::steady_clock::now();
-        for (int i = 0; i < many_tasks; ++i)
-            boost::asio::post(pool, empty_task);
-        pool.join();
+        asio_post_round(pool);
         took = std::chrono::steady_clock::now() - start;
+        pool.join();
         results.assign(many_tasks, 1);
     } else if (workload == "submit" && executor == "triad_threads") {
         triad::thread_pool pool(workers());
@@ -401,6 +407,7 @@ std::string self_path;
 
 // In the benchmark: run this binary again as a cold child, read its time.
 void cold_run(benchmark::State& state, const std::string& what) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         int fds[2];
         if (::pipe(fds) != 0) {

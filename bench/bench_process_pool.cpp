@@ -74,6 +74,7 @@ struct echo_child {
 
 void raw_ping_pong(benchmark::State& state) {
     echo_child child;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         child.exchange(1);
     triad_bench::set_items(state, 1);
@@ -81,6 +82,7 @@ void raw_ping_pong(benchmark::State& state) {
 
 void raw_pipelined(benchmark::State& state) {
     echo_child child;
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         child.exchange(256);
     triad_bench::set_items(state, 256);
@@ -88,6 +90,7 @@ void raw_pipelined(benchmark::State& state) {
 
 void triad_round_trip(benchmark::State& state) {
     triad::process_pool pool(1);
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         benchmark::DoNotOptimize(pool.submit(identity, 1L).get());
     triad_bench::set_items(state, 1);
@@ -104,6 +107,7 @@ const std::vector<long>& map_items() {
 
 void triad_map_auto(benchmark::State& state) {
     triad::process_pool pool(2);
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         benchmark::DoNotOptimize(pool.map(twice, map_items()).data());
     triad_bench::set_items(state, static_cast<double>(map_items().size()));
@@ -111,12 +115,14 @@ void triad_map_auto(benchmark::State& state) {
 
 void triad_map_chunk1(benchmark::State& state) {
     triad::process_pool pool(2);
+    triad_bench::measure_cost_from_here();
     for (auto _ : state)
         benchmark::DoNotOptimize(pool.map(twice, map_items(), {.chunk_size = 1}).data());
     triad_bench::set_items(state, static_cast<double>(map_items().size()));
 }
 
 void triad_start_stop(benchmark::State& state) {
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         triad::process_pool pool(2);
         pool.shutdown();
@@ -133,6 +139,7 @@ const std::vector<std::uint64_t>& prime_list() {
 
 void sequential_primes(benchmark::State& state) {
     const auto& primes = prime_list();
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         std::size_t count = 0;
         for (std::uint64_t p : primes)
@@ -145,6 +152,7 @@ void sequential_primes(benchmark::State& state) {
 void process_pool_primes(benchmark::State& state) {
     const auto& primes = prime_list();
     triad::process_pool pool(static_cast<std::size_t>(state.range(0)));
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         const std::vector<bool> results = pool.map(triad_bench::is_prime, primes);
         if (std::count(results.begin(), results.end(), true) != static_cast<long>(primes.size()))
@@ -156,6 +164,7 @@ void process_pool_primes(benchmark::State& state) {
 void thread_pool_primes(benchmark::State& state) {
     const auto& primes = prime_list();
     triad::thread_pool pool(static_cast<std::size_t>(state.range(0)));
+    triad_bench::measure_cost_from_here();
     for (auto _ : state) {
         const std::vector<bool> results =
             pool.map([](std::uint64_t p) { return triad_bench::is_prime(p); }, primes);
@@ -168,8 +177,9 @@ const bool registered = [] {
     const auto real_time = [](benchmark::internal::Benchmark* b) {
         return b->UseRealTime()->Unit(benchmark::kMicrosecond);
     };
-    // First, while this process is as small as a fresh Python interpreter: fork() copies page
-    // tables, so start-up time grows with the parent's resident memory.
+    // fork() copies page tables, so start-up time grows with the parent's resident memory: with
+    // random interleaving this row may follow rows that grew it; its peak RSS counter says how
+    // large the parent was.
     triad_bench::describe("process_start_stop", {"Start and shut down a process pool of 2 workers",
                                                  "overhead", "pool", ""});
     triad_bench::describe("process_round_trip",

@@ -1,7 +1,7 @@
 #pragma once
 
-// The CPU-bound workloads of the Python course, shared by the benchmarks: prime checks by trial division
-// and sums of squares.
+// The CPU-bound workloads of the Python course, shared by the benchmarks: prime checks by trial
+// division and sums of squares.
 
 #include <cstdint>
 #include <vector>

@@ -124,7 +124,8 @@ TEST_CASE(
     CHECK(t.best_python == "python_multiprocessing");
     CHECK(t.python_behind == Approx(22.0));
     CHECK(triad_report::markdown_table(t) ==
-          "| executor | configuration | time per prime check (median) | 95% interval | runs | "
+          "| executor | configuration | time per prime check (median) | interval of the median | "
+          "runs | "
           "speedup over sequential |\n"
           "|---|---|---:|---|---:|---:|\n"
           "| triad_threads | workers:2 | 500.00 µs | 480.00 µs – 520.00 µs | 2 | 2.00x |\n"
@@ -154,7 +155,8 @@ TEST_CASE("the choosing table names each workload's verdict and the runner-up's 
 TEST_CASE("the overhead table ranks executors against the fastest one with machinery") {
     const fixture_data d;
     CHECK(triad_report::overhead_table(d.reg.workloads, d.all) ==
-          "| operation | executor | configuration | per item (median) | 95% interval | relative | "
+          "| operation | executor | configuration | per item (median) | interval of the median | "
+          "relative | "
           "other counters |\n"
           "|---|---|---|---:|---|---:|---|\n"
           "| Post a trivial task | sequential | - | 0.3 ns | one run | (the work alone) | - |\n"

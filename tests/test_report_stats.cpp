@@ -1,6 +1,6 @@
 // The statistics behind the report's verdicts (bench/report/report.hpp): the Mann-Whitney U test
-// on small cases whose exact p-values are known, the bootstrap interval of the median, and the
-// rule that calls a winner only when it is significant.
+// on small cases whose exact p-values are known, the order-statistic interval of the median, and
+// the rule that calls a winner only when it is significant.
 
 #include "report.hpp"
 
@@ -49,18 +49,24 @@ TEST_CASE("Mann-Whitney: large samples use the normal approximation", "[report]"
     CHECK(mann_whitney_p(a, b) < 1e-9); // separated
 }
 
-TEST_CASE("the bootstrap interval of the median contains the median and is reproducible",
+TEST_CASE("the interval of the median is the order-statistic interval with its coverage",
           "[report]") {
+    using triad_report::stats::median_interval;
+    using triad_report::stats::median_interval_coverage;
+    // 5 runs: no interval reaches 95%; the range covers 1 - 2/32.
+    CHECK(median_interval({10, 11, 12, 13, 100}) == std::pair{10.0, 100.0});
+    CHECK(median_interval_coverage(5, 1) == Approx(0.9375));
+    // 9 runs: [x(2), x(8)] covers 1 - 2 * 10/512 = 96.1%, [x(3), x(7)] only 82%.
+    const std::vector<double> nine{9, 1, 8, 2, 7, 3, 6, 4, 5};
+    CHECK(median_interval(nine) == std::pair{2.0, 8.0});
+    CHECK(median_interval_coverage(9, 2) == Approx(1 - 20.0 / 512));
+    CHECK(median_interval_coverage(9, 3) < 0.95);
+    // It contains the median, and one run is a point.
     const std::vector<double> samples{10, 12, 11, 30, 9, 10.5, 11.5};
-    const double median = triad_report::stats::median(samples);
-    CHECK(median == 11);
-    const auto [low, high] = triad_report::stats::median_interval(samples);
-    CHECK(low <= median);
-    CHECK(high >= median);
-    CHECK(low >= 9);
-    CHECK(high <= 30);
-    CHECK(triad_report::stats::median_interval(samples) == std::pair{low, high});
-    CHECK(triad_report::stats::median_interval({7}) == std::pair{7.0, 7.0});
+    const auto [low, high] = median_interval(samples);
+    CHECK(low <= triad_report::stats::median(samples));
+    CHECK(high >= triad_report::stats::median(samples));
+    CHECK(median_interval({7}) == std::pair{7.0, 7.0});
 }
 
 TEST_CASE("one sample is never significant", "[report]") {

@@ -169,10 +169,13 @@ class Row:
     worker processes whose CPU and memory count for this row. parallelism is how many items
     can progress at once (workers, or requests in flight), which caps the speedup over the
     sequential row of the same workload at min(items, parallelism). counters adds counters of
-    the row's own: a dict, or a function of the median time per item that returns one."""
+    the row's own: a dict, or a function of the median time per item that returns one.
+    excluded_seconds is taken off every repetition's time: a wait that is the workload's shape,
+    not its cost (as the C++ rows that time manually leave it out)."""
 
     def __init__(self, workload, executor, items, run, verify, config="", parallelism=None,
-                 processes=lambda: (), counters=None):
+                 processes=lambda: (), counters=None, excluded_seconds=0.0):
+        self.excluded_seconds = excluded_seconds
         self.workload, self.executor, self.items = workload, executor, items
         self.run, self.verify, self.config = run, verify, config
         self.parallelism, self.processes = parallelism, processes
@@ -187,7 +190,7 @@ class Row:
         seconds = time.perf_counter() - start
         cpu, peak = cost.stop()
         check(self.verify(result), f"{self.workload} on {self.executor}")
-        self.samples.append(seconds / self.items * 1e9)
+        self.samples.append((seconds - self.excluded_seconds) / self.items * 1e9)
         self.cpu.append(cpu / self.items * 1e9)
         self.peaks.append(peak)
 

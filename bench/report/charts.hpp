@@ -196,7 +196,7 @@ inline void error_bar(std::ostringstream& svg, double x1, double y1, double x2, 
 }
 
 inline const char* spread_legend() {
-    return "95% interval of the median";
+    return "interval of the median";
 }
 
 // A horizontal bar per row: the time per item (median), an error bar for its spread, the time

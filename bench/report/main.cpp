@@ -711,7 +711,8 @@ results load(const fs::path& dir, run_meta& meta) {
                 workloads[w] = info;
                 names.push_back(w);
             }
-            const boost::json::value parsed = boost::json::parse(triad_report::without_non_numbers(json));
+            const boost::json::value parsed =
+                boost::json::parse(triad_report::without_non_numbers(json));
             if (const auto* c = parsed.as_object().if_contains("context"); c && c->is_object()) {
                 const auto& fields = c->as_object();
                 if (const auto* n = fields.if_contains("num_cpus"); n && cpus == 0)
