@@ -458,6 +458,15 @@ const bool registered = [] {
         b->Iterations(1);
     };
     triad_bench::describe(
+        "pool_post",
+        {"Post a million empty tasks to a pool of 2, then wait for all", "overhead", "task", ""});
+    triad_bench::describe(
+        "pool_submit_get",
+        {"Submit a million tasks to a pool of 2, then get each result", "overhead", "task", ""});
+    triad_bench::describe("pool_map", {"map of x * 2 over a million ints on 2 workers (sequential: "
+                                       "the plain loop)",
+                                       "overhead", "item", ""});
+    triad_bench::describe(
         "pool_post_cold",
         {"Post a million tasks in a fresh process (its first burst)", "overhead", "task", ""});
     triad_bench::describe("pool_submit_get_cold",
