@@ -1299,3 +1299,76 @@ TEST_CASE("cancel() racing the workers: every task either ran once or was cancel
     INFO("cancelled " << true_cancels << " of " << count / 2 << " attempts");
     CHECK(true_cancels > 0);
 }
+
+// The fork path counts a worker's submissions to its own pool per worker, and a join of the
+// child just forked runs it at once (anything else is pushed back and waited for as before).
+TEST_CASE("a task's own forks: joined in any order, each run once, counted by queued() and "
+          "wait_idle",
+          "[thread_pool][regression]") {
+    triad::thread_pool pool(1); // one worker: nothing is stolen, every join takes the own path
+    std::atomic<int> older_runs{0};
+    std::atomic<int> newer_runs{0};
+    // The older child joined first: the newest is popped, is not it, and goes back.
+    const int joined = pool.submit([&] {
+                               auto older = pool.submit([&] { return ++older_runs; });
+                               auto newer = pool.submit([&] { return 10 * ++newer_runs; });
+                               const int first = older.get();
+                               return first + newer.get();
+                           })
+                           .get();
+    CHECK(joined == 11);
+    CHECK(older_runs == 1);
+    CHECK(newer_runs == 1);
+    // The newest child, cancelled, then joined: it never runs; the older one does.
+    std::atomic<int> ran{0};
+    const int cancelled = pool.submit([&] {
+                                  auto kept = pool.submit([&] { return ++ran; });
+                                  auto dropped = pool.submit([&] { return ran += 100; });
+                                  const bool was_cancelled = dropped.cancel();
+                                  int out = was_cancelled ? 1000 : 0;
+                                  try {
+                                      dropped.get();
+                                  } catch (const triad::task_cancelled&) {
+                                      out += 1000;
+                                  }
+                                  return out + kept.get();
+                              })
+                              .get();
+    CHECK(cancelled == 2001);
+    CHECK(ran == 1);
+    // The child that runs inline throws: the exception reaches the join.
+    const int thrown = pool.submit([&] {
+                               auto fails =
+                                   pool.submit([]() -> int { throw std::runtime_error("x"); });
+                               try {
+                                   return fails.get();
+                               } catch (const std::runtime_error&) {
+                                   return -1;
+                               }
+                           })
+                           .get();
+    CHECK(thrown == -1);
+    // Forked and not joined yet: queued() sees them, counted by the worker that forked them.
+    std::atomic<int> phase{0};
+    auto parent = pool.submit([&] {
+        std::vector<triad::future<int>> children;
+        for (int i = 0; i < 10; ++i)
+            children.push_back(pool.submit([i] { return i; }));
+        phase = 1;
+        while (phase.load() != 2)
+            std::this_thread::yield();
+        int sum = 0;
+        for (auto& child : children)
+            sum += child.get();
+        return sum;
+    });
+    while (phase.load() != 1)
+        std::this_thread::yield();
+    CHECK(pool.queued() == 10);
+    CHECK(pool.running() == 1);
+    phase = 2;
+    CHECK(parent.get() == 45);
+    pool.wait_idle();
+    CHECK(pool.queued() == 0);
+    CHECK(pool.running() == 0);
+}
