@@ -564,10 +564,18 @@ std::string preamble(const run_meta& meta, int cpus, const std::string& start_lo
             << " times, the repetitions of all configurations of a binary interleaved in random "
                "order (Google Benchmark's random interleaving), and every run started from a "
                "trimmed glibc heap (`malloc_trim(0)` before it, for every contender alike)"
-            << (meta.python.empty() ? std::string()
-                                    : "; each Python script ran its rows " +
-                                          std::to_string(meta.repetitions) + " times")
-            << ".";
+            << (meta.python.empty()
+                    ? std::string()
+                    : "; each Python script ran its rows " + std::to_string(meta.repetitions) +
+                          " times, shuffled each round (a Python repetition is "
+                          "one run of the workload, a C++ one Google "
+                          "Benchmark's mean over the iterations that fill it, "
+                          "so Python's spread is wider; both rows show the "
+                          "median of their repetitions)")
+            << ". A row's CPU time counts every thread and worker process of the run; its "
+               "peak RSS is the process's peak during that run plus its worker processes', and "
+               "includes what earlier rows of the same binary left resident (triad's node "
+               "cache, oneTBB's and glibc's caches): compare it within a table.";
     else
         out << (meta.mode == "quick"
                     ? "Every configuration ran once: one sample per row."
