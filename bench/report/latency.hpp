@@ -101,8 +101,12 @@ inline std::vector<double> rates_of(const std::vector<latency_point>& points) {
 inline std::string line_color(const std::string& executor, int index_in_family) {
     static const char* const triad[] = {"#1b5e20", "#66bb6a", "#2e7d32", "#a5d6a7"};
     static const char* const peers[] = {"#283593", "#7986cb", "#00838f", "#4dd0e1"};
-    const bool ours = executor.rfind("triad", 0) == 0;
-    return (ours ? triad : peers)[index_in_family % 4];
+    // Plain branches: GCC 12 with ASan at -O0 reported an index through a selected array as
+    // maybe uninitialised.
+    const auto slot = static_cast<std::size_t>(index_in_family < 0 ? 0 : index_in_family) % 4;
+    if (executor.rfind("triad", 0) == 0)
+        return triad[slot];
+    return peers[slot];
 }
 
 inline bool is_pool(const std::string& executor) {
