@@ -16,6 +16,7 @@
 #include <triad/thread_pool.hpp>
 
 #include "bench_common.hpp"
+#include "loopback_server.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -102,55 +103,11 @@ triad::task<void> serve_connection(tcp::socket socket) {
     }
 }
 
-triad::task<void> serve(tcp::acceptor& acceptor) {
-    co_await triad::task_group::scope([&](triad::task_group& connections) -> triad::task<void> {
-        for (;;) {
-            tcp::socket socket(triad::current_executor());
-            try {
-                socket = co_await acceptor.async_accept(triad::use_task);
-            } catch (const std::exception&) {
-                break; // the acceptor was closed: stop
-            }
-            (void)connections.spawn(serve_connection(std::move(socket)));
-        }
-    });
+// The server, for the whole run: every request of every executor goes to it.
+triad_bench::loopback_server& server() {
+    static triad_bench::loopback_server s(serve_connection);
+    return s;
 }
-
-// The server runs on its own thread and event loop for the whole benchmark run.
-class server {
-public:
-    server() {
-        std::promise<std::uint16_t> port;
-        auto ready = port.get_future();
-        m_thread = std::thread([this, &port] {
-            triad::event_loop loop;
-            m_executor = loop.executor();
-            tcp::acceptor acceptor(loop.executor(), {asio::ip::address_v4::loopback(), 0});
-            acceptor.listen(4096);
-            m_acceptor = &acceptor;
-            port.set_value(acceptor.local_endpoint().port());
-            loop.run(serve(acceptor));
-        });
-        m_port = ready.get();
-    }
-    ~server() {
-        asio::post(*m_executor, [this] { m_acceptor->close(); });
-        m_thread.join();
-    }
-    std::uint16_t port() const noexcept { return m_port; }
-    tcp::endpoint endpoint() const { return {asio::ip::address_v4::loopback(), m_port}; }
-
-    static server& instance() {
-        static server s;
-        return s;
-    }
-
-private:
-    std::thread m_thread;
-    std::optional<asio::io_context::executor_type> m_executor;
-    tcp::acceptor* m_acceptor = nullptr;
-    std::uint16_t m_port = 0;
-};
 
 // --- clients -----------------------------------------------------------------------------------
 
@@ -277,7 +234,7 @@ std::size_t io_threads(std::size_t n) {
 void sequential(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
-    const std::uint16_t port = server::instance().port();
+    const std::uint16_t port = server().port();
     std::size_t received = 0;
     triad_bench::measure_cost_from_here();
     for (auto _ : state) {
@@ -291,7 +248,7 @@ void sequential(benchmark::State& state) {
 void triad_threads(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
-    const std::uint16_t port = server::instance().port();
+    const std::uint16_t port = server().port();
     triad::thread_pool pool(workers_of(state));
     std::size_t received = 0;
     triad_bench::measure_cost_from_here();
@@ -309,7 +266,7 @@ void triad_threads(benchmark::State& state) {
 void triad_processes(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
-    const std::uint16_t port = server::instance().port();
+    const std::uint16_t port = server().port();
     triad::process_pool pool(workers_of(state));
     std::size_t received = 0;
     triad_bench::measure_cost_from_here();
@@ -342,7 +299,7 @@ triad::task<std::size_t> fetch_all(std::size_t n, shape s, tcp::endpoint where) 
 void triad_loop(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
-    const tcp::endpoint where = server::instance().endpoint();
+    const tcp::endpoint where = server().endpoint();
     triad::event_loop loop;
     std::size_t received = 0;
     triad_bench::measure_cost_from_here();
@@ -354,7 +311,7 @@ void triad_loop(benchmark::State& state) {
 void asio_coroutines(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
-    const tcp::endpoint where = server::instance().endpoint();
+    const tcp::endpoint where = server().endpoint();
     asio::io_context io(1);
     std::size_t received = 0;
     triad_bench::measure_cost_from_here();
@@ -375,7 +332,7 @@ void asio_coroutines(benchmark::State& state) {
 void asio_pool(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
-    const std::uint16_t port = server::instance().port();
+    const std::uint16_t port = server().port();
     // Built before the timed loop like the other pools; it cannot be joined and reused, so each
     // round waits on a latch its tasks count down.
     asio::thread_pool pool(workers_of(state));
@@ -399,7 +356,7 @@ void asio_pool(benchmark::State& state) {
 void std_async(benchmark::State& state) {
     const std::size_t n = requests_of(state);
     const shape s = shape_of(state);
-    const std::uint16_t port = server::instance().port();
+    const std::uint16_t port = server().port();
     std::size_t received = 0;
     triad_bench::measure_cost_from_here();
     for (auto _ : state) {
@@ -412,14 +369,6 @@ void std_async(benchmark::State& state) {
             received += f.get();
     }
     finish(state, received, n, s.bytes);
-}
-
-void raise_descriptor_limit() {
-    rlimit limit{};
-    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-        limit.rlim_cur = std::min<rlim_t>(limit.rlim_max, 65536);
-        ::setrlimit(RLIMIT_NOFILE, &limit);
-    }
 }
 
 const bool registered = [] {
@@ -481,10 +430,10 @@ const bool registered = [] {
 } // namespace
 
 int main(int argc, char** argv) {
-    raise_descriptor_limit();
+    triad_bench::raise_descriptor_limit();
     for (int i = 1; i < argc; ++i)
         if (std::string(argv[i]) == "--triad_serve") {
-            std::printf("%u\n", server::instance().port());
+            std::printf("%u\n", server().port());
             std::fflush(stdout);
             std::string line;
             while (std::getline(std::cin, line)) {

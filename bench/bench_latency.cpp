@@ -32,6 +32,7 @@
 #include <triad/thread_pool.hpp>
 
 #include "bench_common.hpp"
+#include "loopback_server.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -108,75 +109,11 @@ triad::task<void> serve_connection(tcp::socket socket) {
     }
 }
 
-triad::task<void> serve(tcp::acceptor& acceptor) {
-    co_await triad::task_group::scope([&](triad::task_group& connections) -> triad::task<void> {
-        for (;;) {
-            tcp::socket socket(triad::current_executor());
-            bool accepted = true;
-            try {
-                socket = co_await acceptor.async_accept(triad::use_task);
-            } catch (const std::exception&) {
-                accepted = false;
-            }
-            if (!accepted) {
-                if (!acceptor.is_open())
-                    break; // closed by ~server: stop
-                // Out of descriptors, say: a client waiting for this connection would wait for
-                // ever if the server stopped accepting.
-                co_await triad::sleep(std::chrono::milliseconds(1));
-                continue;
-            }
-            (void)connections.spawn(serve_connection(std::move(socket)));
-        }
-    });
+// The server, for the whole run: every request of every executor goes to it.
+triad_bench::loopback_server& server() {
+    static triad_bench::loopback_server s(serve_connection);
+    return s;
 }
-
-// The server runs on its own thread and event loop for the whole benchmark run.
-class server {
-public:
-    server() {
-        std::promise<std::uint16_t> port;
-        auto ready = port.get_future();
-        m_thread = std::thread([this, &port] {
-            triad::event_loop loop;
-            m_executor = loop.executor();
-            tcp::acceptor acceptor(loop.executor(), {asio::ip::address_v4::loopback(), 0});
-            acceptor.listen(4096);
-            m_acceptor = &acceptor;
-            port.set_value(acceptor.local_endpoint().port());
-            loop.run(serve(acceptor));
-        });
-        m_port = ready.get();
-    }
-    ~server() {
-        asio::post(*m_executor, [this] { m_acceptor->close(); });
-        m_thread.join();
-    }
-    std::uint16_t port() const noexcept { return m_port; }
-    tcp::endpoint endpoint() const { return {asio::ip::address_v4::loopback(), m_port}; }
-
-    // CPU time the server's thread has used, in seconds: its share of a run says whether the
-    // server came near saturating.
-    double cpu_seconds() {
-        clockid_t clock{};
-        timespec now{};
-        if (::pthread_getcpuclockid(m_thread.native_handle(), &clock) != 0 ||
-            ::clock_gettime(clock, &now) != 0)
-            return 0;
-        return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9;
-    }
-
-    static server& instance() {
-        static server s;
-        return s;
-    }
-
-private:
-    std::thread m_thread;
-    std::optional<asio::io_context::executor_type> m_executor;
-    tcp::acceptor* m_acceptor = nullptr;
-    std::uint16_t m_port = 0;
-};
 
 // --- the open-loop schedule and what each request measured ----------------------------------
 
@@ -312,7 +249,7 @@ private:
 // Runs one timed point: `offer` sends the load and returns when every request has ended.
 template <class Offer>
 void measure(benchmark::State& state, open_loop& load, Offer offer) {
-    server& s = server::instance();
+    triad_bench::loopback_server& s = server();
     double elapsed_s = 0;
     double server_cpu_s = 0;
     triad_bench::measure_cost_from_here();
@@ -428,7 +365,7 @@ triad::task<void> offer_triad(open_loop& load, triad_client& client, tcp::endpoi
 }
 
 void triad_loop(benchmark::State& state) {
-    const tcp::endpoint where = server::instance().endpoint();
+    const tcp::endpoint where = server().endpoint();
     open_loop load(shape_of(state));
     triad::event_loop loop;
     triad_client client; // after the loop: its sockets close before the loop goes
@@ -544,7 +481,7 @@ asio::awaitable<void> offer_asio(open_loop& load, asio_client& client, tcp::endp
 }
 
 void asio_coroutines(benchmark::State& state) {
-    const tcp::endpoint where = server::instance().endpoint();
+    const tcp::endpoint where = server().endpoint();
     open_loop load(shape_of(state));
     asio::io_context io(1);
     asio_client client;
@@ -637,7 +574,7 @@ bool warm_up_blocking(std::size_t threads, std::uint16_t port, Post post) {
 }
 
 void triad_threads(benchmark::State& state) {
-    const std::uint16_t port = server::instance().port();
+    const std::uint16_t port = server().port();
     open_loop load(shape_of(state));
     triad::thread_pool pool(pool_threads);
     const auto post = [&pool](auto fn) { pool.post(std::move(fn)); };
@@ -649,7 +586,7 @@ void triad_threads(benchmark::State& state) {
 }
 
 void asio_pool(benchmark::State& state) {
-    const std::uint16_t port = server::instance().port();
+    const std::uint16_t port = server().port();
     open_loop load(shape_of(state));
     asio::thread_pool pool(pool_threads);
     const auto post = [&pool](auto fn) { asio::post(pool, std::move(fn)); };
@@ -658,14 +595,6 @@ void asio_pool(benchmark::State& state) {
         return;
     }
     measure(state, load, [&] { offer_blocking(load, port, post); });
-}
-
-void raise_descriptor_limit() {
-    rlimit limit{};
-    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-        limit.rlim_cur = std::min<rlim_t>(limit.rlim_max, 65536);
-        ::setrlimit(RLIMIT_NOFILE, &limit);
-    }
 }
 
 const bool registered = [] {
@@ -707,6 +636,6 @@ const bool registered = [] {
 } // namespace
 
 int main(int argc, char** argv) {
-    raise_descriptor_limit();
+    triad_bench::raise_descriptor_limit();
     return triad_bench::run_benchmarks(argc, argv);
 }

@@ -59,15 +59,9 @@ inline std::string grouped(double value) {
     return out;
 }
 
+// Latencies in the report's own format.
 inline std::string format_us(double us) {
-    char text[32];
-    if (us >= 1e6)
-        std::snprintf(text, sizeof text, "%.2f s", us / 1e6);
-    else if (us >= 1e3)
-        std::snprintf(text, sizeof text, us >= 1e5 ? "%.0f ms" : "%.1f ms", us / 1e3);
-    else
-        std::snprintf(text, sizeof text, "%.0f µs", us);
-    return text;
+    return format_time(us * 1e3);
 }
 
 inline std::string decade_label(int exponent_us) {
