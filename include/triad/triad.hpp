@@ -17,5 +17,6 @@
 #include <triad/sync.hpp>
 #include <triad/task.hpp>
 #include <triad/thread_pool.hpp>
+#include <triad/trace.hpp>
 #include <triad/use_task.hpp>
 #include <triad/version.hpp>

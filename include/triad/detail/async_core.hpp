@@ -27,6 +27,7 @@
 
 #include <triad/detail/exception_info.hpp>
 #include <triad/detail/text.hpp>
+#include <triad/detail/trace.hpp>
 #include <triad/detail/wait_slot.hpp>
 #include <triad/errors.hpp>
 
@@ -184,8 +185,17 @@ private:
 };
 
 inline void resume_above(std::coroutine_handle<> h, const start_list* base) {
-    const resume_scope scope;
-    resume_scope::run_chain(h, base);
+    // One span per resumption from outside a resume (an I/O completion, a timer); a resume
+    // nested in one is part of its span.
+    const std::int64_t traced_since = tls_resuming ? 0 : trace::span_start();
+    {
+        const resume_scope scope;
+        resume_scope::run_chain(h, base);
+    }
+    if (traced_since != 0)
+        trace::record("resume",
+                      trace::tls_lane.role != nullptr ? trace::tls_lane.role : "coroutine",
+                      traced_since, trace::now_ns());
 }
 
 // Resumes `h` and everything it transfers to. Every resumption in triad goes through here.
@@ -766,6 +776,7 @@ private:
     std::vector<promise_base*> m_held;
     bool m_cancelling_all = false;
     std::function<void(std::exception_ptr)> m_on_unhandled;
+    const std::uint64_t m_trace_serial = trace::next_serial(); // its lane's name
     std::unordered_map<const promise_base*, std::string> m_names;
     std::chrono::steady_clock::duration m_stall_after{};
     stall_fn m_on_stall;
@@ -784,6 +795,7 @@ inline loop_core& current_loop(const char* who) {
 
 template <class Done>
 void loop_core::run_until(Done done) {
+    const trace::lane_scope lane({.role = "event_loop", .serial = m_trace_serial});
     while (!done()) {
         if (!m_ready.empty()) {
             m_running.swap(m_ready);
@@ -791,8 +803,11 @@ void loop_core::run_until(Done done) {
                 // As resume() for each, with one set-up for the batch.
                 const resume_scope scope;
                 const start_list* const base = tls_starts;
-                for (std::coroutine_handle<> h : m_running)
+                for (std::coroutine_handle<> h : m_running) {
+                    const std::int64_t traced_since = trace::span_start();
                     resume_scope::run_chain(h, base);
+                    trace::record_since("resume", "event_loop", traced_since);
+                }
             }
             m_running.clear();
             // Let I/O that became ready take its turn, without blocking; a bounded turn, or

@@ -14,6 +14,7 @@
 
 #include <triad/detail/shared_state.hpp>
 #include <triad/detail/task_queue.hpp>
+#include <triad/detail/trace.hpp>
 #include <triad/errors.hpp>
 
 namespace triad::detail {
@@ -82,11 +83,14 @@ private:
                 if (begin >= job->m_items)
                     break;
                 const std::size_t end = std::min(job->m_items, begin + size);
+                // A span per claim, inside the runner's: the timeline shows the shares shrink.
+                const std::int64_t traced_since = trace::span_start();
                 try {
                     job->m_run(job->m_body, begin, end, *job);
                 } catch (...) {
                     job->record_error(begin, std::current_exception());
                 }
+                trace::record_since("chunk", "thread_pool", traced_since);
                 if (job->m_progress != nullptr)
                     job->m_progress->fetch_add(end - begin, std::memory_order_relaxed);
             }

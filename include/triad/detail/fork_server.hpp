@@ -28,6 +28,7 @@
 #include <triad/detail/parker.hpp>
 #include <triad/detail/posix.hpp>
 #include <triad/detail/remote.hpp>
+#include <triad/detail/trace.hpp>
 
 // The child side of a process pool. The pool forks one *fork server* when it is built; the
 // server is single-threaded, holds no lock and only ever makes syscalls, so forking workers
@@ -115,7 +116,13 @@ struct result_ring {
 
 struct alignas(64) shared_state_block {
     std::atomic<std::uint32_t> cancelling{0}; // set by shutdown(cancel): queued tasks never start
+    // Set while the parent traces: answers then carry when the task ran (see answer_begin).
+    std::atomic<std::uint32_t> tracing{0};
 };
+
+// An answer whose header's sequence field is this starts with the task's start and end
+// (steady_clock nanoseconds, the parent's clock too) before its payload.
+inline constexpr std::uint32_t answer_timed = 1;
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
                   std::atomic<std::uint32_t>::is_always_lock_free &&
@@ -443,7 +450,9 @@ private:
         }
         slot.items_done.store(0, std::memory_order_relaxed);
         slot.running_task.store(header.task_id, std::memory_order_release);
-        begin_frame(m_out, frame_kind::result, header.task_id);
+        const std::int64_t began =
+            m_config.shared->tracing.load(std::memory_order_relaxed) != 0 ? trace::now_ns() : 0;
+        answer_begin(frame_kind::result, header.task_id, began);
         bool timed = false;
         item_hook& items = item_hook::current();
         try {
@@ -472,7 +481,7 @@ private:
         } catch (...) {
             // Replace the partial result by the failure.
             m_out.resize(start);
-            begin_frame(m_out, frame_kind::failure, header.task_id);
+            answer_begin(frame_kind::failure, header.task_id, began);
             encode_to(m_out, capture_failure(std::current_exception()));
         }
         items.item_timeout_ns = 0;
@@ -484,15 +493,33 @@ private:
             // Over the limit the parent enforces: say so, rather than send what it must refuse.
             const std::size_t bytes = m_out.size() - start - sizeof(frame_header);
             m_out.resize(start);
-            begin_frame(m_out, frame_kind::too_large, header.task_id);
+            answer_begin(frame_kind::too_large, header.task_id, began);
             encode_to(m_out,
                       concat("triad::process_pool: the result encodes to ", bytes,
                              " bytes, over max_message_size (", m_config.max_message_size, ")"));
+        }
+        if (began != 0) {
+            const std::int64_t ended = trace::now_ns();
+            std::memcpy(m_out.data() + start + sizeof(frame_header) + sizeof began, &ended,
+                        sizeof ended);
         }
         end_frame(m_out, start);
         slot.running_task.store(0, std::memory_order_release);
         flush(); // at once: a quick result never waits behind the next task
         return true;
+    }
+
+    // Starts an answer at the end of m_out; traced (`began` != 0), with the task's times first.
+    void answer_begin(frame_kind kind, std::uint64_t task_id, std::int64_t began) {
+        const std::size_t start = m_out.size();
+        begin_frame(m_out, kind, task_id);
+        if (began == 0)
+            return;
+        std::memcpy(m_out.data() + start + offsetof(frame_header, sequence), &answer_timed,
+                    sizeof answer_timed);
+        const std::int64_t times[2] = {began, began};
+        const auto* p = reinterpret_cast<const char*>(times);
+        m_out.insert(m_out.end(), p, p + sizeof times);
     }
 
     void flush() {

@@ -33,6 +33,7 @@
 #include <triad/detail/remote.hpp>
 #include <triad/detail/shared_state.hpp>
 #include <triad/detail/text.hpp>
+#include <triad/detail/trace.hpp>
 #include <triad/detail/zygote.hpp>
 #include <triad/errors.hpp>
 #include <triad/serialize.hpp>
@@ -227,7 +228,8 @@ private:
         std::chrono::steady_clock::time_point head_since{};
         double task_ns = 0; // moving average of task time, for the dispatch window
         std::size_t window = 2;
-        bool ring_closed = false; // it sent garbage: nothing more is read from it
+        bool ring_closed = false;        // it sent garbage: nothing more is read from it
+        std::uint64_t trace_session = 0; // the trace session its lane was named in
     };
 
     // epoll tags
@@ -250,6 +252,7 @@ private:
     bool arm_doorbells() noexcept;
     void disarm_doorbells() noexcept;
     void handle_frame(std::size_t slot, const frame_header& header, byte_reader& payload);
+    void trace_task(std::size_t slot, std::int64_t began, std::int64_t ended) noexcept;
     void write_some(std::size_t slot);
     void dispatch();
     bool steal_for_idle_workers();
@@ -284,6 +287,8 @@ private:
     pool_fd m_server_pidfd;
     pid_t m_server_pid = -1;
     bool m_server_is_child = true; // else the zygote's child: waited for through its pidfd only
+    const std::uint64_t m_trace_serial = trace::next_serial(); // its lanes' names
+    bool m_tracing_shown = false; // what the workers were told (I/O thread)
     std::vector<std::unique_ptr<worker>> m_workers;
     std::deque<remote_task*> m_pending; // I/O thread only
 
@@ -1098,6 +1103,11 @@ inline void process_manager::handle_frame(std::size_t slot, const frame_header& 
     w.outstanding.pop_front();
     --w.sent;
     const auto now = std::chrono::steady_clock::now();
+    if (header.sequence == answer_timed && kind != frame_kind::cancelled) {
+        const auto began = payload.read_scalar<std::int64_t>();
+        const auto ended = payload.read_scalar<std::int64_t>();
+        trace_task(slot, began, ended);
+    }
     const double took = std::chrono::duration<double, std::nano>(now - w.head_since).count();
     w.task_ns = w.task_ns == 0 ? took : 0.8 * w.task_ns + 0.2 * took;
     // Enough tasks in flight to cover ~200 us of work (a cross-core wake-up here costs tens of
@@ -1141,6 +1151,27 @@ inline void process_manager::handle_frame(std::size_t slot, const frame_header& 
     }
 }
 
+// The worker's lane is a process of its own in the trace, named once per trace session; the
+// worker timed the task itself (one clock for all processes).
+inline void process_manager::trace_task(std::size_t slot, std::int64_t began,
+                                        std::int64_t ended) noexcept {
+    if (!trace::enabled())
+        return;
+    worker& w = *m_workers[slot];
+    const auto pid = static_cast<std::int32_t>(w.pid);
+    const std::uint64_t session = trace::g_session.load(std::memory_order_relaxed);
+    if (w.trace_session != session) {
+        w.trace_session = session;
+        try {
+            trace::registry::instance().name_remote_lane(
+                pid, pid, concat("process_pool ", m_trace_serial, " worker ", slot));
+        } catch (...) {
+            // out of memory: the lane keeps its pid for a name
+        }
+    }
+    trace::record("task", "process_pool", began, ended, pid, pid);
+}
+
 // Callers move their exception in: the I/O thread must not keep a reference to it, or the last
 // reference may die here after the consumer read it, which ThreadSanitizer (blind to the
 // reference count inside libstdc++) reports as a race.
@@ -1170,6 +1201,10 @@ inline void process_manager::dispatch() {
             finish_task(task, m_broken, false);
         }
         return;
+    }
+    if (const bool tracing = trace::enabled(); tracing != m_tracing_shown) {
+        m_tracing_shown = tracing;
+        m_pool.shared->tracing.store(tracing ? 1 : 0, std::memory_order_relaxed);
     }
     for (int round = 0; round < 2; ++round) {
         // Each task goes to the least loaded ready worker with room in its window, so an idle

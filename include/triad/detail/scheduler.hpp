@@ -26,6 +26,7 @@
 #include <triad/detail/shared_state.hpp>
 #include <triad/detail/task_queue.hpp>
 #include <triad/detail/text.hpp>
+#include <triad/detail/trace.hpp>
 #include <triad/detail/unique_function.hpp>
 #include <triad/detail/wait_slot.hpp>
 #include <triad/errors.hpp>
@@ -284,6 +285,7 @@ private:
     std::uint64_t sum_submitted(unsigned epoch) const noexcept;
 
     scheduler_config m_config;
+    const std::uint64_t m_trace_serial = trace::next_serial(); // its lanes' names
     worker_table m_workers;
     injection_stack m_injection;
     // Submissions from threads outside the pool; the workers count their own (worker::m_submitted).
@@ -406,6 +408,10 @@ inline void scheduler::thread_main(worker& w) {
     tls_error_sink = this;
     w.m_stack_limit = stack_limit_of_this_thread();
     name_thread(w.m_index);
+    trace::tls_lane = {.role = "thread_pool",
+                       .serial = m_trace_serial,
+                       .index = w.m_index,
+                       .stand_in = w.m_stand_in};
     if (m_config.initializer) {
         std::exception_ptr error;
         try {
@@ -544,10 +550,12 @@ inline void scheduler::execute(worker& self, task_node* task) noexcept {
     worker::bump(self.m_started, std::memory_order_relaxed);
     execution* const outer = std::exchange(self.m_current, &current);
     bool ran = false;
+    const std::int64_t traced_since = trace::span_start();
     {
         const trampoline_scope own_trampoline;
         ran = task->execute(cancel);
     }
+    trace::record_since(ran ? "task" : "cancelled", "thread_pool", traced_since);
     self.m_current = outer;
     if (current.own != nullptr) {
         current.own->alive.store(false, std::memory_order_release);
