@@ -153,6 +153,19 @@ TEST_CASE("trace: off, nothing is recorded; a session holds only its own tasks",
     pool.wait_idle();
     CHECK(triad::trace::stop().events == 30);
     CHECK(read_trace(path).spans.size() == 30);
+    // A buffer keeps its chunks for the next session: a short session after a long one on the
+    // same threads holds none of the long one's spans.
+    triad::trace::start(path);
+    for (int i = 0; i < 10'000; ++i)
+        pool.post([] {});
+    pool.wait_idle();
+    CHECK(triad::trace::stop().events == 10'000);
+    triad::trace::start(path);
+    for (int i = 0; i < 5; ++i)
+        pool.submit([] {}).get();
+    pool.wait_idle();
+    CHECK(triad::trace::stop().events == 5);
+    CHECK(read_trace(path).spans.size() == 5);
     fs::remove(path);
 }
 

@@ -34,13 +34,16 @@ struct summary {
  * Starts recording every task that the process's thread pools, process pools and event loops
  * run, until `stop` writes them to `path`.
  *
- * Each thread pool worker is a lane (a helping wait's nested task shows inside the task that
- * waits); each process pool worker is a lane of its own process, seen from the parent: from when
- * the worker could start the task (sent, and its previous result back) to when the result
- * arrived, so pipe latency is included; each event loop is a lane of resumptions, one per
- * coroutine run until it suspends. Setting the environment variable `TRIAD_TRACE=path.json`
- * does the same from the program's start to its normal exit ("%p" in the path becomes the
- * process id). Tracing off costs a load and a branch per task; on, two clock reads and a store.
+ * Each thread pool worker is a lane: a task is a span (a task a waiting worker runs inside its
+ * wait shows nested in the waiting one), and so is each range of items a `map` runner claims.
+ * Each process pool worker is a lane of its own process: a task's span is timed by the worker
+ * process itself (steady_clock is one clock for every process). Each event loop is a lane whose
+ * spans are the loop's dispatches: one resumption and everything that runs inside it until it
+ * returns to the loop (children a combinator starts there included). Setting the environment
+ * variable `TRIAD_TRACE=path.json` does the same from the program's start to its normal exit
+ * ("%p" in the path becomes the process id). Off, tracing costs a load and a branch per task;
+ * on, two clock reads and a store into the thread's buffer, plus the page faults of the buffer's
+ * growth in a thread's first session (bench_timeline measures it per executor).
  *
  * A child forked while tracing is on records nothing and does not write the file.
  *
