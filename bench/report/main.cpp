@@ -445,6 +445,18 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
             load.workloads.push_back(workload);
         meta.load.push_back(std::move(load));
     }
+    // One traced run per workload and executor, for the report's timelines.
+    if (std::find(binaries.begin(), binaries.end(), "timeline") != binaries.end()) {
+        bar.update("bench_timeline --triad_timelines", "");
+        int status = 0;
+        const std::string out = capture({(bin_dir / "bench_timeline").string(),
+                                         "--triad_timelines=" + (raw / "traces").string()},
+                                        &status);
+        write_file(raw / "timeline.console.txt", out);
+        if (status != 0)
+            meta.failures.push_back("bench_timeline --triad_timelines exited with status " +
+                                    std::to_string(status));
+    }
 
     if (python) {
         meta.python = capture({"python3", "--version"});
