@@ -348,6 +348,8 @@ inline std::string timeline_svg(const trace& t) {
     x_axis.ticks.erase(std::remove_if(x_axis.ticks.begin(), x_axis.ticks.end(),
                                       [&](double tick) { return tick > x_axis.hi * 1.0001; }),
                        x_axis.ticks.end());
+    if (t.tasks == 0)
+        x_axis.ticks = {0}; // no time to mark
     const double us_per_px = x_axis.hi / 1e3 / plot_w;
     const auto fixed = [](double v) { // one decimal: a tenth of a pixel is all a reader sees
         char text[32];
@@ -446,9 +448,6 @@ inline std::string timeline_svg(const trace& t) {
         body << "<line x1=\"" << fixed(plot_left + tick / 1e3 / us_per_px) << "\" y1=\"" << plot_top
              << "\" x2=\"" << fixed(plot_left + tick / 1e3 / us_per_px) << "\" y2=\"" << plot_bottom
              << "\" stroke=\"#e4e4e4\"/>\n";
-    if (t.lanes.empty())
-        body << "<text x=\"" << plot_left + plot_w / 2 << "\" y=\"" << plot_top + 15
-             << "\" text-anchor=\"middle\" fill=\"#555\">no events in this trace</text>\n";
     for (std::size_t i = 0; i < t.lanes.size(); ++i) {
         const trace_lane& lane = t.lanes[i];
         const int top = row_tops[i];
@@ -492,6 +491,9 @@ inline std::string timeline_svg(const trace& t) {
         body << "<text x=\"" << plot_left + plot_w + 6 << "\" y=\"" << top + 15 << "\">"
              << xml_escape(percent(busy_fraction(t, lane))) << "</text>\n";
     }
+    if (t.tasks == 0) // over the lanes' backgrounds
+        body << "<text x=\"" << plot_left + plot_w / 2 << "\" y=\"" << plot_top + 15
+             << "\" text-anchor=\"middle\" fill=\"#555\">no tasks in this trace</text>\n";
     // The axis: time from the first event, round ticks in one unit.
     body << "<line x1=\"" << plot_left << "\" y1=\"" << plot_bottom << "\" x2=\""
          << plot_left + plot_w << "\" y2=\"" << plot_bottom << "\" stroke=\"black\"/>\n";
