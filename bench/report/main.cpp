@@ -1,6 +1,7 @@
 // bench_report: runs every benchmark binary and the Python peers, then writes
 // bench/results/<date>-<host>/ (<date>-<host>-quick/ for --quick, so a rough run never replaces
-// a full one) with the raw Google Benchmark JSON, REPORT.md and SVG charts.
+// a full one) with the raw Google Benchmark JSON, REPORT.md and SVG charts; a timeline chart per
+// trace the tracer left in raw/traces/ (none without that directory).
 //
 //   bench_report [--quick] [--out DIR] [--only cpu_bound,io_http] [--no-python]
 //   bench_report --from DIR      re-renders DIR's report from DIR/raw without running anything
@@ -768,7 +769,7 @@ results load(const fs::path& dir, run_meta& meta) {
             std::move(binary_load)};
 }
 
-// Reads DIR/raw and writes REPORT.md and the charts.
+// Reads DIR/raw and writes REPORT.md and the charts (with a timeline per trace in raw/traces).
 void render(const fs::path& dir, run_meta meta) {
     const results r = load(dir, meta);
     fs::remove_all(dir / "charts");
@@ -776,6 +777,7 @@ void render(const fs::path& dir, run_meta meta) {
     triad_report::report_context context;
     context.cpus = r.cpus;
     context.busy = busy.workloads;
+    context.traces = triad_report::read_traces(dir / "raw" / "traces");
     for (const auto& [path, text] : triad_report::render_report(
              r.workloads, r.all, preamble(meta, r.cpus, r.start_load, busy), context))
         write_file(dir / path, text);

@@ -526,6 +526,9 @@ struct report_context {
     int cpus = 0; // 0: unknown, no CPU bound on speedups
     // Per workload, a warning that the machine was busy while it was measured.
     std::map<std::string, std::string> busy;
+    // The tracer's files, raw/traces/<workload>.<executor>.json: file name -> text (none in
+    // reports from before it).
+    std::map<std::string, std::string> traces;
 };
 
 struct table {
@@ -1147,6 +1150,7 @@ inline std::string kind_label(const std::string& kind) {
 } // namespace triad_report
 
 #include "latency.hpp"
+#include "timeline.hpp"
 
 namespace triad_report {
 
@@ -1208,6 +1212,7 @@ render_report(const std::map<std::string, workload_info>& workloads,
         files[chart] = latency_chart_svg(info.title, points, service_us);
         md << "![" << xml_escape(info.title) << "](" << chart << ")\n\n";
     }
+    md << timeline_section(context.traces, files);
     md << "## Overheads\n\nThe cost of the machinery itself, per item, against the peers "
           "(relative: to the fastest executor on the same operation; `sequential` rows are the "
           "work alone).\n\n"
