@@ -153,12 +153,12 @@ int write_timelines(const fs::path& dir) {
     }
     {
         triad::thread_pool pool(n);
-        const int fib_n = 18; // 4,180 forks: each a span, nested where a wait helps
+        const int fib_n = 22; // 28,656 forks: each a span, nested where a wait helps
         ok &= write_timeline(dir, "fib_tasks", "triad_threads",
-                             "fib(18), a task per call (nested submit + get), " + on_workers, [&] {
+                             "fib(22), a task per call (nested submit + get), " + on_workers, [&] {
                                  const long r = fib_forked(pool, fib_n);
                                  pool.wait_idle();
-                                 return r == 2584;
+                                 return r == 17711;
                              });
     }
     {
