@@ -363,3 +363,71 @@ TEST_CASE("trace: starting and stopping while other threads submit loses no file
     CHECK(submitted.load() > 0);
     fs::remove(path);
 }
+
+TEST_CASE("trace: a result that fits max_message_size still fits while tracing", "[trace]") {
+    // The times a traced answer carries are the tracer's, not the task's: they must not push a
+    // result that fits the limit over it (tracing would change what a program computes).
+    const fs::path path = temp_path("triad_trace_message_size");
+    const stop_on_exit guard;
+    triad::process_pool pool({.processes = 1, .max_message_size = 1024});
+    std::vector<char> encoded;
+    std::size_t length = 900;
+    for (;; ++length) {
+        encoded.clear();
+        triad::encode_to(encoded, std::string(length, 'x'));
+        if (encoded.size() == 1024)
+            break;
+        REQUIRE(encoded.size() < 1024);
+    }
+    const auto make = +[](std::size_t n) { return std::string(n, 'x'); };
+    CHECK(pool.submit(make, length).get().size() == length);
+    triad::trace::start(path);
+    CHECK(pool.submit(make, length).get().size() == length);
+    CHECK_THROWS_WITH(pool.submit(make, length + 1).get(),
+                      Catch::Contains("over max_message_size"));
+    CHECK(triad::trace::stop().events == 2);
+    fs::remove(path);
+}
+
+TEST_CASE("trace: the writer at exit does not deadlock with a thread forking meanwhile",
+          "[trace]") {
+    // The writer at exit warns on stderr about dropped events; a thread forking as
+    // triad::process does (stderr locked, then the tracer's prepare handler takes its mutex)
+    // takes the two locks the other way round. The sleep widens that window.
+    const fs::path path = temp_path("triad_trace_exit_fork");
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        triad::trace::start(path, {.max_events_per_thread = 1});
+        {
+            triad::thread_pool pool(1);
+            pool.submit([] {}).get();
+            pool.submit([] {}).get(); // dropped: the writer at exit prints a warning
+        }
+        std::thread([] {
+            ::flockfile(stderr);
+            std::this_thread::sleep_for(300ms);
+            const pid_t grandchild = ::fork();
+            ::funlockfile(stderr);
+            if (grandchild == 0)
+                ::_exit(0);
+            ::waitpid(grandchild, nullptr, 0);
+        }).detach();
+        std::this_thread::sleep_for(50ms);
+        std::exit(0);
+    }
+    int status = 0;
+    pid_t done = 0;
+    for (int i = 0; i < 1000 && done == 0; ++i) {
+        done = ::waitpid(child, &status, WNOHANG);
+        if (done == 0)
+            std::this_thread::sleep_for(10ms);
+    }
+    if (done == 0) {
+        ::kill(child, SIGKILL);
+        ::waitpid(child, &status, 0);
+    }
+    CHECK(done == child);
+    CHECK(read_trace(path).spans.size() == 1);
+    fs::remove(path);
+}

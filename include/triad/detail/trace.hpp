@@ -498,17 +498,28 @@ inline write_summary registry::finish(const char* who) {
 
 inline void registry::write_at_exit() noexcept {
     registry& r = instance();
-    std::lock_guard lock(r.m_mutex);
-    if (!r.m_active || r.m_owner != ::getpid())
-        return;
-    try {
-        const write_summary s = r.finish("triad::trace at exit");
-        if (s.dropped != 0)
-            std::fprintf(stderr, "triad: the trace %s dropped %zu events (a thread's limit)\n",
-                         r.m_config.path.c_str(), s.dropped);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "triad: %s\n", e.what());
+    // Printed once the mutex is released: a thread forking meanwhile (fork_with_stdio_locked)
+    // holds stderr's lock and then, in the prepare handler, waits for this mutex.
+    std::string message;
+    {
+        std::lock_guard lock(r.m_mutex);
+        if (!r.m_active || r.m_owner != ::getpid())
+            return;
+        try {
+            const write_summary s = r.finish("triad::trace at exit");
+            if (s.dropped != 0)
+                message = concat("triad: the trace ", r.m_config.path.string(), " dropped ",
+                                 s.dropped, " events (a thread's limit)");
+        } catch (const std::exception& e) {
+            try {
+                message = concat("triad: ", e.what());
+            } catch (...) {
+                message.clear(); // out of memory: no message
+            }
+        }
     }
+    if (!message.empty())
+        std::fprintf(stderr, "%s\n", message.c_str());
 }
 
 // TRIAD_TRACE=path starts tracing when the program starts and writes the file when it exits;
