@@ -15,12 +15,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <malloc.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -431,3 +433,35 @@ TEST_CASE("trace: the writer at exit does not deadlock with a thread forking mea
     CHECK(read_trace(path).spans.size() == 1);
     fs::remove(path);
 }
+
+#ifndef TRIAD_TEST_SANITIZER // their allocators do not report through mallinfo2
+TEST_CASE("trace: the buffers of threads that ended are freed when their session is written",
+          "[trace]") {
+    const fs::path path = temp_path("triad_trace_memory");
+    const stop_on_exit guard;
+    const auto heap_bytes = [] {
+        const struct mallinfo2 m = ::mallinfo2();
+        return static_cast<double>(m.uordblks + m.hblkhd);
+    };
+    const double before = heap_bytes();
+    triad::trace::start(path);
+    // 100 threads that record and end: a 160 KB chunk each at least.
+    for (int i = 0; i < 100; ++i) {
+        triad::thread_pool pool(1);
+        pool.submit([] {}).get();
+    }
+    CHECK(triad::trace::stop().events == 100);
+    CHECK(heap_bytes() - before < 4e6);
+    // A thread that ends after its session is over leaves nothing either.
+    std::optional<triad::thread_pool> late;
+    late.emplace(1);
+    triad::trace::start(path);
+    late->submit([] {}).get();
+    late->wait_idle();
+    CHECK(triad::trace::stop().events == 1);
+    const double with_late = heap_bytes();
+    late.reset();
+    CHECK(with_late - heap_bytes() > 100e3);
+    fs::remove(path);
+}
+#endif

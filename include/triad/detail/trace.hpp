@@ -182,12 +182,16 @@ private:
 struct thread_hold {
     thread_buffer* buffer = nullptr;
     std::uint64_t session = 0;
+    // Destroyed: a thread_local destroyed after this one that still records (an event loop's,
+    // resuming coroutines) must not append to a buffer that is no longer this thread's.
+    bool ended = false;
     thread_hold() = default;
     thread_hold(const thread_hold&) = delete;
     thread_hold& operator=(const thread_hold&) = delete;
     ~thread_hold() {
+        ended = true;
         if (buffer != nullptr)
-            registry::instance().release(buffer);
+            registry::instance().release(std::exchange(buffer, nullptr));
     }
 };
 inline thread_local thread_hold tls_hold;
@@ -321,7 +325,7 @@ inline bool registry::active() {
 
 inline bool registry::attach(thread_hold& hold) noexcept {
     std::lock_guard lock(m_mutex);
-    if (!m_active)
+    if (!m_active || hold.ended)
         return false;
     const std::uint64_t session = g_session.load(std::memory_order_relaxed);
     try {
@@ -365,6 +369,9 @@ inline bool registry::attach(thread_hold& hold) noexcept {
 inline void registry::release(thread_buffer* buffer) noexcept {
     std::lock_guard lock(m_mutex);
     buffer->m_in_use = false;
+    // Its events are for no file (the session it recorded in is over): its memory goes now.
+    if (!m_active || buffer->m_session != g_session.load(std::memory_order_relaxed))
+        buffer->free_after(nullptr);
 }
 
 inline void registry::name_remote_lane(std::int32_t pid, std::int32_t tid,
@@ -488,6 +495,13 @@ inline write_summary registry::finish(const char* who) {
         if (error.empty())
             error = e.what();
     }
+    // The chunks of threads that ended are read for the last time: freed, so that a session's
+    // memory does not outlive it (up to max_events_per_thread events for each thread that
+    // recorded). A live thread's are emptied when it records in the next session: it may be
+    // appending now, without the mutex.
+    for (const auto& b : m_buffers)
+        if (!b->m_in_use)
+            b->free_after(nullptr);
     if (::close(fd) != 0 && error.empty() && errno != EINTR)
         error = std::strerror(errno);
     if (!error.empty())
