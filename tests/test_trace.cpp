@@ -465,3 +465,20 @@ TEST_CASE("trace: the buffers of threads that ended are freed when their session
     fs::remove(path);
 }
 #endif
+
+TEST_CASE("trace: metadata that is not UTF-8 still makes a valid JSON file", "[trace]") {
+    const fs::path path = temp_path("triad_trace_utf8");
+    const stop_on_exit guard;
+    triad::trace::start(path, {.metadata = {{"latin1", "caf\xe9!"},
+                                            {"cut", "\xe2\x82"},
+                                            {"quoted \"\n\t", "\xe2\x82\xac \xf0\x9f\x98\x80"}}});
+    triad::thread_pool pool(1);
+    pool.submit([] {}).get();
+    pool.wait_idle();
+    CHECK(triad::trace::stop().events == 1);
+    const parsed_trace t = read_trace(path); // Boost.JSON refuses malformed UTF-8
+    CHECK(t.other.at("latin1").as_string() == "caf\xef\xbf\xbd!");
+    CHECK(t.other.at("cut").as_string() == "\xef\xbf\xbd\xef\xbf\xbd");
+    CHECK(t.other.at("quoted \"\n\t").as_string() == "\xe2\x82\xac \xf0\x9f\x98\x80");
+    fs::remove(path);
+}
