@@ -123,6 +123,8 @@ struct alignas(64) shared_state_block {
 // An answer whose header's sequence field is this starts with the task's start and end
 // (steady_clock nanoseconds, the parent's clock too) before its payload.
 inline constexpr std::uint32_t answer_timed = 1;
+// The bytes of those times: not part of the result, so not counted against max_message_size.
+inline constexpr std::size_t answer_times_bytes = 2 * sizeof(std::int64_t);
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
                   std::atomic<std::uint32_t>::is_always_lock_free &&
@@ -489,9 +491,10 @@ private:
             m_timer.disarm();
             slot.deadline_ns.store(0, std::memory_order_release);
         }
-        if (m_out.size() - start - sizeof(frame_header) > m_config.max_message_size) {
+        const std::size_t times_bytes = began != 0 ? answer_times_bytes : 0;
+        if (m_out.size() - start - sizeof(frame_header) - times_bytes > m_config.max_message_size) {
             // Over the limit the parent enforces: say so, rather than send what it must refuse.
-            const std::size_t bytes = m_out.size() - start - sizeof(frame_header);
+            const std::size_t bytes = m_out.size() - start - sizeof(frame_header) - times_bytes;
             m_out.resize(start);
             answer_begin(frame_kind::too_large, header.task_id, began);
             encode_to(m_out,

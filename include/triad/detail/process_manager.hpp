@@ -205,8 +205,9 @@ private:
     };
 
     struct worker {
+        // A traced answer carries the task's times besides the result that max_payload bounds.
         worker(std::uint64_t max_payload, std::size_t max_nesting)
-            : parser(max_payload, max_nesting) {}
+            : parser(max_payload + answer_times_bytes, max_nesting) {}
         worker_state state = worker_state::dead;
         pid_t pid = 0;
         pool_fd pidfd; // the worker process's handle, where the kernel has pidfds

@@ -182,12 +182,16 @@ private:
 struct thread_hold {
     thread_buffer* buffer = nullptr;
     std::uint64_t session = 0;
+    // Destroyed: a thread_local destroyed after this one that still records (an event loop's,
+    // resuming coroutines) must not append to a buffer that is no longer this thread's.
+    bool ended = false;
     thread_hold() = default;
     thread_hold(const thread_hold&) = delete;
     thread_hold& operator=(const thread_hold&) = delete;
     ~thread_hold() {
+        ended = true;
         if (buffer != nullptr)
-            registry::instance().release(buffer);
+            registry::instance().release(std::exchange(buffer, nullptr));
     }
 };
 inline thread_local thread_hold tls_hold;
@@ -327,7 +331,7 @@ inline bool registry::active() {
 
 inline bool registry::attach(thread_hold& hold) noexcept {
     std::lock_guard lock(m_mutex);
-    if (!m_active)
+    if (!m_active || hold.ended)
         return false;
     const std::uint64_t session = g_session.load(std::memory_order_relaxed);
     try {
@@ -371,6 +375,9 @@ inline bool registry::attach(thread_hold& hold) noexcept {
 inline void registry::release(thread_buffer* buffer) noexcept {
     std::lock_guard lock(m_mutex);
     buffer->m_in_use = false;
+    // Its events are for no file (the session it recorded in is over): its memory goes now.
+    if (!m_active || buffer->m_session != g_session.load(std::memory_order_relaxed))
+        buffer->free_after(nullptr);
 }
 
 inline void registry::name_remote_lane(std::int32_t pid, std::int32_t tid,
@@ -385,10 +392,52 @@ inline void registry::name_remote_lane(std::int32_t pid, std::int32_t tid,
     }
 }
 
+// The length of the well-formed UTF-8 sequence at the start of `text`, or 0.
+inline std::size_t utf8_sequence(std::string_view text) noexcept {
+    const auto at = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+    const unsigned char lead = at(0);
+    std::size_t length = 0;
+    unsigned char low = 0x80;  // the second byte's range, narrowed against overlong forms
+    unsigned char high = 0xbf; // and surrogates or code points past U+10FFFF
+    if (lead >= 0xc2 && lead <= 0xdf) {
+        length = 2;
+    } else if (lead >= 0xe0 && lead <= 0xef) {
+        length = 3;
+        low = lead == 0xe0 ? 0xa0 : 0x80;
+        high = lead == 0xed ? 0x9f : 0xbf;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+        length = 4;
+        low = lead == 0xf0 ? 0x90 : 0x80;
+        high = lead == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (text.size() < length || at(1) < low || at(1) > high)
+        return 0;
+    for (std::size_t i = 2; i < length; ++i)
+        if (at(i) < 0x80 || at(i) > 0xbf)
+            return 0;
+    return length;
+}
+
+// JSON text is UTF-8: a byte that is not part of well-formed UTF-8 (a Latin-1 program name or
+// metadata value) becomes U+FFFD, or no reader would open the file.
 inline void append_json_string(std::string& out, std::string_view text) {
     out += '"';
-    for (const char c : text) {
+    for (std::size_t i = 0; i < text.size();) {
+        const char c = text[i];
         const auto u = static_cast<unsigned char>(c);
+        if (u >= 0x80) {
+            const std::size_t length = utf8_sequence(text.substr(i));
+            if (length == 0) {
+                out += "\\ufffd";
+                ++i;
+            } else {
+                out.append(text.substr(i, length));
+                i += length;
+            }
+            continue;
+        }
         if (c == '"' || c == '\\') {
             out += '\\';
             out += c;
@@ -399,6 +448,7 @@ inline void append_json_string(std::string& out, std::string_view text) {
         } else {
             out += c;
         }
+        ++i;
     }
     out += '"';
 }
@@ -494,6 +544,13 @@ inline write_summary registry::finish(const char* who) {
         if (error.empty())
             error = e.what();
     }
+    // The chunks of threads that ended are read for the last time: freed, so that a session's
+    // memory does not outlive it (up to max_events_per_thread events for each thread that
+    // recorded). A live thread's are emptied when it records in the next session: it may be
+    // appending now, without the mutex.
+    for (const auto& b : m_buffers)
+        if (!b->m_in_use)
+            b->free_after(nullptr);
     if (::close(fd) != 0 && error.empty() && errno != EINTR)
         error = std::strerror(errno);
     if (!error.empty())
@@ -504,17 +561,28 @@ inline write_summary registry::finish(const char* who) {
 
 inline void registry::write_at_exit() noexcept {
     registry& r = instance();
-    std::lock_guard lock(r.m_mutex);
-    if (!r.m_active || r.m_owner != ::getpid())
-        return;
-    try {
-        const write_summary s = r.finish("triad::trace at exit");
-        if (s.dropped != 0)
-            std::fprintf(stderr, "triad: the trace %s dropped %zu events (a thread's limit)\n",
-                         r.m_config.path.c_str(), s.dropped);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "triad: %s\n", e.what());
+    // Printed once the mutex is released: a thread forking meanwhile (fork_with_stdio_locked)
+    // holds stderr's lock and then, in the prepare handler, waits for this mutex.
+    std::string message;
+    {
+        std::lock_guard lock(r.m_mutex);
+        if (!r.m_active || r.m_owner != ::getpid())
+            return;
+        try {
+            const write_summary s = r.finish("triad::trace at exit");
+            if (s.dropped != 0)
+                message = concat("triad: the trace ", r.m_config.path.string(), " dropped ",
+                                 s.dropped, " events (a thread's limit)");
+        } catch (const std::exception& e) {
+            try {
+                message = concat("triad: ", e.what());
+            } catch (...) {
+                message.clear(); // out of memory: no message
+            }
+        }
     }
+    if (!message.empty())
+        std::fprintf(stderr, "%s\n", message.c_str());
 }
 
 // TRIAD_TRACE=path starts tracing when the program starts and writes the file when it exits;
