@@ -353,3 +353,46 @@ TEST_CASE("a malformed trace is named with what is wrong, and the others are sti
                        "not valid JSON") != std::string::npos);
     CHECK(section.find("### prime checks, 2 workers") != std::string::npos);
 }
+
+TEST_CASE("the task-size sweep is one efficiency chart: a line per executor over the sizes") {
+    const auto sized = [](const std::string& workload,
+                          std::vector<std::pair<std::string, double>> efficiencies) {
+        triad_report::table t;
+        t.workload = workload;
+        for (const auto& [executor, efficiency] : efficiencies) {
+            triad_report::row r = make_row(executor, 1000);
+            r.counters["efficiency"] = efficiency;
+            t.rows.push_back(r);
+        }
+        return t;
+    };
+    std::vector<triad_report::table> tables = {
+        sized("task_1us", {{"triad_threads", 0.9}, {"tbb_task_group", 0.5}, {"sequential", 1}}),
+        sized("task_1000us", {{"triad_threads", 0.97}, {"tbb_task_group", 0.96}}),
+        sized("primes", {{"triad_threads", 0.2}})};
+    const std::string svg = triad_report::efficiency_chart_svg(tables);
+    const auto tree = parse_svg(svg);
+    CHECK(count_class(tree, "polyline", "series") == 2); // not the sequential row's, nor primes'
+    CHECK(count_class(tree, "polyline", "ideal") == 1);
+    CHECK(has_text(svg, "1 µs"));
+    CHECK(has_text(svg, "1 ms"));
+    CHECK(has_text(svg, "100%"));
+    CHECK(has_text(svg, "triad_threads"));
+    CHECK(has_text(svg, "tbb_task_group"));
+    // One size is no sweep: no chart.
+    tables.erase(tables.begin());
+    CHECK(triad_report::efficiency_chart_svg(tables).empty());
+}
+
+TEST_CASE("a table cell names the three fastest of a long tie and counts the rest") {
+    triad_report::table t;
+    t.fastest = "a";
+    t.ties = {"b", "c"};
+    CHECK(triad_report::verdict_cell(t) == "tie: a, b and c");
+    t.ties = {"b", "c", "d"};
+    CHECK(triad_report::verdict_cell(t) == "tie: a, b, c and d");
+    t.ties = {"b", "c", "d", "e", "f"};
+    CHECK(triad_report::verdict_cell(t) == "tie of 6: a, b, c and 3 more");
+    t.winner = "a";
+    CHECK(triad_report::verdict_cell(t) == "**a**");
+}

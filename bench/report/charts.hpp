@@ -540,3 +540,115 @@ inline std::string scaling_chart_svg(const std::string& workload, const workload
 }
 
 } // namespace triad_report
+
+namespace triad_report {
+
+// The task-size sweep in one chart: for each executor, its efficiency (the work's own time over
+// the time it took, per worker: 100% is perfect use of the workers) by the size of one task,
+// from the workloads named task_<N>us. Empty when fewer than two sizes were measured.
+inline std::string efficiency_chart_svg(const std::vector<table>& tables) {
+    std::map<std::string, std::vector<std::pair<double, double>>> lines; // executor -> (us, eff)
+    std::set<double> sizes;
+    for (const table& t : tables) {
+        unsigned us = 0;
+        char tail = 0;
+        if (std::sscanf(t.workload.c_str(), "task_%uu%c", &us, &tail) != 2 || tail != 's')
+            continue;
+        for (const row& r : t.rows) {
+            const auto e = r.counters.find("efficiency");
+            if (e == r.counters.end() || r.executor == "sequential" || is_python(r.executor))
+                continue;
+            lines[r.executor].push_back({static_cast<double>(us), e->second});
+            sizes.insert(us);
+        }
+    }
+    if (sizes.size() < 2)
+        return {};
+    static const char* const triad_palette[] = {"#009e73", "#d55e00", "#cc79a7", "#000000",
+                                                "#e69f00"};
+    static const char* const peer_palette[] = {"#0072b2", "#56b4e9", "#999999", "#332288"};
+    const int width = 760;
+    const int margin = 10;
+    double legend_w = text_width("ideal: 100%", 12);
+    for (const auto& [executor, points] : lines)
+        legend_w = std::max(legend_w, text_width(executor, 12));
+    const int legend_left = width - margin - static_cast<int>(legend_w) - 30;
+    std::ostringstream body;
+    int y = 20;
+    y = text_lines(body,
+                   wrap_text("Efficiency by task size: where each model's per-task overhead "
+                             "stops mattering",
+                             width - 2 * margin, 14, true),
+                   margin, y, 18, "font-size=\"14\" font-weight=\"bold\"");
+    y = text_lines(body,
+                   wrap_text("The work's own time over the time taken times the workers "
+                             "(medians; 100% = every worker busy with the work alone).",
+                             legend_left - margin, 12),
+                   margin, y, 16, "fill=\"#555\"");
+    const axis x_axis = make_axis(*sizes.begin(), *sizes.rbegin(), true);
+    const int plot_left = margin + 60;
+    const int plot_right = legend_left - 24;
+    const int plot_top = y + 8;
+    const int plot_h = 250;
+    const int plot_bottom = plot_top + plot_h;
+    const int plot_w = plot_right - plot_left;
+    const auto px = [&](double x) { return plot_left + x_axis.fraction(x) * plot_w; };
+    const auto py = [&](double v) { return plot_bottom - std::clamp(v, 0.0, 1.1) / 1.1 * plot_h; };
+    for (int tick = 0; tick <= 100; tick += 20) {
+        body << "<line x1=\"" << plot_left << "\" y1=\"" << py(tick / 100.0) << "\" x2=\""
+             << plot_right << "\" y2=\"" << py(tick / 100.0) << "\" stroke=\"#e4e4e4\"/>\n"
+             << "<text x=\"" << plot_left - 6 << "\" y=\"" << py(tick / 100.0) + 4
+             << "\" text-anchor=\"end\">" << tick << "%</text>\n";
+    }
+    for (double tick : x_axis.ticks)
+        body << "<line x1=\"" << px(tick) << "\" y1=\"" << plot_bottom << "\" x2=\"" << px(tick)
+             << "\" y2=\"" << plot_bottom + 5 << "\" stroke=\"black\"/>\n"
+             << "<text x=\"" << px(tick) << "\" y=\"" << plot_bottom + 18
+             << "\" text-anchor=\"middle\">"
+             << xml_escape(time_tick(tick * 1e3, time_unit(tick * 1e3))) << "</text>\n";
+    body << "<line x1=\"" << plot_left << "\" y1=\"" << plot_bottom << "\" x2=\"" << plot_right
+         << "\" y2=\"" << plot_bottom << "\" stroke=\"black\"/>\n"
+         << "<line x1=\"" << plot_left << "\" y1=\"" << plot_top << "\" x2=\"" << plot_left
+         << "\" y2=\"" << plot_bottom << "\" stroke=\"black\"/>\n"
+         << "<text x=\"" << (plot_left + plot_right) / 2 << "\" y=\"" << plot_bottom + 36
+         << "\" text-anchor=\"middle\">work per task (log scale)</text>\n"
+         << "<text x=\"" << margin + 12 << "\" y=\"" << plot_top + plot_h / 2
+         << "\" transform=\"rotate(-90 " << margin + 12 << " " << plot_top + plot_h / 2
+         << ")\" text-anchor=\"middle\">efficiency</text>\n"
+         << "<polyline class=\"ideal\" fill=\"none\" stroke=\"#777\" stroke-width=\"1.5\" "
+            "stroke-dasharray=\"2 4\" points=\""
+         << plot_left << "," << py(1) << " " << plot_right << "," << py(1) << "\"/>\n";
+    int legend_y = plot_top;
+    const auto legend_line = [&](const std::string& color, const std::string& dash,
+                                 const std::string& label) {
+        body << "<line x1=\"" << legend_left << "\" y1=\"" << legend_y + 8 << "\" x2=\""
+             << legend_left + 22 << "\" y2=\"" << legend_y + 8 << "\" stroke=\"" << color
+             << "\" stroke-width=\"2\"" << dash << "/>\n<text x=\"" << legend_left + 28 << "\" y=\""
+             << legend_y + 12 << "\">" << xml_escape(label) << "</text>\n";
+        legend_y += 18;
+    };
+    int triad_series = 0;
+    int peer_series = 0;
+    for (auto& [executor, points] : lines) {
+        std::sort(points.begin(), points.end());
+        const bool triad = executor_kind(executor) == "triad";
+        const std::string color =
+            triad ? triad_palette[triad_series++ % 5] : peer_palette[peer_series++ % 4];
+        const std::string dash = triad ? "" : " stroke-dasharray=\"7 4\"";
+        body << "<polyline class=\"series\" fill=\"none\" stroke=\"" << color
+             << "\" stroke-width=\"2\"" << dash << " points=\"";
+        for (const auto& [us, eff] : points)
+            body << px(us) << "," << py(eff) << " ";
+        body << "\"/>\n";
+        for (const auto& [us, eff] : points)
+            body << "<circle cx=\"" << px(us) << "\" cy=\"" << py(eff) << "\" r=\"3\" "
+                 << (triad ? "fill=\"" + color + "\"" : "fill=\"white\" stroke=\"" + color + "\"")
+                 << "/>\n";
+        legend_line(color, dash, executor);
+    }
+    legend_line("#777", " stroke-dasharray=\"2 4\"", "ideal: 100%");
+    const int height = std::max(plot_bottom + 46, legend_y + 10);
+    return svg_open(width, height) + body.str() + "</svg>\n";
+}
+
+} // namespace triad_report

@@ -1012,6 +1012,13 @@ inline std::string verdict_cell(const table& t) {
         return t.fastest.empty() ? "-" : t.fastest;
     std::vector<std::string> tied{t.fastest};
     tied.insert(tied.end(), t.ties.begin(), t.ties.end());
+    // A cell names the three fastest of a long tie; the verdict under the table names them all.
+    if (tied.size() > 4) {
+        const std::size_t others = tied.size() - 3;
+        tied.resize(3);
+        return "tie of " + std::to_string(others + 3) + ": " + tied[0] + ", " + tied[1] + ", " +
+               tied[2] + " and " + std::to_string(others) + " more";
+    }
     return "tie: " + name_list(tied);
 }
 
@@ -1189,6 +1196,14 @@ render_report(const std::map<std::string, workload_info>& workloads,
             md << "![" << xml_escape(t.info.title) << ", by " << t.info.axis << "](" << scaling
                << ")\n\n";
         }
+    }
+    if (std::string chart = efficiency_chart_svg(tables); !chart.empty()) {
+        files["charts/task_size_efficiency.svg"] = std::move(chart);
+        md << "## Efficiency by task size\n\nThe `task_*` tables above in one chart: each "
+              "executor's efficiency (the work's own time over the time taken times the workers, "
+              "medians) by the work in one task. Where a line reaches the top, the executor's "
+              "per-task cost has stopped mattering.\n\n"
+           << "![Efficiency by task size](charts/task_size_efficiency.svg)\n\n";
     }
     for (const std::string& workload : workload_order(workloads)) {
         const workload_info& info = workloads.at(workload);
