@@ -4,7 +4,6 @@
 
 #include "report.hpp"
 
-#include <boost/json/src.hpp>
 #include <boost/property_tree/ptree.hpp>
 #include <boost/property_tree/xml_parser.hpp>
 

@@ -7,7 +7,6 @@
 #include <catch2/catch.hpp>
 
 #include <boost/json.hpp>
-#include <boost/json/src.hpp>
 
 #include <atomic>
 #include <chrono>
