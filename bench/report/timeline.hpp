@@ -365,7 +365,8 @@ inline std::string timeline_svg(const trace& t) {
                    wrap_text(timeline_totals(t) +
                                  ". One row per thread or worker process, time from the "
                                  "first event; a darker band inside a task is a task run inside "
-                                 "it (a worker helping while it waits); a paler band, tasks "
+                                 "it (a worker helping while it waits, or a map's range of "
+                                 "items inside its runner); a paler band, tasks "
                                  "closer than a pixel, busy that share of the time.",
                              width - 2 * margin, 12),
                    margin, y, 15, "fill=\"#555\"");
@@ -547,9 +548,13 @@ inline std::string timeline_section(const std::map<std::string, std::string>& tr
     md << "## Where the time goes: timelines\n\n"
        << "One traced run of a workload per executor (`raw/traces/`, Chrome trace event files "
           "that chrome://tracing and Perfetto open): a row per thread or worker process, a band "
-          "where it ran a task, a darker one inside where a task ran inside a task, a paler one "
-          "where tasks were closer than a pixel (as pale as the lane was idle there). Busy is the "
-          "share of the trace's span a lane spent in tasks, nested ones counted once. These runs "
+          "where it ran a task, a darker one inside where a task ran inside a task (a worker "
+          "helping while it waits, or a `map`'s range of items inside its runner, which is why a "
+          "`map` lane is dark from end to end), a paler one where tasks were closer than a pixel "
+          "(as pale as the lane was idle there). Busy is the share of the trace's span a lane "
+          "spent in tasks, nested ones counted once, waits inside a task included: busy is not "
+          "CPU time. Task counts are spans: a `map` runner and each range it claims count one "
+          "each. These runs "
           "are separate from the measured ones, so their times are not the tables'.\n\n";
     std::vector<std::string> unreadable;
     for (const std::string& name : names) {
