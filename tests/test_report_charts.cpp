@@ -329,6 +329,10 @@ TEST_CASE("no traces directory, or an empty one, leaves the report as it was") {
     CHECK(after.contains("charts/timeline_primes.triad_thread_pool.svg"));
     const std::string& md = after.at("REPORT.md");
     CHECK(md.find("## Where the time goes: timelines\n") != std::string::npos);
+    // A map's ranges nest in their runner with no worker waiting: the text says so, and that
+    // busy (time inside tasks) is not CPU time.
+    CHECK(md.find("a `map`'s range of items inside its runner") != std::string::npos);
+    CHECK(md.find("busy is not CPU time") != std::string::npos);
     CHECK(md.find("### prime checks, 2 workers\n\n`primes` on `triad_thread_pool`: 8 lanes, 11 "
                   "tasks in 200.00 µs; busy: ") != std::string::npos);
     CHECK(md.find("(charts/timeline_primes.triad_thread_pool.svg)") != std::string::npos);
