@@ -517,6 +517,9 @@ struct row {
     // the bound and what sets it ("20 items"). Such a row is left out of the verdict.
     std::optional<double> speedup_bound{};
     std::string bound_reason{};
+    // Set when the median speedup is above that bound but the edges of the intervals are not:
+    // the runs of the row or of its baseline are spread. The row stays in the verdict.
+    std::optional<double> suspect_bound{};
     std::string best_config{}; // the executor's fastest configuration, when it is not `config`
     double best_ns = 0;
 };
@@ -546,6 +549,7 @@ struct table {
     std::string runner_up;                // the second fastest C++ executor in the verdict, if any
     double margin = 1;                    // runner-up time / fastest time
     std::optional<double> winner_speedup; // the fastest's speedup over sequential
+    bool winner_speedup_suspect = false;  // above what the work allows at the medians
     std::string best_python;              // the fastest Python executor, if Python ran
     double python_behind = 0;             // its time / the fastest C++ time
 };
@@ -696,6 +700,9 @@ inline table make_table(const std::string& workload, const workload_info& info,
         if (limit && r.ns_high > 0 && base->ns_low / r.ns_high > limit->first) {
             r.speedup_bound = limit->first;
             r.bound_reason = limit->second;
+        } else if (limit && *r.speedup > limit->first * 1.05) { // 5%: noise, not a flag
+            r.suspect_bound = limit->first;
+            r.bound_reason = limit->second;
         }
     }
     std::sort(t.rows.begin(), t.rows.end(), [](const row& a, const row& b) {
@@ -723,6 +730,7 @@ inline table make_table(const std::string& workload, const workload_info& info,
     const row& first = *contenders.front();
     t.fastest = first.executor;
     t.winner_speedup = first.speedup;
+    t.winner_speedup_suspect = first.suspect_bound.has_value();
     for (std::size_t i = 1; i < contenders.size(); ++i)
         if (!stats::significantly_faster(first.samples, contenders[i]->samples))
             t.ties.push_back(contenders[i]->executor);
@@ -788,6 +796,8 @@ inline std::string format_interval(const row& r) {
 
 // The marker of an impossible speedup; its footnote follows the table.
 inline const char* const impossible_mark = "‡";
+// The marker of a median speedup above the bound that the intervals still allow.
+inline const char* const suspect_mark = "†";
 
 // The verdict under a workload's table, in words.
 inline std::string verdict_line(const table& t) {
@@ -827,7 +837,7 @@ inline std::string markdown_table(const table& t) {
         cpu = cpu || r.counters.contains("cpu_ns_per_item");
         rss = rss || r.counters.contains("peak_rss_bytes");
         best = best || !r.best_config.empty();
-        impossible = impossible || r.speedup_bound.has_value();
+        impossible = impossible || r.speedup_bound.has_value() || r.suspect_bound.has_value();
     }
     std::ostringstream out;
     out << "| executor | configuration | time per " << t.info.item
@@ -842,7 +852,8 @@ inline std::string markdown_table(const table& t) {
             << (r.config.empty() ? "-" : r.config) << " | " << format_time(r.ns_per_item) << " | "
             << format_interval(r) << " | " << r.samples.size() << " | "
             << (r.speedup ? format_ratio(*r.speedup) : "-")
-            << (r.speedup_bound ? std::string(" ") + impossible_mark : "");
+            << (r.speedup_bound ? std::string(" ") + impossible_mark : "")
+            << (r.suspect_bound ? std::string(" ") + suspect_mark : "");
         if (cpu) {
             const auto c = r.counters.find("cpu_ns_per_item");
             out << " | " << (c == r.counters.end() ? "-" : format_time(c->second));
@@ -865,6 +876,13 @@ inline std::string markdown_table(const table& t) {
                     << format_number(*r.speedup_bound) << "x: " << r.bound_reason
                     << "), even between the edges of the intervals of the medians; this row or its "
                        "sequential baseline was disturbed, so it is left out of the verdict.\n";
+            else if (r.suspect_bound)
+                out << suspect_mark << " " << r.executor << ": a median speedup of "
+                    << format_ratio(*r.speedup) << " is above what the work allows (at most "
+                    << format_number(*r.suspect_bound) << "x: " << r.bound_reason
+                    << "), though not between the edges of the intervals: the runs of this row "
+                       "or of its sequential baseline are spread (see their intervals), so read "
+                       "its speedup as at most that bound.\n";
     }
     return out.str();
 }
@@ -1034,7 +1052,12 @@ inline std::string choosing_table(const std::vector<table>& tables) {
             continue;
         out << "| " << t.info.title << " | " << t.info.kind << " | " << verdict_cell(t) << " | "
             << (t.runner_up.empty() ? "-" : t.runner_up + " (" + format_ratio(t.margin) + ")")
-            << " | " << (t.winner_speedup ? format_ratio(*t.winner_speedup) : "-") << " | "
+            << " | "
+            << (t.winner_speedup ? format_ratio(*t.winner_speedup) +
+                                       (t.winner_speedup_suspect ? std::string(" ") + suspect_mark
+                                                                 : std::string())
+                                 : "-")
+            << " | "
             << (t.best_python.empty() ? "-"
                                       : t.best_python + " (" + format_ratio(t.python_behind) + ")")
             << " |\n";
@@ -1125,7 +1148,12 @@ inline std::string method_text(const std::vector<measurement>& all) {
            "flight, CPUs for CPU-bound work), even between the edges of the two intervals, is "
            "impossible: it is marked "
         << impossible_mark
-        << ", explained under its table, and the row is left out of the verdict.\n";
+        << ", explained under its table, and the row is left out of the verdict. A median "
+           "speedup more than 5% above that bound which the intervals still allow is marked "
+        << suspect_mark
+        << ": the runs of the row or of its baseline are spread (a baseline whose runs fall in "
+           "two groups, for one); the row stays in the verdict, and its speedup reads as at "
+           "most the bound.\n";
     char p[32];
     std::snprintf(p, sizeof p, "%.3g", smallest_p(most));
     if (most <= 1)
