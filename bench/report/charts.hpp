@@ -199,6 +199,16 @@ inline const char* spread_legend() {
     return "interval of the median";
 }
 
+// A line chart's legend entry at (left, y): a short stroke in the series' colour and dash, then
+// its label; y moves down to the next entry.
+inline void legend_line_entry(std::ostringstream& svg, int left, int& y, const std::string& color,
+                              const std::string& dash, const std::string& label) {
+    svg << "<line x1=\"" << left << "\" y1=\"" << y + 8 << "\" x2=\"" << left + 22 << "\" y2=\""
+        << y + 8 << "\" stroke=\"" << color << "\" stroke-width=\"2\"" << dash << "/>\n<text x=\""
+        << left + 28 << "\" y=\"" << y + 12 << "\">" << xml_escape(label) << "</text>\n";
+    y += 18;
+}
+
 // A horizontal bar per row: the time per item (median), an error bar for its spread, the time
 // and the speedup over the same language's sequential run at the end of the bar. The time axis
 // is logarithmic when the rows span a decade or more (labelled decades), linear from zero
@@ -495,11 +505,7 @@ inline std::string scaling_chart_svg(const std::string& workload, const workload
     int legend_y = plot_top;
     const auto legend_line = [&](const std::string& color, const std::string& dash,
                                  const std::string& label) {
-        body << "<line x1=\"" << legend_left << "\" y1=\"" << legend_y + 8 << "\" x2=\""
-             << legend_left + 22 << "\" y2=\"" << legend_y + 8 << "\" stroke=\"" << color
-             << "\" stroke-width=\"2\"" << dash << "/>\n<text x=\"" << legend_left + 28 << "\" y=\""
-             << legend_y + 12 << "\">" << xml_escape(label) << "</text>\n";
-        legend_y += 18;
+        legend_line_entry(body, legend_left, legend_y, color, dash, label);
     };
     int triad_series = 0;
     int peer_series = 0;
@@ -621,11 +627,7 @@ inline std::string efficiency_chart_svg(const std::vector<table>& tables) {
     int legend_y = plot_top;
     const auto legend_line = [&](const std::string& color, const std::string& dash,
                                  const std::string& label) {
-        body << "<line x1=\"" << legend_left << "\" y1=\"" << legend_y + 8 << "\" x2=\""
-             << legend_left + 22 << "\" y2=\"" << legend_y + 8 << "\" stroke=\"" << color
-             << "\" stroke-width=\"2\"" << dash << "/>\n<text x=\"" << legend_left + 28 << "\" y=\""
-             << legend_y + 12 << "\">" << xml_escape(label) << "</text>\n";
-        legend_y += 18;
+        legend_line_entry(body, legend_left, legend_y, color, dash, label);
     };
     int triad_series = 0;
     int peer_series = 0;
