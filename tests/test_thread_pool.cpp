@@ -860,6 +860,47 @@ TEST_CASE("the pool can be destroyed from one of its own tasks", "[thread_pool][
     CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
 }
 
+TEST_CASE("a task may drop the pool's last owner while its submitter is still inside post",
+          "[thread_pool][regression]") {
+    // The submitter moves the only owner into the task: the task can run, drop it and have the
+    // engine drained and joined before post() has returned on the submitting thread. Before, the
+    // engine was freed under that thread's last reads (the sleepers count: a use after free that
+    // ThreadSanitizer caught in CI about once in 25 runs on a loaded machine). Two spinning
+    // threads preempt the submitter at random points, and the scenario repeats until one lands
+    // inside post; the sanitizer builds see the use after free, every build sees a hang or crash.
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        std::atomic<bool> stop{false};
+        std::vector<std::thread> hogs;
+        for (int i = 0; i < 2; ++i)
+            hogs.emplace_back([&stop] {
+                while (!stop.load(std::memory_order_relaxed)) {
+                }
+            });
+        constexpr int rounds = 600;
+        std::atomic<int> ran{0};
+        for (int round = 0; round < rounds; ++round) {
+            auto pool = std::make_shared<triad::thread_pool>(triad::thread_pool_options{
+                .threads = 2, .idle_spin = std::chrono::microseconds(200)});
+            triad::thread_pool* raw = pool.get();
+            raw->post([pool = std::move(pool), &ran]() mutable {
+                pool.reset();
+                ++ran;
+            });
+        }
+        const bool done = eventually([&] { return ran == rounds; }, std::chrono::seconds(60));
+        stop = true;
+        for (auto& hog : hogs)
+            hog.join();
+        ::_exit(done ? 0 : 3);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+}
+
 TEST_CASE("initializer and on_error may be move-only callables", "[thread_pool]") {
     auto session = std::make_unique<int>(5);
     auto sink = std::make_unique<std::atomic<int>>(0);

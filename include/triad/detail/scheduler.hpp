@@ -179,6 +179,7 @@ struct scheduler_config {
 // What admit() hands to push(): the wait_idle generation and, during a drain, the scope.
 struct admission {
     std::uint8_t epoch = 0;
+    bool external = false; // counted in scheduler::m_submitted, not by a worker
     drain_scope* scope = nullptr;
 };
 
@@ -290,6 +291,10 @@ private:
     injection_stack m_injection;
     // Submissions from threads outside the pool; the workers count their own (worker::m_submitted).
     alignas(cache_line) std::atomic<std::uint64_t> m_submitted[2] = {};
+    // Of those, how many were pushed or refused: the submitting thread's last touch of the
+    // pool. A task may drop the pool's last owner before its submitter's push() returns (the
+    // pool's owner moved into the task); the engine is freed only once this catches up.
+    std::atomic<std::uint64_t> m_external_left{0};
     std::atomic<std::uint64_t> m_refused[2] = {};
     std::atomic<std::uint64_t> m_epoch{0};
     alignas(cache_line) std::atomic<std::size_t> m_sleepers{0};
@@ -378,6 +383,12 @@ inline scheduler::~scheduler() {
         std::abort();
     }
     shutdown(false);
+    // Every task has run, so every submission was counted; wait out submitters still between
+    // publishing their task and their last touch (nanoseconds, unless one is preempted).
+    while (m_external_left.load(std::memory_order_acquire) !=
+           m_submitted[0].load(std::memory_order_relaxed) +
+               m_submitted[1].load(std::memory_order_relaxed))
+        std::this_thread::yield();
 }
 
 inline void scheduler::start_thread(worker& w) {
@@ -456,6 +467,7 @@ inline admission scheduler::admit(std::size_t count) {
             std::memory_order_release);
     } else {
         m_submitted[a.epoch].fetch_add(count, std::memory_order_seq_cst);
+        a.external = true;
     }
     if (m_closed.load(std::memory_order_seq_cst)) {
         if (!is_own_thread()) {
@@ -487,6 +499,8 @@ inline void scheduler::refuse(std::size_t count, const admission& a) noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (m_idle_waiter_count.load(std::memory_order_relaxed) != 0)
         wake_idle_waiters();
+    if (a.external)
+        m_external_left.fetch_add(count, std::memory_order_release); // the last touch
 }
 
 inline void scheduler::push(task_node* newest, task_node* oldest, std::size_t count,
@@ -518,6 +532,8 @@ inline void scheduler::push(task_node* newest, task_node* oldest, std::size_t co
     }
     if (m_sleepers.load(std::memory_order_seq_cst) != 0)
         wake_for(count);
+    if (a.external)
+        m_external_left.fetch_add(count, std::memory_order_release); // the last touch
 }
 
 inline void scheduler::execute(worker& self, task_node* task) noexcept {
