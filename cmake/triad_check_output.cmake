@@ -1,0 +1,29 @@
+# Runs one command and checks what it printed: ctest's PASS_REGULAR_EXPRESSION passes when any one
+# pattern matches and ignores the exit code, while an example's test needs every key line and a
+# clean exit. Invoked by CTest as
+#   cmake -DCOMMAND=<program;args...> -DEXPECT=<regex;regex...> [-DREJECT=<regex;...>]
+#         -P triad_check_output.cmake
+# Patterns are CMake regular expressions matched against stdout and stderr together.
+if(NOT DEFINED COMMAND)
+  message(FATAL_ERROR "triad_check_output: COMMAND is not set")
+endif()
+execute_process(COMMAND ${COMMAND} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+set(all "${out}${err}")
+message("${all}")
+set(failures "")
+if(NOT rc EQUAL 0)
+  string(APPEND failures "  exit status ${rc}, expected 0\n")
+endif()
+foreach(pattern IN LISTS EXPECT)
+  if(NOT all MATCHES "${pattern}")
+    string(APPEND failures "  no line matches: ${pattern}\n")
+  endif()
+endforeach()
+foreach(pattern IN LISTS REJECT)
+  if(all MATCHES "${pattern}")
+    string(APPEND failures "  a line matches what must not appear: ${pattern}\n")
+  endif()
+endforeach()
+if(failures)
+  message(FATAL_ERROR "triad_check_output: ${COMMAND}\n${failures}")
+endif()
