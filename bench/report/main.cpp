@@ -867,6 +867,13 @@ int main(int argc, char** argv) {
             std::printf("%s\n", (o.from / "REPORT.md").c_str());
             return 0;
         }
+#if TRIAD_REPORT_SMOKE_ONLY
+        // A report measured from -O1 binaries would look like any other and mislead.
+        std::fprintf(stderr, "bench_report: the benchmarks next to this binary were built at -O1, "
+                             "only to smoke-run them (TRIAD_BENCH_SMOKE_ONLY, the release "
+                             "preset); measure with bench/run, which builds the bench preset\n");
+        return 2;
+#endif
         run_meta meta;
         meta.date = today();
         meta.host = host_name();
