@@ -2,13 +2,19 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <sstream>
 #include <string>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
+#include <utility>
+#include <vector>
 
 #include <sched.h>
 
@@ -270,4 +276,249 @@ TEST_CASE("a cgroup path from outside the container's namespace falls back to th
 TEST_CASE("missing /proc files mean no cgroup limit", "[cpu]") {
     fake_root empty;
     CHECK_FALSE(triad::detail::cgroup_cpu_limit(empty.path()).has_value());
+}
+
+// --- workers_for_memory ----------------------------------------------------------------------
+
+namespace {
+
+constexpr std::uint64_t mib = 1024 * 1024;
+constexpr std::uint64_t gib = 1024 * mib;
+
+} // namespace
+
+TEST_CASE("memory limit, memory.stat and meminfo files are parsed exactly", "[cpu]") {
+    using namespace triad::detail;
+    CHECK_FALSE(parse_memory_limit("max\n").has_value());
+    CHECK(parse_memory_limit("67108864\n") == 64 * mib);
+    CHECK_FALSE(parse_memory_limit("9223372036854771712\n").has_value()); // v1's "no limit"
+    CHECK_FALSE(parse_memory_limit("garbage").has_value());
+    CHECK_FALSE(parse_memory_limit("-1").has_value());
+
+    const std::string stat = "total_inactive_file 7\ninactive_file_x 9\ninactive_file 5\n";
+    CHECK(memory_stat_field(stat, "inactive_file") == 5u);
+    CHECK(memory_stat_field(stat, "total_inactive_file") == 7u);
+    CHECK_FALSE(memory_stat_field(stat, "active_file").has_value());
+
+    CHECK(parse_mem_available("MemTotal:       32000000 kB\nMemAvailable:   24289020 kB\n") ==
+          24289020ull * 1024);
+    CHECK_FALSE(parse_mem_available("MemTotal:       32000000 kB\n").has_value());
+
+    CHECK(memory_left(100, 30, 10) == 80);
+    CHECK(memory_left(100, 5, 10) == 100); // more reclaimable cache than usage: all free
+    CHECK(memory_left(100, 150, 10) == 0); // over the limit (v1 can be, briefly)
+}
+
+TEST_CASE("workers_for_memory's arithmetic: the course's 16 GB and 4 GB per process", "[cpu]") {
+    using triad::detail::memory_bound_workers;
+    CHECK(memory_bound_workers(8, 16 * gib, 4 * gib) == 4);     // memory binds
+    CHECK(memory_bound_workers(2, 16 * gib, 4 * gib) == 2);     // CPUs bind
+    CHECK(memory_bound_workers(8, 16 * gib - 1, 4 * gib) == 3); // rounds down
+    CHECK(memory_bound_workers(8, 3 * gib, 4 * gib) == 1);      // not one fits: still one
+    CHECK(memory_bound_workers(8, std::nullopt, 4 * gib) == 8); // unknown memory caps nothing
+    CHECK(memory_bound_workers(0, 16 * gib, 1) == 1);
+}
+
+TEST_CASE("workers_for_memory refuses a zero per-worker size", "[cpu]") {
+    CHECK_THROWS_AS(triad::workers_for_memory(0), std::invalid_argument);
+    CHECK_THROWS_WITH(triad::workers_for_memory(0), Catch::Contains("bytes_per_worker is 0"));
+}
+
+TEST_CASE("the tightest cgroup v2 level is the one with the least room, not the lowest limit",
+          "[cpu]") {
+    // The parent's limit is higher but it is nearly full (a sibling uses it); the root has no
+    // memory files at all, as on a real v2 system.
+    fake_root root;
+    root.write("proc/self/cgroup", "0::/app/worker\n");
+    root.write("proc/self/mountinfo", "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+    root.write("proc/meminfo", "MemTotal:       33554432 kB\nMemAvailable:   16777216 kB\n");
+    root.write("sys/fs/cgroup/app/memory.max", std::to_string(gib) + "\n");
+    root.write("sys/fs/cgroup/app/memory.current", std::to_string(900 * mib) + "\n");
+    root.write("sys/fs/cgroup/app/memory.stat", "anon 1\ninactive_file 0\n");
+    root.write("sys/fs/cgroup/app/worker/memory.max", std::to_string(512 * mib) + "\n");
+    root.write("sys/fs/cgroup/app/worker/memory.current", std::to_string(200 * mib) + "\n");
+    root.write("sys/fs/cgroup/app/worker/memory.stat",
+               "inactive_file " + std::to_string(100 * mib) + "\n");
+    CHECK(triad::detail::cgroup_memory_available(root.path()) == 124 * mib);
+    CHECK(triad::detail::available_memory(root.path()) == 124 * mib);
+
+    // Without the parent's pressure the child's own room counts, its file cache excluded.
+    root.write("sys/fs/cgroup/app/memory.current", std::to_string(100 * mib) + "\n");
+    CHECK(triad::detail::cgroup_memory_available(root.path()) == 412 * mib);
+}
+
+TEST_CASE("cgroup v2 memory.max of \"max\" everywhere falls back to MemAvailable", "[cpu]") {
+    fake_root root;
+    root.write("proc/self/cgroup", "0::/user.slice\n");
+    root.write("proc/self/mountinfo", "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+    root.write("proc/meminfo", "MemFree:         1000 kB\nMemAvailable:    2048000 kB\n");
+    root.write("sys/fs/cgroup/user.slice/memory.max", "max\n");
+    root.write("sys/fs/cgroup/user.slice/memory.current", "123456789\n");
+    CHECK_FALSE(triad::detail::cgroup_memory_available(root.path()).has_value());
+    CHECK(triad::detail::available_memory(root.path()) == 2048000ull * 1024);
+}
+
+TEST_CASE("a cgroup v1 memory limit caps available memory, up the hierarchy", "[cpu]") {
+    fake_root root;
+    root.write("proc/self/cgroup", "5:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n");
+    root.write("proc/self/mountinfo",
+               "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+               "33 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+               "40 31 0:37 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n");
+    root.write("proc/meminfo", "MemAvailable:   16777216 kB\n");
+    root.write("sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+    root.write("sys/fs/cgroup/memory/memory.usage_in_bytes", "8000000000\n");
+    root.write("sys/fs/cgroup/memory/docker/memory.limit_in_bytes", std::to_string(gib) + "\n");
+    root.write("sys/fs/cgroup/memory/docker/memory.usage_in_bytes", std::to_string(700 * mib));
+    root.write("sys/fs/cgroup/memory/docker/memory.stat",
+               "inactive_file 0\ntotal_inactive_file " + std::to_string(300 * mib) + "\n");
+    root.write("sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes",
+               std::to_string(256 * mib) + "\n");
+    root.write("sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes",
+               std::to_string(200 * mib) + "\n");
+    root.write("sys/fs/cgroup/memory/docker/abc/memory.stat",
+               "inactive_file 1\ntotal_inactive_file " + std::to_string(50 * mib) + "\n");
+    // docker/abc: 256 - (200 - 50) = 106 MiB; docker: 1024 - (700 - 300) = 624 MiB.
+    CHECK(triad::detail::cgroup_memory_available(root.path()) == 106 * mib);
+    CHECK(triad::detail::available_memory(root.path()) == 106 * mib);
+
+    // The same limit in a v1 hierarchy that is not the memory controller's counts for nothing.
+    fake_root cpu_only;
+    cpu_only.write("proc/self/cgroup", "4:cpu,cpuacct:/docker/abc\n");
+    cpu_only.write("proc/self/mountinfo",
+                   "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n");
+    cpu_only.write("sys/fs/cgroup/cpu,cpuacct/docker/abc/memory.limit_in_bytes", "1048576\n");
+    CHECK_FALSE(triad::detail::cgroup_memory_available(cpu_only.path()).has_value());
+}
+
+TEST_CASE("available memory is the smaller of the cgroup's room and MemAvailable", "[cpu]") {
+    fake_root root;
+    root.write("proc/self/cgroup", "0::/job\n");
+    root.write("proc/self/mountinfo", "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+    root.write("proc/meminfo", "MemAvailable:     524288 kB\n"); // 512 MiB on the host
+    root.write("sys/fs/cgroup/job/memory.max", std::to_string(4 * gib) + "\n");
+    root.write("sys/fs/cgroup/job/memory.current", std::to_string(gib) + "\n");
+    CHECK(triad::detail::cgroup_memory_available(root.path()) == 3 * gib);
+    CHECK(triad::detail::available_memory(root.path()) == 512 * mib);
+
+    // A limit without a readable usage still caps.
+    fs::remove(fs::path(root.path()) / "sys/fs/cgroup/job/memory.current");
+    root.write("sys/fs/cgroup/job/memory.max", std::to_string(256 * mib) + "\n");
+    CHECK(triad::detail::available_memory(root.path()) == 256 * mib);
+}
+
+TEST_CASE("no /proc at all: memory unknown, so only the CPUs bound the workers", "[cpu]") {
+    fake_root empty;
+    CHECK_FALSE(triad::detail::cgroup_memory_available(empty.path()).has_value());
+    CHECK_FALSE(triad::detail::available_memory(empty.path()).has_value());
+}
+
+TEST_CASE("workers_for_memory on this machine: capped by the CPUs, at least one", "[cpu]") {
+    ::setenv("TRIAD_CPU_COUNT", "3", 1);
+    CHECK(triad::workers_for_memory(1) == 3);
+    CHECK(triad::workers_for_memory(std::numeric_limits<std::size_t>::max()) == 1);
+    ::setenv("TRIAD_CPU_COUNT", "64", 1);
+    const auto available = triad::available_memory();
+    REQUIRE(available.has_value()); // Linux has had MemAvailable since 3.14
+    CHECK(*available > 0);
+    // A quarter of what is free each: about four workers, give or take what others allocate
+    // or free meanwhile.
+    const std::size_t n = triad::workers_for_memory(static_cast<std::size_t>(*available / 4));
+    CHECK(n >= 2);
+    CHECK(n <= 8);
+    ::unsetenv("TRIAD_CPU_COUNT");
+}
+
+namespace {
+
+// Where this process could make a memory cgroup: its own memory cgroup (v1, or v2 when the
+// memory controller is enabled for its children) and the hierarchy's root.
+std::vector<std::pair<std::string, bool>> memory_cgroup_parents() {
+    std::vector<std::pair<std::string, bool>> parents;
+    triad::detail::for_each_cgroup_directory(
+        "", "memory", [&](const std::string& dir, const std::string& top, bool v2) {
+            for (const std::string& parent : {dir, top}) {
+                if (v2) { // cgroup.subtree_control: "cpu io memory pids\n"
+                    auto enabled =
+                        triad::detail::read_small_file(parent + "/cgroup.subtree_control");
+                    if (!enabled)
+                        continue;
+                    std::replace(enabled->begin(), enabled->end(), '\n', ' ');
+                    const auto names = triad::detail::split(*enabled, ' ');
+                    if (std::find(names.begin(), names.end(), "memory") == names.end())
+                        continue;
+                }
+                parents.emplace_back(parent, v2);
+            }
+        });
+    return parents;
+}
+
+bool write_file(const std::string& path, const std::string& text) {
+    std::ofstream out(path);
+    out << text;
+    out.close();
+    return static_cast<bool>(out);
+}
+
+} // namespace
+
+TEST_CASE("workers_for_memory obeys a real cgroup memory limit set by a parent cgroup", "[cpu]") {
+    // Makes a cgroup limited to 64 MiB with a child cgroup limited to 1 GiB, moves a forked
+    // process into the child and asks there: the parent's limit must win. Needs root and a
+    // writable memory controller (v1, or v2 with memory delegated): skipped otherwise.
+    const std::string name = "triad-test-" + std::to_string(::getpid());
+    std::string outer;
+    std::string inner;
+    for (const auto& [parent, v2] : memory_cgroup_parents()) {
+        std::error_code error;
+        const std::string dir = parent + "/" + name;
+        if (!fs::create_directory(dir, error))
+            continue;
+        const std::string limit_file = v2 ? "/memory.max" : "/memory.limit_in_bytes";
+        if (!fs::exists(dir + limit_file) || !write_file(dir + limit_file, "67108864") ||
+            !fs::create_directory(dir + "/inner", error) ||
+            !write_file(dir + "/inner" + limit_file, std::to_string(gib))) {
+            fs::remove(dir + "/inner", error);
+            fs::remove(dir, error);
+            continue;
+        }
+        outer = dir;
+        inner = dir + "/inner";
+        break;
+    }
+    if (outer.empty()) {
+        WARN("skipped: no memory cgroup could be made here (needs root and a writable memory "
+             "controller)");
+        return;
+    }
+    const std::string seen = in_child([&] {
+        if (!write_file(inner + "/cgroup.procs", std::to_string(::getpid())))
+            return std::string("could not join the cgroup");
+        ::setenv("TRIAD_CPU_COUNT", "8", 1);
+        const auto available = triad::available_memory();
+        return std::to_string(available.value_or(0)) + " " +
+               std::to_string(triad::workers_for_memory(16 * mib)) + " " +
+               std::to_string(triad::workers_for_memory(mib)) + " " +
+               std::to_string(triad::workers_for_memory(128 * mib));
+    });
+    std::error_code error;
+    fs::remove(inner, error); // the child has exited, so both cgroups are empty
+    fs::remove(outer, error);
+    CHECK_FALSE(fs::exists(outer));
+    if (seen == "could not join the cgroup") { // e.g. a v2 delegation boundary in the way
+        WARN("skipped: a process could not be moved into " << inner);
+        return;
+    }
+    INFO("the child saw: " << seen);
+    std::istringstream fields(seen);
+    std::uint64_t available = 0;
+    std::size_t sixteen = 0, one = 0, big = 0;
+    REQUIRE(fields >> available >> sixteen >> one >> big);
+    CHECK(available <= 64 * mib);
+    CHECK(available > 32 * mib); // a forked child has charged only a few pages
+    CHECK(sixteen >= 2);
+    CHECK(sixteen <= 4);
+    CHECK(one == 8); // the CPUs bind
+    CHECK(big == 1); // nothing fits: still one worker
 }

@@ -5,12 +5,14 @@
 #include <charconv>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <fstream>
 #include <iterator>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <sched.h>
@@ -176,11 +178,11 @@ inline std::string cgroup_directory(const std::string& fs_root, const cgroup_mou
 }
 
 // Applies `read_level(dir)` to the cgroup directory and each ancestor up to the mount point and
-// returns the smallest limit: a parent's quota caps its children.
+// returns the smallest limit: a parent's limit caps its children.
 template <class ReadLevel>
-std::optional<double> smallest_limit_upwards(std::string dir, const std::string& top,
-                                             ReadLevel read_level) {
-    std::optional<double> best;
+auto smallest_limit_upwards(std::string dir, const std::string& top, ReadLevel read_level)
+    -> std::invoke_result_t<ReadLevel&, const std::string&> {
+    std::invoke_result_t<ReadLevel&, const std::string&> best;
     for (;;) {
         if (const auto limit = read_level(dir); limit && (!best || *limit < *best))
             best = limit;
@@ -193,46 +195,166 @@ std::optional<double> smallest_limit_upwards(std::string dir, const std::string&
     }
 }
 
-// The CPU quota of the process's cgroups (v1 and v2), in CPUs, if any is set. `fs_root` prefixes
-// every path so tests can point it at a fake /proc and /sys.
-inline std::optional<double> cgroup_cpu_limit(const std::string& fs_root = "") {
+// Calls `visit(dir, top, v2)` for each cgroup of this process that can hold a limit of the given
+// controller: its v2 (unified) cgroup and its v1 cgroup in the hierarchy mounted with
+// `v1_controller`. `dir` is the process's directory, `top` the mount point, where a walk up the
+// hierarchy stops. `fs_root` prefixes every path so tests can point it at a fake /proc and /sys.
+template <class Visit>
+void for_each_cgroup_directory(const std::string& fs_root, std::string_view v1_controller,
+                               Visit visit) {
     const auto cgroup_text = read_small_file(fs_root + "/proc/self/cgroup");
     const auto mountinfo_text = read_small_file(fs_root + "/proc/self/mountinfo");
     if (!cgroup_text || !mountinfo_text)
-        return std::nullopt;
+        return;
     const auto memberships = parse_proc_cgroup(*cgroup_text);
     const auto mounts = parse_mountinfo(*mountinfo_text);
-
-    std::optional<double> best;
-    const auto consider = [&best](std::optional<double> limit) {
-        if (limit && (!best || *limit < *best))
-            best = limit;
-    };
     for (const cgroup_membership& member : memberships) {
         const bool v2 = member.hierarchy == "0" && member.controllers.empty();
-        const bool v1_cpu = !v2 && list_contains(member.controllers, "cpu");
-        if (!v2 && !v1_cpu)
+        const bool v1 = !v2 && list_contains(member.controllers, v1_controller);
+        if (!v2 && !v1)
             continue;
         for (const cgroup_mount& mount : mounts) {
-            if (mount.v2 != v2 || (v1_cpu && !list_contains(mount.options, "cpu")))
+            if (mount.v2 != v2 || (v1 && !list_contains(mount.options, v1_controller)))
                 continue;
-            const std::string top = fs_root + mount.mount_point;
-            const std::string dir = cgroup_directory(fs_root, mount, member.path);
-            if (v2) {
-                consider(smallest_limit_upwards(dir, top, [](const std::string& d) {
-                    const auto text = read_small_file(d + "/cpu.max");
-                    return text ? parse_cpu_max(*text) : std::nullopt;
-                }));
-            } else {
-                consider(smallest_limit_upwards(dir, top, [](const std::string& d) {
-                    const auto quota = read_small_file(d + "/cpu.cfs_quota_us");
-                    const auto period = read_small_file(d + "/cpu.cfs_period_us");
-                    return quota && period ? parse_cfs_quota(*quota, *period) : std::nullopt;
-                }));
-            }
+            visit(cgroup_directory(fs_root, mount, member.path), fs_root + mount.mount_point, v2);
         }
     }
+}
+
+// The CPU quota of the process's cgroups (v1 and v2), in CPUs, if any is set.
+inline std::optional<double> cgroup_cpu_limit(const std::string& fs_root = "") {
+    std::optional<double> best;
+    for_each_cgroup_directory(
+        fs_root, "cpu", [&best](const std::string& dir, const std::string& top, bool v2) {
+            const auto limit = smallest_limit_upwards(dir, top, [v2](const std::string& d) {
+                if (v2) {
+                    const auto text = read_small_file(d + "/cpu.max");
+                    return text ? parse_cpu_max(*text) : std::nullopt;
+                }
+                const auto quota = read_small_file(d + "/cpu.cfs_quota_us");
+                const auto period = read_small_file(d + "/cpu.cfs_period_us");
+                return quota && period ? parse_cfs_quota(*quota, *period) : std::nullopt;
+            });
+            if (limit && (!best || *limit < *best))
+                best = limit;
+        });
     return best;
+}
+
+// A cgroup memory limit in bytes: v2 memory.max ("max": none) or v1 memory.limit_in_bytes, where
+// "no limit" reads as the largest page-aligned 63-bit count (9223372036854771712 with 4 KiB
+// pages); anything from 2^62 bytes up is taken to mean that.
+inline std::optional<std::uint64_t> parse_memory_limit(std::string_view text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
+        text.remove_suffix(1);
+    const auto value = parse_integer(text);
+    if (!value || *value < 0 || *value >= (1LL << 62))
+        return std::nullopt;
+    return static_cast<std::uint64_t>(*value);
+}
+
+// One "key value" line of memory.stat; nullopt if the key is absent.
+inline std::optional<std::uint64_t> memory_stat_field(std::string_view stat, std::string_view key) {
+    for (std::string_view line : split(stat, '\n')) {
+        if (line.size() <= key.size() || line.substr(0, key.size()) != key ||
+            line[key.size()] != ' ')
+            continue;
+        const auto value = parse_integer(line.substr(key.size() + 1));
+        if (!value || *value < 0)
+            return std::nullopt;
+        return static_cast<std::uint64_t>(*value);
+    }
+    return std::nullopt;
+}
+
+// "MemAvailable:   24289020 kB" from /proc/meminfo, in bytes: the kernel's estimate of what can
+// be allocated without swapping, free memory plus the page cache it can drop.
+inline std::optional<std::uint64_t> parse_mem_available(std::string_view meminfo) {
+    constexpr std::string_view key = "MemAvailable:";
+    for (std::string_view line : split(meminfo, '\n')) {
+        if (line.substr(0, key.size()) != key)
+            continue;
+        line.remove_prefix(key.size());
+        while (!line.empty() && line.front() == ' ')
+            line.remove_prefix(1);
+        const bool kilobytes = line.size() > 3 && line.substr(line.size() - 3) == " kB";
+        if (kilobytes)
+            line.remove_suffix(3);
+        const auto value = parse_integer(line);
+        if (!value || *value < 0)
+            return std::nullopt;
+        return static_cast<std::uint64_t>(*value) * (kilobytes ? 1024 : 1);
+    }
+    return std::nullopt;
+}
+
+// What one cgroup level leaves free: its limit minus its usage, where usage does not count the
+// inactive file cache (`reclaimable`): the kernel drops that before it fails an allocation, and
+// MemAvailable counts it as available too, so both sources mean the same thing. Without this, a
+// program that has just read a large file would see its cgroup as full.
+inline std::uint64_t memory_left(std::uint64_t limit, std::uint64_t usage,
+                                 std::uint64_t reclaimable) noexcept {
+    const std::uint64_t used = usage - std::min(usage, reclaimable);
+    return limit - std::min(limit, used);
+}
+
+// The room left under the tightest memory limit of the process's cgroups (v2 memory.max minus
+// memory.current, v1 memory.limit_in_bytes minus memory.usage_in_bytes, at every level up to
+// the mount point), or nullopt when no level sets a limit. A level whose usage cannot be read
+// still caps at its limit.
+inline std::optional<std::uint64_t> cgroup_memory_available(const std::string& fs_root = "") {
+    std::optional<std::uint64_t> best;
+    for_each_cgroup_directory(
+        fs_root, "memory", [&best](const std::string& dir, const std::string& top, bool v2) {
+            const auto left = smallest_limit_upwards(
+                dir, top, [v2](const std::string& d) -> std::optional<std::uint64_t> {
+                    const auto limit_text =
+                        read_small_file(d + (v2 ? "/memory.max" : "/memory.limit_in_bytes"));
+                    const auto limit = limit_text ? parse_memory_limit(*limit_text) : std::nullopt;
+                    if (!limit)
+                        return std::nullopt;
+                    std::uint64_t usage = 0;
+                    if (const auto text = read_small_file(
+                            d + (v2 ? "/memory.current" : "/memory.usage_in_bytes")))
+                        if (const auto value = parse_integer(*text); value && *value > 0)
+                            usage = static_cast<std::uint64_t>(*value);
+                    // v1's total_ fields cover the level's descendants, as its usage does.
+                    std::uint64_t inactive = 0;
+                    if (const auto stat = read_small_file(d + "/memory.stat"))
+                        inactive =
+                            memory_stat_field(*stat, v2 ? "inactive_file" : "total_inactive_file")
+                                .value_or(0);
+                    return memory_left(*limit, usage, inactive);
+                });
+            if (left && (!best || *left < *best))
+                best = left;
+        });
+    return best;
+}
+
+// Bytes this process may still allocate: the room under its cgroup limits and the host's
+// MemAvailable, whichever is smaller (a cgroup limit above the host's free memory does not
+// make memory appear); nullopt if neither can be read.
+inline std::optional<std::uint64_t> available_memory(const std::string& fs_root = "") {
+    const auto in_cgroup = cgroup_memory_available(fs_root);
+    const auto meminfo = read_small_file(fs_root + "/proc/meminfo");
+    const auto on_host = meminfo ? parse_mem_available(*meminfo) : std::nullopt;
+    if (in_cgroup && on_host)
+        return std::min(*in_cgroup, *on_host);
+    return in_cgroup ? in_cgroup : on_host;
+}
+
+// workers_for_memory's arithmetic: as many workers as fit in `available`, at most `cpus`, at
+// least one. `bytes_per_worker` must not be 0. Unknown memory caps nothing.
+inline std::size_t memory_bound_workers(std::size_t cpus, std::optional<std::uint64_t> available,
+                                        std::size_t bytes_per_worker) noexcept {
+    std::size_t n = cpus == 0 ? 1 : cpus;
+    if (available) {
+        const std::uint64_t fit = *available / bytes_per_worker;
+        if (fit < n)
+            n = static_cast<std::size_t>(fit);
+    }
+    return n == 0 ? 1 : n;
 }
 
 // CPUs in the process's affinity mask, 0 if it cannot be read. Affinity belongs to threads; the
