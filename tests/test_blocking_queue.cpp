@@ -102,7 +102,7 @@ struct offset_clock {
     using period = std::chrono::steady_clock::period;
     using duration = std::chrono::steady_clock::duration;
     using time_point = std::chrono::time_point<offset_clock>;
-    static constexpr bool is_steady = true;
+    [[maybe_unused]] static constexpr bool is_steady = true; // the Clock requirements
     static time_point now() {
         return time_point(std::chrono::steady_clock::now().time_since_epoch() + 1h);
     }
@@ -270,8 +270,13 @@ TEST_CASE("close wakes blocked poppers and pushers", "[blocking_queue]") {
                     ++got_item;
                 ++ended;
             });
+        poppers.emplace_back([&] { // the longest timeouts saturate instead of overflowing
+            if (q.pop_for(std::chrono::hours::max()))
+                ++got_item;
+            ++ended;
+        });
         poppers.emplace_back([&] {
-            if (q.pop_for(1h))
+            if (q.pop_until(std::chrono::system_clock::time_point::max()))
                 ++got_item;
             ++ended;
         });
@@ -282,7 +287,7 @@ TEST_CASE("close wakes blocked poppers and pushers", "[blocking_queue]") {
             for (auto& t : poppers)
                 t.join();
         }));
-        CHECK(ended == 4);
+        CHECK(ended == 5);
         CHECK(got_item == 0);
     }
     SECTION("pushers throw queue_closed and add nothing") {
@@ -295,7 +300,7 @@ TEST_CASE("close wakes blocked poppers and pushers", "[blocking_queue]") {
             pushers.emplace_back([&, i] {
                 try {
                     if (i == 0)
-                        (void)q.push_for(i + 1, 1h);
+                        (void)q.push_for(i + 1, std::chrono::hours::max());
                     else
                         q.push(i + 1);
                 } catch (const triad::queue_closed& e) {

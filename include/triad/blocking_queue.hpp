@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <triad/detail/wait_slot.hpp>
 #include <triad/errors.hpp>
 
 /// Queues between threads: `triad::blocking_queue<T>` (FIFO) and `triad::priority_queue<T>`.
@@ -100,19 +101,6 @@ private:
     std::uint64_t m_next_sequence = 0;
 };
 
-// A relative timeout as a steady_clock deadline; a century stands for "forever" (what
-// `hours::max()` would overflow).
-template <class Rep, class Period>
-std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) {
-    const auto now = std::chrono::steady_clock::now();
-    constexpr std::chrono::hours forever(24 * 365 * 100);
-    if (timeout <= timeout.zero())
-        return now;
-    if (timeout >= forever)
-        return now + forever;
-    return now + std::chrono::ceil<std::chrono::steady_clock::duration>(timeout);
-}
-
 /**
  * What `triad::blocking_queue` and `triad::priority_queue` share: a bounded queue between threads
  * behind one mutex, with one condition variable for pushers waiting for room and one for poppers
@@ -175,13 +163,13 @@ public:
     template <class Clock, class Duration>
     [[nodiscard]] bool push_until(value_type&& value,
                                   std::chrono::time_point<Clock, Duration> deadline) {
-        return push_with(std::move(value), "push_until", wait_until<Clock, Duration>{deadline});
+        return push_with(std::move(value), "push_until", wait_until{to_steady_deadline(deadline)});
     }
     template <class Clock, class Duration>
     [[nodiscard]] bool push_until(const value_type& value,
                                   std::chrono::time_point<Clock, Duration> deadline) requires
         std::copy_constructible<value_type> {
-        return push_with(value, "push_until", wait_until<Clock, Duration>{deadline});
+        return push_with(value, "push_until", wait_until{to_steady_deadline(deadline)});
     }
 
     /**
@@ -204,7 +192,7 @@ public:
     template <class Clock, class Duration>
     [[nodiscard]] std::optional<value_type>
     pop_until(std::chrono::time_point<Clock, Duration> deadline) {
-        return pop_with(wait_until<Clock, Duration>{deadline});
+        return pop_with(wait_until{to_steady_deadline(deadline)});
     }
 
     /**
@@ -260,9 +248,10 @@ private:
             return true;
         }
     };
-    template <class Clock, class Duration>
+    // Any clock's deadline, as triad's futures take it: converted once to steady_clock,
+    // saturating (a `time_point::max()` waits forever rather than overflowing).
     struct wait_until {
-        std::chrono::time_point<Clock, Duration> deadline;
+        steady_time deadline;
         template <class Ready>
         bool operator()(std::condition_variable& cv, lock_type& lock, Ready ready) const {
             return cv.wait_until(lock, deadline, ready);
