@@ -85,6 +85,15 @@ public:
 };
 
 /**
+ * A `triad::blocking_queue` or `triad::priority_queue` was closed: every push throws this, also
+ * one that was waiting for room; pops return what is left, then an empty optional instead.
+ */
+class queue_closed : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/**
  * A future or promise was used the wrong way: `get()` on an invalid future, a value set twice,
  * two threads waiting on one future, a second continuation.
  */

@@ -2,6 +2,7 @@
 
 /// Everything in triad: `#include <triad/triad.hpp>`.
 #include <triad/async.hpp>
+#include <triad/blocking_queue.hpp>
 #include <triad/combinators.hpp>
 #include <triad/cpu.hpp>
 #include <triad/errors.hpp>
