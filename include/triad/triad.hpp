@@ -16,6 +16,7 @@
 #include <triad/retry.hpp>
 #include <triad/serialize.hpp>
 #include <triad/sync.hpp>
+#include <triad/synchronized.hpp>
 #include <triad/task.hpp>
 #include <triad/thread_pool.hpp>
 #include <triad/trace.hpp>
