@@ -10,6 +10,8 @@
 // In C++ there is no GIL: threads run computations in parallel too, so for the images threads
 // and processes are close, and processes are the choice when the work must be isolated (a crash,
 // a leak, code that is not thread-safe), as the course's reason (the GIL) does not apply.
+// SQLite runs in this process, so its queries compute rather than wait for a server: threads
+// help by using more cores, and only when cores are free.
 //
 // Usage: choosing_approach [urls=200] [latency_ms=20] [images=50] [image_side=400] [rows=300000]
 //                          [url_threads=32]
