@@ -150,6 +150,8 @@ struct progress {
     std::atomic<std::int64_t> failed{0};
     std::atomic<std::int64_t> written{0};
     std::atomic<std::int64_t> attempts{0};
+    std::int64_t in_flight = 0; // the loop's thread only
+    std::int64_t most_in_flight = 0;
 };
 
 // One attempt: a permit from the semaphore for the request only (not for the backoff wait).
@@ -157,6 +159,11 @@ triad::task<std::string> attempt_fetch(triad::semaphore* limit, progress* counts
                                        ex::tcp::endpoint server, std::string target) {
     auto permit = co_await limit->acquire_guard();
     counts->attempts.fetch_add(1);
+    counts->most_in_flight = std::max(counts->most_in_flight, ++counts->in_flight);
+    struct leave {
+        std::int64_t& n;
+        ~leave() { --n; }
+    } leaving{counts->in_flight};
     co_return co_await ex::async_get_ok(server, target);
 }
 
@@ -366,14 +373,16 @@ int main(int argc, char** argv) {
     fmt::print(
         "HTTP requests: {} ({} attempts by the client), injected failures: {} (expected {})\n",
         server.requests(), counts.attempts.load(), server.failures_injected(), expected_injected);
+    fmt::print("Most requests in flight: {} (the cap is {})\n", counts.most_in_flight,
+               max_in_flight);
     fmt::print("Rows written: {} of {} items in {} batches ({} distinct ids)\n", rows, counts.total,
                batches, distinct_ids);
     fmt::print("Enriched: {}, failed after 3 attempts and reported: {} (expected {})\n",
                rows - without, without, expected_failures);
     fmt::print("Sum of enrichment values: {} (expected {})\n", value_sum, expected_value_sum);
-    const bool ok = rows == counts.total && distinct_ids == counts.total &&
-                    without == expected_failures && counts.failed.load() == expected_failures &&
-                    value_sum == expected_value_sum &&
+    const bool ok = counts.most_in_flight <= max_in_flight && rows == counts.total &&
+                    distinct_ids == counts.total && without == expected_failures &&
+                    counts.failed.load() == expected_failures && value_sum == expected_value_sum &&
                     static_cast<std::int64_t>(server.failures_injected()) == expected_injected;
     fmt::print("{}\n", ok ? "All checks passed" : "CHECK FAILED");
     return ok ? 0 : 1;
