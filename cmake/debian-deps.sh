@@ -3,8 +3,10 @@
 # by tests/run and bench/run. Needs root (or sudo) only when something is missing.
 triad_install_deps() {
   # libtbb-dev: oneTBB, a peer in the benchmarks (tests/run builds and smoke-runs them too).
+  # libsqlite3-dev: the real database of the examples that query and write one.
   local wanted=(cmake ninja-build g++ clang libclang-rt-14-dev
-                libboost1.81-dev catch2 libfmt-dev libbenchmark-dev libtbb-dev python3)
+                libboost1.81-dev catch2 libfmt-dev libbenchmark-dev libtbb-dev libsqlite3-dev
+                python3)
   local missing=()
   local pkg
   for pkg in "${wanted[@]}"; do

@@ -1,0 +1,330 @@
+#pragma once
+
+// A real HTTP/1.1 service for the examples that fetch URLs: a Boost.Beast server on 127.0.0.1
+// (an ephemeral port) running on threads of its own, each reply delayed to stand for network
+// latency, with failures injected on request (the Python course's failing URL), and two clients:
+// a blocking one for threads and a coroutine one for the triad event loop. Nothing is mocked:
+// every request crosses a TCP connection and is parsed by Beast on both sides.
+//
+// What the server answers, by path:
+//   /error             500 every time (the course's "http://example.com/error")
+//   /close             closes the connection without a reply, every time
+//   anything else      200 with the body {"path":"<path>","value":<value_of(path)>}
+// and by query parameter (any path):
+//   delay=<ms>         this reply's latency instead of the server's
+//   fail=<n>           the first n requests for this exact target fail, later ones succeed
+//                      (a transient failure, which a retry gets past)
+//   how=500|close      how those n requests fail (default 500)
+
+#include <triad/task.hpp>
+#include <triad/use_task.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace triad_examples {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+/** How the example server behaves. */
+struct http_server_options {
+    /** Every reply waits this long before it is sent (per request; `delay=` overrides). */
+    std::chrono::milliseconds latency{0};
+    /** Threads running the server's io_context; one serves thousands of waiting requests. */
+    std::size_t threads = 1;
+};
+
+/** What a client got back. */
+struct http_reply {
+    unsigned status = 0;
+    std::string body;
+};
+
+/** A reply whose status is not 200, as an exception (what `raise_for_status` raises). */
+class http_status_error : public std::runtime_error {
+public:
+    http_status_error(unsigned status, const std::string& target)
+        : std::runtime_error("HTTP " + std::to_string(status) + " for " + target),
+          m_status(status) {}
+    unsigned status() const noexcept { return m_status; }
+
+private:
+    unsigned m_status;
+};
+
+/** The value the server puts in the body for `path` (FNV-1a, so clients can check replies). */
+inline std::uint64_t value_of(std::string_view path) {
+    std::uint64_t h = 14695981039346656037ULL;
+    for (char c : path) {
+        h ^= static_cast<unsigned char>(c);
+        h *= 1099511628211ULL;
+    }
+    return h % 1'000'000;
+}
+
+/** Reads the `"value":` field of a body the server sent; nullopt if there is none. */
+inline std::optional<std::uint64_t> parse_value(std::string_view body) {
+    constexpr std::string_view key = "\"value\":";
+    const auto at = body.find(key);
+    if (at == std::string_view::npos)
+        return std::nullopt;
+    std::uint64_t value = 0;
+    const char* first = body.data() + at + key.size();
+    const auto [end, ec] = std::from_chars(first, body.data() + body.size(), value);
+    if (ec != std::errc() || end == first)
+        return std::nullopt;
+    return value;
+}
+
+/**
+ * The server: listens on 127.0.0.1 at an ephemeral port from construction to destruction.
+ * Connections are kept alive (HTTP/1.1) until the client closes them.
+ *
+ * Build a `triad::process_pool` before this: the server's threads should not be running when
+ * the pool forks its workers.
+ *
+ * @par Thread Safety
+ * The counters may be read from any thread while the server runs.
+ */
+class http_server {
+public:
+    explicit http_server(http_server_options options = {})
+        : m_options(options), m_acceptor(m_io, {asio::ip::address_v4::loopback(), 0}),
+          m_endpoint(m_acceptor.local_endpoint()) {
+        asio::co_spawn(m_io, accept_loop(), asio::detached);
+        for (std::size_t i = 0; i < std::max<std::size_t>(1, m_options.threads); ++i)
+            m_threads.emplace_back([this] { m_io.run(); });
+    }
+    http_server(const http_server&) = delete;
+    http_server& operator=(const http_server&) = delete;
+    ~http_server() {
+        m_io.stop(); // connections still open are dropped with the io_context
+        for (auto& t : m_threads)
+            t.join();
+    }
+
+    /** Where the server listens (read once: the acceptor belongs to the server's threads). */
+    tcp::endpoint endpoint() const { return m_endpoint; }
+    unsigned short port() const { return endpoint().port(); }
+    /** "http://127.0.0.1:<port><target>", for printing. */
+    std::string url(std::string_view target) const {
+        return "http://127.0.0.1:" + std::to_string(port()) + std::string(target);
+    }
+
+    /** Requests read so far. */
+    std::uint64_t requests() const noexcept { return m_requests.load(); }
+    /** Requests answered with 500 or a closed connection. */
+    std::uint64_t failures_injected() const noexcept { return m_failures.load(); }
+    /** The most requests the server held at once (its view of the client's concurrency). */
+    std::uint64_t max_in_flight() const noexcept { return m_max_in_flight.load(); }
+    void reset_max_in_flight() noexcept { m_max_in_flight.store(m_in_flight.load()); }
+
+private:
+    asio::awaitable<void> accept_loop() {
+        for (;;) {
+            auto [ec, socket] =
+                co_await m_acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+            if (ec)
+                co_return; // the acceptor closed
+            asio::co_spawn(m_io, session(std::move(socket)), asio::detached);
+        }
+    }
+
+    // One connection: requests one after another (keep-alive) until the client closes it.
+    asio::awaitable<void> session(tcp::socket socket) {
+        boost::beast::flat_buffer buffer;
+        for (;;) {
+            http::request<http::string_body> request;
+            auto [read_error, read] = co_await http::async_read(
+                socket, buffer, request, asio::as_tuple(asio::use_awaitable));
+            if (read_error)
+                co_return; // closed by the client (or garbage)
+            m_requests.fetch_add(1);
+            const std::uint64_t now = m_in_flight.fetch_add(1) + 1;
+            std::uint64_t seen = m_max_in_flight.load();
+            while (seen < now && !m_max_in_flight.compare_exchange_weak(seen, now)) {
+            }
+            struct leave {
+                std::atomic<std::uint64_t>& n;
+                ~leave() { n.fetch_sub(1); }
+            } leaving{m_in_flight};
+
+            const std::string target(request.target());
+            const std::string_view path = std::string_view(target).substr(0, target.find('?'));
+            const auto delay = query_number(target, "delay");
+            asio::steady_timer timer(socket.get_executor());
+            timer.expires_after(delay ? std::chrono::milliseconds(*delay) : m_options.latency);
+            co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+
+            bool fail = path == "/error";
+            bool close = path == "/close";
+            if (const auto planned = query_number(target, "fail"); planned && !fail && !close) {
+                std::lock_guard lock(m_mutex);
+                if (m_failed[target]++ < *planned) {
+                    const bool by_closing = target.find("how=close") != std::string::npos;
+                    (by_closing ? close : fail) = true;
+                }
+            }
+            if (fail || close)
+                m_failures.fetch_add(1);
+            if (close) {
+                boost::system::error_code ignored;
+                socket.shutdown(tcp::socket::shutdown_both, ignored);
+                co_return;
+            }
+
+            http::response<http::string_body> response{
+                fail ? http::status::internal_server_error : http::status::ok, request.version()};
+            response.set(http::field::server, "triad-examples");
+            response.set(http::field::content_type, "application/json");
+            response.keep_alive(request.keep_alive());
+            response.body() = fail ? std::string(R"({"error":"injected failure"})")
+                                   : "{\"path\":\"" + std::string(path) +
+                                         "\",\"value\":" + std::to_string(value_of(path)) + "}";
+            response.prepare_payload();
+            auto [write_error, written] =
+                co_await http::async_write(socket, response, asio::as_tuple(asio::use_awaitable));
+            if (write_error || !response.keep_alive())
+                co_return;
+        }
+    }
+
+    static std::optional<long> query_number(std::string_view target, std::string_view name) {
+        const auto query = target.find('?');
+        if (query == std::string_view::npos)
+            return std::nullopt;
+        std::string_view rest = target.substr(query + 1);
+        while (!rest.empty()) {
+            const std::string_view pair = rest.substr(0, rest.find('&'));
+            rest.remove_prefix(std::min(rest.size(), pair.size() + 1));
+            if (pair.size() > name.size() && pair.substr(0, name.size()) == name &&
+                pair[name.size()] == '=') {
+                long value = 0;
+                const std::string_view digits = pair.substr(name.size() + 1);
+                if (std::from_chars(digits.data(), digits.data() + digits.size(), value).ec ==
+                    std::errc())
+                    return value;
+            }
+        }
+        return std::nullopt;
+    }
+
+    http_server_options m_options;
+    asio::io_context m_io;
+    tcp::acceptor m_acceptor;
+    tcp::endpoint m_endpoint;
+    std::vector<std::thread> m_threads;
+    std::mutex m_mutex;
+    std::map<std::string, long> m_failed; // under m_mutex: requests seen per target with fail=
+    std::atomic<std::uint64_t> m_requests{0};
+    std::atomic<std::uint64_t> m_failures{0};
+    std::atomic<std::uint64_t> m_in_flight{0};
+    std::atomic<std::uint64_t> m_max_in_flight{0};
+};
+
+/**
+ * A blocking client for threads (what `requests.Session` is to a Python thread): keeps one
+ * connection alive between requests and reconnects after a failure. Use one per thread.
+ *
+ * @par Thread Safety
+ * None: one thread at a time.
+ */
+class http_client {
+public:
+    explicit http_client(tcp::endpoint server) : m_server(server), m_socket(m_io) {}
+
+    /** GETs `target`; throws `boost::system::system_error` if the connection fails or closes
+     * without a reply. Any status is returned. */
+    http_reply get(const std::string& target) {
+        try {
+            if (!m_socket.is_open())
+                m_socket.connect(m_server);
+            http::request<http::empty_body> request{http::verb::get, target, 11};
+            request.set(http::field::host, "127.0.0.1");
+            http::write(m_socket, request);
+            http::response<http::string_body> response;
+            http::read(m_socket, m_buffer, response);
+            if (!response.keep_alive())
+                close();
+            return {response.result_int(), std::move(response.body())};
+        } catch (...) {
+            close();
+            throw;
+        }
+    }
+
+    /** GETs `target` and throws `http_status_error` unless the status is 200. */
+    std::string get_ok(const std::string& target) {
+        http_reply reply = get(target);
+        if (reply.status != 200)
+            throw http_status_error(reply.status, target);
+        return std::move(reply.body);
+    }
+
+private:
+    void close() {
+        boost::system::error_code ignored;
+        m_socket.close(ignored);
+        m_buffer.clear();
+    }
+
+    tcp::endpoint m_server;
+    asio::io_context m_io; // blocking calls only; never run
+    tcp::socket m_socket;
+    boost::beast::flat_buffer m_buffer;
+};
+
+/**
+ * GETs `target` from a task on the triad event loop over a connection of its own (aiohttp
+ * without a session). Throws `boost::system::system_error` if the connection fails or closes
+ * without a reply; any status is returned. Parameters by value: the task may outlive the caller's
+ * temporaries.
+ */
+inline triad::task<http_reply> async_get(tcp::endpoint server, std::string target) {
+    tcp::socket socket(triad::current_executor());
+    co_await socket.async_connect(server, triad::use_task);
+    http::request<http::empty_body> request{http::verb::get, target, 11};
+    request.set(http::field::host, "127.0.0.1");
+    request.keep_alive(false);
+    co_await http::async_write(socket, request, triad::use_task);
+    boost::beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    co_await http::async_read(socket, buffer, response, triad::use_task);
+    boost::system::error_code ignored;
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    co_return http_reply{response.result_int(), std::move(response.body())};
+}
+
+/** `async_get` that throws `http_status_error` unless the status is 200 (for `triad::retry`). */
+inline triad::task<std::string> async_get_ok(tcp::endpoint server, std::string target) {
+    http_reply reply = co_await async_get(server, target);
+    if (reply.status != 200)
+        throw http_status_error(reply.status, target);
+    co_return std::move(reply.body);
+}
+
+} // namespace triad_examples
