@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -283,7 +284,13 @@ inline std::optional<std::uint64_t> parse_mem_available(std::string_view meminfo
         const auto value = parse_integer(line);
         if (!value || *value < 0)
             return std::nullopt;
-        return static_cast<std::uint64_t>(*value) * (kilobytes ? 1024 : 1);
+        const auto count = static_cast<std::uint64_t>(*value);
+        const std::uint64_t unit = kilobytes ? 1024 : 1;
+        // Saturates: from 2^54 kB up the product would wrap, to 0 at 2^54 exactly, and "no
+        // memory at all" is the one wrong answer that makes workers_for_memory refuse to scale.
+        if (count > std::numeric_limits<std::uint64_t>::max() / unit)
+            return std::numeric_limits<std::uint64_t>::max();
+        return count * unit;
     }
     return std::nullopt;
 }
