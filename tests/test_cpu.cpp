@@ -423,6 +423,25 @@ TEST_CASE("a MemAvailable too large for 64 bits of bytes means plenty, not none"
     CHECK(triad::detail::memory_bound_workers(8, available, 4 * gib) == 8);
 }
 
+TEST_CASE("after the main thread exits, the limits are read through /proc/thread-self", "[cpu]") {
+    // What Linux shows once main() has called pthread_exit: the leader is a zombie, so
+    // /proc/self/mountinfo cannot be read and /proc/self/cgroup names the root cgroup. The calling
+    // thread still sees its mounts and cgroups through /proc/thread-self.
+    fake_root root;
+    root.write("proc/self/cgroup", "4:memory:/\n1:cpu:/\n0::/\n");
+    root.write("proc/thread-self/cgroup", "4:memory:/job\n1:cpu:/job\n0::/\n");
+    root.write("proc/thread-self/mountinfo",
+               "31 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"
+               "34 30 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+    root.write("proc/meminfo", "MemAvailable:   16777216 kB\n");
+    root.write("sys/fs/cgroup/memory/job/memory.limit_in_bytes", std::to_string(300 * mib));
+    root.write("sys/fs/cgroup/memory/job/memory.usage_in_bytes", std::to_string(100 * mib));
+    root.write("sys/fs/cgroup/cpu/job/cpu.cfs_quota_us", "150000\n");
+    root.write("sys/fs/cgroup/cpu/job/cpu.cfs_period_us", "100000\n");
+    CHECK(triad::detail::available_memory(root.path()) == 200 * mib);
+    CHECK(triad::detail::cgroup_cpu_limit(root.path()) == 1.5);
+}
+
 TEST_CASE("no /proc at all: memory unknown, so only the CPUs bound the workers", "[cpu]") {
     fake_root empty;
     CHECK_FALSE(triad::detail::cgroup_memory_available(empty.path()).has_value());
