@@ -303,6 +303,12 @@ TEST_CASE("memory limit, memory.stat and meminfo files are parsed exactly", "[cp
     CHECK(parse_mem_available("MemTotal:       32000000 kB\nMemAvailable:   24289020 kB\n") ==
           24289020ull * 1024);
     CHECK_FALSE(parse_mem_available("MemTotal:       32000000 kB\n").has_value());
+    // 2^54 kB and more do not fit in 64 bits of bytes: saturate instead of wrapping to 0 (which
+    // made workers_for_memory answer 1 on a machine claiming more memory than it can count).
+    constexpr auto most = std::numeric_limits<std::uint64_t>::max();
+    CHECK(parse_mem_available("MemAvailable: 18014398509481984 kB\n") == most);
+    CHECK(parse_mem_available("MemAvailable: 9223372036854775807 kB\n") == most);
+    CHECK(parse_mem_available("MemAvailable: 18014398509481983 kB\n") == most - 1023);
 
     CHECK(memory_left(100, 30, 10) == 80);
     CHECK(memory_left(100, 5, 10) == 100); // more reclaimable cache than usage: all free
@@ -405,6 +411,35 @@ TEST_CASE("available memory is the smaller of the cgroup's room and MemAvailable
     fs::remove(fs::path(root.path()) / "sys/fs/cgroup/job/memory.current");
     root.write("sys/fs/cgroup/job/memory.max", std::to_string(256 * mib) + "\n");
     CHECK(triad::detail::available_memory(root.path()) == 256 * mib);
+}
+
+TEST_CASE("a MemAvailable too large for 64 bits of bytes means plenty, not none", "[cpu]") {
+    fake_root root;
+    root.write("proc/meminfo",
+               "MemTotal: 36028797018963968 kB\nMemAvailable: 18014398509481984 kB\n");
+    const auto available = triad::detail::available_memory(root.path());
+    REQUIRE(available.has_value());
+    CHECK(*available == std::numeric_limits<std::uint64_t>::max());
+    CHECK(triad::detail::memory_bound_workers(8, available, 4 * gib) == 8);
+}
+
+TEST_CASE("after the main thread exits, the limits are read through /proc/thread-self", "[cpu]") {
+    // What Linux shows once main() has called pthread_exit: the leader is a zombie, so
+    // /proc/self/mountinfo cannot be read and /proc/self/cgroup names the root cgroup. The calling
+    // thread still sees its mounts and cgroups through /proc/thread-self.
+    fake_root root;
+    root.write("proc/self/cgroup", "4:memory:/\n1:cpu:/\n0::/\n");
+    root.write("proc/thread-self/cgroup", "4:memory:/job\n1:cpu:/job\n0::/\n");
+    root.write("proc/thread-self/mountinfo",
+               "31 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"
+               "34 30 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+    root.write("proc/meminfo", "MemAvailable:   16777216 kB\n");
+    root.write("sys/fs/cgroup/memory/job/memory.limit_in_bytes", std::to_string(300 * mib));
+    root.write("sys/fs/cgroup/memory/job/memory.usage_in_bytes", std::to_string(100 * mib));
+    root.write("sys/fs/cgroup/cpu/job/cpu.cfs_quota_us", "150000\n");
+    root.write("sys/fs/cgroup/cpu/job/cpu.cfs_period_us", "100000\n");
+    CHECK(triad::detail::available_memory(root.path()) == 200 * mib);
+    CHECK(triad::detail::cgroup_cpu_limit(root.path()) == 1.5);
 }
 
 TEST_CASE("no /proc at all: memory unknown, so only the CPUs bound the workers", "[cpu]") {

@@ -151,15 +151,19 @@ public:
      */
     template <class Rep, class Period>
     [[nodiscard]] bool push_for(value_type&& value, std::chrono::duration<Rep, Period> timeout) {
-        return push_until(std::move(value), deadline_after(timeout));
+        return push_with(std::move(value), "push_for", wait_until{deadline_after(timeout)});
     }
     template <class Rep, class Period>
     [[nodiscard]] bool push_for(
         const value_type& value,
         std::chrono::duration<Rep, Period> timeout) requires std::copy_constructible<value_type> {
-        return push_until(value, deadline_after(timeout));
+        return push_with(value, "push_for", wait_until{deadline_after(timeout)});
     }
-    /** Appends an item, waiting for room until `deadline` on any clock; false if it passed. */
+    /**
+     * Appends an item, waiting for room until `deadline` on any clock; false if it passed. The
+     * deadline is converted to `steady_clock` once, on entry: a `system_clock` deadline does not
+     * follow later changes of the wall clock.
+     */
     template <class Clock, class Duration>
     [[nodiscard]] bool push_until(value_type&& value,
                                   std::chrono::time_point<Clock, Duration> deadline) {
@@ -188,7 +192,10 @@ public:
     [[nodiscard]] std::optional<value_type> pop_for(std::chrono::duration<Rep, Period> timeout) {
         return pop_until(deadline_after(timeout));
     }
-    /** The next item, waiting until `deadline` on any clock; empty as for `pop_for`. */
+    /**
+     * The next item, waiting until `deadline` on any clock (converted once, as for
+     * `push_until`); empty as for `pop_for`.
+     */
     template <class Clock, class Duration>
     [[nodiscard]] std::optional<value_type>
     pop_until(std::chrono::time_point<Clock, Duration> deadline) {

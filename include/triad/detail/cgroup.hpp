@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -202,8 +203,16 @@ auto smallest_limit_upwards(std::string dir, const std::string& top, ReadLevel r
 template <class Visit>
 void for_each_cgroup_directory(const std::string& fs_root, std::string_view v1_controller,
                                Visit visit) {
-    const auto cgroup_text = read_small_file(fs_root + "/proc/self/cgroup");
-    const auto mountinfo_text = read_small_file(fs_root + "/proc/self/mountinfo");
+    auto cgroup_text = read_small_file(fs_root + "/proc/self/cgroup");
+    auto mountinfo_text = read_small_file(fs_root + "/proc/self/mountinfo");
+    // /proc/self is the main thread. Once it has called pthread_exit it is a zombie that has left
+    // its namespaces and cgroups: its mountinfo cannot be read and its cgroup is the root, so every
+    // limit would vanish (a container's 300 MiB would read as the host's free memory). The
+    // calling thread shares the process's memory cgroup and mounts: ask through it instead.
+    if (!mountinfo_text || mountinfo_text->empty()) {
+        cgroup_text = read_small_file(fs_root + "/proc/thread-self/cgroup");
+        mountinfo_text = read_small_file(fs_root + "/proc/thread-self/mountinfo");
+    }
     if (!cgroup_text || !mountinfo_text)
         return;
     const auto memberships = parse_proc_cgroup(*cgroup_text);
@@ -283,7 +292,13 @@ inline std::optional<std::uint64_t> parse_mem_available(std::string_view meminfo
         const auto value = parse_integer(line);
         if (!value || *value < 0)
             return std::nullopt;
-        return static_cast<std::uint64_t>(*value) * (kilobytes ? 1024 : 1);
+        const auto count = static_cast<std::uint64_t>(*value);
+        const std::uint64_t unit = kilobytes ? 1024 : 1;
+        // Saturates: from 2^54 kB up the product would wrap, to 0 at 2^54 exactly, and "no
+        // memory at all" is the one wrong answer that makes workers_for_memory refuse to scale.
+        if (count > std::numeric_limits<std::uint64_t>::max() / unit)
+            return std::numeric_limits<std::uint64_t>::max();
+        return count * unit;
     }
     return std::nullopt;
 }
