@@ -7,6 +7,7 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <latch>
 #include <memory>
@@ -333,4 +334,50 @@ TEST_CASE("in_place builds the value from constructor arguments", "[synchronized
     CHECK(fixed.lock()->value == 5);
     triad::synchronized<std::vector<int>> empty;
     CHECK(empty.rlock()->empty());
+}
+
+TEMPLATE_TEST_CASE("try_lock_for with a huge timeout waits for the lock instead of giving up",
+                   "[synchronized]", std::shared_mutex, std::timed_mutex, std::mutex,
+                   std::shared_timed_mutex) {
+    // now() + hours::max() overflows (the mutex's own try_lock_for computes it too): the
+    // deadline wrapped into the past, and the call returned nullopt at once or, on
+    // std::shared_timed_mutex, a guard without the lock while a writer still held it. "Wait as
+    // long as it takes" must wait, for the exclusive and the shared lock alike: the holder
+    // writes a new value just before it lets go, and the waiter must see it.
+    triad::synchronized<int, TestType> value{0};
+    const auto after_holder = [&](auto try_lock) {
+        std::latch held(1);
+        triad_test::gate release;
+        std::thread holder([&] {
+            auto guard = value.lock();
+            held.count_down();
+            release.wait();
+            ++*guard;
+        });
+        held.wait();
+        std::thread opener([&] {
+            std::this_thread::sleep_for(50ms);
+            release.open();
+        });
+        int seen = -1;
+        if (auto guard = try_lock())
+            seen = **guard;
+        opener.join();
+        holder.join();
+        return seen;
+    };
+    CHECK(after_holder([&] { return value.try_lock_for(std::chrono::hours::max()); }) == 1);
+    CHECK(after_holder([&] { return value.try_lock_for(std::chrono::nanoseconds::max()); }) == 2);
+    CHECK(after_holder([&] { return value.try_lock_for(std::chrono::duration<double>(1e300)); }) ==
+          3);
+    if constexpr (triad::detail::shared_lockable<TestType>) {
+        CHECK(after_holder([&] { return value.try_rlock_for(std::chrono::hours::max()); }) == 4);
+        CHECK(after_holder([&] { return value.try_rlock_for(std::chrono::nanoseconds::max()); }) ==
+              5);
+    }
+    // Zero and negative timeouts still try once, and a NaN one is refused.
+    CHECK(value.try_lock_for(-std::chrono::hours::max()).has_value());
+    CHECK(value.try_lock_for(0ms).has_value());
+    CHECK_THROWS_AS(value.try_lock_for(std::chrono::duration<double>(std::nan(""))),
+                    std::invalid_argument);
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -13,6 +14,8 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+
+#include <triad/detail/wait_slot.hpp>
 
 namespace triad {
 
@@ -62,22 +65,42 @@ inline constexpr bool under_thread_sanitizer = false;
 // A timed lock on any mutex: its own timed lock where it has one, otherwise try_lock polled
 // with a backoff from 1 us to 1 ms (std::shared_mutex and std::mutex have no timed locking). The
 // poll may notice a release up to that backoff late; it never returns after the deadline plus
-// one sleep. Under ThreadSanitizer a native timed lock gets a system_clock deadline: libstdc++'s
-// try_lock_for waits with pthread_*_clocklock, which Clang 14's ThreadSanitizer does not
-// intercept, so it would report the later unlock as an unlock of an unlocked mutex; the
-// system_clock wait (pthread_*_timedlock) it sees.
+// one sleep. The deadline saturates (deadline_after), so hours::max() means "wait as long as it
+// takes"; a NaN timeout throws std::invalid_argument. A native timed lock is asked for slices
+// of at most a day: its own try_lock_for computes now() + d, which overflows for a huge d, and
+// libstdc++'s timed mutexes then give up at once or, for std::shared_timed_mutex, report a lock
+// they never took (pthread's EINVAL for the wrapped time counts as success). Under
+// ThreadSanitizer a slice gets a system_clock deadline: libstdc++'s try_lock_for waits with
+// pthread_*_clocklock, which Clang 14's ThreadSanitizer does not intercept, so it would report
+// the later unlock as an unlock of an unlocked mutex; the system_clock wait
+// (pthread_*_timedlock) it sees. A system clock that jumps back stretches that slice by the
+// jump; one that jumps ahead only ends the slice early, and the next one is taken.
 template <bool Shared, class Mutex, class Rep, class Period>
 bool try_lock_within(Mutex& m, const std::chrono::duration<Rep, Period>& timeout) {
-    if constexpr (Shared && timed_shared_lockable<Mutex>) {
-        if constexpr (under_thread_sanitizer)
-            return m.try_lock_shared_until(std::chrono::system_clock::now() + timeout);
-        else
-            return m.try_lock_shared_for(timeout);
-    } else if constexpr (!Shared && timed_lockable<Mutex>) {
-        if constexpr (under_thread_sanitizer)
-            return m.try_lock_until(std::chrono::system_clock::now() + timeout);
-        else
-            return m.try_lock_for(timeout);
+    using std::chrono::steady_clock;
+    const steady_time deadline = deadline_after(timeout);
+    if constexpr ((Shared && timed_shared_lockable<Mutex>) || (!Shared && timed_lockable<Mutex>)) {
+        constexpr steady_clock::duration longest_slice = std::chrono::hours(24);
+        for (;;) {
+            const steady_clock::duration slice = std::clamp<steady_clock::duration>(
+                deadline - steady_clock::now(), steady_clock::duration::zero(), longest_slice);
+            bool locked = false;
+            if constexpr (Shared) {
+                if constexpr (under_thread_sanitizer)
+                    locked = m.try_lock_shared_until(std::chrono::system_clock::now() + slice);
+                else
+                    locked = m.try_lock_shared_for(slice);
+            } else {
+                if constexpr (under_thread_sanitizer)
+                    locked = m.try_lock_until(std::chrono::system_clock::now() + slice);
+                else
+                    locked = m.try_lock_for(slice);
+            }
+            if (locked)
+                return true;
+            if (steady_clock::now() >= deadline)
+                return false;
+        }
     } else {
         const auto try_once = [&m] {
             if constexpr (Shared)
@@ -85,17 +108,14 @@ bool try_lock_within(Mutex& m, const std::chrono::duration<Rep, Period>& timeout
             else
                 return static_cast<bool>(m.try_lock());
         };
-        const auto deadline = std::chrono::steady_clock::now() +
-                              std::chrono::ceil<std::chrono::steady_clock::duration>(timeout);
         std::chrono::microseconds backoff{1};
         for (;;) {
             if (try_once())
                 return true;
-            const auto now = std::chrono::steady_clock::now();
+            const auto now = steady_clock::now();
             if (now >= deadline)
                 return false;
-            std::this_thread::sleep_for(
-                std::min<std::chrono::steady_clock::duration>(backoff, deadline - now));
+            std::this_thread::sleep_for(std::min<steady_clock::duration>(backoff, deadline - now));
             backoff = std::min(backoff * 2, std::chrono::microseconds(1000));
         }
     }
@@ -263,7 +283,9 @@ public:
 
     /**
      * The exclusive lock if it can be had within `timeout`, else `std::nullopt` (an optional
-     * rather than an empty guard, so the caller must look before using the value).
+     * rather than an empty guard, so the caller must look before using the value). A timeout
+     * too long to add to the clock (`hours::max()`) waits as long as it takes; zero or negative
+     * tries once; a NaN one throws `std::invalid_argument`.
      */
     template <class Rep, class Period>
     [[nodiscard]] std::optional<locked_ptr>
