@@ -381,3 +381,21 @@ TEMPLATE_TEST_CASE("try_lock_for with a huge timeout waits for the lock instead 
     CHECK_THROWS_AS(value.try_lock_for(std::chrono::duration<double>(std::nan(""))),
                     std::invalid_argument);
 }
+
+TEST_CASE("synchronize tells a synchronized from one nested at the same address",
+          "[synchronized]") {
+    // A synchronized whose value starts with another synchronized shares its address with that
+    // inner object: two objects, two mutexes. Comparing the objects' addresses refused them as
+    // "the same object"; what must differ is the mutex.
+    struct account {
+        triad::synchronized<long> balance{0};
+        int id = 7;
+    };
+    triad::synchronized<account> outer;
+    auto& inner = outer.lock()->balance; // the inner object has its own lock
+    REQUIRE(static_cast<const void*>(&outer) == static_cast<const void*>(&inner));
+    auto [o, i] = triad::synchronize(outer, inner);
+    *i += 5;
+    CHECK(o->id == 7);
+    CHECK(*i == 5);
+}

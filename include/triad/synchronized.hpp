@@ -361,7 +361,9 @@ template <class... Syncs>
     static_assert((!std::is_const_v<Syncs> && ...),
                   "triad::synchronize takes the exclusive lock of each object, so none may be "
                   "const: use rlock() for a read-only look at one object");
-    const void* const addresses[] = {static_cast<const void*>(&objects)...};
+    // The mutexes, not the objects: a synchronized nested at the start of another's value has
+    // the outer one's address, yet its own lock.
+    const void* const addresses[] = {static_cast<const void*>(&objects.m_mutex)...};
     for (std::size_t i = 0; i < sizeof...(Syncs); ++i)
         for (std::size_t j = i + 1; j < sizeof...(Syncs); ++j)
             if (addresses[i] == addresses[j])
