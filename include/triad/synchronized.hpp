@@ -64,17 +64,19 @@ inline constexpr bool under_thread_sanitizer = false;
 
 // A timed lock on any mutex: its own timed lock where it has one, otherwise try_lock polled
 // with a backoff from 1 us to 1 ms (std::shared_mutex and std::mutex have no timed locking). The
-// poll may notice a release up to that backoff late; it never returns after the deadline plus
-// one sleep. The deadline saturates (deadline_after), so hours::max() means "wait as long as it
-// takes"; a NaN timeout throws std::invalid_argument. A native timed lock is asked for slices
-// of at most a day: its own try_lock_for computes now() + d, which overflows for a huge d, and
-// libstdc++'s timed mutexes then give up at once or, for std::shared_timed_mutex, report a lock
-// they never took (pthread's EINVAL for the wrapped time counts as success). Under
-// ThreadSanitizer a slice gets a system_clock deadline: libstdc++'s try_lock_for waits with
-// pthread_*_clocklock, which Clang 14's ThreadSanitizer does not intercept, so it would report
-// the later unlock as an unlock of an unlocked mutex; the system_clock wait
-// (pthread_*_timedlock) it sees. A system clock that jumps back stretches that slice by the
-// jump; one that jumps ahead only ends the slice early, and the next one is taken.
+// poll is not queued on the mutex: it sees only releases that last until its next try, so on a
+// lock that is released and retaken at once (a busy writer) it can fail for the whole timeout
+// while lock() would have got in; it never returns after the deadline plus one sleep. The deadline
+// saturates (deadline_after), so hours::max() means "wait as long as it takes"; a NaN timeout
+// throws std::invalid_argument. A native timed lock is asked for slices of at most a day: its own
+// try_lock_for computes now() + d, which overflows for a huge d, and libstdc++'s timed mutexes then
+// give up at once or, for std::shared_timed_mutex, report a lock they never took (pthread's EINVAL
+// for the wrapped time counts as success). Under ThreadSanitizer a slice gets a system_clock
+// deadline: libstdc++'s try_lock_for waits with pthread_*_clocklock, which Clang 14's
+// ThreadSanitizer does not intercept, so it would report the later unlock as an unlock of an
+// unlocked mutex; the system_clock wait (pthread_*_timedlock) it sees. A system clock that jumps
+// back stretches that slice by the jump; one that jumps ahead only ends the slice early, and the
+// next one is taken.
 template <bool Shared, class Mutex, class Rep, class Period>
 bool try_lock_within(Mutex& m, const std::chrono::duration<Rep, Period>& timeout) {
     using std::chrono::steady_clock;
@@ -202,7 +204,10 @@ private:
  * std::shared_timed_mutex), and with an exclusive-only mutex such as std::mutex they do not
  * compile. `copy()` takes a shared lock where the mutex has one, the exclusive lock otherwise.
  * Timed locking uses the mutex's `try_lock_for` if it has one; std::shared_mutex has not, so
- * there `try_lock` is polled with a backoff of at most 1 ms. Guards are move-only; a moved-from
+ * there `try_lock` is polled with a backoff of at most 1 ms. A poll is not queued on the mutex:
+ * against a lock that is retaken as soon as it is released it can time out although `lock()`
+ * would get in, so where timed locks must win under contention use std::shared_timed_mutex or
+ * std::timed_mutex, which wait in the mutex itself. Guards are move-only; a moved-from
  * (or unlocked) guard is empty and throws `std::logic_error` if dereferenced. The object itself
  * neither copies nor moves (its mutex cannot).
  *
