@@ -399,3 +399,49 @@ TEST_CASE("synchronize tells a synchronized from one nested at the same address"
     CHECK(o->id == 7);
     CHECK(*i == 5);
 }
+
+namespace {
+
+// A reader-writer lock with no try_lock_shared, as a hand-rolled one may be: shared locking
+// needs only lock_shared and unlock_shared, so rlock, with_rlock and copy must share with it.
+class rw_without_try_shared {
+public:
+    void lock() { m_mutex.lock(); }
+    bool try_lock() { return m_mutex.try_lock(); }
+    void unlock() { m_mutex.unlock(); }
+    void lock_shared() { m_mutex.lock_shared(); }
+    void unlock_shared() { m_mutex.unlock_shared(); }
+
+private:
+    std::shared_mutex m_mutex;
+};
+
+} // namespace
+
+TEST_CASE("a mutex with lock_shared but no try_lock_shared still gives shared locks",
+          "[synchronized]") {
+    // It was taken for exclusive-only: rlock and with_rlock did not compile ("this Mutex is
+    // exclusive-only", though it has lock_shared) and copy() took the exclusive lock.
+    auto value = std::make_shared<triad::synchronized<int, rw_without_try_shared>>(6);
+    auto both_inside = std::make_shared<std::barrier<>>(2);
+    auto seen = std::make_shared<std::atomic<int>>(0);
+    const bool finished = finishes_within(30s, [value, both_inside, seen] {
+        std::thread a([&] {
+            auto guard = value->rlock();
+            both_inside->arrive_and_wait();
+            seen->fetch_add(*guard);
+        });
+        std::thread b([&] {
+            seen->fetch_add(value->with_rlock([&](const int& v) {
+                both_inside->arrive_and_wait();
+                return v;
+            }));
+        });
+        a.join();
+        b.join();
+    });
+    REQUIRE(finished);
+    CHECK(seen->load() == 12);
+    CHECK(value->copy() == 6);
+    CHECK(value->try_lock_for(0ms).has_value());
+}

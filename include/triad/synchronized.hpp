@@ -28,6 +28,11 @@ template <class M>
 concept shared_lockable = requires(M& m) {
     m.lock_shared();
     m.unlock_shared();
+};
+
+// Only try_rlock_for needs this (to poll): rlock, with_rlock and copy share a lock without it.
+template <class M>
+concept try_shared_lockable = shared_lockable<M> && requires(M& m) {
     { m.try_lock_shared() } -> std::convertible_to<bool>;
 };
 
@@ -200,16 +205,17 @@ private:
  * gives up after `d`. To lock several at once without deadlock, use `triad::synchronize`.
  *
  * `Mutex` may be any mutex with `lock`, `try_lock` and `unlock`; `rlock`, `with_rlock` and
- * `try_rlock_for` also need `lock_shared` (std::shared_mutex, the default, or
- * std::shared_timed_mutex), and with an exclusive-only mutex such as std::mutex they do not
- * compile. `copy()` takes a shared lock where the mutex has one, the exclusive lock otherwise.
- * Timed locking uses the mutex's `try_lock_for` if it has one; std::shared_mutex has not, so
- * there `try_lock` is polled with a backoff of at most 1 ms. A poll is not queued on the mutex:
- * against a lock that is retaken as soon as it is released it can time out although `lock()`
- * would get in, so where timed locks must win under contention use std::shared_timed_mutex or
- * std::timed_mutex, which wait in the mutex itself. Guards are move-only; a moved-from
- * (or unlocked) guard is empty and throws `std::logic_error` if dereferenced. The object itself
- * neither copies nor moves (its mutex cannot).
+ * `try_rlock_for` also need `lock_shared` and `unlock_shared` (std::shared_mutex, the default,
+ * or std::shared_timed_mutex), and with an exclusive-only mutex such as std::mutex they do not
+ * compile; `try_rlock_for` needs `try_lock_shared` (or `try_lock_shared_for`) besides. `copy()`
+ * takes a shared lock where the mutex has one, the exclusive lock otherwise. Timed locking uses the
+ * mutex's `try_lock_for` if it has one; std::shared_mutex has not, so there `try_lock` is polled
+ * with a backoff of at most 1 ms. A poll is not queued on the mutex: against a lock that is retaken
+ * as soon as it is released it can time out although `lock()` would get in, so where timed locks
+ * must win under contention use std::shared_timed_mutex or std::timed_mutex, which wait in the
+ * mutex itself. Guards are move-only; a moved-from (or unlocked) guard is empty and throws
+ * `std::logic_error` if dereferenced. The object itself neither copies nor moves (its mutex
+ * cannot).
  *
  * @par Thread Safety
  * Every member may be called from any thread, concurrently. The locks are not recursive: a thread
@@ -259,10 +265,11 @@ public:
     /** Runs `f(const T&)` under a shared lock (other readers may hold it too). */
     template <std::invocable<const T&> F>
     std::invoke_result_t<F, const T&> with_rlock(F&& f) const {
-        static_assert(detail::shared_lockable<Mutex>,
-                      "triad::synchronized<T, Mutex>::with_rlock needs a Mutex with lock_shared(), "
-                      "and this Mutex is exclusive-only: use std::shared_mutex (the default "
-                      "Mutex) or call with_lock");
+        static_assert(
+            detail::shared_lockable<Mutex>,
+            "triad::synchronized<T, Mutex>::with_rlock needs a Mutex with lock_shared() "
+            "and unlock_shared(), and this Mutex has none: use std::shared_mutex (the default "
+            "Mutex) or call with_lock");
         if constexpr (detail::shared_lockable<Mutex>) {
             std::shared_lock lock(m_mutex);
             return std::invoke(std::forward<F>(f), m_value);
@@ -277,10 +284,11 @@ public:
 
     /** Takes a shared lock; the guard acts as `const T*` and unlocks when destroyed. */
     [[nodiscard]] const_locked_ptr rlock() const {
-        static_assert(detail::shared_lockable<Mutex>,
-                      "triad::synchronized<T, Mutex>::rlock needs a Mutex with lock_shared(), "
-                      "and this Mutex is exclusive-only: use std::shared_mutex (the default "
-                      "Mutex) or call lock");
+        static_assert(
+            detail::shared_lockable<Mutex>,
+            "triad::synchronized<T, Mutex>::rlock needs a Mutex with lock_shared() "
+            "and unlock_shared(), and this Mutex has none: use std::shared_mutex (the default "
+            "Mutex) or call lock");
         if constexpr (detail::shared_lockable<Mutex>)
             m_mutex.lock_shared();
         return const_locked_ptr(detail::guard_access{}, m_value, m_mutex);
@@ -306,9 +314,15 @@ public:
     try_rlock_for(const std::chrono::duration<Rep, Period>& timeout) const {
         static_assert(detail::shared_lockable<Mutex>,
                       "triad::synchronized<T, Mutex>::try_rlock_for needs a Mutex with "
-                      "lock_shared(), and this Mutex is exclusive-only: use std::shared_mutex "
-                      "(the default Mutex) or call try_lock_for");
-        if constexpr (detail::shared_lockable<Mutex>) {
+                      "lock_shared() and unlock_shared(), and this Mutex has none: use "
+                      "std::shared_mutex (the default Mutex) or call try_lock_for");
+        static_assert(!detail::shared_lockable<Mutex> || detail::try_shared_lockable<Mutex> ||
+                          detail::timed_shared_lockable<Mutex>,
+                      "triad::synchronized<T, Mutex>::try_rlock_for needs try_lock_shared() (or "
+                      "try_lock_shared_for) on the Mutex, and this one has neither: use "
+                      "std::shared_mutex (the default Mutex) or std::shared_timed_mutex, or call "
+                      "rlock");
+        if constexpr (detail::try_shared_lockable<Mutex> || detail::timed_shared_lockable<Mutex>) {
             if (detail::try_lock_within<true>(m_mutex, timeout))
                 return const_locked_ptr(detail::guard_access{}, m_value, m_mutex);
         }
