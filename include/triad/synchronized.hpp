@@ -221,7 +221,10 @@ private:
  * Every member may be called from any thread, concurrently. The locks are not recursive: a thread
  * that already holds a guard (or is inside `with_lock`) and locks the same object again
  * deadlocks, as with the mutex itself. A guard belongs to the thread that took it (the mutex must
- * be unlocked by the thread that locked it); do not hand a guard to another thread.
+ * be unlocked by the thread that locked it); do not hand a guard to another thread. A guard that
+ * is not named lives to the end of its full expression: `for (auto x : *s.rlock())` runs its
+ * body unlocked (C++20 destroys the guard before the loop starts), and a reference that `f`
+ * returns from `with_lock` outlives the lock; name the guard, or do the work inside `f`.
  *
  * @code
  * triad::synchronized<std::vector<int>> values;
