@@ -7,6 +7,7 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <latch>
 #include <memory>
@@ -333,4 +334,114 @@ TEST_CASE("in_place builds the value from constructor arguments", "[synchronized
     CHECK(fixed.lock()->value == 5);
     triad::synchronized<std::vector<int>> empty;
     CHECK(empty.rlock()->empty());
+}
+
+TEMPLATE_TEST_CASE("try_lock_for with a huge timeout waits for the lock instead of giving up",
+                   "[synchronized]", std::shared_mutex, std::timed_mutex, std::mutex,
+                   std::shared_timed_mutex) {
+    // now() + hours::max() overflows (the mutex's own try_lock_for computes it too): the
+    // deadline wrapped into the past, and the call returned nullopt at once or, on
+    // std::shared_timed_mutex, a guard without the lock while a writer still held it. "Wait as
+    // long as it takes" must wait, for the exclusive and the shared lock alike: the holder
+    // writes a new value just before it lets go, and the waiter must see it.
+    triad::synchronized<int, TestType> value{0};
+    const auto after_holder = [&](auto try_lock) {
+        std::latch held(1);
+        triad_test::gate release;
+        std::thread holder([&] {
+            auto guard = value.lock();
+            held.count_down();
+            release.wait();
+            ++*guard;
+        });
+        held.wait();
+        std::thread opener([&] {
+            std::this_thread::sleep_for(50ms);
+            release.open();
+        });
+        int seen = -1;
+        if (auto guard = try_lock())
+            seen = **guard;
+        opener.join();
+        holder.join();
+        return seen;
+    };
+    CHECK(after_holder([&] { return value.try_lock_for(std::chrono::hours::max()); }) == 1);
+    CHECK(after_holder([&] { return value.try_lock_for(std::chrono::nanoseconds::max()); }) == 2);
+    CHECK(after_holder([&] { return value.try_lock_for(std::chrono::duration<double>(1e300)); }) ==
+          3);
+    if constexpr (triad::detail::shared_lockable<TestType>) {
+        CHECK(after_holder([&] { return value.try_rlock_for(std::chrono::hours::max()); }) == 4);
+        CHECK(after_holder([&] { return value.try_rlock_for(std::chrono::nanoseconds::max()); }) ==
+              5);
+    }
+    // Zero and negative timeouts still try once, and a NaN one is refused.
+    CHECK(value.try_lock_for(-std::chrono::hours::max()).has_value());
+    CHECK(value.try_lock_for(0ms).has_value());
+    CHECK_THROWS_AS(value.try_lock_for(std::chrono::duration<double>(std::nan(""))),
+                    std::invalid_argument);
+}
+
+TEST_CASE("synchronize tells a synchronized from one nested at the same address",
+          "[synchronized]") {
+    // A synchronized whose value starts with another synchronized shares its address with that
+    // inner object: two objects, two mutexes. Comparing the objects' addresses refused them as
+    // "the same object"; what must differ is the mutex.
+    struct account {
+        triad::synchronized<long> balance{0};
+        int id = 7;
+    };
+    triad::synchronized<account> outer;
+    auto& inner = outer.lock()->balance; // the inner object has its own lock
+    REQUIRE(static_cast<const void*>(&outer) == static_cast<const void*>(&inner));
+    auto [o, i] = triad::synchronize(outer, inner);
+    *i += 5;
+    CHECK(o->id == 7);
+    CHECK(*i == 5);
+}
+
+namespace {
+
+// A reader-writer lock with no try_lock_shared, as a hand-rolled one may be: shared locking
+// needs only lock_shared and unlock_shared, so rlock, with_rlock and copy must share with it.
+class rw_without_try_shared {
+public:
+    void lock() { m_mutex.lock(); }
+    bool try_lock() { return m_mutex.try_lock(); }
+    void unlock() { m_mutex.unlock(); }
+    void lock_shared() { m_mutex.lock_shared(); }
+    void unlock_shared() { m_mutex.unlock_shared(); }
+
+private:
+    std::shared_mutex m_mutex;
+};
+
+} // namespace
+
+TEST_CASE("a mutex with lock_shared but no try_lock_shared still gives shared locks",
+          "[synchronized]") {
+    // It was taken for exclusive-only: rlock and with_rlock did not compile ("this Mutex is
+    // exclusive-only", though it has lock_shared) and copy() took the exclusive lock.
+    auto value = std::make_shared<triad::synchronized<int, rw_without_try_shared>>(6);
+    auto both_inside = std::make_shared<std::barrier<>>(2);
+    auto seen = std::make_shared<std::atomic<int>>(0);
+    const bool finished = finishes_within(30s, [value, both_inside, seen] {
+        std::thread a([&] {
+            auto guard = value->rlock();
+            both_inside->arrive_and_wait();
+            seen->fetch_add(*guard);
+        });
+        std::thread b([&] {
+            seen->fetch_add(value->with_rlock([&](const int& v) {
+                both_inside->arrive_and_wait();
+                return v;
+            }));
+        });
+        a.join();
+        b.join();
+    });
+    REQUIRE(finished);
+    CHECK(seen->load() == 12);
+    CHECK(value->copy() == 6);
+    CHECK(value->try_lock_for(0ms).has_value());
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -14,6 +15,8 @@
 #include <type_traits>
 #include <utility>
 
+#include <triad/detail/wait_slot.hpp>
+
 namespace triad {
 
 template <class T, class Mutex>
@@ -25,6 +28,11 @@ template <class M>
 concept shared_lockable = requires(M& m) {
     m.lock_shared();
     m.unlock_shared();
+};
+
+// Only try_rlock_for needs this (to poll): rlock, with_rlock and copy share a lock without it.
+template <class M>
+concept try_shared_lockable = shared_lockable<M> && requires(M& m) {
     { m.try_lock_shared() } -> std::convertible_to<bool>;
 };
 
@@ -61,23 +69,45 @@ inline constexpr bool under_thread_sanitizer = false;
 
 // A timed lock on any mutex: its own timed lock where it has one, otherwise try_lock polled
 // with a backoff from 1 us to 1 ms (std::shared_mutex and std::mutex have no timed locking). The
-// poll may notice a release up to that backoff late; it never returns after the deadline plus
-// one sleep. Under ThreadSanitizer a native timed lock gets a system_clock deadline: libstdc++'s
-// try_lock_for waits with pthread_*_clocklock, which Clang 14's ThreadSanitizer does not
-// intercept, so it would report the later unlock as an unlock of an unlocked mutex; the
-// system_clock wait (pthread_*_timedlock) it sees.
+// poll is not queued on the mutex: it sees only releases that last until its next try, so on a
+// lock that is released and retaken at once (a busy writer) it can fail for the whole timeout
+// while lock() would have got in; it never returns after the deadline plus one sleep. The deadline
+// saturates (deadline_after), so hours::max() means "wait as long as it takes"; a NaN timeout
+// throws std::invalid_argument. A native timed lock is asked for slices of at most a day: its own
+// try_lock_for computes now() + d, which overflows for a huge d, and libstdc++'s timed mutexes then
+// give up at once or, for std::shared_timed_mutex, report a lock they never took (pthread's EINVAL
+// for the wrapped time counts as success). Under ThreadSanitizer a slice gets a system_clock
+// deadline: libstdc++'s try_lock_for waits with pthread_*_clocklock, which Clang 14's
+// ThreadSanitizer does not intercept, so it would report the later unlock as an unlock of an
+// unlocked mutex; the system_clock wait (pthread_*_timedlock) it sees. A system clock that jumps
+// back stretches that slice by the jump; one that jumps ahead only ends the slice early, and the
+// next one is taken.
 template <bool Shared, class Mutex, class Rep, class Period>
 bool try_lock_within(Mutex& m, const std::chrono::duration<Rep, Period>& timeout) {
-    if constexpr (Shared && timed_shared_lockable<Mutex>) {
-        if constexpr (under_thread_sanitizer)
-            return m.try_lock_shared_until(std::chrono::system_clock::now() + timeout);
-        else
-            return m.try_lock_shared_for(timeout);
-    } else if constexpr (!Shared && timed_lockable<Mutex>) {
-        if constexpr (under_thread_sanitizer)
-            return m.try_lock_until(std::chrono::system_clock::now() + timeout);
-        else
-            return m.try_lock_for(timeout);
+    using std::chrono::steady_clock;
+    const steady_time deadline = deadline_after(timeout);
+    if constexpr ((Shared && timed_shared_lockable<Mutex>) || (!Shared && timed_lockable<Mutex>)) {
+        constexpr steady_clock::duration longest_slice = std::chrono::hours(24);
+        for (;;) {
+            const steady_clock::duration slice = std::clamp<steady_clock::duration>(
+                deadline - steady_clock::now(), steady_clock::duration::zero(), longest_slice);
+            bool locked = false;
+            if constexpr (Shared) {
+                if constexpr (under_thread_sanitizer)
+                    locked = m.try_lock_shared_until(std::chrono::system_clock::now() + slice);
+                else
+                    locked = m.try_lock_shared_for(slice);
+            } else {
+                if constexpr (under_thread_sanitizer)
+                    locked = m.try_lock_until(std::chrono::system_clock::now() + slice);
+                else
+                    locked = m.try_lock_for(slice);
+            }
+            if (locked)
+                return true;
+            if (steady_clock::now() >= deadline)
+                return false;
+        }
     } else {
         const auto try_once = [&m] {
             if constexpr (Shared)
@@ -85,17 +115,14 @@ bool try_lock_within(Mutex& m, const std::chrono::duration<Rep, Period>& timeout
             else
                 return static_cast<bool>(m.try_lock());
         };
-        const auto deadline = std::chrono::steady_clock::now() +
-                              std::chrono::ceil<std::chrono::steady_clock::duration>(timeout);
         std::chrono::microseconds backoff{1};
         for (;;) {
             if (try_once())
                 return true;
-            const auto now = std::chrono::steady_clock::now();
+            const auto now = steady_clock::now();
             if (now >= deadline)
                 return false;
-            std::this_thread::sleep_for(
-                std::min<std::chrono::steady_clock::duration>(backoff, deadline - now));
+            std::this_thread::sleep_for(std::min<steady_clock::duration>(backoff, deadline - now));
             backoff = std::min(backoff * 2, std::chrono::microseconds(1000));
         }
     }
@@ -178,19 +205,26 @@ private:
  * gives up after `d`. To lock several at once without deadlock, use `triad::synchronize`.
  *
  * `Mutex` may be any mutex with `lock`, `try_lock` and `unlock`; `rlock`, `with_rlock` and
- * `try_rlock_for` also need `lock_shared` (std::shared_mutex, the default, or
- * std::shared_timed_mutex), and with an exclusive-only mutex such as std::mutex they do not
- * compile. `copy()` takes a shared lock where the mutex has one, the exclusive lock otherwise.
- * Timed locking uses the mutex's `try_lock_for` if it has one; std::shared_mutex has not, so
- * there `try_lock` is polled with a backoff of at most 1 ms. Guards are move-only; a moved-from
- * (or unlocked) guard is empty and throws `std::logic_error` if dereferenced. The object itself
- * neither copies nor moves (its mutex cannot).
+ * `try_rlock_for` also need `lock_shared` and `unlock_shared` (std::shared_mutex, the default,
+ * or std::shared_timed_mutex), and with an exclusive-only mutex such as std::mutex they do not
+ * compile; `try_rlock_for` needs `try_lock_shared` (or `try_lock_shared_for`) besides. `copy()`
+ * takes a shared lock where the mutex has one, the exclusive lock otherwise. Timed locking uses the
+ * mutex's `try_lock_for` if it has one; std::shared_mutex has not, so there `try_lock` is polled
+ * with a backoff of at most 1 ms. A poll is not queued on the mutex: against a lock that is retaken
+ * as soon as it is released it can time out although `lock()` would get in, so where timed locks
+ * must win under contention use std::shared_timed_mutex or std::timed_mutex, which wait in the
+ * mutex itself. Guards are move-only; a moved-from (or unlocked) guard is empty and throws
+ * `std::logic_error` if dereferenced. The object itself neither copies nor moves (its mutex
+ * cannot).
  *
  * @par Thread Safety
  * Every member may be called from any thread, concurrently. The locks are not recursive: a thread
  * that already holds a guard (or is inside `with_lock`) and locks the same object again
  * deadlocks, as with the mutex itself. A guard belongs to the thread that took it (the mutex must
- * be unlocked by the thread that locked it); do not hand a guard to another thread.
+ * be unlocked by the thread that locked it); do not hand a guard to another thread. A guard that
+ * is not named lives to the end of its full expression: `for (auto x : *s.rlock())` runs its
+ * body unlocked (C++20 destroys the guard before the loop starts), and a reference that `f`
+ * returns from `with_lock` outlives the lock; name the guard, or do the work inside `f`.
  *
  * @code
  * triad::synchronized<std::vector<int>> values;
@@ -234,10 +268,11 @@ public:
     /** Runs `f(const T&)` under a shared lock (other readers may hold it too). */
     template <std::invocable<const T&> F>
     std::invoke_result_t<F, const T&> with_rlock(F&& f) const {
-        static_assert(detail::shared_lockable<Mutex>,
-                      "triad::synchronized<T, Mutex>::with_rlock needs a Mutex with lock_shared(), "
-                      "and this Mutex is exclusive-only: use std::shared_mutex (the default "
-                      "Mutex) or call with_lock");
+        static_assert(
+            detail::shared_lockable<Mutex>,
+            "triad::synchronized<T, Mutex>::with_rlock needs a Mutex with lock_shared() "
+            "and unlock_shared(), and this Mutex has none: use std::shared_mutex (the default "
+            "Mutex) or call with_lock");
         if constexpr (detail::shared_lockable<Mutex>) {
             std::shared_lock lock(m_mutex);
             return std::invoke(std::forward<F>(f), m_value);
@@ -252,10 +287,11 @@ public:
 
     /** Takes a shared lock; the guard acts as `const T*` and unlocks when destroyed. */
     [[nodiscard]] const_locked_ptr rlock() const {
-        static_assert(detail::shared_lockable<Mutex>,
-                      "triad::synchronized<T, Mutex>::rlock needs a Mutex with lock_shared(), "
-                      "and this Mutex is exclusive-only: use std::shared_mutex (the default "
-                      "Mutex) or call lock");
+        static_assert(
+            detail::shared_lockable<Mutex>,
+            "triad::synchronized<T, Mutex>::rlock needs a Mutex with lock_shared() "
+            "and unlock_shared(), and this Mutex has none: use std::shared_mutex (the default "
+            "Mutex) or call lock");
         if constexpr (detail::shared_lockable<Mutex>)
             m_mutex.lock_shared();
         return const_locked_ptr(detail::guard_access{}, m_value, m_mutex);
@@ -263,7 +299,9 @@ public:
 
     /**
      * The exclusive lock if it can be had within `timeout`, else `std::nullopt` (an optional
-     * rather than an empty guard, so the caller must look before using the value).
+     * rather than an empty guard, so the caller must look before using the value). A timeout
+     * too long to add to the clock (`hours::max()`) waits as long as it takes; zero or negative
+     * tries once; a NaN one throws `std::invalid_argument`.
      */
     template <class Rep, class Period>
     [[nodiscard]] std::optional<locked_ptr>
@@ -279,9 +317,15 @@ public:
     try_rlock_for(const std::chrono::duration<Rep, Period>& timeout) const {
         static_assert(detail::shared_lockable<Mutex>,
                       "triad::synchronized<T, Mutex>::try_rlock_for needs a Mutex with "
-                      "lock_shared(), and this Mutex is exclusive-only: use std::shared_mutex "
-                      "(the default Mutex) or call try_lock_for");
-        if constexpr (detail::shared_lockable<Mutex>) {
+                      "lock_shared() and unlock_shared(), and this Mutex has none: use "
+                      "std::shared_mutex (the default Mutex) or call try_lock_for");
+        static_assert(!detail::shared_lockable<Mutex> || detail::try_shared_lockable<Mutex> ||
+                          detail::timed_shared_lockable<Mutex>,
+                      "triad::synchronized<T, Mutex>::try_rlock_for needs try_lock_shared() (or "
+                      "try_lock_shared_for) on the Mutex, and this one has neither: use "
+                      "std::shared_mutex (the default Mutex) or std::shared_timed_mutex, or call "
+                      "rlock");
+        if constexpr (detail::try_shared_lockable<Mutex> || detail::timed_shared_lockable<Mutex>) {
             if (detail::try_lock_within<true>(m_mutex, timeout))
                 return const_locked_ptr(detail::guard_access{}, m_value, m_mutex);
         }
@@ -339,7 +383,9 @@ template <class... Syncs>
     static_assert((!std::is_const_v<Syncs> && ...),
                   "triad::synchronize takes the exclusive lock of each object, so none may be "
                   "const: use rlock() for a read-only look at one object");
-    const void* const addresses[] = {static_cast<const void*>(&objects)...};
+    // The mutexes, not the objects: a synchronized nested at the start of another's value has
+    // the outer one's address, yet its own lock.
+    const void* const addresses[] = {static_cast<const void*>(&objects.m_mutex)...};
     for (std::size_t i = 0; i < sizeof...(Syncs); ++i)
         for (std::size_t j = i + 1; j < sizeof...(Syncs); ++j)
             if (addresses[i] == addresses[j])
