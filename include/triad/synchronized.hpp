@@ -205,15 +205,16 @@ private:
  * gives up after `d`. To lock several at once without deadlock, use `triad::synchronize`.
  *
  * `Mutex` may be any mutex with `lock`, `try_lock` and `unlock`; `rlock`, `with_rlock` and
- * `try_rlock_for` also need `lock_shared` and `unlock_shared` (std::shared_mutex, the default,
- * or std::shared_timed_mutex), and with an exclusive-only mutex such as std::mutex they do not
+ * `try_rlock_for` also need `lock_shared` and `unlock_shared` (std::shared_timed_mutex, the default,
+ * or std::shared_mutex), and with an exclusive-only mutex such as std::mutex they do not
  * compile; `try_rlock_for` needs `try_lock_shared` (or `try_lock_shared_for`) besides. `copy()`
  * takes a shared lock where the mutex has one, the exclusive lock otherwise. Timed locking uses the
- * mutex's `try_lock_for` if it has one; std::shared_mutex has not, so there `try_lock` is polled
- * with a backoff of at most 1 ms. A poll is not queued on the mutex: against a lock that is retaken
- * as soon as it is released it can time out although `lock()` would get in, so where timed locks
- * must win under contention use std::shared_timed_mutex or std::timed_mutex, which wait in the
- * mutex itself. Guards are move-only; a moved-from (or unlocked) guard is empty and throws
+ * mutex's `try_lock_for` if it has one, as the default has; std::shared_mutex and std::mutex
+ * have not, so there `try_lock` is polled with a backoff of at most 1 ms. A poll is not queued on
+ * the mutex: against a lock that is retaken as soon as it is released it can time out although
+ * `lock()` would get in. So the default is std::shared_timed_mutex, which waits in the mutex itself
+ * (on libstdc++ it is the same pthread read-write lock as std::shared_mutex); with an
+ * exclusive-only mutex, prefer std::timed_mutex to std::mutex for the same reason. Guards are move-only; a moved-from (or unlocked) guard is empty and throws
  * `std::logic_error` if dereferenced. The object itself neither copies nor moves (its mutex
  * cannot).
  *
@@ -232,7 +233,7 @@ private:
  * std::size_t n = values.rlock()->size();   // 100
  * @endcode
  */
-template <class T, class Mutex = std::shared_mutex>
+template <class T, class Mutex = std::shared_timed_mutex>
 class synchronized {
 public:
     using value_type = T;
@@ -271,8 +272,8 @@ public:
         static_assert(
             detail::shared_lockable<Mutex>,
             "triad::synchronized<T, Mutex>::with_rlock needs a Mutex with lock_shared() "
-            "and unlock_shared(), and this Mutex has none: use std::shared_mutex (the default "
-            "Mutex) or call with_lock");
+            "and unlock_shared(), and this Mutex has none: use std::shared_timed_mutex (the "
+            "default Mutex) or std::shared_mutex, or call with_lock");
         if constexpr (detail::shared_lockable<Mutex>) {
             std::shared_lock lock(m_mutex);
             return std::invoke(std::forward<F>(f), m_value);
@@ -290,8 +291,8 @@ public:
         static_assert(
             detail::shared_lockable<Mutex>,
             "triad::synchronized<T, Mutex>::rlock needs a Mutex with lock_shared() "
-            "and unlock_shared(), and this Mutex has none: use std::shared_mutex (the default "
-            "Mutex) or call lock");
+            "and unlock_shared(), and this Mutex has none: use std::shared_timed_mutex (the "
+            "default Mutex) or std::shared_mutex, or call lock");
         if constexpr (detail::shared_lockable<Mutex>)
             m_mutex.lock_shared();
         return const_locked_ptr(detail::guard_access{}, m_value, m_mutex);
@@ -318,12 +319,12 @@ public:
         static_assert(detail::shared_lockable<Mutex>,
                       "triad::synchronized<T, Mutex>::try_rlock_for needs a Mutex with "
                       "lock_shared() and unlock_shared(), and this Mutex has none: use "
-                      "std::shared_mutex (the default Mutex) or call try_lock_for");
+                      "std::shared_timed_mutex (the default Mutex) or call try_lock_for");
         static_assert(!detail::shared_lockable<Mutex> || detail::try_shared_lockable<Mutex> ||
                           detail::timed_shared_lockable<Mutex>,
                       "triad::synchronized<T, Mutex>::try_rlock_for needs try_lock_shared() (or "
                       "try_lock_shared_for) on the Mutex, and this one has neither: use "
-                      "std::shared_mutex (the default Mutex) or std::shared_timed_mutex, or call "
+                      "std::shared_timed_mutex (the default Mutex) or std::shared_mutex, or call "
                       "rlock");
         if constexpr (detail::try_shared_lockable<Mutex> || detail::timed_shared_lockable<Mutex>) {
             if (detail::try_lock_within<true>(m_mutex, timeout))
