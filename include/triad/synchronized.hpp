@@ -205,8 +205,8 @@ private:
  * gives up after `d`. To lock several at once without deadlock, use `triad::synchronize`.
  *
  * `Mutex` may be any mutex with `lock`, `try_lock` and `unlock`; `rlock`, `with_rlock` and
- * `try_rlock_for` also need `lock_shared` and `unlock_shared` (std::shared_timed_mutex, the default,
- * or std::shared_mutex), and with an exclusive-only mutex such as std::mutex they do not
+ * `try_rlock_for` also need `lock_shared` and `unlock_shared` (std::shared_timed_mutex, the
+ * default, or std::shared_mutex), and with an exclusive-only mutex such as std::mutex they do not
  * compile; `try_rlock_for` needs `try_lock_shared` (or `try_lock_shared_for`) besides. `copy()`
  * takes a shared lock where the mutex has one, the exclusive lock otherwise. Timed locking uses the
  * mutex's `try_lock_for` if it has one, as the default has; std::shared_mutex and std::mutex
@@ -214,9 +214,9 @@ private:
  * the mutex: against a lock that is retaken as soon as it is released it can time out although
  * `lock()` would get in. So the default is std::shared_timed_mutex, which waits in the mutex itself
  * (on libstdc++ it is the same pthread read-write lock as std::shared_mutex); with an
- * exclusive-only mutex, prefer std::timed_mutex to std::mutex for the same reason. Guards are move-only; a moved-from (or unlocked) guard is empty and throws
- * `std::logic_error` if dereferenced. The object itself neither copies nor moves (its mutex
- * cannot).
+ * exclusive-only mutex, prefer std::timed_mutex to std::mutex for the same reason. Guards are
+ * move-only; a moved-from (or unlocked) guard is empty and throws `std::logic_error` if
+ * dereferenced. The object itself neither copies nor moves (its mutex cannot).
  *
  * @par Thread Safety
  * Every member may be called from any thread, concurrently. The locks are not recursive: a thread
