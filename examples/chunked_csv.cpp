@@ -435,19 +435,34 @@ std::string megabytes(double bytes) {
                                : fmt::format("{:.1f} MiB", bytes / mib);
 }
 
-} // namespace
+// The whole argument as a number in [low, high]: atof and strtoull take "nan", "inf", "1e30",
+// "-1" (as 2^64 - 1) or "12abc" without complaint, and a NaN or out-of-range size cast to an
+// integer is undefined behaviour.
+template <class Number>
+std::optional<Number> parse_argument(std::string_view text, Number low, Number high) {
+    Number value{};
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || !(value >= low && value <= high))
+        return std::nullopt;
+    return value;
+}
 
-int main(int argc, char** argv) {
-    const double file_mb = argc > 1 ? std::atof(argv[1]) : 48;
-    const double chunk_mb = argc > 2 ? std::atof(argv[2]) : 5;
-    const std::uint64_t seed = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 2024;
-    if (file_mb <= 0 || chunk_mb <= 0) {
-        fmt::print(stderr, "usage: {} [file_megabytes > 0] [chunk_megabytes > 0] [seed]\n",
+int run(int argc, char** argv) {
+    // At least 0.01 MiB (about a hundred trips) so every chunk has rows to average; at most
+    // 1 TiB of disk.
+    const auto file_mb = argc > 1 ? parse_argument(argv[1], 0.01, 1024.0 * 1024.0) : 48.0;
+    const auto chunk_mb = argc > 2 ? parse_argument(argv[2], 0.01, 1024.0 * 1024.0) : 5.0;
+    const auto seed = argc > 3 ? parse_argument<std::uint64_t>(argv[3], 0, UINT64_MAX)
+                               : std::optional<std::uint64_t>(2024);
+    if (!file_mb || !chunk_mb || !seed) {
+        fmt::print(stderr,
+                   "usage: {} [file_megabytes in 0.01..1048576] [chunk_megabytes in "
+                   "0.01..1048576] [seed: 0..2^64-1]\n",
                    argv[0]);
         return 2;
     }
-    const auto file_target = static_cast<std::uint64_t>(file_mb * mib);
-    const auto chunk_bytes = static_cast<std::uint64_t>(chunk_mb * mib);
+    const auto file_target = static_cast<std::uint64_t>(*file_mb * mib);
+    const auto chunk_bytes = static_cast<std::uint64_t>(*chunk_mb * mib);
 
     // --- How many workers? The course's lesson, with this machine's numbers. ---
     // Each task holds its chunk's text while it parses it (pandas would hold a DataFrame, several
@@ -476,9 +491,9 @@ int main(int argc, char** argv) {
 
     temporary_directory directory;
     const std::string path = directory.path() + "/yellow_tripdata.csv";
-    fmt::print("=== Generating the trips (seed {}) ===\n", seed);
+    fmt::print("=== Generating the trips (seed {}) ===\n", *seed);
     auto start = clock_type::now();
-    const generated_file made = write_trips(path, file_target, seed);
+    const generated_file made = write_trips(path, file_target, *seed);
     fmt::print("Wrote {} rows, {}, pickups from {} to {}, in {:.3f}s\n", made.rows,
                megabytes(static_cast<double>(made.bytes)), format_timestamp(made.first_pickup),
                format_timestamp(made.last_pickup), seconds_since(start));
@@ -571,4 +586,18 @@ int main(int argc, char** argv) {
                all.trips ? static_cast<double>(all.passengers) / all.trips : 0.0,
                busiest - all.by_hour.begin(), *busiest, quietest - all.by_hour.begin(), *quietest);
     return agree ? 0 : 1;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    // Caught here, not left to std::terminate, so that the stack unwinds and the temporary
+    // directory (perhaps hundreds of MB of CSV) is removed on a failure too: a full disk, a
+    // worker that died.
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "chunked_csv: {}\n", e.what());
+        return 1;
+    }
 }

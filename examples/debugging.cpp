@@ -19,11 +19,13 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -141,16 +143,37 @@ profile_row summarise(std::string executor, std::size_t workers, double wall,
     return row;
 }
 
+// The whole argument as a number in [low, high], `fallback` when it is absent: atoi takes
+// "12abc" as 12 and an out-of-range number is undefined behaviour there.
+template <class Number>
+std::optional<Number> argument(int argc, char** argv, int index, Number fallback, Number low,
+                               Number high) {
+    if (argc <= index)
+        return fallback;
+    const std::string_view text = argv[index];
+    Number value{};
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
+        return std::nullopt;
+    return value;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
-    const int calls = argc > 1 ? std::atoi(argv[1]) : 16;
-    const std::uint64_t n = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 20'000'000;
-    const std::chrono::milliseconds sleep_for(argc > 3 ? std::atoi(argv[3]) : 300);
-    if (calls <= 0 || n == 0 || n > (std::uint64_t{1} << 40) || sleep_for.count() <= 0) {
-        fmt::print(stderr, "usage: {} [calls > 0] [0 < n <= 2^40] [sleep_ms > 0]\n", argv[0]);
+    // sleep_ms from 6, so that the shortest derived sleep (sleep_ms / 6) is not zero.
+    const auto calls_arg = argument(argc, argv, 1, 16, 1, 100'000);
+    const auto n_arg =
+        argument<std::uint64_t>(argc, argv, 2, 20'000'000, 1, std::uint64_t{1} << 40);
+    const auto sleep_arg = argument(argc, argv, 3, 300, 6, 60'000);
+    if (!calls_arg || !n_arg || !sleep_arg) {
+        fmt::print(stderr, "usage: {} [calls 1..100000] [n 1..2^40] [sleep_ms 6..60000]\n",
+                   argv[0]);
         return 2;
     }
+    const int calls = *calls_arg;
+    const std::uint64_t n = *n_arg;
+    const std::chrono::milliseconds sleep_for(*sleep_arg);
     // Line-buffered even into a pipe: the workers' lines and ours then appear in time order.
     std::setvbuf(stdout, nullptr, _IOLBF, 0);
     // The process pool first: its workers are forks of this process before any thread exists.

@@ -19,6 +19,7 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -26,8 +27,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -189,16 +192,20 @@ std::vector<blur_job> jobs_into(const fs::path& dir, const std::vector<fs::path>
     return jobs;
 }
 
-} // namespace
+// The whole argument as an integer in [low, high], `fallback` when it is absent: atoi takes
+// "12abc" as 12 and an out-of-range number is undefined behaviour there.
+std::optional<int> int_argument(int argc, char** argv, int index, int fallback, int low, int high) {
+    if (argc <= index)
+        return fallback;
+    const std::string_view text = argv[index];
+    int value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
+        return std::nullopt;
+    return value;
+}
 
-int main(int argc, char** argv) {
-    const int count = argc > 1 ? std::atoi(argv[1]) : 16;
-    const int size = argc > 2 ? std::atoi(argv[2]) : 768;
-    const int passes = argc > 3 ? std::atoi(argv[3]) : 3;
-    if (count <= 0 || size < 8 || passes <= 0) {
-        fmt::print(stderr, "usage: {} [images > 0] [size >= 8] [passes > 0]\n", argv[0]);
-        return 2;
-    }
+int blur_all(int count, int size, int passes) {
     // The pool first: its workers are forks of this process as it is now, before any thread.
     triad::process_pool processes;
     triad::thread_pool threads;
@@ -261,4 +268,34 @@ int main(int argc, char** argv) {
     fmt::print("\nIn C++ threads run CPU work in parallel too (there is no GIL): processes add a "
                "fork and a copy of every argument and result, and buy isolation, not speed.\n");
     return 0;
+}
+
+int run(int argc, char** argv) {
+    // Bounded so that the pixel arithmetic stays inside int (make_image squares distances of up
+    // to 3/4 of the side) and the files inside a few GB of /tmp.
+    constexpr std::int64_t max_pixels = std::int64_t{1} << 30;
+    const auto count = int_argument(argc, argv, 1, 16, 1, 1000);
+    const auto size = int_argument(argc, argv, 2, 768, 8, 16384);
+    const auto passes = int_argument(argc, argv, 3, 3, 1, 100);
+    if (!count || !size || !passes || std::int64_t{*count} * *size * *size > max_pixels) {
+        fmt::print(stderr,
+                   "usage: {} [images 1..1000] [size 8..16384] [passes 1..100], images x size^2 "
+                   "at most 2^30\n",
+                   argv[0]);
+        return 2;
+    }
+    return blur_all(*count, *size, *passes);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    // Caught here, not left to std::terminate, so that the stack unwinds and the temporary
+    // directory of images is removed on a failure too (a full disk, a worker that died).
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "image_blur_processes: {}\n", e.what());
+        return 1;
+    }
 }

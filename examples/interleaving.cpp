@@ -16,11 +16,13 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
-#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -95,15 +97,32 @@ void worker(const std::string& name, int steps, std::chrono::milliseconds tick,
     count_line();
 }
 
+// The whole argument as a number in [low, high], `fallback` when it is absent: atoi takes
+// "12abc" as 12 and an out-of-range number is undefined behaviour there.
+template <class Number>
+std::optional<Number> argument(int argc, char** argv, int index, Number fallback, Number low,
+                               Number high) {
+    if (argc <= index)
+        return fallback;
+    const std::string_view text = argv[index];
+    Number value{};
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
+        return std::nullopt;
+    return value;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
-    const std::chrono::milliseconds tick(argc > 1 ? std::atoi(argv[1]) : 1000);
-    const int steps = argc > 2 ? std::atoi(argv[2]) : 3;
-    if (tick.count() <= 0 || steps <= 0) {
-        fmt::print(stderr, "usage: {} [tick_ms > 0] [steps > 0]\n", argv[0]);
+    const auto tick_arg = argument(argc, argv, 1, 1000, 1, 60'000);
+    const auto steps_arg = argument(argc, argv, 2, 3, 1, 1000);
+    if (!tick_arg || !steps_arg) {
+        fmt::print(stderr, "usage: {} [tick_ms 1..60000] [steps 1..1000]\n", argv[0]);
         return 2;
     }
+    const std::chrono::milliseconds tick(*tick_arg);
+    const int steps = *steps_arg;
     bool ok = true;
 
     fmt::print("=== asyncio: two countdowns on one loop ===\n");

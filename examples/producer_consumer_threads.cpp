@@ -15,12 +15,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -54,21 +56,43 @@ void simulate_work(double seconds) {
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
 }
 
+// The whole argument as a number in [low, high], `fallback` when it is absent. atoi and atof
+// take "12abc" as 12 and "nan" or "inf" as a time scale, and a NaN, infinite or huge
+// duration converted to sleep_for's integer ticks is undefined behaviour.
+template <class Number>
+std::optional<Number> argument(int argc, char** argv, int index, Number fallback, Number low,
+                               Number high) {
+    if (argc <= index)
+        return fallback;
+    const std::string_view text = argv[index];
+    Number value{};
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || !(value >= low && value <= high))
+        return std::nullopt;
+    return value;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
-    const int producers = argc > 1 ? std::atoi(argv[1]) : 2;
-    const int consumers = argc > 2 ? std::atoi(argv[2]) : 3;
-    const int per_producer = argc > 3 ? std::atoi(argv[3]) : 4;
-    const int queue_size = argc > 4 ? std::atoi(argv[4]) : 5;
-    const double scale = argc > 5 ? std::atof(argv[5]) : 1.0;
-    if (producers <= 0 || consumers <= 0 || per_producer < 0 || queue_size <= 0 || scale < 0) {
+    // Bounded so that producers x items fits an int and the threads fit the machine.
+    const auto producers_arg = argument(argc, argv, 1, 2, 1, 1000);
+    const auto consumers_arg = argument(argc, argv, 2, 3, 1, 1000);
+    const auto per_producer_arg = argument(argc, argv, 3, 4, 0, 1'000'000);
+    const auto queue_size_arg = argument(argc, argv, 4, 5, 1, 1'000'000);
+    const auto scale_arg = argument(argc, argv, 5, 1.0, 0.0, 100.0);
+    if (!producers_arg || !consumers_arg || !per_producer_arg || !queue_size_arg || !scale_arg) {
         fmt::print(stderr,
-                   "usage: {} [producers > 0] [consumers > 0] [items_per_producer >= 0] "
-                   "[queue_size > 0] [time_scale >= 0]\n",
+                   "usage: {} [producers 1..1000] [consumers 1..1000] [items_per_producer "
+                   "0..1000000] [queue_size 1..1000000] [time_scale 0..100]\n",
                    argv[0]);
         return 2;
     }
+    const int producers = *producers_arg;
+    const int consumers = *consumers_arg;
+    const int per_producer = *per_producer_arg;
+    const int queue_size = *queue_size_arg;
+    const double scale = *scale_arg;
     const int total = producers * per_producer;
     const bool verbose = total <= 50; // the course prints every step; a long run only sums up
 
