@@ -271,6 +271,18 @@ TEST_CASE("a worker that dies fails only its task and is replaced", "[process_po
     CHECK(eventually([&] { return pool.worker_pids().size() == 2; }, 20s));
 }
 
+TEST_CASE("a task's worker_died is seen only after workers_replaced counts its worker",
+          "[process_pool][regression]") {
+    // The task failed with "the worker was replaced" before the counter moved, so a caller that
+    // read workers_replaced() right after get() could see 0 (examples/crash_isolation did, in CI).
+    triad::process_pool pool(1);
+    for (std::uint64_t round = 1; round <= 20; ++round) {
+        auto doomed = pool.submit([](int) -> int { ::_exit(3); }, 0);
+        CHECK_THROWS_AS(doomed.get(), triad::worker_died);
+        CHECK(pool.workers_replaced() == round);
+    }
+}
+
 TEST_CASE("a worker killed from outside (as by the OOM killer) fails only its task",
           "[process_pool]") {
     char path[] = "/tmp/triad-victim-XXXXXX";

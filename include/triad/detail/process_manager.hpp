@@ -1400,6 +1400,12 @@ inline void process_manager::finalize_death(std::size_t slot) {
     const std::string who = concat("worker ", w.pid, " (slot ", slot, ") ");
     const std::string how =
         w.status_known ? describe_wait_status(w.exit_status) : std::string("ended");
+    // Counted before the tasks it ran fail: whoever sees a task's worker_died ("the worker was
+    // replaced") and then reads workers_replaced() sees this death counted.
+    const bool replaced = !m_broken && !m_stopping_workers && was != worker_state::stopping &&
+                          was != worker_state::retiring;
+    if (replaced)
+        m_replaced.fetch_add(1, std::memory_order_relaxed);
     std::vector<remote_task*> requeue;
     for (const in_flight& f : w.outstanding) {
         remote_task* task = f.task;
@@ -1452,7 +1458,6 @@ inline void process_manager::finalize_death(std::size_t slot) {
     if (was == worker_state::retiring) {
         m_recycled.fetch_add(1, std::memory_order_relaxed);
     } else {
-        m_replaced.fetch_add(1, std::memory_order_relaxed);
         // A worker that cannot even start (its initializer throws or crashes) is started again
         // after a pause, as the cause may pass; ten in a row break the pool with the reason.
         if (was == worker_state::starting && ++m_start_failures >= 10) {
