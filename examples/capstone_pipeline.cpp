@@ -34,6 +34,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace {
@@ -247,21 +248,47 @@ void print_line(const std::string& line) {
     std::fflush(stdout);
 }
 
+// The whole argument as an integer in [low, high], `fallback` when it is absent: atol took "12abc"
+// as 12 and "1e99" as 1, strtoul turned "-1" into 2^64-1 threads, and an out-of-range number is
+// undefined behaviour there.
+std::optional<long> long_argument(int argc, char** argv, int index, long fallback, long low,
+                                  long high) {
+    if (argc <= index)
+        return fallback;
+    const std::string_view text = argv[index];
+    long value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
+        return std::nullopt;
+    return value;
+}
+
 } // namespace
 
-int main(int argc, char** argv) {
-    const long files = argc > 1 ? std::atol(argv[1]) : 8;
-    const long records = argc > 2 ? std::atol(argv[2]) : 500;
-    const long latency_ms = argc > 3 ? std::atol(argv[3]) : 20;
-    const long max_in_flight = argc > 4 ? std::atol(argv[4]) : 50;
-    const long batch = argc > 5 ? std::atol(argv[5]) : 100;
-    if (files <= 0 || records <= 0 || latency_ms < 0 || max_in_flight <= 0 || batch <= 0) {
+int run(int argc, char** argv) {
+    // Bounds: every request in flight holds two descriptors (the client's socket and the
+    // server's), so 400 stays under the usual limit of 1024; at most ten million trips (the ids
+    // 1 + f * records must not overflow, and every file is written to $TMPDIR); a latency of ten
+    // seconds at most, so that a mistyped one cannot make the run look hung.
+    const auto files_arg = long_argument(argc, argv, 1, 8, 1, 1000);
+    const auto records_arg = long_argument(argc, argv, 2, 500, 1, 10'000'000);
+    const auto latency_arg = long_argument(argc, argv, 3, 20, 0, 10'000);
+    const auto in_flight_arg = long_argument(argc, argv, 4, 50, 1, 400);
+    const auto batch_arg = long_argument(argc, argv, 5, 100, 1, 1'000'000);
+    if (!files_arg || !records_arg || !latency_arg || !in_flight_arg || !batch_arg ||
+        *files_arg * *records_arg > 10'000'000) {
         fmt::print(stderr,
-                   "usage: {} [files] [records_per_file] [latency_ms] [max_in_flight] "
-                   "[batch]\n",
+                   "usage: {} [files in 1..1000] [records_per_file] [latency_ms in 0..10000] "
+                   "[max_in_flight in 1..400] [batch in 1..1000000]; files * records_per_file "
+                   "at most 10000000\n",
                    argv[0]);
         return 2;
     }
+    const long files = *files_arg;
+    const long records = *records_arg;
+    const long latency_ms = *latency_arg;
+    const long max_in_flight = *in_flight_arg;
+    const long batch = *batch_arg;
 
     // The process pool first: its workers are forks of this process as it is now, before the
     // server's and the writer's threads exist.
@@ -386,4 +413,15 @@ int main(int argc, char** argv) {
                     static_cast<std::int64_t>(server.failures_injected()) == expected_injected;
     fmt::print("{}\n", ok ? "All checks passed" : "CHECK FAILED");
     return ok ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+    // Caught here, not left to std::terminate, so that the stack unwinds and the temporary
+    // directory is removed on a failure too (a full disk, a thread that cannot start).
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "capstone_pipeline: {}\n", e.what());
+        return 1;
+    }
 }

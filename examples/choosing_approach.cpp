@@ -26,11 +26,13 @@
 #include "support/http_server.hpp"
 #include "support/trip_database.hpp"
 
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace {
@@ -127,22 +129,47 @@ std::string fastest(const row& r) {
     return name;
 }
 
+// The whole argument as an integer in [low, high], `fallback` when it is absent: atol took "12abc"
+// as 12 and "1e99" as 1, strtoul turned "-1" into 2^64-1 threads, and an out-of-range number is
+// undefined behaviour there.
+std::optional<long> long_argument(int argc, char** argv, int index, long fallback, long low,
+                                  long high) {
+    if (argc <= index)
+        return fallback;
+    const std::string_view text = argv[index];
+    long value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
+        return std::nullopt;
+    return value;
+}
+
 } // namespace
 
-int main(int argc, char** argv) {
-    const long urls = argc > 1 ? std::atol(argv[1]) : 200;
-    const long latency_ms = argc > 2 ? std::atol(argv[2]) : 20;
-    const long images = argc > 3 ? std::atol(argv[3]) : 50;
-    const long side = argc > 4 ? std::atol(argv[4]) : 400;
-    const long rows = argc > 5 ? std::atol(argv[5]) : 300'000;
-    const long url_threads = argc > 6 ? std::atol(argv[6]) : 32;
-    if (urls <= 0 || latency_ms < 0 || images <= 0 || side <= 0 || rows <= 0 || url_threads <= 0) {
+int run(int argc, char** argv) {
+    // Bounds: the coroutines fetch every URL at once and each request holds two descriptors
+    // (the client's socket and the server's), so 400 URLs stay under the usual limit of 1024
+    // (1000 aborted with "Too many open files"); an image of 4000x4000 is 16 MB, twice per task;
+    // 20 million rows is a database of about a gigabyte; a latency of ten seconds at most.
+    const auto urls_arg = long_argument(argc, argv, 1, 200, 1, 400);
+    const auto latency_arg = long_argument(argc, argv, 2, 20, 0, 10'000);
+    const auto images_arg = long_argument(argc, argv, 3, 50, 1, 10'000);
+    const auto side_arg = long_argument(argc, argv, 4, 400, 1, 4000);
+    const auto rows_arg = long_argument(argc, argv, 5, 300'000, 1, 20'000'000);
+    const auto url_threads_arg = long_argument(argc, argv, 6, 32, 1, 400);
+    if (!urls_arg || !latency_arg || !images_arg || !side_arg || !rows_arg || !url_threads_arg) {
         fmt::print(stderr,
-                   "usage: {} [urls] [latency_ms] [images] [image_side] [rows] "
-                   "[url_threads]\n",
+                   "usage: {} [urls in 1..400] [latency_ms in 0..10000] [images in 1..10000] "
+                   "[image_side in 1..4000] [rows in 1..20000000] [url_threads in 1..400]\n",
                    argv[0]);
         return 2;
     }
+    const long urls = *urls_arg;
+    const long latency_ms = *latency_arg;
+    const long images = *images_arg;
+    const long side = *side_arg;
+    const long rows = *rows_arg;
+    const long url_threads = *url_threads_arg;
     ex::configure_sqlite_for_threads();
     // The process pool before any thread exists: its workers are forks of this process.
     triad::process_pool processes;
@@ -308,4 +335,15 @@ int main(int argc, char** argv) {
                                           : "measured fastest: " + fastest(r));
     fmt::print("{}\n", ok ? "All results agree" : "RESULTS DIFFER");
     return ok ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+    // Caught here, not left to std::terminate, so that the stack unwinds and the temporary
+    // directory is removed on a failure too (a full disk, a thread that cannot start).
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "choosing_approach: {}\n", e.what());
+        return 1;
+    }
 }

@@ -25,10 +25,12 @@
 
 #include <sys/resource.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace {
@@ -55,13 +57,31 @@ double cpu_seconds() {
 // Each worker's connection, opened by the pool's initializer and closed when the thread ends.
 thread_local std::optional<ex::sqlite_connection> tls_connection;
 
+// The whole argument as an integer in [low, high], `fallback` when it is absent: atol took "12abc"
+// as 12 and "1e99" as 1, strtoul turned "-1" into 2^64-1 threads, and an out-of-range number is
+// undefined behaviour there.
+std::optional<long> long_argument(int argc, char** argv, int index, long fallback, long low,
+                                  long high) {
+    if (argc <= index)
+        return fallback;
+    const std::string_view text = argv[index];
+    long value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
+        return std::nullopt;
+    return value;
+}
+
 } // namespace
 
-int main(int argc, char** argv) {
-    const long rows = argc > 1 ? std::atol(argv[1]) : 1'000'000;
-    const std::size_t threads = argc > 2 ? std::strtoul(argv[2], nullptr, 10) : triad::cpu_count();
-    if (rows <= 0 || threads == 0) {
-        fmt::print(stderr, "usage: {} [rows > 0] [threads > 0]\n", argv[0]);
+int run(int argc, char** argv) {
+    // Bounds: 20 million rows is a database of about a gigabyte in $TMPDIR; more threads than
+    // 1024 only queue (there are ten queries).
+    const auto rows = long_argument(argc, argv, 1, 1'000'000, 1, 20'000'000);
+    const auto threads =
+        long_argument(argc, argv, 2, static_cast<long>(triad::cpu_count()), 1, 1024);
+    if (!rows || !threads) {
+        fmt::print(stderr, "usage: {} [rows in 1..20000000] [threads in 1..1024]\n", argv[0]);
         return 2;
     }
     ex::configure_sqlite_for_threads();
@@ -73,8 +93,8 @@ int main(int argc, char** argv) {
     ex::temp_dir dir("triad-db");
     const std::filesystem::path file = dir.path() / "trips.db";
     auto start = clock_type::now();
-    ex::create_trip_database(file, rows);
-    fmt::print("Database: {} rows in {} ({:.1f} MB), built in {:.2f}s\n", rows, file.string(),
+    ex::create_trip_database(file, *rows);
+    fmt::print("Database: {} rows in {} ({:.1f} MB), built in {:.2f}s\n", *rows, file.string(),
                static_cast<double>(std::filesystem::file_size(file)) / 1e6, seconds_since(start));
     const std::vector<ex::trip_query> queries = ex::trip_queries();
 
@@ -91,11 +111,11 @@ int main(int argc, char** argv) {
     fmt::print("Time: {:.3f}s, {:.1f} cores busy on average\n", sequential_time,
                (cpu_seconds() - cpu_before) / sequential_time);
 
-    fmt::print("\n=== Thread pool ({} threads, one read-only connection each) ===\n", threads);
+    fmt::print("\n=== Thread pool ({} threads, one read-only connection each) ===\n", *threads);
     // The initializer runs once on each worker before it takes a task, like Python's
     // ThreadPoolExecutor(initializer=...): the place to open the thread's connection.
     triad::thread_pool pool(triad::thread_pool_options{
-        .threads = threads,
+        .threads = static_cast<std::size_t>(*threads),
         .name_prefix = "db",
         .initializer =
             [file](std::size_t) { tls_connection.emplace(ex::sqlite_connection::read_only(file)); },
@@ -124,4 +144,15 @@ int main(int argc, char** argv) {
     fmt::print("Results equal: {}/{}\n", same, queries.size());
     fmt::print("Speedup: {:.2f}x\n", sequential_time / threaded_time);
     return same == queries.size() ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+    // Caught here, not left to std::terminate, so that the stack unwinds and the temporary
+    // directory is removed on a failure too (a full disk, a thread that cannot start).
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "database_queries_threads: {}\n", e.what());
+        return 1;
+    }
 }
