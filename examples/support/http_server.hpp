@@ -148,8 +148,16 @@ private:
         for (;;) {
             auto [ec, socket] =
                 co_await m_acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-            if (ec)
-                co_return; // the acceptor closed
+            if (ec == asio::error::operation_aborted || !m_acceptor.is_open())
+                co_return; // the server is stopping
+            if (ec) {
+                // Out of descriptors (EMFILE) or a connection reset before it was accepted: the
+                // listening socket is still fine, so keep accepting. Returning here left the
+                // connections the kernel still queued unanswered and their clients hung for good.
+                asio::steady_timer pause(m_io, std::chrono::milliseconds(10));
+                co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+                continue;
+            }
             asio::co_spawn(m_io, session(std::move(socket)), asio::detached);
         }
     }
@@ -233,17 +241,20 @@ private:
         return std::nullopt;
     }
 
-    http_server_options m_options;
-    asio::io_context m_io;
-    tcp::acceptor m_acceptor;
-    tcp::endpoint m_endpoint;
-    std::vector<std::thread> m_threads;
+    // Declared before m_io, so destroyed after it: the io_context destroys the sessions still
+    // suspended (a client connected at shutdown), and their frames' destructors decrement
+    // m_in_flight, which must still be alive then.
     std::mutex m_mutex;
     std::map<std::string, long> m_failed; // under m_mutex: requests seen per target with fail=
     std::atomic<std::uint64_t> m_requests{0};
     std::atomic<std::uint64_t> m_failures{0};
     std::atomic<std::uint64_t> m_in_flight{0};
     std::atomic<std::uint64_t> m_max_in_flight{0};
+    http_server_options m_options;
+    asio::io_context m_io;
+    tcp::acceptor m_acceptor;
+    tcp::endpoint m_endpoint;
+    std::vector<std::thread> m_threads;
 };
 
 /**
