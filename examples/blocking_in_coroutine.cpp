@@ -32,6 +32,8 @@
 #include <tuple>
 #include <vector>
 
+#include "support/arguments.hpp"
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -86,27 +88,14 @@ double time_on_loop(Coroutine coroutine, int count, int wait_ms) {
     return took;
 }
 
-// The whole argument as an integer in [low, high], `fallback` when it is absent: atoi takes
-// "12abc" as 12 and an out-of-range number is undefined behaviour there.
-std::optional<int> int_argument(int argc, char** argv, int index, int fallback, int low, int high) {
-    if (argc <= index)
-        return fallback;
-    const std::string_view text = argv[index];
-    int value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
-        return std::nullopt;
-    return value;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
     // The last part starts one process and one thread per coroutine, so their number is
     // bounded; a wait under 10 ms is lost in the loop's and the pool's own overhead, and the
     // blocking version would no longer look sequential.
-    const auto count_arg = int_argument(argc, argv, 1, 10, 1, 256);
-    const auto wait_arg = int_argument(argc, argv, 2, 200, 10, 60'000);
+    const auto count_arg = triad_examples::argument<int>(argc, argv, 1, 10, 1, 256);
+    const auto wait_arg = triad_examples::argument<int>(argc, argv, 2, 200, 10, 60'000);
     if (!count_arg || !wait_arg) {
         fmt::print(stderr, "usage: {} [coroutines 1..256] [wait_ms 10..60000]\n", argv[0]);
         return 2;

@@ -19,6 +19,7 @@
 
 #include <fmt/core.h>
 
+#include "support/arguments.hpp"
 #include "support/http_server.hpp"
 #include "support/trip_database.hpp"
 
@@ -248,21 +249,6 @@ void print_line(const std::string& line) {
     std::fflush(stdout);
 }
 
-// The whole argument as an integer in [low, high], `fallback` when it is absent: atol took "12abc"
-// as 12 and "1e99" as 1, strtoul turned "-1" into 2^64-1 threads, and an out-of-range number is
-// undefined behaviour there.
-std::optional<long> long_argument(int argc, char** argv, int index, long fallback, long low,
-                                  long high) {
-    if (argc <= index)
-        return fallback;
-    const std::string_view text = argv[index];
-    long value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
-        return std::nullopt;
-    return value;
-}
-
 } // namespace
 
 int run(int argc, char** argv) {
@@ -270,11 +256,11 @@ int run(int argc, char** argv) {
     // server's), so 400 stays under the usual limit of 1024; at most ten million trips (the ids
     // 1 + f * records must not overflow, and every file is written to $TMPDIR); a latency of ten
     // seconds at most, so that a mistyped one cannot make the run look hung.
-    const auto files_arg = long_argument(argc, argv, 1, 8, 1, 1000);
-    const auto records_arg = long_argument(argc, argv, 2, 500, 1, 10'000'000);
-    const auto latency_arg = long_argument(argc, argv, 3, 20, 0, 10'000);
-    const auto in_flight_arg = long_argument(argc, argv, 4, 50, 1, 400);
-    const auto batch_arg = long_argument(argc, argv, 5, 100, 1, 1'000'000);
+    const auto files_arg = triad_examples::argument<long>(argc, argv, 1, 8, 1, 1000);
+    const auto records_arg = triad_examples::argument<long>(argc, argv, 2, 500, 1, 10'000'000);
+    const auto latency_arg = triad_examples::argument<long>(argc, argv, 3, 20, 0, 10'000);
+    const auto in_flight_arg = triad_examples::argument<long>(argc, argv, 4, 50, 1, 400);
+    const auto batch_arg = triad_examples::argument<long>(argc, argv, 5, 100, 1, 1'000'000);
     if (!files_arg || !records_arg || !latency_arg || !in_flight_arg || !batch_arg ||
         *files_arg * *records_arg > 10'000'000) {
         fmt::print(stderr,

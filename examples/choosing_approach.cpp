@@ -23,6 +23,7 @@
 
 #include <fmt/core.h>
 
+#include "support/arguments.hpp"
 #include "support/http_server.hpp"
 #include "support/trip_database.hpp"
 
@@ -129,21 +130,6 @@ std::string fastest(const row& r) {
     return name;
 }
 
-// The whole argument as an integer in [low, high], `fallback` when it is absent: atol took "12abc"
-// as 12 and "1e99" as 1, strtoul turned "-1" into 2^64-1 threads, and an out-of-range number is
-// undefined behaviour there.
-std::optional<long> long_argument(int argc, char** argv, int index, long fallback, long low,
-                                  long high) {
-    if (argc <= index)
-        return fallback;
-    const std::string_view text = argv[index];
-    long value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
-        return std::nullopt;
-    return value;
-}
-
 } // namespace
 
 int run(int argc, char** argv) {
@@ -151,12 +137,12 @@ int run(int argc, char** argv) {
     // (the client's socket and the server's), so 400 URLs stay under the usual limit of 1024
     // (1000 aborted with "Too many open files"); an image of 4000x4000 is 16 MB, twice per task;
     // 20 million rows is a database of about a gigabyte; a latency of ten seconds at most.
-    const auto urls_arg = long_argument(argc, argv, 1, 200, 1, 400);
-    const auto latency_arg = long_argument(argc, argv, 2, 20, 0, 10'000);
-    const auto images_arg = long_argument(argc, argv, 3, 50, 1, 10'000);
-    const auto side_arg = long_argument(argc, argv, 4, 400, 1, 4000);
-    const auto rows_arg = long_argument(argc, argv, 5, 300'000, 1, 20'000'000);
-    const auto url_threads_arg = long_argument(argc, argv, 6, 32, 1, 400);
+    const auto urls_arg = triad_examples::argument<long>(argc, argv, 1, 200, 1, 400);
+    const auto latency_arg = triad_examples::argument<long>(argc, argv, 2, 20, 0, 10'000);
+    const auto images_arg = triad_examples::argument<long>(argc, argv, 3, 50, 1, 10'000);
+    const auto side_arg = triad_examples::argument<long>(argc, argv, 4, 400, 1, 4000);
+    const auto rows_arg = triad_examples::argument<long>(argc, argv, 5, 300'000, 1, 20'000'000);
+    const auto url_threads_arg = triad_examples::argument<long>(argc, argv, 6, 32, 1, 400);
     if (!urls_arg || !latency_arg || !images_arg || !side_arg || !rows_arg || !url_threads_arg) {
         fmt::print(stderr,
                    "usage: {} [urls in 1..400] [latency_ms in 0..10000] [images in 1..10000] "

@@ -21,6 +21,7 @@
 
 #include <fmt/core.h>
 
+#include "support/arguments.hpp"
 #include "support/trip_database.hpp"
 
 #include <sys/resource.h>
@@ -57,29 +58,14 @@ double cpu_seconds() {
 // Each worker's connection, opened by the pool's initializer and closed when the thread ends.
 thread_local std::optional<ex::sqlite_connection> tls_connection;
 
-// The whole argument as an integer in [low, high], `fallback` when it is absent: atol took "12abc"
-// as 12 and "1e99" as 1, strtoul turned "-1" into 2^64-1 threads, and an out-of-range number is
-// undefined behaviour there.
-std::optional<long> long_argument(int argc, char** argv, int index, long fallback, long low,
-                                  long high) {
-    if (argc <= index)
-        return fallback;
-    const std::string_view text = argv[index];
-    long value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
-        return std::nullopt;
-    return value;
-}
-
 } // namespace
 
 int run(int argc, char** argv) {
     // Bounds: 20 million rows is a database of about a gigabyte in $TMPDIR; more threads than
     // 1024 only queue (there are ten queries).
-    const auto rows = long_argument(argc, argv, 1, 1'000'000, 1, 20'000'000);
-    const auto threads =
-        long_argument(argc, argv, 2, static_cast<long>(triad::cpu_count()), 1, 1024);
+    const auto rows = triad_examples::argument<long>(argc, argv, 1, 1'000'000, 1, 20'000'000);
+    const auto threads = triad_examples::argument<long>(
+        argc, argv, 2, static_cast<long>(triad::cpu_count()), 1, 1024);
     if (!rows || !threads) {
         fmt::print(stderr, "usage: {} [rows in 1..20000000] [threads in 1..1024]\n", argv[0]);
         return 2;

@@ -29,6 +29,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/arguments.hpp"
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -143,29 +145,14 @@ profile_row summarise(std::string executor, std::size_t workers, double wall,
     return row;
 }
 
-// The whole argument as a number in [low, high], `fallback` when it is absent: atoi takes
-// "12abc" as 12 and an out-of-range number is undefined behaviour there.
-template <class Number>
-std::optional<Number> argument(int argc, char** argv, int index, Number fallback, Number low,
-                               Number high) {
-    if (argc <= index)
-        return fallback;
-    const std::string_view text = argv[index];
-    Number value{};
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
-        return std::nullopt;
-    return value;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
     // sleep_ms from 6, so that the shortest derived sleep (sleep_ms / 6) is not zero.
-    const auto calls_arg = argument(argc, argv, 1, 16, 1, 100'000);
-    const auto n_arg =
-        argument<std::uint64_t>(argc, argv, 2, 20'000'000, 1, std::uint64_t{1} << 40);
-    const auto sleep_arg = argument(argc, argv, 3, 300, 6, 60'000);
+    const auto calls_arg = triad_examples::argument(argc, argv, 1, 16, 1, 100'000);
+    const auto n_arg = triad_examples::argument<std::uint64_t>(argc, argv, 2, 20'000'000, 1,
+                                                               std::uint64_t{1} << 40);
+    const auto sleep_arg = triad_examples::argument(argc, argv, 3, 300, 6, 60'000);
     if (!calls_arg || !n_arg || !sleep_arg) {
         fmt::print(stderr, "usage: {} [calls 1..100000] [n 1..2^40] [sleep_ms 6..60000]\n",
                    argv[0]);

@@ -33,6 +33,8 @@
 #include <string_view>
 #include <vector>
 
+#include "support/arguments.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -192,19 +194,6 @@ std::vector<blur_job> jobs_into(const fs::path& dir, const std::vector<fs::path>
     return jobs;
 }
 
-// The whole argument as an integer in [low, high], `fallback` when it is absent: atoi takes
-// "12abc" as 12 and an out-of-range number is undefined behaviour there.
-std::optional<int> int_argument(int argc, char** argv, int index, int fallback, int low, int high) {
-    if (argc <= index)
-        return fallback;
-    const std::string_view text = argv[index];
-    int value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
-        return std::nullopt;
-    return value;
-}
-
 int blur_all(int count, int size, int passes) {
     // The pool first: its workers are forks of this process as it is now, before any thread.
     triad::process_pool processes;
@@ -274,9 +263,9 @@ int run(int argc, char** argv) {
     // Bounded so that the pixel arithmetic stays inside int (make_image squares distances of up
     // to 3/4 of the side) and the files inside a few GB of /tmp.
     constexpr std::int64_t max_pixels = std::int64_t{1} << 30;
-    const auto count = int_argument(argc, argv, 1, 16, 1, 1000);
-    const auto size = int_argument(argc, argv, 2, 768, 8, 16384);
-    const auto passes = int_argument(argc, argv, 3, 3, 1, 100);
+    const auto count = triad_examples::argument<int>(argc, argv, 1, 16, 1, 1000);
+    const auto size = triad_examples::argument<int>(argc, argv, 2, 768, 8, 16384);
+    const auto passes = triad_examples::argument<int>(argc, argv, 3, 3, 1, 100);
     if (!count || !size || !passes || std::int64_t{*count} * *size * *size > max_pixels) {
         fmt::print(stderr,
                    "usage: {} [images 1..1000] [size 8..16384] [passes 1..100], images x size^2 "

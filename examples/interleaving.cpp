@@ -26,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/arguments.hpp"
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -97,26 +99,11 @@ void worker(const std::string& name, int steps, std::chrono::milliseconds tick,
     count_line();
 }
 
-// The whole argument as a number in [low, high], `fallback` when it is absent: atoi takes
-// "12abc" as 12 and an out-of-range number is undefined behaviour there.
-template <class Number>
-std::optional<Number> argument(int argc, char** argv, int index, Number fallback, Number low,
-                               Number high) {
-    if (argc <= index)
-        return fallback;
-    const std::string_view text = argv[index];
-    Number value{};
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value < low || value > high)
-        return std::nullopt;
-    return value;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
-    const auto tick_arg = argument(argc, argv, 1, 1000, 1, 60'000);
-    const auto steps_arg = argument(argc, argv, 2, 3, 1, 1000);
+    const auto tick_arg = triad_examples::argument(argc, argv, 1, 1000, 1, 60'000);
+    const auto steps_arg = triad_examples::argument(argc, argv, 2, 3, 1, 1000);
     if (!tick_arg || !steps_arg) {
         fmt::print(stderr, "usage: {} [tick_ms 1..60000] [steps 1..1000]\n", argv[0]);
         return 2;

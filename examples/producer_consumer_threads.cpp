@@ -27,6 +27,8 @@
 #include <utility>
 #include <vector>
 
+#include "support/arguments.hpp"
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -56,31 +58,15 @@ void simulate_work(double seconds) {
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
 }
 
-// The whole argument as a number in [low, high], `fallback` when it is absent. atoi and atof
-// take "12abc" as 12 and "nan" or "inf" as a time scale, and a NaN, infinite or huge
-// duration converted to sleep_for's integer ticks is undefined behaviour.
-template <class Number>
-std::optional<Number> argument(int argc, char** argv, int index, Number fallback, Number low,
-                               Number high) {
-    if (argc <= index)
-        return fallback;
-    const std::string_view text = argv[index];
-    Number value{};
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || !(value >= low && value <= high))
-        return std::nullopt;
-    return value;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
     // Bounded so that producers x items fits an int and the threads fit the machine.
-    const auto producers_arg = argument(argc, argv, 1, 2, 1, 1000);
-    const auto consumers_arg = argument(argc, argv, 2, 3, 1, 1000);
-    const auto per_producer_arg = argument(argc, argv, 3, 4, 0, 1'000'000);
-    const auto queue_size_arg = argument(argc, argv, 4, 5, 1, 1'000'000);
-    const auto scale_arg = argument(argc, argv, 5, 1.0, 0.0, 100.0);
+    const auto producers_arg = triad_examples::argument(argc, argv, 1, 2, 1, 1000);
+    const auto consumers_arg = triad_examples::argument(argc, argv, 2, 3, 1, 1000);
+    const auto per_producer_arg = triad_examples::argument(argc, argv, 3, 4, 0, 1'000'000);
+    const auto queue_size_arg = triad_examples::argument(argc, argv, 4, 5, 1, 1'000'000);
+    const auto scale_arg = triad_examples::argument(argc, argv, 5, 1.0, 0.0, 100.0);
     if (!producers_arg || !consumers_arg || !per_producer_arg || !queue_size_arg || !scale_arg) {
         fmt::print(stderr,
                    "usage: {} [producers 1..1000] [consumers 1..1000] [items_per_producer "
