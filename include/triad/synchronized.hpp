@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <triad/detail/posix.hpp>
 #include <triad/detail/wait_slot.hpp>
 
 namespace triad {
@@ -55,18 +56,6 @@ struct guard_access {
     explicit guard_access() = default;
 };
 
-#if defined(__SANITIZE_THREAD__)
-inline constexpr bool under_thread_sanitizer = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-inline constexpr bool under_thread_sanitizer = true;
-#else
-inline constexpr bool under_thread_sanitizer = false;
-#endif
-#else
-inline constexpr bool under_thread_sanitizer = false;
-#endif
-
 // A timed lock on any mutex: its own timed lock where it has one, otherwise try_lock polled
 // with a backoff from 1 us to 1 ms (std::shared_mutex and std::mutex have no timed locking). The
 // poll is not queued on the mutex: it sees only releases that last until its next try, so on a
@@ -93,12 +82,12 @@ bool try_lock_within(Mutex& m, const std::chrono::duration<Rep, Period>& timeout
                 deadline - steady_clock::now(), steady_clock::duration::zero(), longest_slice);
             bool locked = false;
             if constexpr (Shared) {
-                if constexpr (under_thread_sanitizer)
+                if constexpr (thread_sanitizer_build)
                     locked = m.try_lock_shared_until(std::chrono::system_clock::now() + slice);
                 else
                     locked = m.try_lock_shared_for(slice);
             } else {
-                if constexpr (under_thread_sanitizer)
+                if constexpr (thread_sanitizer_build)
                     locked = m.try_lock_until(std::chrono::system_clock::now() + slice);
                 else
                     locked = m.try_lock_for(slice);
