@@ -115,6 +115,11 @@ TEST_CASE("gather_settled keeps every outcome and never throws for the tasks", "
     const auto outcomes = triad::run(triad::gather_settled(std::move(mixed)));
     CHECK_FALSE(outcomes[0].has_value());
     CHECK(outcomes[1].has_value());
+    // Read through const, as a loop over a const result does.
+    CHECK(outcomes[1].value() == 7);
+    CHECK_THROWS_WITH(outcomes[0].value(), "step failed");
+    static_assert(std::is_same_v<decltype(outcomes[1].value()), const int&>);
+    static_assert(std::is_same_v<decltype(std::move(outcomes[1]).value()), const int&&>);
 }
 
 TEST_CASE("when_any returns the first to finish and cancels the rest", "[combinators]") {

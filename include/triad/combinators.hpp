@@ -232,13 +232,20 @@ public:
     explicit outcome(std::exception_ptr error) : m_error(std::move(error)) {}
     bool has_value() const noexcept { return !m_error; }
     explicit operator bool() const noexcept { return has_value(); }
-    /** The value, or rethrows the exception. */
+    /** The value, or rethrows the exception (as `std::optional::value` does, for every
+     * qualification: a `const` vector of outcomes is read the same way). */
     T& value() & {
         if (m_error)
             std::rethrow_exception(m_error);
         return *m_value;
     }
+    const T& value() const& {
+        if (m_error)
+            std::rethrow_exception(m_error);
+        return *m_value;
+    }
     T&& value() && { return std::move(value()); }
+    const T&& value() const&& { return std::move(value()); }
     /** The exception, or null. */
     const std::exception_ptr& error() const noexcept { return m_error; }
 
