@@ -11,7 +11,7 @@
 //   /close             closes the connection without a reply, every time
 //   anything else      200 with the body {"path":"<path>","value":<value_of(path)>}
 // and by query parameter (any path):
-//   delay=<ms>         this reply's latency instead of the server's
+//   delay=<ms>         this reply's latency instead of the server's (0..60000; else 400)
 //   fail=<n>           the first n requests for this exact target fail, later ones succeed
 //                      (a transient failure, which a retry gets past)
 //   how=500|close      how those n requests fail (default 500)
@@ -184,9 +184,14 @@ private:
             const std::string target(request.target());
             const std::string_view path = std::string_view(target).substr(0, target.find('?'));
             const auto delay = query_number(target, "delay");
-            asio::steady_timer timer(socket.get_executor());
-            timer.expires_after(delay ? std::chrono::milliseconds(*delay) : m_options.latency);
-            co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            // A delay out of range is the client's mistake, answered at once: a negative one
+            // would be no wait, and a huge one overflowed the timer's clock and never replied.
+            const bool bad_delay = delay && (*delay < 0 || *delay > max_delay.count());
+            if (!bad_delay) {
+                asio::steady_timer timer(socket.get_executor());
+                timer.expires_after(delay ? std::chrono::milliseconds(*delay) : m_options.latency);
+                co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            }
 
             bool fail = path == "/error";
             bool close = path == "/close";
@@ -205,14 +210,17 @@ private:
                 co_return;
             }
 
-            http::response<http::string_body> response{
-                fail ? http::status::internal_server_error : http::status::ok, request.version()};
+            http::response<http::string_body> response{bad_delay ? http::status::bad_request
+                                                       : fail ? http::status::internal_server_error
+                                                              : http::status::ok,
+                                                       request.version()};
             response.set(http::field::server, "triad-examples");
             response.set(http::field::content_type, "application/json");
             response.keep_alive(request.keep_alive());
-            response.body() = fail ? std::string(R"({"error":"injected failure"})")
-                                   : "{\"path\":\"" + std::string(path) +
-                                         "\",\"value\":" + std::to_string(value_of(path)) + "}";
+            response.body() = bad_delay ? std::string(R"({"error":"delay must be 0..60000 ms"})")
+                              : fail    ? std::string(R"({"error":"injected failure"})")
+                                        : "{\"path\":\"" + std::string(path) +
+                                           "\",\"value\":" + std::to_string(value_of(path)) + "}";
             response.prepare_payload();
             auto [write_error, written] =
                 co_await http::async_write(socket, response, asio::as_tuple(asio::use_awaitable));
@@ -241,6 +249,8 @@ private:
         return std::nullopt;
     }
 
+    static constexpr std::chrono::milliseconds max_delay{60'000};
+
     // Declared before m_io, so destroyed after it: the io_context destroys the sessions still
     // suspended (a client connected at shutdown), and their frames' destructors decrement
     // m_in_flight, which must still be alive then.
@@ -259,33 +269,47 @@ private:
 
 /**
  * A blocking client for threads (what `requests.Session` is to a Python thread): keeps one
- * connection alive between requests and reconnects after a failure. Use one per thread.
+ * connection alive between requests and reconnects after a failure. Use one per thread. Every
+ * request has a deadline (`requests.get(url, timeout=...)`): a server that never answers costs
+ * the timeout, not the thread.
  *
  * @par Thread Safety
  * None: one thread at a time.
  */
 class http_client {
 public:
-    explicit http_client(tcp::endpoint server) : m_server(server), m_socket(m_io) {}
+    explicit http_client(tcp::endpoint server,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(30))
+        : m_server(server), m_timeout(timeout), m_socket(m_io) {}
 
-    /** GETs `target`; throws `boost::system::system_error` if the connection fails or closes
-     * without a reply. Any status is returned. */
+    /** GETs `target`; throws `boost::system::system_error` if the connection fails, closes
+     * without a reply or the reply takes longer than the timeout (`error::timed_out`). Any
+     * status is returned. */
     http_reply get(const std::string& target) {
-        try {
-            if (!m_socket.is_open())
-                m_socket.connect(m_server);
-            http::request<http::empty_body> request{http::verb::get, target, 11};
-            request.set(http::field::host, "127.0.0.1");
-            http::write(m_socket, request);
-            http::response<http::string_body> response;
-            http::read(m_socket, m_buffer, response);
-            if (!response.keep_alive())
-                close();
-            return {response.result_int(), std::move(response.body())};
-        } catch (...) {
-            close();
-            throw;
+        // The exchange runs as asynchronous operations on this client's own io_context, driven
+        // here for at most the timeout: Asio's blocking calls ignore SO_RCVTIMEO and would wait
+        // for good.
+        bool done = false;
+        std::exception_ptr error;
+        http_reply reply;
+        asio::co_spawn(m_io, exchange(target), [&](std::exception_ptr e, http_reply r) {
+            done = true;
+            error = std::move(e);
+            reply = std::move(r);
+        });
+        m_io.restart();
+        m_io.run_for(m_timeout);
+        if (!done) {
+            close(); // cancels the pending operation; its handler runs below
+            m_io.restart();
+            m_io.run();
+            throw boost::system::system_error(asio::error::timed_out, "GET " + target);
         }
+        if (error) {
+            close();
+            std::rethrow_exception(error);
+        }
+        return reply;
     }
 
     /** GETs `target` and throws `http_status_error` unless the status is 200. */
@@ -297,6 +321,19 @@ public:
     }
 
 private:
+    asio::awaitable<http_reply> exchange(std::string target) {
+        if (!m_socket.is_open())
+            co_await m_socket.async_connect(m_server, asio::use_awaitable);
+        http::request<http::empty_body> request{http::verb::get, target, 11};
+        request.set(http::field::host, "127.0.0.1");
+        co_await http::async_write(m_socket, request, asio::use_awaitable);
+        http::response<http::string_body> response;
+        co_await http::async_read(m_socket, m_buffer, response, asio::use_awaitable);
+        if (!response.keep_alive())
+            close();
+        co_return http_reply{response.result_int(), std::move(response.body())};
+    }
+
     void close() {
         boost::system::error_code ignored;
         m_socket.close(ignored);
@@ -304,7 +341,8 @@ private:
     }
 
     tcp::endpoint m_server;
-    asio::io_context m_io; // blocking calls only; never run
+    std::chrono::milliseconds m_timeout;
+    asio::io_context m_io; // run by get() only, on the calling thread
     tcp::socket m_socket;
     boost::beast::flat_buffer m_buffer;
 };
