@@ -1,8 +1,9 @@
 // Lesson: an asynchronous scraper with a concurrency cap, retries and gathered errors. Mirrors
-// the Python course's Exercise 2 (AsyncWebScraper: a semaphore of 3 over 7 URLs, one of which fails,
-// results gathered with return_exceptions=True) and its follow-up ("add retries with
-// exponential backoff"). One thread, several requests in flight, never more than the cap.
-// The request is simulated with a sleep so the lesson runs anywhere.
+// the Python course's Exercise 2 (AsyncWebScraper: a semaphore of 3 over 7 URLs, one of which
+// fails, results gathered with return_exceptions=True) and its follow-up ("add retries with
+// exponential backoff"). One thread, several requests in flight, never more than the cap. The
+// requests are real HTTP GETs to a local server (support/http_server.hpp: Boost.Beast on
+// 127.0.0.1) that waits the latency before each reply and answers /error with a 500.
 //
 // Usage: async_scraper [latency_ms=500] [max_concurrent=3]
 
@@ -10,15 +11,19 @@
 
 #include <fmt/core.h>
 
+#include "support/arguments.hpp"
+#include "support/http_server.hpp"
+
+#include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <stdexcept>
+#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace {
 
+namespace ex = triad_examples;
 using clock_type = std::chrono::steady_clock;
 
 struct page {
@@ -27,28 +32,32 @@ struct page {
 };
 
 struct scraper {
+    ex::tcp::endpoint server;
+    std::string base_url;
     triad::semaphore limit;
-    std::chrono::milliseconds latency;
     int in_flight = 0;
     int most_in_flight = 0;
+    int attempts = 0;
 
-    triad::task<page> fetch_once(const std::string& url) {
+    triad::task<page> fetch_once(const std::string& path) {
         auto permit = co_await limit.acquire_guard(); // async with self.semaphore
         most_in_flight = std::max(most_in_flight, ++in_flight);
-        fmt::print("Fetching: {}\n", url);
-        co_await triad::sleep(latency); // the network round trip
-        --in_flight;
-        if (url.find("error") != std::string::npos)
-            throw std::runtime_error("Failed to connect to " + url);
-        fmt::print("Completed: {}\n", url);
-        co_return page{url, "Content from " + url};
+        ++attempts;
+        fmt::print("Fetching: {}\n", base_url + path);
+        struct leave {
+            int& n;
+            ~leave() { --n; }
+        } leaving{in_flight};                                       // also when the request throws
+        std::string body = co_await ex::async_get_ok(server, path); // throws on a 500
+        fmt::print("Completed: {}\n", base_url + path);
+        co_return page{base_url + path, std::move(body)};
     }
 
-    triad::task<page> fetch(std::string url) {
+    triad::task<page> fetch(std::string path) {
         // Transient failures are worth another try, after a growing pause. The lambda is named
         // before the co_await: GCC 12 destroys a capturing lambda temporary twice when it is
         // written inside a co_await expression (see the README's note on GCC 12).
-        auto attempt = [this, url] { return fetch_once(url); };
+        auto attempt = [this, path] { return fetch_once(path); };
         co_return co_await triad::retry(
             {.attempts = 3, .initial_delay = std::chrono::milliseconds(100)}, std::move(attempt));
     }
@@ -56,26 +65,28 @@ struct scraper {
 
 } // namespace
 
-int main(int argc, char** argv) {
-    const std::chrono::milliseconds latency(argc > 1 ? std::atoi(argv[1]) : 500);
-    const long cap = argc > 2 ? std::atol(argv[2]) : 3;
-    if (latency.count() < 0 || cap <= 0) {
-        fmt::print(stderr, "usage: {} [latency_ms >= 0] [max_concurrent > 0]\n", argv[0]);
+int main(int argc, char** argv) try {
+    const auto latency_ms = ex::argument<long>(argc, argv, 1, 500, 0, 10'000);
+    const auto cap = ex::argument<long>(argc, argv, 2, 3, 1, 1'000);
+    if (!latency_ms || !cap) {
+        fmt::print(stderr, "usage: {} [latency_ms in 0..10000] [max_concurrent in 1..1000]\n",
+                   argv[0]);
         return 2;
     }
-    const std::vector<std::string> urls{
-        "http://example.com/page1", "http://example.com/page2", "http://example.com/page3",
-        "http://example.com/error", // will fail, three times
-        "http://example.com/page4", "http://example.com/page5", "http://example.com/page6",
+    ex::http_server server({.latency = std::chrono::milliseconds(*latency_ms)});
+    const std::vector<std::string> paths{
+        "/page1", "/page2", "/page3",
+        "/error", // the server answers 500: fails three times
+        "/page4", "/page5", "/page6",
     };
-    scraper s{triad::semaphore(static_cast<std::size_t>(cap)), latency};
+    scraper s{server.endpoint(), server.url(""), triad::semaphore(static_cast<std::size_t>(*cap))};
 
     const auto start = clock_type::now();
     const auto results =
         triad::run(triad::make_task([&]() -> triad::task<std::vector<triad::outcome<page>>> {
             std::vector<triad::task<page>> fetches;
-            for (const auto& url : urls)
-                fetches.push_back(s.fetch(url));
+            for (const auto& path : paths)
+                fetches.push_back(s.fetch(path));
             co_return co_await triad::gather_settled(
                 std::move(fetches)); // errors gathered, not thrown
         }));
@@ -83,20 +94,31 @@ int main(int argc, char** argv) {
 
     fmt::print("\n=== Results ===\n");
     int successful = 0;
+    int checked = 0;
     for (std::size_t i = 0; i < results.size(); ++i) {
         if (results[i].has_value()) {
             ++successful;
+            const auto value = ex::parse_value(results[i].value().data);
+            checked += value && *value == ex::value_of(paths[i]);
         } else {
             try {
                 std::rethrow_exception(results[i].error());
             } catch (const std::exception& e) {
-                fmt::print("Error: {}\n", e.what());
+                fmt::print("Error: {} failed after 3 attempts: {}\n", server.url(paths[i]),
+                           e.what());
             }
         }
     }
-    fmt::print("Successful: {}/{}\n", successful, urls.size());
-    fmt::print("Most requests in flight: {} (the cap is {})\n", s.most_in_flight, cap);
+    fmt::print("Successful: {}/{}, {} with the body of the page asked for\n", successful,
+               paths.size(), checked);
+    fmt::print("Requests sent: {} ({} answered with an error)\n", s.attempts,
+               server.failures_injected());
+    fmt::print("Most requests in flight: {} (the cap is {}; the server saw {})\n", s.most_in_flight,
+               *cap, server.max_in_flight());
     fmt::print("Total time: {:.2f}s\n", duration);
-    fmt::print("Average time per URL: {:.2f}s\n", duration / static_cast<double>(urls.size()));
-    return successful == 6 && s.most_in_flight <= cap ? 0 : 1;
+    fmt::print("Average time per URL: {:.2f}s\n", duration / static_cast<double>(paths.size()));
+    return successful == 6 && checked == 6 && s.most_in_flight <= *cap ? 0 : 1;
+} catch (const std::exception& e) {
+    fmt::print(stderr, "async_scraper: {}\n", e.what());
+    return 1;
 }
