@@ -287,18 +287,24 @@ public:
      * status is returned. */
     http_reply get(const std::string& target) {
         // The exchange runs as asynchronous operations on this client's own io_context, driven
-        // here for at most the timeout: Asio's blocking calls ignore SO_RCVTIMEO and would wait
-        // for good.
+        // here until the deadline: Asio's blocking calls ignore SO_RCVTIMEO and would wait for
+        // good. The deadline saturates: now() + a huge timeout overflowed into the past.
+        using clock = std::chrono::steady_clock;
+        const auto now = clock::now();
+        const auto deadline = m_timeout >= std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               clock::time_point::max() - now)
+                                  ? clock::time_point::max()
+                                  : now + m_timeout;
         bool done = false;
         std::exception_ptr error;
         http_reply reply;
-        asio::co_spawn(m_io, exchange(target), [&](std::exception_ptr e, http_reply r) {
+        asio::co_spawn(m_io, exchange(target, deadline), [&](std::exception_ptr e, http_reply r) {
             done = true;
             error = std::move(e);
             reply = std::move(r);
         });
         m_io.restart();
-        m_io.run_for(m_timeout);
+        m_io.run_until(deadline);
         if (!done) {
             close(); // cancels the pending operation; its handler runs below
             m_io.restart();
@@ -321,7 +327,13 @@ public:
     }
 
 private:
-    asio::awaitable<http_reply> exchange(std::string target) {
+    asio::awaitable<http_reply> exchange(std::string target,
+                                         std::chrono::steady_clock::time_point deadline) {
+        // run_until can return before this coroutine has started (a timeout of 0, or a thread
+        // preempted past a short one). Closing the socket then cancels nothing, and the run()
+        // that follows would connect and wait for the reply with no deadline at all.
+        if (std::chrono::steady_clock::now() >= deadline)
+            throw boost::system::system_error(asio::error::timed_out);
         if (!m_socket.is_open())
             co_await m_socket.async_connect(m_server, asio::use_awaitable);
         http::request<http::empty_body> request{http::verb::get, target, 11};
