@@ -35,6 +35,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -239,11 +240,15 @@ private:
             rest.remove_prefix(std::min(rest.size(), pair.size() + 1));
             if (pair.size() > name.size() && pair.substr(0, name.size()) == name &&
                 pair[name.size()] == '=') {
+                // A value that is not a whole number ("abc", "5abc", one past long) is out of
+                // every range, so "delay=abc" is answered 400 rather than ignored.
                 long value = 0;
                 const std::string_view digits = pair.substr(name.size() + 1);
-                if (std::from_chars(digits.data(), digits.data() + digits.size(), value).ec ==
-                    std::errc())
-                    return value;
+                const auto [end, ec] =
+                    std::from_chars(digits.data(), digits.data() + digits.size(), value);
+                if (ec != std::errc() || end != digits.data() + digits.size())
+                    return std::numeric_limits<long>::min();
+                return value;
             }
         }
         return std::nullopt;
