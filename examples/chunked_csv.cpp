@@ -38,6 +38,9 @@
 
 #include <unistd.h>
 
+#include "support/arguments.hpp"
+#include "support/temp_dir.hpp"
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -408,52 +411,17 @@ trip_stats combine(const std::vector<trip_stats>& chunks) {
     return all;
 }
 
-// A temporary directory removed on the way out, even by an exception.
-class temporary_directory {
-public:
-    temporary_directory() {
-        std::string pattern =
-            (std::filesystem::temp_directory_path() / "triad-taxi-XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr)
-            throw std::system_error(errno, std::generic_category(), "mkdtemp " + pattern);
-        m_path = pattern;
-    }
-    ~temporary_directory() {
-        std::error_code ignored;
-        std::filesystem::remove_all(m_path, ignored);
-    }
-    temporary_directory(const temporary_directory&) = delete;
-    temporary_directory& operator=(const temporary_directory&) = delete;
-    const std::string& path() const { return m_path; }
-
-private:
-    std::string m_path;
-};
-
 std::string megabytes(double bytes) {
     return bytes >= 1024 * mib ? fmt::format("{:.1f} GiB", bytes / (1024 * mib))
                                : fmt::format("{:.1f} MiB", bytes / mib);
 }
 
-// The whole argument as a number in [low, high]: atof and strtoull take "nan", "inf", "1e30",
-// "-1" (as 2^64 - 1) or "12abc" without complaint, and a NaN or out-of-range size cast to an
-// integer is undefined behaviour.
-template <class Number>
-std::optional<Number> parse_argument(std::string_view text, Number low, Number high) {
-    Number value{};
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || !(value >= low && value <= high))
-        return std::nullopt;
-    return value;
-}
-
 int run(int argc, char** argv) {
     // At least 0.01 MiB (about a hundred trips) so every chunk has rows to average; at most
     // 1 TiB of disk.
-    const auto file_mb = argc > 1 ? parse_argument(argv[1], 0.01, 1024.0 * 1024.0) : 48.0;
-    const auto chunk_mb = argc > 2 ? parse_argument(argv[2], 0.01, 1024.0 * 1024.0) : 5.0;
-    const auto seed = argc > 3 ? parse_argument<std::uint64_t>(argv[3], 0, UINT64_MAX)
-                               : std::optional<std::uint64_t>(2024);
+    const auto file_mb = triad_examples::argument(argc, argv, 1, 48.0, 0.01, 1024.0 * 1024.0);
+    const auto chunk_mb = triad_examples::argument(argc, argv, 2, 5.0, 0.01, 1024.0 * 1024.0);
+    const auto seed = triad_examples::argument<std::uint64_t>(argc, argv, 3, 2024, 0, UINT64_MAX);
     if (!file_mb || !chunk_mb || !seed) {
         fmt::print(stderr,
                    "usage: {} [file_megabytes in 0.01..1048576] [chunk_megabytes in "
@@ -489,8 +457,8 @@ int run(int argc, char** argv) {
     triad::process_pool processes(workers);
     triad::thread_pool threads(workers);
 
-    temporary_directory directory;
-    const std::string path = directory.path() + "/yellow_tripdata.csv";
+    const triad_examples::temp_dir directory("triad-taxi");
+    const std::string path = (directory.path() / "yellow_tripdata.csv").string();
     fmt::print("=== Generating the trips (seed {}) ===\n", *seed);
     auto start = clock_type::now();
     const generated_file made = write_trips(path, file_target, *seed);

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "support/arguments.hpp"
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 
@@ -167,23 +168,6 @@ blur_result apply_blur(blur_job job) {
     return {job.output, file_checksum(job.output)};
 }
 
-// Removes the temporary directory however main ends.
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        std::string pattern = (fs::temp_directory_path() / "triad-blur-XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr)
-            throw std::runtime_error("mkdtemp failed for " + pattern);
-        path = pattern;
-    }
-    ~temp_dir() {
-        std::error_code ignored;
-        fs::remove_all(path, ignored);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-};
-
 std::vector<blur_job> jobs_into(const fs::path& dir, const std::vector<fs::path>& inputs,
                                 int passes) {
     fs::create_directory(dir);
@@ -199,18 +183,18 @@ int blur_all(int count, int size, int passes) {
     triad::process_pool processes;
     triad::thread_pool threads;
 
-    const temp_dir dir;
+    const triad_examples::temp_dir dir("triad-blur");
     std::vector<fs::path> inputs;
     for (int i = 0; i < count; ++i) {
-        inputs.push_back(dir.path / fmt::format("image{:02}.pgm", i + 1));
+        inputs.push_back(dir.path() / fmt::format("image{:02}.pgm", i + 1));
         write_pgm(inputs.back(), make_image(i, size));
     }
     fmt::print("{} images of {}x{} pixels (PGM) in {}, Gaussian 5x5 blur, {} passes\n\n", count,
-               size, size, dir.path.string(), passes);
+               size, size, dir.path().string(), passes);
 
     fmt::print("=== Sequential ===\n");
     const std::vector<blur_job> sequential_jobs =
-        jobs_into(dir.path / "sequential", inputs, passes);
+        jobs_into(dir.path() / "sequential", inputs, passes);
     auto start = clock_type::now();
     std::vector<blur_result> sequential;
     for (const blur_job& job : sequential_jobs)
@@ -219,14 +203,14 @@ int blur_all(int count, int size, int passes) {
     fmt::print("Time: {:.3f}s\n", sequential_time);
 
     fmt::print("\n=== Thread pool ({} threads) ===\n", threads.size());
-    const std::vector<blur_job> thread_jobs = jobs_into(dir.path / "threads", inputs, passes);
+    const std::vector<blur_job> thread_jobs = jobs_into(dir.path() / "threads", inputs, passes);
     start = clock_type::now();
     const std::vector<blur_result> threaded = threads.map(apply_blur, thread_jobs);
     const double thread_time = seconds_since(start);
     fmt::print("Time: {:.3f}s (speedup {:.2f}x)\n", thread_time, sequential_time / thread_time);
 
     fmt::print("\n=== Process pool ({} processes) ===\n", processes.size());
-    const std::vector<blur_job> process_jobs = jobs_into(dir.path / "processes", inputs, passes);
+    const std::vector<blur_job> process_jobs = jobs_into(dir.path() / "processes", inputs, passes);
     start = clock_type::now();
     const std::vector<blur_result> forked = processes.map(apply_blur, process_jobs);
     const double process_time = seconds_since(start);

@@ -7,6 +7,8 @@
 
 #include <sqlite3.h>
 
+#include "temp_dir.hpp"
+
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -16,28 +18,6 @@
 #include <vector>
 
 namespace triad_examples {
-
-/** A fresh directory under $TMPDIR (or /tmp), removed with everything in it when this goes. */
-class temp_dir {
-public:
-    explicit temp_dir(const std::string& prefix = "triad-example") {
-        const char* base = std::getenv("TMPDIR");
-        std::string pattern = std::string(base && *base ? base : "/tmp") + "/" + prefix + "-XXXXXX";
-        if (::mkdtemp(pattern.data()) == nullptr)
-            throw std::runtime_error("mkdtemp failed for " + pattern);
-        m_path = pattern;
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    ~temp_dir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(m_path, ignored);
-    }
-    const std::filesystem::path& path() const noexcept { return m_path; }
-
-private:
-    std::filesystem::path m_path;
-};
 
 /**
  * Call first, before any connection is opened: by default SQLite keeps memory statistics under
