@@ -1,98 +1,92 @@
 // Lesson: gather runs awaitables concurrently, so four fetches take as long as the longest,
 // not as long as all four together. Mirrors the Python course's asyncio.gather of downloads. The
-// fetches here are real: an HTTP-like exchange over loopback TCP with a server this program
-// starts (Boost.Asio), each reply delayed by the server to stand for network latency.
+// fetches are real HTTP GETs to a local server (support/http_server.hpp: Boost.Beast on
+// 127.0.0.1), each reply delayed by the server (?delay=) to stand for network latency.
 //
-// Usage: gather_fetches [delays_ms...]   (default: 200 400 300 100)
+// Usage: gather_fetches [delays_ms...]   (default: 200 400 300 100; each in 0..60000)
 
 #include <triad/async.hpp>
 
 #include <fmt/core.h>
 
-#include <boost/asio/buffer.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read_until.hpp>
-#include <boost/asio/streambuf.hpp>
-#include <boost/asio/write.hpp>
+#include "support/arguments.hpp"
+#include "support/http_server.hpp"
 
+#include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <istream>
+#include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace ip = boost::asio::ip;
-using clock_type = std::chrono::steady_clock;
-
 namespace {
 
-// The server: reads "GET <delay_ms>\n", waits that long, answers with a body.
-triad::task<void> serve_one(ip::tcp::socket peer) {
-    boost::asio::streambuf request;
-    co_await boost::asio::async_read_until(peer, request, '\n', triad::use_task);
-    std::istream in(&request);
-    std::string verb;
-    int delay_ms = 0;
-    in >> verb >> delay_ms;
-    co_await triad::sleep(std::chrono::milliseconds(delay_ms));
-    const std::string body = fmt::format("payload after {} ms\n", delay_ms);
-    co_await boost::asio::async_write(peer, boost::asio::buffer(body), triad::use_task);
-}
+namespace ex = triad_examples;
+using clock_type = std::chrono::steady_clock;
 
-// One task per connection, in a task group scope: it ends once every connection is served,
-// also if accepting fails or the server is cancelled.
-triad::task<void> server(ip::tcp::acceptor& acceptor, std::size_t requests) {
-    co_await triad::task_group::scope([&](triad::task_group& connections) -> triad::task<void> {
-        for (std::size_t i = 0; i < requests; ++i)
-            (void)connections.spawn(serve_one(co_await acceptor.async_accept(triad::use_task)));
-    });
-}
-
-// The client: one request, one reply.
-triad::task<std::string> fetch(ip::tcp::endpoint where, int delay_ms) {
-    ip::tcp::socket socket(triad::current_executor());
-    co_await socket.async_connect(where, triad::use_task);
-    const std::string request = fmt::format("GET {}\n", delay_ms);
-    co_await boost::asio::async_write(socket, boost::asio::buffer(request), triad::use_task);
-    boost::asio::streambuf reply;
-    co_await boost::asio::async_read_until(socket, reply, '\n', triad::use_task);
-    std::string line;
-    std::getline(std::istream(&reply) >> std::ws, line);
-    co_return line;
+// One fetch: the page's body, checked to be the page asked for. `finished` records the order in
+// which the fetches complete (the loop is one thread: no lock needed).
+triad::task<std::string> fetch(ex::tcp::endpoint server, std::size_t index, long delay_ms,
+                               std::vector<std::size_t>& finished) {
+    const std::string path = "/fetch/" + std::to_string(index);
+    std::string body =
+        co_await ex::async_get_ok(server, path + "?delay=" + std::to_string(delay_ms));
+    if (ex::parse_value(body) != ex::value_of(path))
+        throw std::runtime_error("wrong reply for " + path + ": " + body);
+    finished.push_back(index);
+    co_return body;
 }
 
 } // namespace
 
-int main(int argc, char** argv) {
-    std::vector<int> delays;
-    for (int i = 1; i < argc; ++i)
-        delays.push_back(std::atoi(argv[i]));
+int main(int argc, char** argv) try {
+    std::vector<long> delays;
+    for (int i = 1; i < argc; ++i) {
+        const auto delay = ex::argument<long>(argc, argv, i, 0, 0, 60'000);
+        if (!delay) {
+            fmt::print(stderr, "usage: {} [delay_ms in 0..60000]...\n", argv[0]);
+            return 2;
+        }
+        delays.push_back(*delay);
+    }
     if (delays.empty())
         delays = {200, 400, 300, 100};
+    ex::http_server server;
 
-    triad::run(triad::make_task([&]() -> triad::task<void> {
-        ip::tcp::acceptor acceptor(triad::current_executor(), {ip::address_v4::loopback(), 0});
-        auto serving = triad::spawn(server(acceptor, delays.size()));
+    std::vector<std::size_t> finished;
+    const auto start = clock_type::now();
+    const std::vector<std::string> pages =
+        triad::run(triad::make_task([&]() -> triad::task<std::vector<std::string>> {
+            std::vector<triad::task<std::string>> fetches;
+            for (std::size_t i = 0; i < delays.size(); ++i)
+                fetches.push_back(fetch(server.endpoint(), i, delays[i], finished));
+            co_return co_await triad::gather(std::move(fetches)); // results in request order
+        }));
+    const double took = std::chrono::duration<double>(clock_type::now() - start).count();
 
-        const auto start = clock_type::now();
-        std::vector<triad::task<std::string>> fetches;
-        for (int d : delays)
-            fetches.push_back(fetch(acceptor.local_endpoint(), d));
-        const std::vector<std::string> pages = co_await triad::gather(std::move(fetches));
-        const double took = std::chrono::duration<double>(clock_type::now() - start).count();
-
-        for (std::size_t i = 0; i < pages.size(); ++i)
-            fmt::print("fetch {} ({} ms): {}\n", i, delays[i], pages[i]);
-        int longest = 0;
-        int total = 0;
-        for (int d : delays) {
-            longest = std::max(longest, d);
-            total += d;
-        }
-        fmt::print("gather took {:.3f}s: the longest fetch is {:.3f}s, all of them one after "
-                   "another would take {:.3f}s\n",
-                   took, longest / 1000.0, total / 1000.0);
-        co_await serving;
-    }));
-    return 0;
+    for (std::size_t i = 0; i < pages.size(); ++i)
+        fmt::print("fetch {} ({} ms): {}\n", i, delays[i], pages[i]);
+    std::string order;
+    std::vector<long> delays_in_order;
+    for (std::size_t i : finished) {
+        order += fmt::format(" {}", i);
+        delays_in_order.push_back(delays[i]);
+    }
+    // Counted, not timed: one after another they would finish in the order asked; side by side
+    // the shortest wait finishes first.
+    const bool by_delay = std::is_sorted(delays_in_order.begin(), delays_in_order.end());
+    fmt::print("finished in the order{}: {}\n", order,
+               by_delay ? "shortest wait first, so they waited side by side"
+                        : "NOT by their waits");
+    const long longest = *std::max_element(delays.begin(), delays.end());
+    long total = 0;
+    for (long d : delays)
+        total += d;
+    fmt::print("gather took {:.3f}s: the longest fetch is {:.3f}s, all of them one after "
+               "another would take {:.3f}s\n",
+               took, static_cast<double>(longest) / 1000.0, static_cast<double>(total) / 1000.0);
+    return by_delay ? 0 : 1;
+} catch (const std::exception& e) {
+    fmt::print(stderr, "gather_fetches: {}\n", e.what());
+    return 1;
 }
