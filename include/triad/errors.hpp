@@ -44,6 +44,15 @@ public:
 };
 
 /**
+ * An MPI call failed, or the ranks of an MPI job cannot form a `triad::mpi_pool` (too few, or
+ * not all running the same executable). The message names the call or the rank.
+ */
+class mpi_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/**
  * A task in a worker process threw. `type_name()` is the original exception's type (demangled)
  * and `message()` its `what()`; `what()` combines both.
  */

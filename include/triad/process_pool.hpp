@@ -110,6 +110,19 @@ struct task_options {
 template <class R>
 class imap_range;
 
+namespace detail {
+// map, starmap and imap over any pool that sends chunks of items to workers and gets back a
+// future<chunk_result<R>> per chunk: the process pool and the MPI pool. A Pool provides size(),
+// map_chunk_size(items, options), chunk_timeout_ns(options), items_done(task) and
+// send_chunk<F, Item, Spread>(fn, first, count, timeout_ns, task_id*).
+struct pool_maps {
+    template <bool Spread, class Pool, class Fn, class Items>
+    static auto map(Pool& pool, Fn&& fn, Items&& items, map_options options);
+    template <bool Ordered, class Pool, class Fn, class Items>
+    static auto imap(Pool& pool, Fn&& fn, Items&& items, map_options options);
+};
+} // namespace detail
+
 /**
  * A pool of worker processes built on fork() and pipes: Python's `multiprocessing.Pool` and
  * `ProcessPoolExecutor`, returning the same `triad::future<T>` as the thread pool.
@@ -240,8 +253,7 @@ public:
     std::vector<pid_t> worker_pids() const { return m_manager.worker_pids(); }
 
 private:
-    template <class R>
-    friend class imap_range;
+    friend struct detail::pool_maps;
 
     template <class R, class Call, class Encode>
     future<R> send(std::uintptr_t function, std::int64_t timeout_ns, Encode&& encode_arguments,
@@ -266,11 +278,9 @@ private:
         return -timeout_ns(options.item_timeout);
     }
 
-    template <class Fn, class Items, bool Spread>
-    auto map_impl(Fn&& fn, Items&& items, map_options options);
-
-    template <class Fn, class Items, bool Ordered>
-    auto imap_impl(Fn&& fn, Items&& items, map_options options);
+    std::uint64_t items_done(std::uint64_t task) const noexcept {
+        return m_manager.items_done(task);
+    }
 
     std::size_t map_chunk_size(std::size_t items, const map_options& options) const noexcept {
         if (options.chunk_size != 0)
@@ -330,7 +340,7 @@ public:
     std::default_sentinel_t end() const noexcept { return {}; }
 
 private:
-    friend class process_pool;
+    friend struct detail::pool_maps;
     using chunk = detail::chunk_result<R>;
 
     // Results of finished chunks, handed from the pool's I/O thread to the consumer.
@@ -484,13 +494,8 @@ future<R> process_pool::send(std::uintptr_t function, std::int64_t timeout_ns,
     if (task_id != nullptr)
         *task_id = task->id();
     std::vector<char>& frame = task->frame();
-    detail::begin_frame(frame, detail::frame_kind::task, task->id());
-    detail::byte_writer writer(frame);
-    writer.write_scalar<std::uint32_t>(Call::id);
-    writer.write_scalar<std::uint64_t>(function);
-    writer.write_scalar<std::int64_t>(timeout_ns);
-    encode_arguments(writer);
-    detail::end_frame(frame, 0);
+    detail::build_task_frame(frame, task->id(), Call::id, function, timeout_ns,
+                             std::forward<Encode>(encode_arguments));
     if (frame.size() - sizeof(detail::frame_header) > m_manager.max_message_size())
         throw protocol_error(detail::concat("triad::process_pool: the arguments encode to ",
                                             frame.size(), " bytes, over max_message_size (",
@@ -537,8 +542,10 @@ auto process_pool::send_chunk(const F& fn, It first, std::size_t count, std::int
         task_id);
 }
 
-template <class Fn, class Items, bool Spread>
-auto process_pool::map_impl(Fn&& fn, Items&& items, map_options options) {
+namespace detail {
+
+template <bool Spread, class Pool, class Fn, class Items>
+auto pool_maps::map(Pool& pool, Fn&& fn, Items&& items, map_options options) {
     using F = std::decay_t<Fn>;
     using Item = std::ranges::range_value_t<Items>;
     using R = detail::map_result_t<F, Item, Spread>;
@@ -548,12 +555,12 @@ auto process_pool::map_impl(Fn&& fn, Items&& items, map_options options) {
     } else if constexpr (!(std::ranges::random_access_range<Items> &&
                            std::ranges::sized_range<Items>)) {
         std::vector<Item> copied(std::ranges::begin(items), std::ranges::end(items));
-        return map_impl<Fn, std::vector<Item>&, Spread>(std::forward<Fn>(fn), copied, options);
+        return map<Spread>(pool, std::forward<Fn>(fn), copied, options);
     } else {
         const F callable(fn);
         const std::size_t n = static_cast<std::size_t>(std::ranges::size(items));
-        const std::size_t chunk = map_chunk_size(n, options);
-        const std::int64_t timeout = chunk_timeout_ns(options);
+        const std::size_t chunk = pool.map_chunk_size(n, options);
+        const std::int64_t timeout = pool.chunk_timeout_ns(options);
         detail::progress_meter meter(options.progress, n);
         struct sent_chunk {
             future<detail::chunk_result<R>> result;
@@ -568,7 +575,7 @@ auto process_pool::map_impl(Fn&& fn, Items&& items, map_options options) {
             const std::size_t count = std::min(chunk, n - begin);
             try {
                 std::uint64_t task = 0;
-                auto result = send_chunk<F, Item, Spread>(
+                auto result = pool.template send_chunk<F, Item, Spread>(
                     callable, first + static_cast<std::ranges::range_difference_t<Items>>(begin),
                     count, timeout, &task);
                 chunks.push_back({std::move(result), count, task});
@@ -584,7 +591,7 @@ auto process_pool::map_impl(Fn&& fn, Items&& items, map_options options) {
             for (std::size_t i = from; i < chunks.size(); ++i)
                 under_way += chunks[i].result.ready()
                                  ? chunks[i].count
-                                 : static_cast<std::size_t>(m_manager.items_done(chunks[i].task));
+                                 : static_cast<std::size_t>(pool.items_done(chunks[i].task));
             meter.set_partial(under_way);
             meter.tick();
         };
@@ -629,18 +636,8 @@ auto process_pool::map_impl(Fn&& fn, Items&& items, map_options options) {
     }
 }
 
-template <class Fn, std::ranges::input_range Items>
-auto process_pool::map(Fn&& fn, Items&& items, map_options options) {
-    return map_impl<Fn, Items, false>(std::forward<Fn>(fn), std::forward<Items>(items), options);
-}
-
-template <class Fn, std::ranges::input_range Items>
-auto process_pool::starmap(Fn&& fn, Items&& items, map_options options) {
-    return map_impl<Fn, Items, true>(std::forward<Fn>(fn), std::forward<Items>(items), options);
-}
-
-template <class Fn, class Items, bool Ordered>
-auto process_pool::imap_impl(Fn&& fn, Items&& items, map_options options) {
+template <bool Ordered, class Pool, class Fn, class Items>
+auto pool_maps::imap(Pool& pool, Fn&& fn, Items&& items, map_options options) {
     using F = std::decay_t<Fn>;
     using Item = std::ranges::range_value_t<Items>;
     using R = detail::map_result_t<F, Item, false>;
@@ -664,21 +661,21 @@ auto process_pool::imap_impl(Fn&& fn, Items&& items, map_options options) {
         if constexpr (std::ranges::sized_range<Items>) {
             total = static_cast<std::size_t>(std::ranges::size(items));
             if (chunk == 0)
-                chunk = std::clamp<std::size_t>(map_chunk_size(total, options), 1, 256);
+                chunk = std::clamp<std::size_t>(pool.map_chunk_size(total, options), 1, 256);
         } else if (chunk == 0) {
             chunk = 16;
         }
         auto input = std::make_shared<source>(std::forward<Items>(items));
         auto s = std::make_unique<typename range_type::state>();
         s->ordered = Ordered;
-        s->max_in_flight = 2 * size();
+        s->max_in_flight = 2 * pool.size();
         if constexpr (std::ranges::sized_range<Items>)
             if (options.progress != progress_bar::off)
                 s->meter = std::make_unique<detail::progress_meter>(options.progress, total);
         const F callable(fn);
-        const std::int64_t timeout = chunk_timeout_ns(options);
+        const std::int64_t timeout = pool.chunk_timeout_ns(options);
         s->send_next =
-            [this, input, chunk, callable,
+            [&pool, input, chunk, callable,
              timeout]() -> std::optional<std::pair<future<detail::chunk_result<R>>, std::size_t>> {
             // Pull the next chunk of items from the input; only it is ever held here.
             std::vector<Item> batch;
@@ -690,8 +687,9 @@ auto process_pool::imap_impl(Fn&& fn, Items&& items, map_options options) {
             if (batch.empty())
                 return std::nullopt;
             const std::size_t count = batch.size();
-            return std::pair{send_chunk<F, Item, false>(callable, batch.begin(), count, timeout),
-                             count};
+            return std::pair{
+                pool.template send_chunk<F, Item, false>(callable, batch.begin(), count, timeout),
+                count};
         };
         // Sending starts now, as Python's imap does, not when iteration begins.
         s->fill();
@@ -699,14 +697,30 @@ auto process_pool::imap_impl(Fn&& fn, Items&& items, map_options options) {
     }
 }
 
+} // namespace detail
+
+template <class Fn, std::ranges::input_range Items>
+auto process_pool::map(Fn&& fn, Items&& items, map_options options) {
+    return detail::pool_maps::map<false>(*this, std::forward<Fn>(fn), std::forward<Items>(items),
+                                         options);
+}
+
+template <class Fn, std::ranges::input_range Items>
+auto process_pool::starmap(Fn&& fn, Items&& items, map_options options) {
+    return detail::pool_maps::map<true>(*this, std::forward<Fn>(fn), std::forward<Items>(items),
+                                        options);
+}
+
 template <class Fn, std::ranges::input_range Items>
 auto process_pool::imap(Fn&& fn, Items&& items, map_options options) {
-    return imap_impl<Fn, Items, true>(std::forward<Fn>(fn), std::forward<Items>(items), options);
+    return detail::pool_maps::imap<true>(*this, std::forward<Fn>(fn), std::forward<Items>(items),
+                                         options);
 }
 
 template <class Fn, std::ranges::input_range Items>
 auto process_pool::imap_unordered(Fn&& fn, Items&& items, map_options options) {
-    return imap_impl<Fn, Items, false>(std::forward<Fn>(fn), std::forward<Items>(items), options);
+    return detail::pool_maps::imap<false>(*this, std::forward<Fn>(fn), std::forward<Items>(items),
+                                          options);
 }
 
 } // namespace triad

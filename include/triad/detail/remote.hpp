@@ -62,6 +62,22 @@ inline void end_frame(std::vector<char>& out, std::size_t frame_start) {
     std::memcpy(out.data() + frame_start, &size, sizeof size);
 }
 
+// A task frame: the invoker that decodes and runs it, the function (an address, or for the MPI
+// pool an offset into the executable; 0 for a stateless function object), the timeout
+// (frame_timeout_ns) and the encoded arguments.
+template <class EncodeArguments>
+void build_task_frame(std::vector<char>& frame, std::uint64_t task_id, std::uint32_t invoker,
+                      std::uint64_t function, std::int64_t timeout_ns,
+                      EncodeArguments&& encode_arguments) {
+    begin_frame(frame, frame_kind::task, task_id);
+    byte_writer writer(frame);
+    writer.write_scalar<std::uint32_t>(invoker);
+    writer.write_scalar<std::uint64_t>(function);
+    writer.write_scalar<std::int64_t>(timeout_ns);
+    encode_arguments(writer);
+    end_frame(frame, 0);
+}
+
 // Bytes received and not parsed yet. Unlike std::vector<char> it grows without zero-filling,
 // so reading a large message in pieces costs one copy, not a memset per read.
 class receive_buffer {

@@ -1,0 +1,859 @@
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+// Only MPI's C interface: its deprecated C++ bindings do not compile warning-free.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
+#include <mpi.h>
+
+#include <triad/detail/exception_info.hpp>
+#include <triad/detail/process_manager.hpp>
+#include <triad/detail/remote.hpp>
+#include <triad/detail/text.hpp>
+#include <triad/errors.hpp>
+#include <triad/serialize.hpp>
+
+namespace triad::detail {
+
+// Messages on the pool's own communicator (a duplicate of MPI_COMM_WORLD, so the user's
+// messages never match ours). A task or result is one triad frame (remote.hpp) sent as bytes.
+inline constexpr int mpi_tag_task = 1;   // rank 0 -> worker: a task frame
+inline constexpr int mpi_tag_stop = 2;   // rank 0 -> worker: no more tasks; leave mpi_main
+inline constexpr int mpi_tag_result = 3; // worker -> rank 0: a result, failure or too_large frame
+
+// MPI counts are ints: no message may be larger.
+inline constexpr std::uint64_t mpi_max_message = INT_MAX - sizeof(frame_header);
+
+inline void mpi_check(int code, const char* call) {
+    if (code == MPI_SUCCESS)
+        return;
+    char text[MPI_MAX_ERROR_STRING] = {};
+    int length = 0;
+    MPI_Error_string(code, text, &length);
+    throw mpi_error(concat("triad::mpi_pool: ", call, " failed: ", std::string_view(text)));
+}
+
+// --- the executable: where its code is, and which build it is ---------------------------------
+
+// Ranks are separate exec()s of one binary, each loaded at its own address (ASLR), so a
+// function is named by its offset from the executable's load address, and the ranks check at
+// start-up that they run the same build (a function's offset means nothing in another one).
+class executable_image {
+public:
+    static const executable_image& get() {
+        static const executable_image image;
+        return image;
+    }
+
+    // The offset of a function of the executable; throws for code anywhere else (a shared
+    // library is loaded at an address of its own on each rank).
+    std::uint64_t offset_of(std::uintptr_t address) const {
+        if (!is_code(address)) {
+            Dl_info info{};
+            const char* where = ::dladdr(reinterpret_cast<void*>(address), &info) != 0 &&
+                                        info.dli_fname != nullptr
+                                    ? info.dli_fname
+                                    : "no loaded object";
+            throw std::invalid_argument(concat(
+                "triad::mpi_pool: the function sent is not in the executable (it is in ",
+                std::string_view(where),
+                "), so other ranks cannot find it: send a function of your program that calls "
+                "it"));
+        }
+        return address - m_bias;
+    }
+
+    // The function at `offset` in this rank's copy; throws unless that is code.
+    std::uintptr_t address_at(std::uint64_t offset) const {
+        const std::uintptr_t address = m_bias + static_cast<std::uintptr_t>(offset);
+        if (address < m_bias || !is_code(address))
+            throw protocol_error(concat("triad::mpi_pool: corrupt message: offset ", offset,
+                                        " is not code in the executable"));
+        return address;
+    }
+
+    // "build-id <hex>" from the ELF note the linker writes (GCC and Clang on Debian do by
+    // default), else "fnv1a64 <hex> size <bytes>" of the executable's file.
+    const std::string& identity() const noexcept { return m_identity; }
+
+private:
+    executable_image() {
+        ::dl_iterate_phdr(&executable_image::visit, this);
+        if (m_identity.empty())
+            m_identity = file_hash();
+    }
+
+    bool is_code(std::uintptr_t address) const noexcept {
+        return std::any_of(m_code.begin(), m_code.end(), [address](const auto& range) {
+            return address >= range.first && address < range.second;
+        });
+    }
+
+    // The first object dl_iterate_phdr reports is the executable itself.
+    static int visit(dl_phdr_info* info, std::size_t, void* data) {
+        auto* self = static_cast<executable_image*>(data);
+        self->m_bias = info->dlpi_addr;
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+            const ElfW(Phdr)& header = info->dlpi_phdr[i];
+            const std::uintptr_t start = info->dlpi_addr + header.p_vaddr;
+            if (header.p_type == PT_LOAD && (header.p_flags & PF_X) != 0)
+                self->m_code.emplace_back(start, start + header.p_memsz);
+            if (header.p_type == PT_NOTE && self->m_identity.empty())
+                self->m_identity = build_id(reinterpret_cast<const char*>(start), header.p_memsz);
+        }
+        return 1; // stop: only the executable
+    }
+
+    static std::string build_id(const char* notes, std::size_t size) {
+        std::size_t at = 0;
+        const auto align4 = [](std::size_t n) { return (n + 3) & ~std::size_t{3}; };
+        while (at + sizeof(ElfW(Nhdr)) <= size) {
+            ElfW(Nhdr) note;
+            std::memcpy(&note, notes + at, sizeof note);
+            const std::size_t name_at = at + sizeof note;
+            const std::size_t desc_at = name_at + align4(note.n_namesz);
+            if (desc_at + note.n_descsz > size)
+                break;
+            if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 &&
+                std::memcmp(notes + name_at, "GNU", 4) == 0)
+                return "build-id " + hex(notes + desc_at, note.n_descsz);
+            at = desc_at + align4(note.n_descsz);
+        }
+        return {};
+    }
+
+    static std::string file_hash() {
+        std::FILE* file = std::fopen("/proc/self/exe", "rb");
+        if (file == nullptr)
+            return "unknown";
+        std::uint64_t hash = 1469598103934665603ull;
+        std::uint64_t bytes = 0;
+        char block[65536];
+        for (std::size_t n; (n = std::fread(block, 1, sizeof block, file)) > 0; bytes += n)
+            for (std::size_t i = 0; i < n; ++i)
+                hash = (hash ^ static_cast<unsigned char>(block[i])) * 1099511628211ull;
+        std::fclose(file);
+        return "fnv1a64 " + hex(reinterpret_cast<const char*>(&hash), sizeof hash) + " size " +
+               std::to_string(bytes);
+    }
+
+    static std::string hex(const char* data, std::size_t size) {
+        static constexpr char digits[] = "0123456789abcdef";
+        std::string out;
+        for (std::size_t i = 0; i < size; ++i) {
+            const auto byte = static_cast<unsigned char>(data[i]);
+            out += digits[byte >> 4];
+            out += digits[byte & 15];
+        }
+        return out;
+    }
+
+    std::uintptr_t m_bias = 0;
+    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> m_code;
+    std::string m_identity;
+};
+
+// --- waiting for MPI without a descriptor to poll ---------------------------------------------
+
+// MPI has nothing to block on but its own calls, which spin (Open MPI's blocking receive keeps
+// a core busy). So: spin briefly after the last message, where the next one usually is, then
+// sleep in doubling steps up to 1 ms, which costs an idle rank nothing on a shared machine.
+class mpi_backoff {
+public:
+    void reset() noexcept { m_idle_since = {}; }
+    // How long to sleep before polling again; zero while still spinning.
+    std::chrono::microseconds next() noexcept {
+        const auto now = std::chrono::steady_clock::now();
+        if (m_idle_since == std::chrono::steady_clock::time_point{}) {
+            m_idle_since = now;
+            m_pause = std::chrono::microseconds(20);
+        }
+        if (now - m_idle_since < std::chrono::microseconds(100))
+            return std::chrono::microseconds(0);
+        const auto pause = m_pause;
+        m_pause = std::min(m_pause * 2, std::chrono::microseconds(1000));
+        return pause;
+    }
+    void pause() {
+        const auto wait = next();
+        if (wait.count() == 0)
+            ::sched_yield();
+        else
+            std::this_thread::sleep_for(wait);
+    }
+
+private:
+    std::chrono::steady_clock::time_point m_idle_since{};
+    std::chrono::microseconds m_pause{20};
+};
+
+// --- async-signal-safe last words -------------------------------------------------------------
+
+inline char* append_unsigned(char* out, std::uint64_t value) noexcept {
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    while (n > 0)
+        *out++ = digits[--n];
+    return out;
+}
+
+inline char* append_literal(char* out, const char* text) noexcept {
+    while (*text != '\0')
+        *out++ = *text++;
+    return out;
+}
+
+inline void write_all(const char* data, std::size_t size) noexcept {
+    while (size > 0) {
+        const ssize_t n = ::write(STDERR_FILENO, data, size);
+        if (n <= 0)
+            return;
+        data += n;
+        size -= static_cast<std::size_t>(n);
+    }
+}
+
+// --- a worker rank ----------------------------------------------------------------------------
+
+// What a worker rank is running, for its last words if it dies (read in signal handlers).
+struct mpi_worker_status {
+    static mpi_worker_status& get() noexcept {
+        static mpi_worker_status status;
+        return status;
+    }
+    std::atomic<std::uint64_t> task{0}; // the task running now, 0 between tasks
+    std::atomic<int> rank{-1};
+    std::atomic<bool> serving{false};
+    struct sigaction previous[32] = {};
+};
+
+inline constexpr int mpi_fatal_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+
+// Says which rank died in which task, then lets the signal do what it did before (a core
+// dump, the sanitizer's report): Open MPI then ends the job, and rank 0 lists what it lost.
+inline void mpi_worker_died(int signal, siginfo_t* info, void* context) {
+    mpi_worker_status& status = mpi_worker_status::get();
+    const int saved_errno = errno;
+    char line[256];
+    char* out = append_literal(line, "triad::mpi_pool: worker rank ");
+    out = append_unsigned(out, static_cast<std::uint64_t>(status.rank.load()));
+    out = append_literal(out, " (pid ");
+    out = append_unsigned(out, static_cast<std::uint64_t>(::getpid()));
+    out = append_literal(out, ") dies of signal ");
+    out = append_unsigned(out, static_cast<std::uint64_t>(signal));
+    const std::uint64_t task = status.task.load();
+    if (task != 0) {
+        out = append_literal(out, " while running task ");
+        out = append_unsigned(out, task);
+    }
+    out = append_literal(out, "\n");
+    write_all(line, static_cast<std::size_t>(out - line));
+    const struct sigaction& before = status.previous[signal];
+    ::sigaction(signal, &before, nullptr);
+    errno = saved_errno;
+    if ((before.sa_flags & SA_SIGINFO) != 0 && before.sa_sigaction != nullptr)
+        before.sa_sigaction(signal, info, context);
+    else if (before.sa_handler != SIG_DFL && before.sa_handler != SIG_IGN)
+        before.sa_handler(signal);
+    else if (signal == SIGABRT || info == nullptr || info->si_code <= 0)
+        ::raise(signal); // sent, not a fault: returning would not repeat it
+    // A fault: returning re-runs the instruction, which faults again with the old action.
+}
+
+inline void mpi_worker_exited() {
+    mpi_worker_status& status = mpi_worker_status::get();
+    if (!status.serving.load())
+        return;
+    char line[160];
+    char* out = append_literal(line, "triad::mpi_pool: worker rank ");
+    out = append_unsigned(out, static_cast<std::uint64_t>(status.rank.load()));
+    out = append_literal(out, " exits (exit() called");
+    const std::uint64_t task = status.task.load();
+    if (task != 0) {
+        out = append_literal(out, " by task ");
+        out = append_unsigned(out, task);
+    }
+    out = append_literal(out, ") before the pool stopped\n");
+    write_all(line, static_cast<std::size_t>(out - line));
+}
+
+// Runs tasks from rank 0 until it says stop. One thread: the task runs where MPI is called.
+class mpi_worker {
+public:
+    mpi_worker(MPI_Comm comm, int rank, std::uint64_t max_message_size, std::size_t max_nesting)
+        : m_comm(comm), m_rank(rank), m_max_message_size(max_message_size),
+          m_max_nesting(max_nesting) {}
+
+    void serve() {
+        code_ranges::instance().load();
+        mpi_worker_status& status = mpi_worker_status::get();
+        status.rank.store(m_rank);
+        install_last_words();
+        status.serving.store(true);
+        mpi_backoff backoff;
+        for (;;) {
+            int found = 0;
+            MPI_Status probe{};
+            mpi_check(MPI_Iprobe(0, MPI_ANY_TAG, m_comm, &found, &probe), "MPI_Iprobe");
+            if (found == 0) {
+                backoff.pause();
+                continue;
+            }
+            backoff.reset();
+            int count = 0;
+            mpi_check(MPI_Get_count(&probe, MPI_BYTE, &count), "MPI_Get_count");
+            m_in.resize(static_cast<std::size_t>(count));
+            mpi_check(MPI_Recv(m_in.data(), count, MPI_BYTE, 0, probe.MPI_TAG, m_comm,
+                               MPI_STATUS_IGNORE),
+                      "MPI_Recv");
+            if (probe.MPI_TAG == mpi_tag_stop)
+                break;
+            run_task();
+            mpi_check(MPI_Send(m_out.data(), static_cast<int>(m_out.size()), MPI_BYTE, 0,
+                               mpi_tag_result, m_comm),
+                      "MPI_Send");
+        }
+        status.serving.store(false);
+        remove_last_words();
+    }
+
+private:
+    void install_last_words() {
+        mpi_worker_status& status = mpi_worker_status::get();
+        struct sigaction action{};
+        action.sa_sigaction = &mpi_worker_died;
+        action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&action.sa_mask);
+        for (int signal : mpi_fatal_signals)
+            ::sigaction(signal, &action, &status.previous[signal]);
+        static const bool registered = std::atexit(&mpi_worker_exited) == 0;
+        (void)registered;
+    }
+    void remove_last_words() {
+        mpi_worker_status& status = mpi_worker_status::get();
+        for (int signal : mpi_fatal_signals)
+            ::sigaction(signal, &status.previous[signal], nullptr);
+    }
+
+    // One task frame in m_in -> one answer frame in m_out, as a forked worker answers.
+    void run_task() {
+        m_out.clear();
+        if (m_in.size() < sizeof(frame_header))
+            throw protocol_error("triad::mpi_pool: corrupt message: a task shorter than a header");
+        frame_header header;
+        std::memcpy(&header, m_in.data(), sizeof header);
+        if (header.kind != static_cast<std::uint32_t>(frame_kind::task) ||
+            header.payload_size != m_in.size() - sizeof header)
+            throw protocol_error("triad::mpi_pool: corrupt message: not a task frame");
+        byte_reader payload(m_in.data() + sizeof header, m_in.size() - sizeof header,
+                            m_max_nesting);
+        mpi_worker_status& status = mpi_worker_status::get();
+        status.task.store(header.task_id);
+        begin_frame(m_out, frame_kind::result, header.task_id);
+        try {
+            const auto invoker_index = payload.read_scalar<std::uint32_t>();
+            const auto offset = payload.read_scalar<std::uint64_t>();
+            (void)payload.read_scalar<std::int64_t>(); // a timeout: MPI pools have none
+            const std::uintptr_t function =
+                offset == 0 ? 0 : executable_image::get().address_at(offset);
+            invoker_registry::find(invoker_index)(function, payload, m_out);
+        } catch (...) {
+            m_out.clear();
+            begin_frame(m_out, frame_kind::failure, header.task_id);
+            encode_to(m_out, capture_failure(std::current_exception()));
+        }
+        status.task.store(0);
+        const std::size_t bytes = m_out.size() - sizeof(frame_header);
+        if (bytes > m_max_message_size) {
+            m_out.clear();
+            begin_frame(m_out, frame_kind::too_large, header.task_id);
+            encode_to(m_out, concat("triad::mpi_pool: the result encodes to ", bytes,
+                                    " bytes, over max_message_size (", m_max_message_size, ")"));
+        }
+        end_frame(m_out, 0);
+    }
+
+    MPI_Comm m_comm;
+    int m_rank;
+    std::uint64_t m_max_message_size;
+    std::size_t m_max_nesting;
+    std::vector<char> m_in;
+    std::vector<char> m_out;
+};
+
+// --- rank 0 -----------------------------------------------------------------------------------
+
+// What rank 0 has in flight on each worker rank, readable from a signal handler: when Open MPI
+// ends the job (a rank died), rank 0 says what was lost where.
+struct mpi_flight_log {
+    static constexpr int max_ranks = 4096;
+    struct entry {
+        std::atomic<std::uint64_t> count{0};
+        std::atomic<std::uint64_t> oldest{0};
+    };
+    static mpi_flight_log& get() noexcept {
+        static mpi_flight_log log;
+        return log;
+    }
+    std::atomic<int> ranks{0}; // 0: no pool is running
+    entry entries[max_ranks];
+    struct sigaction previous{};
+};
+
+inline void mpi_rank0_terminated(int signal) {
+    mpi_flight_log& log = mpi_flight_log::get();
+    const int saved_errno = errno;
+    const int ranks = std::min(log.ranks.load(), mpi_flight_log::max_ranks);
+    char line[200];
+    char* out = append_literal(line, "triad::mpi_pool: rank 0 got signal ");
+    out = append_unsigned(out, static_cast<std::uint64_t>(signal));
+    out = append_literal(out, " (the MPI job is ending); tasks in flight are lost:\n");
+    write_all(line, static_cast<std::size_t>(out - line));
+    bool any = false;
+    for (int rank = 1; rank < ranks; ++rank) {
+        const std::uint64_t count = log.entries[rank].count.load();
+        if (count == 0)
+            continue;
+        any = true;
+        out = append_literal(line, "triad::mpi_pool:   rank ");
+        out = append_unsigned(out, static_cast<std::uint64_t>(rank));
+        out = append_literal(out, ": ");
+        out = append_unsigned(out, count);
+        out = append_literal(out, " task(s), the one running is task ");
+        out = append_unsigned(out, log.entries[rank].oldest.load());
+        out = append_literal(out, "\n");
+        write_all(line, static_cast<std::size_t>(out - line));
+    }
+    if (!any)
+        write_all("triad::mpi_pool:   none\n", 24);
+    ::sigaction(signal, &log.previous, nullptr);
+    errno = saved_errno;
+    if (log.previous.sa_handler != SIG_DFL && log.previous.sa_handler != SIG_IGN)
+        log.previous.sa_handler(signal);
+    else if (log.previous.sa_handler == SIG_DFL)
+        ::raise(signal);
+}
+
+struct mpi_dispatcher_config {
+    MPI_Comm comm = MPI_COMM_NULL;
+    int ranks = 0; // including rank 0
+    std::size_t max_in_flight_per_rank = 0;
+    std::uint64_t max_message_size = std::uint64_t{1} << 30;
+    std::size_t max_nesting = default_max_nesting;
+};
+
+// Rank 0's side: one thread makes every MPI call. It sends a rank tasks while that rank has
+// room (a window sized from how long its tasks take), receives results as they come back and
+// completes their futures. Results come back from each rank in the order its tasks were sent.
+class mpi_dispatcher {
+public:
+    explicit mpi_dispatcher(mpi_dispatcher_config config)
+        : m_config(config), m_ranks(static_cast<std::size_t>(config.ranks)) {
+        (void)cancelled_error();
+        mpi_flight_log& log = mpi_flight_log::get();
+        if (m_config.ranks <= mpi_flight_log::max_ranks) {
+            struct sigaction action{};
+            action.sa_handler = &mpi_rank0_terminated;
+            sigemptyset(&action.sa_mask);
+            ::sigaction(SIGTERM, &action, &log.previous);
+            log.ranks.store(m_config.ranks);
+        }
+        m_thread = std::thread([this] { run(); });
+    }
+    mpi_dispatcher(const mpi_dispatcher&) = delete;
+    mpi_dispatcher& operator=(const mpi_dispatcher&) = delete;
+    ~mpi_dispatcher() { shutdown(false); }
+
+    std::uint64_t next_task_id() noexcept {
+        return m_next_id.fetch_add(1, std::memory_order_relaxed);
+    }
+    std::uint64_t max_message_size() const noexcept { return m_config.max_message_size; }
+
+    // Takes ownership; on refusal fails the task (its future throws too), then throws.
+    void enqueue(remote_task* task) {
+        {
+            std::lock_guard lock(m_mutex);
+            if (!m_closed) {
+                m_inbox.push_back(task);
+                ++m_outstanding;
+                if (m_io_waiting)
+                    m_wake.notify_one();
+                return;
+            }
+        }
+        task->fail(std::make_exception_ptr(pool_closed("triad::mpi_pool: shut down")));
+        throw pool_closed("triad::mpi_pool: submit after shutdown()");
+    }
+
+    void wait_idle() {
+        refuse_on_io_thread("wait_idle()");
+        std::unique_lock lock(m_mutex);
+        m_idle.wait(lock, [this] { return m_outstanding == 0 || m_broken; });
+        rethrow_broken(lock);
+    }
+
+    void shutdown(bool cancel) {
+        if (std::this_thread::get_id() == m_thread_id.load()) {
+            // From a continuation on the I/O thread: stop taking work, and let the caller of
+            // mpi_main (or another thread) wait for the rest.
+            std::lock_guard lock(m_mutex);
+            m_closed = true;
+            m_cancel = m_cancel || cancel;
+            m_wake.notify_one();
+            return;
+        }
+        {
+            std::lock_guard lock(m_mutex);
+            m_closed = true;
+            m_cancel = m_cancel || cancel;
+            m_wake.notify_one();
+        }
+        std::lock_guard join(m_join_mutex); // a second caller waits for the first's join
+        if (m_thread.joinable())
+            m_thread.join();
+    }
+
+    bool closed() const {
+        std::lock_guard lock(m_mutex);
+        return m_closed;
+    }
+    std::uint64_t queued() const {
+        std::lock_guard lock(m_mutex);
+        return m_outstanding - m_running.load(std::memory_order_relaxed);
+    }
+    std::uint64_t running() const noexcept { return m_running.load(std::memory_order_relaxed); }
+    std::uint64_t completed() const noexcept {
+        return m_completed.load(std::memory_order_relaxed);
+    }
+    std::uint64_t cancelled() const noexcept {
+        return m_cancelled.load(std::memory_order_relaxed);
+    }
+
+private:
+    struct sent {
+        remote_task* task;
+        MPI_Request request;
+    };
+    struct rank_state {
+        std::deque<sent> flying;
+        double task_ns = 0;
+        std::size_t window = 2;
+        std::chrono::steady_clock::time_point head_since{};
+    };
+
+    void refuse_on_io_thread(const char* what) const {
+        if (std::this_thread::get_id() == m_thread_id.load())
+            throw std::logic_error(concat("triad::mpi_pool: ", std::string_view(what),
+                                          " was called from a continuation running on the "
+                                          "pool's I/O thread, which it would wait for"));
+    }
+
+    void rethrow_broken(std::unique_lock<std::mutex>&) const {
+        if (m_broken)
+            std::rethrow_exception(m_broken);
+    }
+
+    void run() noexcept {
+        m_thread_id.store(std::this_thread::get_id());
+        std::exception_ptr failure;
+        try {
+            loop();
+        } catch (...) {
+            failure = std::current_exception();
+        }
+        if (failure)
+            break_pool(failure);
+        stop_workers();
+        mpi_flight_log& log = mpi_flight_log::get();
+        if (log.ranks.exchange(0) != 0)
+            ::sigaction(SIGTERM, &log.previous, nullptr);
+    }
+
+    void loop() {
+        mpi_backoff backoff;
+        for (;;) {
+            bool closed = false;
+            bool cancel = false;
+            {
+                std::lock_guard lock(m_mutex);
+                m_pending.insert(m_pending.end(), m_inbox.begin(), m_inbox.end());
+                m_inbox.clear();
+                closed = m_closed;
+                cancel = m_cancel;
+            }
+            if (cancel)
+                cancel_pending();
+            bool progressed = dispatch();
+            progressed = receive() || progressed;
+            const bool flying = m_running.load(std::memory_order_relaxed) != 0;
+            if (closed && m_pending.empty() && !flying)
+                return;
+            if (progressed) {
+                backoff.reset();
+                continue;
+            }
+            std::unique_lock lock(m_mutex);
+            if (!m_inbox.empty() || (m_closed && !closed) || (m_cancel && !cancel))
+                continue;
+            m_io_waiting = true;
+            if (!flying && m_pending.empty()) {
+                m_wake.wait(lock);
+            } else {
+                const auto pause = backoff.next();
+                if (pause.count() == 0) {
+                    lock.unlock();
+                    ::sched_yield();
+                    lock.lock();
+                } else {
+                    m_wake.wait_for(lock, pause);
+                }
+            }
+            m_io_waiting = false;
+        }
+    }
+
+    void cancel_pending() {
+        while (!m_pending.empty()) {
+            remote_task* task = m_pending.front();
+            m_pending.pop_front();
+            task->fail(cancelled_error()); // false if its future had cancelled it: same count
+            m_cancelled.fetch_add(1, std::memory_order_relaxed);
+            task_done();
+        }
+    }
+
+    // Sends each rank tasks while it has room, one rank at a time round the ranks, so that
+    // tasks spread over every rank that has room rather than fill the first.
+    bool dispatch() {
+        bool sent_any = false;
+        bool room = true;
+        while (room && !m_pending.empty()) {
+            room = false;
+            for (int rank = 1; rank < m_config.ranks && !m_pending.empty(); ++rank) {
+                rank_state& r = m_ranks[static_cast<std::size_t>(rank)];
+                if (r.flying.size() >= window_of(r))
+                    continue;
+                room = true;
+                remote_task* task = m_pending.front();
+                m_pending.pop_front();
+                if (!task->claim()) { // its future cancelled it
+                    task->discard();
+                    m_cancelled.fetch_add(1, std::memory_order_relaxed);
+                    task_done();
+                    continue;
+                }
+                MPI_Request request = MPI_REQUEST_NULL;
+                const int code =
+                    MPI_Isend(task->frame().data(), static_cast<int>(task->frame().size()),
+                              MPI_BYTE, rank, mpi_tag_task, m_config.comm, &request);
+                if (code != MPI_SUCCESS) {
+                    try {
+                        mpi_check(code, "MPI_Isend");
+                    } catch (...) {
+                        task->fail(std::current_exception());
+                        task_done();
+                        throw;
+                    }
+                }
+                if (r.flying.empty())
+                    r.head_since = std::chrono::steady_clock::now();
+                r.flying.push_back({task, request});
+                m_running.fetch_add(1, std::memory_order_relaxed);
+                log_flight(rank, r);
+                sent_any = true;
+            }
+        }
+        return sent_any;
+    }
+
+    std::size_t window_of(const rank_state& r) const noexcept {
+        return m_config.max_in_flight_per_rank != 0 ? m_config.max_in_flight_per_rank
+                                                    : r.window;
+    }
+
+    void log_flight(int rank, const rank_state& r) noexcept {
+        if (rank >= mpi_flight_log::max_ranks)
+            return;
+        auto& entry = mpi_flight_log::get().entries[rank];
+        entry.oldest.store(r.flying.empty() ? 0 : r.flying.front().task->id());
+        entry.count.store(r.flying.size());
+    }
+
+    bool receive() {
+        bool any = false;
+        for (;;) {
+            int found = 0;
+            MPI_Status probe{};
+            mpi_check(MPI_Iprobe(MPI_ANY_SOURCE, mpi_tag_result, m_config.comm, &found, &probe),
+                      "MPI_Iprobe");
+            if (found == 0)
+                return any;
+            any = true;
+            int count = 0;
+            mpi_check(MPI_Get_count(&probe, MPI_BYTE, &count), "MPI_Get_count");
+            m_buffer.resize(static_cast<std::size_t>(count));
+            mpi_check(MPI_Recv(m_buffer.data(), count, MPI_BYTE, probe.MPI_SOURCE,
+                               mpi_tag_result, m_config.comm, MPI_STATUS_IGNORE),
+                      "MPI_Recv");
+            handle_result(probe.MPI_SOURCE);
+        }
+    }
+
+    void handle_result(int rank) {
+        if (rank < 1 || rank >= m_config.ranks || m_buffer.size() < sizeof(frame_header))
+            throw protocol_error(
+                concat("triad::mpi_pool: corrupt message: a result from rank ", rank));
+        rank_state& r = m_ranks[static_cast<std::size_t>(rank)];
+        frame_header header;
+        std::memcpy(&header, m_buffer.data(), sizeof header);
+        if (r.flying.empty() || r.flying.front().task->id() != header.task_id ||
+            header.payload_size != m_buffer.size() - sizeof header)
+            throw protocol_error(concat("triad::mpi_pool: corrupt message: rank ", rank,
+                                        " answered task ", header.task_id,
+                                        ", which it was not running"));
+        sent done = r.flying.front();
+        r.flying.pop_front();
+        // Its send completed before the answer could come; this only frees the request.
+        mpi_check(MPI_Wait(&done.request, MPI_STATUS_IGNORE), "MPI_Wait");
+        const auto now = std::chrono::steady_clock::now();
+        const double took = std::chrono::duration<double, std::nano>(now - r.head_since).count();
+        r.task_ns = r.task_ns == 0 ? took : 0.8 * r.task_ns + 0.2 * took;
+        // Enough in flight to cover ~200 us of work (a round trip between ranks costs a few
+        // to tens of microseconds), at least two so a rank rarely waits for its next task; one
+        // for tasks over 2 ms, where the wait is under 1% and a second would only queue.
+        r.window = r.task_ns > 2e6 ? 1
+                                   : static_cast<std::size_t>(std::clamp(
+                                         200'000.0 / std::max(r.task_ns, 1.0), 2.0, 1024.0));
+        r.head_since = now;
+        m_running.fetch_sub(1, std::memory_order_relaxed);
+        log_flight(rank, r);
+        byte_reader payload(m_buffer.data() + sizeof header,
+                            static_cast<std::size_t>(header.payload_size), m_config.max_nesting);
+        remote_task* task = done.task;
+        m_completed.fetch_add(1, std::memory_order_relaxed);
+        const auto kind = static_cast<frame_kind>(header.kind);
+        if (kind == frame_kind::result) {
+            task->succeed(payload);
+        } else if (kind == frame_kind::failure || kind == frame_kind::too_large) {
+            std::exception_ptr error;
+            try {
+                if (kind == frame_kind::failure) {
+                    remote_failure failure;
+                    decode_value(payload, failure);
+                    error = std::make_exception_ptr(remote_error(failure.type_name,
+                                                                 failure.message));
+                } else {
+                    std::string why;
+                    decode_value(payload, why);
+                    error = std::make_exception_ptr(protocol_error(why));
+                }
+            } catch (...) {
+                error = std::current_exception();
+            }
+            task->fail(std::move(error));
+        } else {
+            task->fail(std::make_exception_ptr(
+                protocol_error("triad::mpi_pool: corrupt message: unknown answer kind")));
+        }
+        task_done();
+    }
+
+    void task_done() {
+        std::lock_guard lock(m_mutex);
+        if (--m_outstanding == 0)
+            m_idle.notify_all();
+    }
+
+    // The I/O thread failed (an MPI error, a corrupt message): every task still here fails
+    // with that error, the pool closes, and waiters see the error.
+    void break_pool(std::exception_ptr reason) noexcept {
+        {
+            std::lock_guard lock(m_mutex);
+            m_closed = true;
+            m_broken = reason;
+            m_pending.insert(m_pending.end(), m_inbox.begin(), m_inbox.end());
+            m_inbox.clear();
+        }
+        const auto fail_all = [&](remote_task* task) {
+            task->fail(reason);
+            task_done();
+        };
+        for (rank_state& r : m_ranks) {
+            for (sent& s : r.flying) {
+                if (s.request != MPI_REQUEST_NULL)
+                    MPI_Cancel(&s.request);
+                fail_all(s.task);
+            }
+            r.flying.clear();
+        }
+        m_running.store(0, std::memory_order_relaxed);
+        for (remote_task* task : m_pending)
+            fail_all(task);
+        m_pending.clear();
+        std::lock_guard lock(m_mutex);
+        m_idle.notify_all();
+    }
+
+    void stop_workers() noexcept {
+        for (int rank = 1; rank < m_config.ranks; ++rank)
+            MPI_Send(nullptr, 0, MPI_BYTE, rank, mpi_tag_stop, m_config.comm);
+    }
+
+    mpi_dispatcher_config m_config;
+    std::vector<rank_state> m_ranks; // by rank; [0] unused
+    std::deque<remote_task*> m_pending; // I/O thread only
+    std::vector<char> m_buffer;         // I/O thread only
+
+    mutable std::mutex m_mutex;
+    std::condition_variable m_wake;
+    std::condition_variable m_idle;
+    std::vector<remote_task*> m_inbox;
+    std::uint64_t m_outstanding = 0; // enqueued, not finished
+    bool m_closed = false;
+    bool m_cancel = false;
+    bool m_io_waiting = false;
+    std::exception_ptr m_broken;
+
+    std::atomic<std::uint64_t> m_next_id{1};
+    std::atomic<std::uint64_t> m_running{0};
+    std::atomic<std::uint64_t> m_completed{0};
+    std::atomic<std::uint64_t> m_cancelled{0};
+    std::atomic<std::thread::id> m_thread_id{};
+    std::mutex m_join_mutex;
+    std::thread m_thread;
+};
+
+} // namespace triad::detail
