@@ -4,9 +4,11 @@
 triad_install_deps() {
   # libtbb-dev: oneTBB, a peer in the benchmarks (tests/run builds and smoke-runs them too).
   # libsqlite3-dev: the real database of the examples that query and write one.
+  # libopenmpi-dev, openmpi-bin: triad::mpi_pool, its tests (real MPI jobs), example and benchmark;
+  # python3-mpi4py: the benchmark's Python peer, mpi4py.futures.
   local wanted=(cmake ninja-build g++ clang libclang-rt-14-dev
                 libboost1.81-dev catch2 libfmt-dev libbenchmark-dev libtbb-dev libsqlite3-dev
-                python3)
+                python3 libopenmpi-dev openmpi-bin python3-mpi4py)
   local missing=()
   local pkg
   for pkg in "${wanted[@]}"; do

@@ -3,6 +3,12 @@ include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 install(TARGETS triad EXPORT triad-targets)
+if(TARGET triad_mpi)
+  install(TARGETS triad_mpi EXPORT triad-targets)
+  set(TRIAD_WITH_MPI ON)
+else()
+  set(TRIAD_WITH_MPI OFF)
+endif()
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/triad" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
 
 set(TRIAD_CMAKE_DIR "${CMAKE_INSTALL_DATADIR}/cmake/triad"

@@ -123,8 +123,8 @@ public:
     /** Like `map`, with each item a tuple unpacked into the arguments (Python's `starmap`). */
     template <class Fn, std::ranges::input_range Items>
     auto starmap(Fn&& fn, Items&& items, map_options options = {}) {
-        return detail::pool_maps::map<true>(*this, std::forward<Fn>(fn),
-                                            std::forward<Items>(items), options);
+        return detail::pool_maps::map<true>(*this, std::forward<Fn>(fn), std::forward<Items>(items),
+                                            options);
     }
     /**
      * A lazy range of `fn(item)` in input order: items are read and sent as results are
@@ -172,9 +172,9 @@ private:
 
     mpi_pool(MPI_Comm comm, int ranks, const mpi_pool_options& options)
         : m_workers(static_cast<std::size_t>(ranks - 1)),
-          m_dispatcher(std::make_unique<detail::mpi_dispatcher>(detail::mpi_dispatcher_config{
-              comm, ranks, options.max_in_flight_per_rank.value_or(0),
-              options.max_message_size, options.max_nesting})) {}
+          m_dispatcher(std::make_unique<detail::mpi_dispatcher>(
+              detail::mpi_dispatcher_config{comm, ranks, options.max_in_flight_per_rank.value_or(0),
+                                            options.max_message_size, options.max_nesting})) {}
 
     static std::uint64_t function_offset(std::uintptr_t address) {
         return address == 0 ? 0 : detail::executable_image::get().offset_of(address);
@@ -238,12 +238,10 @@ auto mpi_pool::submit(Fn&& fn, const Args&... args)
     } else {
         using R = detail::submit_result_t<Fn, Args...>;
         using call = detail::remote_call<F, std::decay_t<Args>...>;
-        return send<R, call>(function_offset(detail::callable_address(F(fn))),
-                             [&](detail::byte_writer& writer) {
-                                 (detail::encode_value(
-                                      writer, static_cast<const std::decay_t<Args>&>(args)),
-                                  ...);
-                             });
+        return send<R, call>(
+            function_offset(detail::callable_address(F(fn))), [&](detail::byte_writer& writer) {
+                (detail::encode_value(writer, static_cast<const std::decay_t<Args>&>(args)), ...);
+            });
     }
 }
 

@@ -79,10 +79,10 @@ public:
     std::uint64_t offset_of(std::uintptr_t address) const {
         if (!is_code(address)) {
             Dl_info info{};
-            const char* where = ::dladdr(reinterpret_cast<void*>(address), &info) != 0 &&
-                                        info.dli_fname != nullptr
-                                    ? info.dli_fname
-                                    : "no loaded object";
+            const char* where =
+                ::dladdr(reinterpret_cast<void*>(address), &info) != 0 && info.dli_fname != nullptr
+                    ? info.dli_fname
+                    : "no loaded object";
             throw std::invalid_argument(concat(
                 "triad::mpi_pool: the function sent is not in the executable (it is in ",
                 std::string_view(where),
@@ -336,9 +336,9 @@ public:
             int count = 0;
             mpi_check(MPI_Get_count(&probe, MPI_BYTE, &count), "MPI_Get_count");
             m_in.resize(static_cast<std::size_t>(count));
-            mpi_check(MPI_Recv(m_in.data(), count, MPI_BYTE, 0, probe.MPI_TAG, m_comm,
-                               MPI_STATUS_IGNORE),
-                      "MPI_Recv");
+            mpi_check(
+                MPI_Recv(m_in.data(), count, MPI_BYTE, 0, probe.MPI_TAG, m_comm, MPI_STATUS_IGNORE),
+                "MPI_Recv");
             if (probe.MPI_TAG == mpi_tag_stop)
                 break;
             run_task();
@@ -353,7 +353,7 @@ public:
 private:
     void install_last_words() {
         mpi_worker_status& status = mpi_worker_status::get();
-        struct sigaction action{};
+        struct sigaction action {};
         action.sa_sigaction = &mpi_worker_died;
         action.sa_flags = SA_SIGINFO | SA_ONSTACK;
         sigemptyset(&action.sa_mask);
@@ -430,7 +430,7 @@ struct mpi_flight_log {
     }
     std::atomic<int> ranks{0}; // 0: no pool is running
     entry entries[max_ranks];
-    struct sigaction previous{};
+    struct sigaction previous {};
 };
 
 inline void mpi_rank0_terminated(int signal) {
@@ -485,7 +485,7 @@ public:
         (void)cancelled_error();
         mpi_flight_log& log = mpi_flight_log::get();
         if (m_config.ranks <= mpi_flight_log::max_ranks) {
-            struct sigaction action{};
+            struct sigaction action {};
             action.sa_handler = &mpi_rank0_terminated;
             sigemptyset(&action.sa_mask);
             ::sigaction(SIGTERM, &action, &log.previous);
@@ -555,12 +555,8 @@ public:
         return m_outstanding - m_running.load(std::memory_order_relaxed);
     }
     std::uint64_t running() const noexcept { return m_running.load(std::memory_order_relaxed); }
-    std::uint64_t completed() const noexcept {
-        return m_completed.load(std::memory_order_relaxed);
-    }
-    std::uint64_t cancelled() const noexcept {
-        return m_cancelled.load(std::memory_order_relaxed);
-    }
+    std::uint64_t completed() const noexcept { return m_completed.load(std::memory_order_relaxed); }
+    std::uint64_t cancelled() const noexcept { return m_cancelled.load(std::memory_order_relaxed); }
 
 private:
     struct sent {
@@ -570,7 +566,7 @@ private:
     struct rank_state {
         std::deque<sent> flying;
         double task_ns = 0;
-        std::size_t window = 2;
+        std::size_t window = 1; // until its first result says how long its tasks take
         std::chrono::steady_clock::time_point head_since{};
     };
 
@@ -700,8 +696,7 @@ private:
     }
 
     std::size_t window_of(const rank_state& r) const noexcept {
-        return m_config.max_in_flight_per_rank != 0 ? m_config.max_in_flight_per_rank
-                                                    : r.window;
+        return m_config.max_in_flight_per_rank != 0 ? m_config.max_in_flight_per_rank : r.window;
     }
 
     void log_flight(int rank, const rank_state& r) noexcept {
@@ -725,8 +720,8 @@ private:
             int count = 0;
             mpi_check(MPI_Get_count(&probe, MPI_BYTE, &count), "MPI_Get_count");
             m_buffer.resize(static_cast<std::size_t>(count));
-            mpi_check(MPI_Recv(m_buffer.data(), count, MPI_BYTE, probe.MPI_SOURCE,
-                               mpi_tag_result, m_config.comm, MPI_STATUS_IGNORE),
+            mpi_check(MPI_Recv(m_buffer.data(), count, MPI_BYTE, probe.MPI_SOURCE, mpi_tag_result,
+                               m_config.comm, MPI_STATUS_IGNORE),
                       "MPI_Recv");
             handle_result(probe.MPI_SOURCE);
         }
@@ -773,8 +768,8 @@ private:
                 if (kind == frame_kind::failure) {
                     remote_failure failure;
                     decode_value(payload, failure);
-                    error = std::make_exception_ptr(remote_error(failure.type_name,
-                                                                 failure.message));
+                    error =
+                        std::make_exception_ptr(remote_error(failure.type_name, failure.message));
                 } else {
                     std::string why;
                     decode_value(payload, why);
@@ -833,7 +828,7 @@ private:
     }
 
     mpi_dispatcher_config m_config;
-    std::vector<rank_state> m_ranks; // by rank; [0] unused
+    std::vector<rank_state> m_ranks;    // by rank; [0] unused
     std::deque<remote_task*> m_pending; // I/O thread only
     std::vector<char> m_buffer;         // I/O thread only
 
