@@ -255,11 +255,10 @@ TEST_CASE("shutdown(cancel) drops queued tasks with task_cancelled", "[mpi_pool]
 // --- scenarios for tests/mpi/run_job.cmake -----------------------------------------------------
 
 TEST_CASE("scenario: a worker rank dies in a task", "[.scenario]") {
-    std::vector<triad::future<int>> slow;
-    for (int i = 0; i < 4; ++i)
-        slow.push_back(pool().submit(sleep_then_rank, 2000));
-    auto fatal = pool().submit(dies, 0);
-    fatal.get(); // never returns: Open MPI ends the job
+    auto slow = pool().submit(sleep_then_rank, 5000); // task 1, on one rank
+    std::this_thread::sleep_for(200ms);
+    auto fatal = pool().submit(dies, 0); // task 2, on the other
+    fatal.get();                         // never returns: Open MPI ends the job
 }
 
 int main(int argc, char* argv[]) {
