@@ -43,7 +43,8 @@ def main():
     text = README.read_text()
     missing = []
     for name, command in sorted(example_commands(build_dir).items()):
-        block = re.compile(r"(### %s\n\n)```\n\$ %s[ \n].*?```\n" % (name, name), re.S)
+        block = re.compile(r"(### %s\n\n)```\n\$ (mpirun -np \d+ )?%s[ \n].*?```\n" % (name, name),
+                           re.S)
         if not block.search(text):
             missing.append(name)
             continue
@@ -53,7 +54,11 @@ def main():
         lines = run.stdout.splitlines(keepends=True)
         if len(lines) > MAX_LINES:
             lines = lines[:HEAD_LINES] + ["...\n"] + lines[-TAIL_LINES:]
-        shown = "```\n$ " + " ".join([name] + command[1:]) + "\n" + "".join(lines) + "```\n"
+        # A launcher (mpirun for the MPI examples) comes before the binary: shown as mpirun.
+        binary = next(i for i, arg in enumerate(command) if pathlib.Path(arg).name == name)
+        launcher = ["mpirun", "-np", command[binary - 1]] if binary > 0 else []
+        shown = ("```\n$ " + " ".join(launcher + [name] + command[binary + 1:]) + "\n" +
+                 "".join(lines) + "```\n")
         text = block.sub(lambda m, shown=shown: m.group(1) + shown, text)
         print(f"{name}: {len(run.stdout.splitlines())} lines")
     README.write_text(text)
