@@ -433,7 +433,7 @@ struct mpi_flight_log {
     struct sigaction previous {};
 };
 
-inline void mpi_rank0_terminated(int signal) {
+inline void mpi_rank0_terminated(int signal, siginfo_t* info, void* context) {
     mpi_flight_log& log = mpi_flight_log::get();
     const int saved_errno = errno;
     const int ranks = std::min(log.ranks.load(), mpi_flight_log::max_ranks);
@@ -459,12 +459,16 @@ inline void mpi_rank0_terminated(int signal) {
     }
     if (!any)
         write_all("triad::mpi_pool:   none\n", 24);
-    ::sigaction(signal, &log.previous, nullptr);
+    // Then what the signal did before: the program's own handler, or the default (the end).
+    const struct sigaction before = log.previous;
+    ::sigaction(signal, &before, nullptr);
     errno = saved_errno;
-    if (log.previous.sa_handler != SIG_DFL && log.previous.sa_handler != SIG_IGN)
-        log.previous.sa_handler(signal);
-    else if (log.previous.sa_handler == SIG_DFL)
+    if ((before.sa_flags & SA_SIGINFO) != 0 && before.sa_sigaction != nullptr)
+        before.sa_sigaction(signal, info, context);
+    else if (before.sa_handler == SIG_DFL)
         ::raise(signal);
+    else if (before.sa_handler != SIG_IGN)
+        before.sa_handler(signal);
 }
 
 struct mpi_dispatcher_config {
@@ -486,7 +490,8 @@ public:
         mpi_flight_log& log = mpi_flight_log::get();
         if (m_config.ranks <= mpi_flight_log::max_ranks) {
             struct sigaction action {};
-            action.sa_handler = &mpi_rank0_terminated;
+            action.sa_sigaction = &mpi_rank0_terminated;
+            action.sa_flags = SA_SIGINFO;
             sigemptyset(&action.sa_mask);
             ::sigaction(SIGTERM, &action, &log.previous);
             log.ranks.store(m_config.ranks);
