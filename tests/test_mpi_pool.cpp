@@ -251,6 +251,18 @@ TEST_CASE("the futures compose: as_completed, then, and co_await on the event lo
     CHECK(resumed_on == loop_thread); // not the pool's I/O thread
 }
 
+TEST_CASE("a continuation that waits on another task of the pool does not stall it", "[mpi_pool]") {
+    // The continuation runs on the pool's I/O thread (or on this thread, while it helps): its
+    // wait must keep the pool going, since nobody else may.
+    auto chained = pool().submit(square, 2L).then([](triad::future<long> first) {
+        // Long enough that no thread's brief helping spin covers it.
+        return g_pool->submit(sleep_then_rank, static_cast<int>(100 * first.get())).get();
+    });
+    std::this_thread::sleep_for(100ms); // so that this thread is not helping meanwhile
+    CHECK(chained.wait_for(20s) == std::future_status::ready);
+    CHECK(chained.get() >= 1);
+}
+
 TEST_CASE("shutdown from two threads at once: both return, later submits are refused",
           "[mpi_pool][shutdown]") {
     std::vector<triad::future<int>> running;

@@ -87,8 +87,10 @@ int mpi_main(int& argc, char**& argv, Main&& main, mpi_pool_options options = {}
  *
  * @par Thread Safety
  * Every member may be called from any thread of rank 0. Continuations of its futures (`then`,
- * `on_ready`, a resumed coroutine) run on the pool's I/O thread, which makes every MPI call:
- * keep them short, and do not wait there for the pool (`wait_idle()` throws there).
+ * `on_ready`, a resumed coroutine) run on the pool's I/O thread, or on the thread running
+ * `mpi_main`'s function while it waits on a future (it receives results itself then, which
+ * makes a round trip cost about what MPI's does): keep them short. `wait_idle()` and
+ * `shutdown()` from a continuation on the I/O thread do not wait (the first throws).
  */
 class mpi_pool {
 public:
@@ -369,15 +371,23 @@ int mpi_main(int& argc, char**& argv, Main&& main, mpi_pool_options options) {
     }
     mpi_pool pool(session.comm(), session.size(), options);
     try {
-        if constexpr (std::is_void_v<result>) {
-            main(pool);
-            pool.shutdown();
-            return 0;
-        } else {
-            const int code = static_cast<int>(main(pool));
-            pool.shutdown();
-            return code;
+        int code = 0;
+        {
+            // While main waits on a future, it takes the pool's MPI steps itself (its own
+            // result included) instead of sleeping until the I/O thread wakes it.
+            detail::wait_helper* const previous =
+                std::exchange(detail::tls_wait_helper, pool.m_dispatcher.get());
+            struct restore {
+                detail::wait_helper* previous;
+                ~restore() { detail::tls_wait_helper = previous; }
+            } restore_helper{previous};
+            if constexpr (std::is_void_v<result>)
+                main(pool);
+            else
+                code = static_cast<int>(main(pool));
         }
+        pool.shutdown();
+        return code;
     } catch (...) {
         pool.shutdown(shutdown_mode::cancel);
         throw;

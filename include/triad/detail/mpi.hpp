@@ -39,6 +39,7 @@
 #include <triad/detail/process_manager.hpp>
 #include <triad/detail/remote.hpp>
 #include <triad/detail/text.hpp>
+#include <triad/detail/wait_slot.hpp>
 #include <triad/errors.hpp>
 #include <triad/serialize.hpp>
 
@@ -479,10 +480,15 @@ struct mpi_dispatcher_config {
     std::size_t max_nesting = default_max_nesting;
 };
 
-// Rank 0's side: one thread makes every MPI call. It sends a rank tasks while that rank has
-// room (a window sized from how long its tasks take), receives results as they come back and
-// completes their futures. Results come back from each rank in the order its tasks were sent.
-class mpi_dispatcher {
+// Rank 0's side. Its MPI work (send queued tasks to ranks with room, receive results) is a
+// "step" that any thread of rank 0 may take while it holds the engine lock: the pool's I/O
+// thread, which keeps things moving when nobody else does; the thread that submits, which sends
+// its task at once; and rank 0's main thread while it waits on a pool's future (a wait_helper),
+// which then receives its own result without waking anyone: a round trip costs about what MPI
+// does, not two thread handoffs. Futures are completed after the engine is released, so a
+// continuation may submit or wait. Results come back from each rank in the order its tasks
+// were sent to it.
+class mpi_dispatcher final : public wait_helper {
 public:
     explicit mpi_dispatcher(mpi_dispatcher_config config)
         : m_config(config), m_ranks(static_cast<std::size_t>(config.ranks)) {
@@ -507,45 +513,95 @@ public:
     }
     std::uint64_t max_message_size() const noexcept { return m_config.max_message_size; }
 
-    // Takes ownership; on refusal fails the task (its future throws too), then throws.
+    // Takes ownership; on refusal fails the task (its future throws too), then throws. Sends
+    // it at once when the engine is free and its rank has room.
     void enqueue(remote_task* task) {
+        bool accepted = false;
         {
             std::lock_guard lock(m_mutex);
             if (!m_closed) {
                 m_inbox.push_back(task);
                 ++m_outstanding;
-                if (m_io_waiting)
+                accepted = true;
+                if (m_io_sleeping)
                     m_wake.notify_one();
-                return;
             }
         }
-        task->fail(std::make_exception_ptr(pool_closed("triad::mpi_pool: shut down")));
-        throw pool_closed("triad::mpi_pool: submit after shutdown()");
+        if (!accepted) {
+            task->fail(std::make_exception_ptr(pool_closed("triad::mpi_pool: shut down")));
+            throw pool_closed("triad::mpi_pool: submit after shutdown()");
+        }
+        try_step(false);
+    }
+
+    // rank 0's main thread, while in mpi_main, waits on any future by helping: it takes steps
+    // for a while (the result of a short task is usually there within microseconds), then
+    // blocks as any thread does and leaves the steps to the I/O thread.
+    bool help_until(wait_slot& slot, const steady_time* deadline) override {
+        if (std::this_thread::get_id() == m_thread_id.load())
+            return keep_going_until(slot, deadline);
+        const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+        while (!slot.is_ready()) {
+            const auto now = std::chrono::steady_clock::now();
+            if (deadline != nullptr && now >= *deadline)
+                return slot.is_ready();
+            if (now >= spin_until)
+                break;
+            m_helping.fetch_add(1, std::memory_order_relaxed);
+            try_step(true);
+            m_helping.fetch_sub(1, std::memory_order_relaxed);
+        }
+        if (slot.is_ready())
+            return true;
+        wake_io_thread(); // it may be asleep, trusting this thread to step
+        return slot.block_until(deadline);
+    }
+
+    // A continuation on the I/O thread waits on a future: nobody else may be taking steps, so
+    // this thread goes on taking them until the future is ready.
+    bool keep_going_until(wait_slot& slot, const steady_time* deadline) {
+        mpi_backoff backoff;
+        bool broken = false;
+        while (!slot.is_ready()) {
+            if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline)
+                return slot.is_ready();
+            std::exception_ptr failed;
+            {
+                std::lock_guard lock(m_mutex);
+                failed = m_step_error;
+            }
+            if (failed && !broken) {
+                break_pool(failed); // fails every task of the pool, which may be this one
+                broken = true;
+                continue;
+            }
+            if (try_step(true))
+                backoff.reset();
+            else
+                backoff.pause();
+        }
+        return true;
     }
 
     void wait_idle() {
         refuse_on_io_thread("wait_idle()");
         std::unique_lock lock(m_mutex);
         m_idle.wait(lock, [this] { return m_outstanding == 0 || m_broken; });
-        rethrow_broken(lock);
+        if (m_broken)
+            std::rethrow_exception(m_broken);
     }
 
     void shutdown(bool cancel) {
-        if (std::this_thread::get_id() == m_thread_id.load()) {
-            // From a continuation on the I/O thread: stop taking work, and let the caller of
-            // mpi_main (or another thread) wait for the rest.
-            std::lock_guard lock(m_mutex);
-            m_closed = true;
-            m_cancel = m_cancel || cancel;
-            m_wake.notify_one();
-            return;
-        }
         {
             std::lock_guard lock(m_mutex);
             m_closed = true;
             m_cancel = m_cancel || cancel;
             m_wake.notify_one();
         }
+        // From a continuation on the I/O thread: the pool only closes, and whoever called
+        // mpi_main waits for the rest.
+        if (std::this_thread::get_id() == m_thread_id.load())
+            return;
         std::lock_guard join(m_join_mutex); // a second caller waits for the first's join
         if (m_thread.joinable())
             m_thread.join();
@@ -574,6 +630,13 @@ private:
         std::size_t window = 1; // until its first result says how long its tasks take
         std::chrono::steady_clock::time_point head_since{};
     };
+    // A future to complete once the engine is released: with the answer frame in `bytes`, or
+    // failed with `error`.
+    struct completion {
+        remote_task* task;
+        std::exception_ptr error;
+        std::vector<char> bytes;
+    };
 
     void refuse_on_io_thread(const char* what) const {
         if (std::this_thread::get_id() == m_thread_id.load())
@@ -582,13 +645,15 @@ private:
                                           "pool's I/O thread, which it would wait for"));
     }
 
-    void rethrow_broken(std::unique_lock<std::mutex>&) const {
-        if (m_broken)
-            std::rethrow_exception(m_broken);
+    void wake_io_thread() {
+        std::lock_guard lock(m_mutex);
+        if (m_io_sleeping)
+            m_wake.notify_one();
     }
 
     void run() noexcept {
         m_thread_id.store(std::this_thread::get_id());
+        tls_wait_helper = this; // a continuation here that waits keeps the pool going
         std::exception_ptr failure;
         try {
             loop();
@@ -603,35 +668,37 @@ private:
             ::sigaction(SIGTERM, &log.previous, nullptr);
     }
 
+    // Steps while there is anything to do; backs off (spin, then sleeps of up to 1 ms) while
+    // tasks are out, a helper steps, or work came in the last few milliseconds (a submitter in
+    // a loop then need not wake it); sleeps until woken when there has been nothing for longer.
     void loop() {
         mpi_backoff backoff;
+        auto last_progress = std::chrono::steady_clock::now();
         for (;;) {
-            bool closed = false;
-            bool cancel = false;
             {
                 std::lock_guard lock(m_mutex);
-                m_pending.insert(m_pending.end(), m_inbox.begin(), m_inbox.end());
-                m_inbox.clear();
-                closed = m_closed;
-                cancel = m_cancel;
+                if (m_step_error)
+                    std::rethrow_exception(m_step_error);
             }
-            if (cancel)
-                cancel_pending();
-            bool progressed = dispatch();
-            progressed = receive() || progressed;
-            const bool flying = m_running.load(std::memory_order_relaxed) != 0;
-            if (closed && m_pending.empty() && !flying)
+            const step_result step = this->step();
+            if (step.finished)
                 return;
-            if (progressed) {
+            const auto now = std::chrono::steady_clock::now();
+            if (step.progressed) {
                 backoff.reset();
+                last_progress = now;
                 continue;
             }
             std::unique_lock lock(m_mutex);
-            if (!m_inbox.empty() || (m_closed && !closed) || (m_cancel && !cancel))
+            if (!m_inbox.empty() || m_step_error || (m_closed && m_outstanding == 0))
                 continue;
-            m_io_waiting = true;
-            if (!flying && m_pending.empty()) {
+            if (m_outstanding == 0 && now - last_progress > std::chrono::milliseconds(5)) {
+                m_io_sleeping = true;
                 m_wake.wait(lock);
+                m_io_sleeping = false;
+            } else if (m_helping.load(std::memory_order_relaxed) != 0) {
+                // A waiter is stepping: stay out of its way, but not for long.
+                m_wake.wait_for(lock, std::chrono::microseconds(200));
             } else {
                 const auto pause = backoff.next();
                 if (pause.count() == 0) {
@@ -642,23 +709,89 @@ private:
                     m_wake.wait_for(lock, pause);
                 }
             }
-            m_io_waiting = false;
         }
     }
 
-    void cancel_pending() {
+    struct step_result {
+        bool progressed = false;
+        bool finished = false; // closed, and nothing queued or out: the I/O thread may end
+    };
+
+    // One step, waiting for the engine (the I/O thread).
+    step_result step() {
+        std::unique_lock engine(m_engine);
+        return step(engine, true);
+    }
+
+    // One step if the engine is free: by a waiting helper, or (without receiving) by a
+    // submitter. Errors go to the I/O thread, which breaks the pool: neither caller is the
+    // one to report them.
+    bool try_step(bool receive) {
+        std::unique_lock engine(m_engine, std::try_to_lock);
+        if (!engine)
+            return false;
+        try {
+            return step(engine, receive).progressed;
+        } catch (...) {
+            std::lock_guard lock(m_mutex);
+            if (!m_step_error)
+                m_step_error = std::current_exception();
+            m_wake.notify_one();
+            return true;
+        }
+    }
+
+    step_result step(std::unique_lock<std::mutex>& engine, bool receive = true) {
+        step_result result;
+        std::vector<completion> done;
+        try {
+            if (take_inbox())
+                cancel_pending(done);
+            result.progressed = dispatch(done);
+            // One answer per hold of the engine, completed after it, so that other threads
+            // get the engine in between and continuations run unlocked.
+            while (receive) {
+                const bool got = receive_one(done);
+                result.progressed = result.progressed || got;
+                engine.unlock();
+                complete(done);
+                if (!got)
+                    break;
+                engine.lock();
+            }
+        } catch (...) {
+            if (engine.owns_lock())
+                engine.unlock();
+            complete(done); // what was taken off the queues is completed, never lost
+            throw;
+        }
+        if (engine.owns_lock())
+            engine.unlock();
+        complete(done);
+        std::lock_guard lock(m_mutex);
+        result.finished = m_closed && m_outstanding == 0;
+        return result;
+    }
+
+    // Moves submissions into the engine's queue; true if the pool is cancelling.
+    bool take_inbox() {
+        std::lock_guard lock(m_mutex);
+        m_pending.insert(m_pending.end(), m_inbox.begin(), m_inbox.end());
+        m_inbox.clear();
+        return m_cancel;
+    }
+
+    void cancel_pending(std::vector<completion>& done) {
         while (!m_pending.empty()) {
-            remote_task* task = m_pending.front();
+            done.push_back({m_pending.front(), cancelled_error(), {}});
             m_pending.pop_front();
-            task->fail(cancelled_error()); // false if its future had cancelled it: same count
             m_cancelled.fetch_add(1, std::memory_order_relaxed);
-            task_done();
         }
     }
 
     // Sends each rank tasks while it has room, one rank at a time round the ranks, so that
     // tasks spread over every rank that has room rather than fill the first.
-    bool dispatch() {
+    bool dispatch(std::vector<completion>& done) {
         bool sent_any = false;
         bool room = true;
         while (room && !m_pending.empty()) {
@@ -670,7 +803,7 @@ private:
                 room = true;
                 remote_task* task = m_pending.front();
                 m_pending.pop_front();
-                if (!task->claim()) { // its future cancelled it
+                if (!task->claim()) { // its future cancelled it, which completed it
                     task->discard();
                     m_cancelled.fetch_add(1, std::memory_order_relaxed);
                     task_done();
@@ -684,8 +817,7 @@ private:
                     try {
                         mpi_check(code, "MPI_Isend");
                     } catch (...) {
-                        task->fail(std::current_exception());
-                        task_done();
+                        done.push_back({task, std::current_exception(), {}});
                         throw;
                     }
                 }
@@ -712,42 +844,36 @@ private:
         entry.count.store(r.flying.size());
     }
 
-    bool receive() {
-        bool any = false;
-        for (;;) {
-            int found = 0;
-            MPI_Status probe{};
-            mpi_check(MPI_Iprobe(MPI_ANY_SOURCE, mpi_tag_result, m_config.comm, &found, &probe),
-                      "MPI_Iprobe");
-            if (found == 0)
-                return any;
-            any = true;
-            int count = 0;
-            mpi_check(MPI_Get_count(&probe, MPI_BYTE, &count), "MPI_Get_count");
-            m_buffer.resize(static_cast<std::size_t>(count));
-            mpi_check(MPI_Recv(m_buffer.data(), count, MPI_BYTE, probe.MPI_SOURCE, mpi_tag_result,
-                               m_config.comm, MPI_STATUS_IGNORE),
-                      "MPI_Recv");
-            handle_result(probe.MPI_SOURCE);
-        }
-    }
-
-    void handle_result(int rank) {
-        if (rank < 1 || rank >= m_config.ranks || m_buffer.size() < sizeof(frame_header))
+    // Receives one answer, if one is there, and takes its task off its rank's queue.
+    bool receive_one(std::vector<completion>& done) {
+        int found = 0;
+        MPI_Status probe{};
+        mpi_check(MPI_Iprobe(MPI_ANY_SOURCE, mpi_tag_result, m_config.comm, &found, &probe),
+                  "MPI_Iprobe");
+        if (found == 0)
+            return false;
+        int count = 0;
+        mpi_check(MPI_Get_count(&probe, MPI_BYTE, &count), "MPI_Get_count");
+        std::vector<char> bytes(static_cast<std::size_t>(count));
+        mpi_check(MPI_Recv(bytes.data(), count, MPI_BYTE, probe.MPI_SOURCE, mpi_tag_result,
+                           m_config.comm, MPI_STATUS_IGNORE),
+                  "MPI_Recv");
+        const int rank = probe.MPI_SOURCE;
+        if (rank < 1 || rank >= m_config.ranks || bytes.size() < sizeof(frame_header))
             throw protocol_error(
                 concat("triad::mpi_pool: corrupt message: a result from rank ", rank));
         rank_state& r = m_ranks[static_cast<std::size_t>(rank)];
         frame_header header;
-        std::memcpy(&header, m_buffer.data(), sizeof header);
+        std::memcpy(&header, bytes.data(), sizeof header);
         if (r.flying.empty() || r.flying.front().task->id() != header.task_id ||
-            header.payload_size != m_buffer.size() - sizeof header)
+            header.payload_size != bytes.size() - sizeof header)
             throw protocol_error(concat("triad::mpi_pool: corrupt message: rank ", rank,
                                         " answered task ", header.task_id,
                                         ", which it was not running"));
-        sent done = r.flying.front();
+        sent answered = r.flying.front();
         r.flying.pop_front();
         // Its send completed before the answer could come; this only frees the request.
-        mpi_check(MPI_Wait(&done.request, MPI_STATUS_IGNORE), "MPI_Wait");
+        mpi_check(MPI_Wait(&answered.request, MPI_STATUS_IGNORE), "MPI_Wait");
         const auto now = std::chrono::steady_clock::now();
         const double took = std::chrono::duration<double, std::nano>(now - r.head_since).count();
         r.task_ns = r.task_ns == 0 ? took : 0.8 * r.task_ns + 0.2 * took;
@@ -759,83 +885,105 @@ private:
                                          200'000.0 / std::max(r.task_ns, 1.0), 2.0, 1024.0));
         r.head_since = now;
         m_running.fetch_sub(1, std::memory_order_relaxed);
-        log_flight(rank, r);
-        byte_reader payload(m_buffer.data() + sizeof header,
-                            static_cast<std::size_t>(header.payload_size), m_config.max_nesting);
-        remote_task* task = done.task;
         m_completed.fetch_add(1, std::memory_order_relaxed);
+        log_flight(rank, r);
+        done.push_back({answered.task, nullptr, std::move(bytes)});
+        return true;
+    }
+
+    // Completes futures, outside the engine lock: their continuations run here.
+    void complete(std::vector<completion>& done) {
+        for (completion& c : done) {
+            if (c.error)
+                c.task->fail(std::move(c.error));
+            else
+                deliver(c.task, c.bytes);
+            task_done();
+        }
+        done.clear();
+    }
+
+    void deliver(remote_task* task, const std::vector<char>& bytes) noexcept {
+        frame_header header;
+        std::memcpy(&header, bytes.data(), sizeof header);
+        byte_reader payload(bytes.data() + sizeof header,
+                            static_cast<std::size_t>(header.payload_size), m_config.max_nesting);
         const auto kind = static_cast<frame_kind>(header.kind);
         if (kind == frame_kind::result) {
             task->succeed(payload);
-        } else if (kind == frame_kind::failure || kind == frame_kind::too_large) {
-            std::exception_ptr error;
-            try {
-                if (kind == frame_kind::failure) {
-                    remote_failure failure;
-                    decode_value(payload, failure);
-                    error =
-                        std::make_exception_ptr(remote_error(failure.type_name, failure.message));
-                } else {
-                    std::string why;
-                    decode_value(payload, why);
-                    error = std::make_exception_ptr(protocol_error(why));
-                }
-            } catch (...) {
-                error = std::current_exception();
-            }
-            task->fail(std::move(error));
-        } else {
-            task->fail(std::make_exception_ptr(
-                protocol_error("triad::mpi_pool: corrupt message: unknown answer kind")));
+            return;
         }
-        task_done();
+        std::exception_ptr error;
+        try {
+            if (kind == frame_kind::failure) {
+                remote_failure failure;
+                decode_value(payload, failure);
+                error = std::make_exception_ptr(remote_error(failure.type_name, failure.message));
+            } else if (kind == frame_kind::too_large) {
+                std::string why;
+                decode_value(payload, why);
+                error = std::make_exception_ptr(protocol_error(why));
+            } else {
+                error = std::make_exception_ptr(
+                    protocol_error("triad::mpi_pool: corrupt message: unknown answer kind"));
+            }
+        } catch (...) {
+            error = std::current_exception();
+        }
+        task->fail(std::move(error));
     }
 
     void task_done() {
         std::lock_guard lock(m_mutex);
-        if (--m_outstanding == 0)
+        if (--m_outstanding == 0) {
             m_idle.notify_all();
+            if (m_closed)
+                m_wake.notify_one(); // the I/O thread may end
+        }
     }
 
-    // The I/O thread failed (an MPI error, a corrupt message): every task still here fails
-    // with that error, the pool closes, and waiters see the error.
+    // The engine failed (an MPI error, a corrupt message): every task still here fails with
+    // that error, the pool closes, and waiters see the error.
     void break_pool(std::exception_ptr reason) noexcept {
+        std::vector<remote_task*> lost;
         {
-            std::lock_guard lock(m_mutex);
-            m_closed = true;
-            m_broken = reason;
-            m_pending.insert(m_pending.end(), m_inbox.begin(), m_inbox.end());
-            m_inbox.clear();
+            std::lock_guard engine(m_engine);
+            {
+                std::lock_guard lock(m_mutex);
+                m_closed = true;
+                m_broken = reason;
+                m_pending.insert(m_pending.end(), m_inbox.begin(), m_inbox.end());
+                m_inbox.clear();
+            }
+            for (rank_state& r : m_ranks) {
+                for (sent& s : r.flying)
+                    lost.push_back(s.task);
+                r.flying.clear();
+            }
+            m_running.store(0, std::memory_order_relaxed);
+            lost.insert(lost.end(), m_pending.begin(), m_pending.end());
+            m_pending.clear();
         }
-        const auto fail_all = [&](remote_task* task) {
+        for (remote_task* task : lost) {
             task->fail(reason);
             task_done();
-        };
-        for (rank_state& r : m_ranks) {
-            for (sent& s : r.flying) {
-                if (s.request != MPI_REQUEST_NULL)
-                    MPI_Cancel(&s.request);
-                fail_all(s.task);
-            }
-            r.flying.clear();
         }
-        m_running.store(0, std::memory_order_relaxed);
-        for (remote_task* task : m_pending)
-            fail_all(task);
-        m_pending.clear();
         std::lock_guard lock(m_mutex);
         m_idle.notify_all();
     }
 
     void stop_workers() noexcept {
+        std::lock_guard engine(m_engine);
         for (int rank = 1; rank < m_config.ranks; ++rank)
             MPI_Send(nullptr, 0, MPI_BYTE, rank, mpi_tag_stop, m_config.comm);
     }
 
     mpi_dispatcher_config m_config;
+
+    // The engine: held to make MPI calls and to touch what follows.
+    std::mutex m_engine;
     std::vector<rank_state> m_ranks;    // by rank; [0] unused
-    std::deque<remote_task*> m_pending; // I/O thread only
-    std::vector<char> m_buffer;         // I/O thread only
+    std::deque<remote_task*> m_pending; // queued on rank 0, in order
 
     mutable std::mutex m_mutex;
     std::condition_variable m_wake;
@@ -844,9 +992,11 @@ private:
     std::uint64_t m_outstanding = 0; // enqueued, not finished
     bool m_closed = false;
     bool m_cancel = false;
-    bool m_io_waiting = false;
+    bool m_io_sleeping = false;
     std::exception_ptr m_broken;
+    std::exception_ptr m_step_error; // a helper's step failed: the I/O thread breaks the pool
 
+    std::atomic<int> m_helping{0};
     std::atomic<std::uint64_t> m_next_id{1};
     std::atomic<std::uint64_t> m_running{0};
     std::atomic<std::uint64_t> m_completed{0};
