@@ -316,6 +316,40 @@ bool have_python() {
     return status == 0;
 }
 
+// The MPI job that runs bench_mpi or mpi_pool.py: 3 ranks (rank 0 drives, 2 worker ranks, as
+// process_pool(2) has 2 workers) on this machine, which may have fewer cores; as root, mpirun
+// also needs the two OMPI_ALLOW_RUN_AS_ROOT variables (set by run_all). Other binaries run as
+// they are.
+std::vector<std::string> mpi_job(const std::string& name, std::vector<std::string> command) {
+    const std::string mpiexec = TRIAD_REPORT_MPIEXEC;
+    if (name != "mpi" || mpiexec.empty())
+        return command;
+    std::vector<std::string> argv = {mpiexec, "--oversubscribe", "--bind-to", "none", "-np", "3"};
+    argv.insert(argv.end(), command.begin(), command.end());
+    return argv;
+}
+
+// A Python that imports mpi4py.futures, or "" if none: python3 first, then Debian's own, where
+// python3-mpi4py installs it (python3 may be another, such as a pyenv one, ahead in PATH).
+std::string mpi4py_python() {
+    if (std::string(TRIAD_REPORT_MPIEXEC).empty())
+        return {};
+    for (const char* python : {"python3", "/usr/bin/python3"}) {
+        int status = 0;
+        try {
+            capture({python, "-c",
+                     "import importlib.util, sys; "
+                     "sys.exit(importlib.util.find_spec('mpi4py') is None)"},
+                    &status);
+        } catch (const std::exception&) {
+            continue;
+        }
+        if (status == 0)
+            return python;
+    }
+    return {};
+}
+
 // How busy the machine was around one binary or Python script: the load averages just before it,
 // and the share of all CPUs' time that went to other processes while it ran (busy time in
 // /proc/stat minus the CPU time of our own children, which includes the benchmark's workers).
@@ -396,6 +430,13 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
     else
         ::unsetenv("TRIAD_BENCH_QUICK");
     const std::vector<std::string>& binaries = o.only.empty() ? all_binaries : o.only;
+    if (std::string(TRIAD_REPORT_MPIEXEC).empty())
+        std::fprintf(stderr, "bench_report: skipping bench_mpi and python mpi_pool.py: CMake found "
+                             "no MPI (Debian: apt-get install libopenmpi-dev openmpi-bin)\n");
+    else if (::geteuid() == 0) { // mpirun refuses root without both
+        ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+        ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    }
     meta.mode = o.quick ? "quick" : "full";
     // 5 against 5 is the smallest design in which the Mann-Whitney test can reach p < 0.05 with
     // room to spare (0.008); --quick's 3 cannot (0.1), and its report says so.
@@ -409,17 +450,28 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
         total += static_cast<std::size_t>(std::count(list.begin(), list.end(), '\n'));
     }
     const bool python = o.python && have_python();
-    const std::vector<std::string> scripts = {"thread_pool",  "process_pool", "async", "cpu_bound",
-                                              "io_simulated", "io_http",      "hybrid"};
+    std::string mpi_python;
+    std::vector<std::string> scripts = {"thread_pool",  "process_pool", "async", "cpu_bound",
+                                        "io_simulated", "io_http",      "hybrid"};
+    // mpi4py's peer runs with bench_mpi, in an MPI job of its own.
+    if (python && std::find(binaries.begin(), binaries.end(), "mpi") != binaries.end()) {
+        if (!(mpi_python = mpi4py_python()).empty())
+            scripts.push_back("mpi_pool");
+        else
+            std::fprintf(stderr, "bench_report: skipping python mpi_pool.py: python3 cannot import "
+                                 "mpi4py.futures (Debian: apt-get install python3-mpi4py)\n");
+    }
     if (python)
         total += scripts.size();
 
     progress bar(total);
     for (const std::string& name : binaries) {
         const std::string exe = (bin_dir / ("bench_" + name)).string();
-        std::vector<std::string> argv = {exe,
-                                         "--benchmark_out=" + (raw / (name + ".json")).string(),
-                                         "--benchmark_out_format=json", "--benchmark_color=false"};
+        std::vector<std::string> argv = mpi_job(name, {exe});
+        for (std::string arg :
+             {"--benchmark_out=" + (raw / (name + ".json")).string(),
+              std::string("--benchmark_out_format=json"), std::string("--benchmark_color=false")})
+            argv.push_back(std::move(arg));
         // Every repetition stays in the JSON (the report's statistics need them); the console
         // shows the aggregates only.
         argv.push_back("--benchmark_repetitions=" + std::to_string(meta.repetitions));
@@ -467,8 +519,10 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
         for (const std::string& script : scripts) {
             const std::string path =
                 (fs::path(TRIAD_REPORT_PYTHON_DIR) / (script + ".py")).string();
-            std::vector<std::string> argv = {"python3", path,
-                                             "--repetitions=" + std::to_string(meta.repetitions)};
+            std::vector<std::string> argv =
+                script == "mpi_pool" ? mpi_job("mpi", {mpi_python, "-m", "mpi4py.futures", path})
+                                     : std::vector<std::string>{"python3", path};
+            argv.push_back("--repetitions=" + std::to_string(meta.repetitions));
             if (o.quick)
                 argv.push_back("--quick");
             bar.update("python " + script + ".py", "");

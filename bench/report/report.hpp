@@ -1182,6 +1182,64 @@ inline std::string kind_label(const std::string& kind) {
     return kind;
 }
 
+// The MPI pool's section (bench_mpi and mpi_pool.py): issue 14's three targets as ratios of
+// medians from this run: the pool's round trip over the raw MPI_Send/MPI_Recv ping-pong of the
+// same job (at most 1.5x), the pool against the process pool on the same cores (map and primes:
+// parity expected on one machine), and how far triad is ahead of mpi4py.futures per item (at
+// least 10x). Round trips also give the medians and 10th percentiles of single round trips
+// (p50_us, p10_us). Empty when there are no MPI rows.
+inline std::string mpi_section(const std::vector<measurement>& all) {
+    const auto find = [&](const std::string& workload,
+                          const std::string& executor) -> const measurement* {
+        for (const measurement& m : all)
+            if (m.workload == workload && m.executor == executor)
+                return &m;
+        return nullptr;
+    };
+    const auto counter = [](const measurement* m, const std::string& name) -> std::string {
+        if (m == nullptr)
+            return "-";
+        const auto found = m->counters.find(name);
+        return found == m->counters.end() ? "-" : format_time(found->second * 1e3);
+    };
+    const auto ratio = [](const measurement* a, const measurement* b) -> std::string {
+        return a == nullptr || b == nullptr || b->ns_per_item <= 0
+                   ? "-"
+                   : format_ratio(a->ns_per_item / b->ns_per_item);
+    };
+    const measurement* pool = find("mpi_round_trip", "triad_mpi");
+    if (pool == nullptr && find("mpi_round_trip", "python_mpi4py") == nullptr)
+        return {};
+    std::ostringstream out;
+    out << "## MPI pool\n\n`triad::mpi_pool` in an MPI job of 3 ranks on this machine (rank 0 "
+           "drives, ranks 1 and 2 work; `mpirun --oversubscribe`), against a raw "
+           "`MPI_Send`/`MPI_Recv` ping-pong in the same job, `triad::process_pool(2)` and "
+           "Python's `mpi4py.futures.MPIPoolExecutor`. Ratios are of medians; a round trip's "
+           "p50 and p10 are those of single round trips.\n\n"
+        << "| operation | executor | per item (median) | p50 single | p10 single |\n"
+        << "|---|---|---:|---:|---:|\n";
+    for (const char* workload : {"mpi_round_trip", "mpi_map_auto_chunks", "mpi_primes"})
+        for (const char* executor :
+             {"raw_mpi", "triad_mpi", "triad_processes", "sequential", "python_mpi4py"})
+            if (const measurement* m = find(workload, executor))
+                out << "| `" << workload << "` | " << executor << " | "
+                    << format_time(m->ns_per_item) << " | " << counter(m, "p50_us") << " | "
+                    << counter(m, "p10_us") << " |\n";
+    const measurement* raw = find("mpi_round_trip", "raw_mpi");
+    out << "\n| target | ratio |\n|---|---:|\n"
+        << "| round trip: triad_mpi / raw_mpi (at most 1.5x) | " << ratio(pool, raw) << " |\n"
+        << "| map of 100k: triad_mpi / triad_processes | "
+        << ratio(find("mpi_map_auto_chunks", "triad_mpi"),
+                 find("mpi_map_auto_chunks", "triad_processes"))
+        << " |\n"
+        << "| primes: triad_mpi / triad_processes (parity) | "
+        << ratio(find("mpi_primes", "triad_mpi"), find("mpi_primes", "triad_processes")) << " |\n";
+    for (const char* workload : {"mpi_round_trip", "mpi_map_auto_chunks", "mpi_primes"})
+        out << "| `" << workload << "`: python_mpi4py / triad_mpi (at least 10x) | "
+            << ratio(find(workload, "python_mpi4py"), find(workload, "triad_mpi")) << " |\n";
+    return out.str() + "\n";
+}
+
 } // namespace triad_report
 
 #include "latency.hpp"
@@ -1256,6 +1314,7 @@ render_report(const std::map<std::string, workload_info>& workloads,
         md << "![" << xml_escape(info.title) << "](" << chart << ")\n\n";
     }
     md << timeline_section(context.traces, files);
+    md << mpi_section(all);
     md << "## Overheads\n\nThe cost of the machinery itself, per item, against the peers "
           "(relative: to the fastest executor on the same operation; `sequential` rows are the "
           "work alone).\n\n"
