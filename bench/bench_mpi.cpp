@@ -22,10 +22,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
@@ -159,6 +161,65 @@ void process_round_trip(benchmark::State& state) {
     triad_bench::set_items(state, 1);
 }
 
+long sleep_ms(long ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+}
+
+std::size_t resident_bytes() {
+    std::FILE* statm = std::fopen("/proc/self/statm", "re");
+    if (statm == nullptr)
+        return 0;
+    unsigned long size = 0;
+    unsigned long resident = 0;
+    const int read = std::fscanf(statm, "%lu %lu", &size, &resident);
+    std::fclose(statm);
+    return read == 2 ? resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) : 0;
+}
+
+// Rank 0's rate: 20,000 tiny tasks submitted at once, then all their results, so tasks are in
+// flight on every rank and the time per task is what rank 0 spends on one (with 2 worker ranks
+// on this machine's 2 cores, an upper bound). Also, once: rank 0's memory per outstanding task,
+// from its resident size with 100,000 tasks submitted while both worker ranks sleep.
+double mpi_submit_stream(benchmark::State& state) {
+    constexpr long tasks = 20'000;
+    std::vector<triad::future<long>> futures;
+    futures.reserve(tasks);
+    for (auto _ : state) {
+        futures.clear();
+        for (long i = 0; i < tasks; ++i)
+            futures.push_back(g_pool->submit(identity, i));
+        long wrong = 0;
+        for (long i = 0; i < tasks; ++i)
+            wrong += futures[static_cast<std::size_t>(i)].get() != i;
+        if (wrong != 0)
+            state.SkipWithError("wrong results");
+    }
+    futures.clear();
+    futures.shrink_to_fit();
+    static const double bytes_per_task = [] {
+        constexpr long outstanding = 100'000;
+        std::vector<triad::future<long>> held;
+        held.reserve(outstanding);
+        std::vector<triad::future<long>> sleepers;
+        for (std::size_t r = 0; r < g_pool->size(); ++r)
+            sleepers.push_back(g_pool->submit(sleep_ms, 300L));
+        const std::size_t before = resident_bytes();
+        for (long i = 0; i < outstanding; ++i)
+            held.push_back(g_pool->submit(identity, i));
+        const std::size_t after = resident_bytes();
+        for (auto& f : held)
+            f.get();
+        for (auto& f : sleepers)
+            f.get();
+        // The futures themselves (a pointer each) are the caller's, not the pool's.
+        return (static_cast<double>(after) - static_cast<double>(before)) / outstanding -
+               static_cast<double>(sizeof(triad::future<long>));
+    }();
+    state.counters["rank0_bytes_per_task"] = bytes_per_task;
+    return tasks;
+}
+
 const std::vector<long>& map_items() {
     static const std::vector<long> items = [] {
         std::vector<long> v(100'000);
@@ -238,6 +299,9 @@ const bool registered = [] {
     triad_bench::describe("mpi_round_trip",
                           {"Submit to another MPI rank and get the result (3 ranks, 2 cores)",
                            "overhead", "round trip", ""});
+    triad_bench::describe("mpi_submit_stream",
+                          {"Rank 0's rate: 20,000 tiny tasks submitted at once, then gathered",
+                           "overhead", "task", ""});
     triad_bench::describe("mpi_map_auto_chunks",
                           {"MPI pool map over 100k ints, automatic chunks, against the process "
                            "pool",
@@ -248,6 +312,7 @@ const bool registered = [] {
     real_time(add_mpi("raw_mpi", "mpi_round_trip", raw_round_trip));
     real_time(add_mpi("triad_mpi", "mpi_round_trip", mpi_round_trip));
     real_time(triad_bench::add("triad_processes", "mpi_round_trip", process_round_trip));
+    real_time(add_mpi("triad_mpi", "mpi_submit_stream", mpi_submit_stream));
     real_time(add_mpi("triad_mpi", "mpi_map_auto_chunks", mpi_map_auto));
     real_time(triad_bench::add("triad_processes", "mpi_map_auto_chunks", process_map_auto));
     real_time(triad_bench::add("sequential", "mpi_primes", sequential_primes))

@@ -12,6 +12,7 @@
 
 #include "report.hpp"
 
+#include <cmath>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -104,6 +105,65 @@ inline std::string readme_overhead_tables(const std::map<std::string, workload_i
     return out.str();
 }
 
+// The MPI pool's numbers, and the estimate for a cluster that rests on them: rank 0's cost per
+// task (from 20,000 tiny tasks in flight at once), its memory per outstanding task, and the
+// prime check's time per item, give the shortest chunk that keeps 1,000 ranks busy.
+inline std::string readme_mpi(const std::vector<measurement>& all) {
+    const auto find = [&](const std::string& workload,
+                          const std::string& executor) -> const measurement* {
+        for (const measurement& m : all)
+            if (m.workload == workload && m.executor == executor)
+                return &m;
+        return nullptr;
+    };
+    const auto counter = [](const measurement* m, const std::string& name) {
+        if (m == nullptr)
+            return 0.0;
+        const auto found = m->counters.find(name);
+        return found == m->counters.end() ? 0.0 : found->second;
+    };
+    const measurement* pool = find("mpi_round_trip", "triad_mpi");
+    const measurement* raw = find("mpi_round_trip", "raw_mpi");
+    const measurement* stream = find("mpi_submit_stream", "triad_mpi");
+    const measurement* primes = find("mpi_primes", "sequential");
+    if (pool == nullptr || raw == nullptr || stream == nullptr || primes == nullptr)
+        return "This report has no MPI rows (`bench_mpi` runs where MPI is installed).\n";
+    const double pool_p50 = counter(pool, "p50_us") * 1e3;
+    const double raw_p50 = counter(raw, "p50_us") * 1e3;
+    const double pool_p10 = counter(pool, "p10_us") * 1e3;
+    const double raw_p10 = counter(raw, "p10_us") * 1e3;
+    const double per_task = stream->ns_per_item; // rank 0's time per task, in flight at once
+    const double bytes = counter(stream, "rank0_bytes_per_task");
+    const double item = primes->ns_per_item; // one prime check
+    constexpr double ranks = 1000;
+    // Rank 0 keeps up while each rank asks no more often than once per (ranks x per_task).
+    const double chunk_ns = ranks * per_task;
+    const auto chunk_items = static_cast<long>(std::ceil(chunk_ns / std::max(item, 1.0)));
+    std::ostringstream out;
+    out << "| measured on this machine (3 ranks, 2 cores) | value |\n|---|---:|\n"
+        << "| one task's round trip, median (p10) of single trips | " << format_time(pool_p50)
+        << " (" << format_time(pool_p10) << ") |\n"
+        << "| raw `MPI_Send`/`MPI_Recv` ping-pong, same job | " << format_time(raw_p50) << " ("
+        << format_time(raw_p10) << ") |\n"
+        << "| round trip, pool / raw (median; p10) | "
+        << format_ratio(raw_p50 > 0 ? pool_p50 / raw_p50 : 0) << "; "
+        << format_ratio(raw_p10 > 0 ? pool_p10 / raw_p10 : 0) << " |\n"
+        << "| rank 0's time per task, 20,000 tiny tasks in flight | " << format_time(per_task)
+        << " (" << static_cast<long>(1e9 / std::max(per_task, 1.0)) << " tasks/s) |\n"
+        << "| rank 0's memory per outstanding task | " << static_cast<long>(bytes)
+        << " bytes |\n"
+        << "| one prime check (the course's trial division) | " << format_time(item) << " |\n\n"
+        << "So rank 0 serves " << static_cast<long>(ranks)
+        << " ranks without making them wait while each rank's task takes at least "
+        << static_cast<long>(ranks) << " x " << format_time(per_task) << " = "
+        << format_time(chunk_ns) << ": a chunk of " << chunk_items
+        << " prime checks (`map_options::chunk_size`), or fewer, longer tasks. Its memory for "
+           "1,000 ranks is "
+        << static_cast<long>(ranks * 2 * bytes / 1024)
+        << " KiB at two tasks in flight each, plus what is queued.\n";
+    return out.str();
+}
+
 // The README's generated sections by name (the marker without "report:"), from a report.
 inline std::map<std::string, std::string>
 readme_sections(const std::map<std::string, workload_info>& workloads,
@@ -132,6 +192,7 @@ readme_sections(const std::map<std::string, workload_info>& workloads,
     sections["headline"] = headline;
     sections["choosing"] = choosing_table(tables);
     sections["overheads"] = readme_overhead_tables(workloads, all);
+    sections["mpi"] = readme_mpi(all);
     return sections;
 }
 
