@@ -16,7 +16,9 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -67,6 +69,14 @@ int throws_an_int(int) {
 }
 int dies(int) {
     std::abort();
+}
+int deep(int n) {
+    volatile char frame[4096];
+    frame[0] = static_cast<char>(n);
+    return n == 0 ? frame[0] : deep(n - 1) + frame[0]; // not a tail call
+}
+int overflows_its_stack(int) {
+    return deep(1 << 30);
 }
 struct stateless_doubler {
     long operator()(long x) const { return 2 * x; }
@@ -308,12 +318,61 @@ TEST_CASE("scenario: a worker rank dies in a task", "[.scenario]") {
     fatal.get();                         // never returns: Open MPI ends the job
 }
 
+TEST_CASE("scenario: a task overflows its stack", "[.scenario]") {
+    pool().submit(overflows_its_stack, 0).get(); // never returns: Open MPI ends the job
+}
+
+namespace {
+
+// A user's SIGTERM handler that wants its siginfo_t: rank 0's pool chains to it.
+void user_sigterm(int signal, siginfo_t* info, void*) {
+    // Rank 0 raise()s it, with tgkill(2): the kernel's siginfo names this process and SI_TKILL.
+    // The workers get theirs from mpirun, with kill(2).
+    const bool raised = info != nullptr && info->si_signo == signal && info->si_code == SI_TKILL &&
+                        info->si_pid == ::getpid();
+    const bool killed = info != nullptr && info->si_signo == signal && info->si_code == SI_USER;
+    const char* line = raised   ? "user SIGTERM handler: siginfo intact\n"
+                       : killed ? "user SIGTERM handler: siginfo of a kill from another process\n"
+                                : "user SIGTERM handler: siginfo garbage\n";
+    (void)!::write(STDERR_FILENO, line, std::strlen(line));
+    const bool sane = raised || killed;
+    ::_exit(sane ? 3 : 4);
+}
+
+// mpi_main twice in one process: the second call must refuse with an exception, not abort.
+int run_twice(int argc, char* argv[]) {
+    triad::mpi_main(argc, argv, [](triad::mpi_pool& p) { return p.submit(square, 2L).get() - 4; });
+    try {
+        triad::mpi_main(argc, argv, [](triad::mpi_pool&) { return 0; });
+    } catch (const triad::mpi_error& e) {
+        std::printf("second mpi_main: %s\n", e.what());
+        return 0;
+    }
+    return 1;
+}
+
+} // namespace
+
 int main(int argc, char* argv[]) {
     // Rank 0 runs the tests with the pool; ranks 1 and 2 serve it until it is done.
     const char* scenario = std::getenv("TRIAD_MPI_SCENARIO");
     const bool main_throws = scenario != nullptr && std::string(scenario) == "main_throws";
+    const bool sigterm = scenario != nullptr && std::string(scenario) == "sigterm_siginfo";
+    if (scenario != nullptr && std::string(scenario) == "twice")
+        return run_twice(argc, argv);
+    if (sigterm) {
+        struct sigaction action {};
+        action.sa_sigaction = &user_sigterm;
+        action.sa_flags = SA_SIGINFO;
+        sigemptyset(&action.sa_mask);
+        ::sigaction(SIGTERM, &action, nullptr);
+    }
     return triad::mpi_main(argc, argv, [&](triad::mpi_pool& p) {
         g_pool = &p;
+        if (sigterm) {
+            (void)p.submit(square, 1L).get();
+            ::raise(SIGTERM); // as Open MPI ends a job
+        }
         if (main_throws) {
             for (int i = 0; i < 4; ++i)
                 (void)p.submit(sleep_then_rank, 100);

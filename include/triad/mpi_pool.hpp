@@ -254,6 +254,16 @@ namespace detail {
 class mpi_session {
 public:
     mpi_session(int& argc, char**& argv) {
+        // MPI cannot start twice in a process, and MPI_Query_thread after MPI_Finalize aborts
+        // the job: a clear error instead.
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (finalized != 0)
+            throw mpi_error("triad::mpi_pool: MPI was already finished (by an earlier "
+                            "triad::mpi_main, or MPI_Finalize), and cannot start again; to call "
+                            "mpi_main more than once, start MPI yourself (MPI_Init_thread at "
+                            "MPI_THREAD_MULTIPLE) before the first call and finish it after the "
+                            "last");
         int initialized = 0;
         MPI_Initialized(&initialized);
         int provided = 0;
@@ -334,64 +344,75 @@ private:
  * caller finishes it. So `main` is just `return triad::mpi_main(argc, argv, run);`.
  *
  * Throws `triad::mpi_error` on rank 0 (other ranks return 1) when the job has one rank, or
- * when the ranks do not all run the same executable. If `main` throws, the queued tasks are
+ * when the ranks do not all run the same executable; on every rank when MPI was already
+ * finished (`mpi_main` starts MPI once per process unless the caller starts it) or started
+ * below `MPI_THREAD_SERIALIZED`. If `main` throws, the queued tasks are
  * cancelled, the worker ranks are released, MPI is finished, and the exception propagates.
  */
 template <class Main>
 int mpi_main(int& argc, char**& argv, Main&& main, mpi_pool_options options) {
-    static_assert(std::is_invocable_v<Main&, mpi_pool&>,
-                  "triad::mpi_main: the function must be callable as main(triad::mpi_pool&)");
-    using result = std::invoke_result_t<Main&, mpi_pool&>;
-    static_assert(std::is_void_v<result> || std::is_convertible_v<result, int>,
-                  "triad::mpi_main: the function must return void or an exit code (int)");
-    if (options.max_message_size < 1024 || options.max_message_size > detail::mpi_max_message)
-        throw std::invalid_argument(
-            "triad::mpi_pool: max_message_size must be at least 1 KiB and under 2 GiB");
-    if (options.max_nesting == 0)
-        throw std::invalid_argument("triad::mpi_pool: max_nesting must be at least 1");
-    if (options.max_in_flight_per_rank && *options.max_in_flight_per_rank == 0)
-        throw std::invalid_argument("triad::mpi_pool: max_in_flight_per_rank must be at least 1");
+    // One error for a wrong `main`, not that one followed by every use of its result.
+    if constexpr (!std::is_invocable_v<Main&, mpi_pool&>) {
+        static_assert(std::is_invocable_v<Main&, mpi_pool&>,
+                      "triad::mpi_main: the function must be callable as main(triad::mpi_pool&)");
+        return 1;
+    } else if constexpr (!(std::is_void_v<std::invoke_result_t<Main&, mpi_pool&>> ||
+                           std::is_convertible_v<std::invoke_result_t<Main&, mpi_pool&>, int>)) {
+        static_assert(std::is_void_v<std::invoke_result_t<Main&, mpi_pool&>>,
+                      "triad::mpi_main: the function must return void or an exit code (int)");
+        return 1;
+    } else {
+        using result = std::invoke_result_t<Main&, mpi_pool&>;
+        if (options.max_message_size < 1024 || options.max_message_size > detail::mpi_max_message)
+            throw std::invalid_argument(
+                "triad::mpi_pool: max_message_size must be at least 1 KiB and under 2 GiB");
+        if (options.max_nesting == 0)
+            throw std::invalid_argument("triad::mpi_pool: max_nesting must be at least 1");
+        if (options.max_in_flight_per_rank && *options.max_in_flight_per_rank == 0)
+            throw std::invalid_argument(
+                "triad::mpi_pool: max_in_flight_per_rank must be at least 1");
 
-    detail::mpi_session session(argc, argv);
-    const std::string mismatch = session.mismatch();
-    if (session.size() < 2 || !mismatch.empty()) {
-        if (session.rank() != 0)
-            return 1;
-        throw mpi_error(!mismatch.empty()
-                            ? mismatch
-                            : std::string("triad::mpi_pool: the MPI job has one rank; rank 0 "
-                                          "drives and ranks 1..N-1 run tasks, so start at least "
-                                          "two: mpirun -np N ./program"));
-    }
-    if (session.rank() != 0) {
-        detail::mpi_worker(session.comm(), session.rank(), options.max_message_size,
-                           options.max_nesting)
-            .serve();
-        return 0;
-    }
-    mpi_pool pool(session.comm(), session.size(), options);
-    try {
-        int code = 0;
-        {
-            // While main waits on a future, it takes the pool's MPI steps itself (its own
-            // result included) instead of sleeping until the I/O thread wakes it.
-            detail::wait_helper* const previous =
-                std::exchange(detail::tls_wait_helper, pool.m_dispatcher.get());
-            struct restore {
-                detail::wait_helper* previous;
-                ~restore() { detail::tls_wait_helper = previous; }
-            } restore_helper{previous};
-            if constexpr (std::is_void_v<result>)
-                main(pool);
-            else
-                code = static_cast<int>(main(pool));
+        detail::mpi_session session(argc, argv);
+        const std::string mismatch = session.mismatch();
+        if (session.size() < 2 || !mismatch.empty()) {
+            if (session.rank() != 0)
+                return 1;
+            throw mpi_error(
+                !mismatch.empty()
+                    ? mismatch
+                    : std::string("triad::mpi_pool: the MPI job has one rank; rank 0 "
+                                  "drives and ranks 1..N-1 run tasks, so start at least "
+                                  "two: mpirun -np N ./program"));
         }
-        pool.shutdown();
-        return code;
-    } catch (...) {
-        pool.shutdown(shutdown_mode::cancel);
-        throw;
+        if (session.rank() != 0) {
+            detail::mpi_worker(session.comm(), session.rank(), options.max_message_size,
+                               options.max_nesting)
+                .serve();
+            return 0;
+        }
+        mpi_pool pool(session.comm(), session.size(), options);
+        try {
+            int code = 0;
+            {
+                // While main waits on a future, it takes the pool's MPI steps itself (its own
+                // result included) instead of sleeping until the I/O thread wakes it.
+                detail::wait_helper* const previous =
+                    std::exchange(detail::tls_wait_helper, pool.m_dispatcher.get());
+                struct restore {
+                    detail::wait_helper* previous;
+                    ~restore() { detail::tls_wait_helper = previous; }
+                } restore_helper{previous};
+                if constexpr (std::is_void_v<result>)
+                    main(pool);
+                else
+                    code = static_cast<int>(main(pool));
+            }
+            pool.shutdown();
+            return code;
+        } catch (...) {
+            pool.shutdown(shutdown_mode::cancel);
+            throw;
+        }
     }
-}
 
 } // namespace triad

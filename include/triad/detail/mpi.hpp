@@ -376,6 +376,17 @@ private:
         sigemptyset(&action.sa_mask);
         for (int signal : mpi_fatal_signals)
             ::sigaction(signal, &action, &status.previous[signal]);
+        // SA_ONSTACK needs a stack to run on: without one, a task that overflows its stack
+        // dies of a SIGSEGV the kernel cannot deliver, silently. Not replaced if there is one
+        // (a sanitizer's).
+        stack_t current{};
+        if (::sigaltstack(nullptr, &current) == 0 && (current.ss_flags & SS_DISABLE) != 0) {
+            alignas(16) static char stack[64 * 1024];
+            stack_t ours{};
+            ours.ss_sp = stack;
+            ours.ss_size = sizeof stack;
+            m_own_stack = ::sigaltstack(&ours, nullptr) == 0;
+        }
         static const bool registered = std::atexit(&mpi_worker_exited) == 0;
         (void)registered;
     }
@@ -383,6 +394,12 @@ private:
         mpi_worker_status& status = mpi_worker_status::get();
         for (int signal : mpi_fatal_signals)
             ::sigaction(signal, &status.previous[signal], nullptr);
+        if (m_own_stack) {
+            stack_t none{};
+            none.ss_flags = SS_DISABLE;
+            ::sigaltstack(&none, nullptr);
+            m_own_stack = false;
+        }
     }
 
     // One task frame in m_in -> one answer frame in m_out, as a forked worker answers.
@@ -429,6 +446,7 @@ private:
     std::size_t m_max_nesting;
     std::vector<char> m_in;
     std::vector<char> m_out;
+    bool m_own_stack = false;
 };
 
 // --- rank 0 -----------------------------------------------------------------------------------
