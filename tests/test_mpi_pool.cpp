@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include "catch_runner.hpp"
+#include "tasks_library.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -234,6 +235,11 @@ TEST_CASE("a function outside the executable is refused with the reason", "[mpi_
     CHECK_THROWS_AS(pool().map(stateless_doubler{}, std::vector<long>{1},
                                {.item_timeout = std::chrono::seconds(1)}),
                     std::invalid_argument);
+}
+
+TEST_CASE("a task type defined in a shared library the program links runs on the workers",
+          "[mpi_pool]") {
+    CHECK(library_task(pool(), 7).get() == 1007);
 }
 
 TEST_CASE("the futures compose: as_completed, then, and co_await on the event loop", "[mpi_pool]") {

@@ -297,8 +297,9 @@ public:
     // Every rank's executable identity, gathered on every rank; "" if all match, else the
     // reason, naming the first rank that differs from rank 0.
     std::string mismatch() const {
-        constexpr std::size_t width = 128;
-        std::string mine = executable_image::get().identity();
+        constexpr std::size_t width = 192;
+        const std::string invokers = executable_image::invoker_fingerprint();
+        std::string mine = executable_image::get().identity() + '\n' + invokers;
         mine.resize(width, '\0');
         std::vector<char> all(width * static_cast<std::size_t>(m_size));
         mpi_check(MPI_Allgather(mine.data(), static_cast<int>(width), MPI_CHAR, all.data(),
@@ -308,13 +309,27 @@ public:
             const char* p = all.data() + width * static_cast<std::size_t>(rank);
             return std::string(p, strnlen(p, width));
         };
+        const auto executable = [&](int rank) {
+            const std::string both = identity(rank);
+            return both.substr(0, both.find('\n'));
+        };
         for (int rank = 1; rank < m_size; ++rank)
-            if (identity(rank) != identity(0))
+            if (executable(rank) != executable(0))
                 return concat("triad::mpi_pool: rank ", rank,
-                              " runs a different executable than rank 0 (", identity(rank),
-                              ", rank 0 has ", identity(0),
+                              " runs a different executable than rank 0 (", executable(rank),
+                              ", rank 0 has ", executable(0),
                               "). Every rank must run the same build: tasks name functions by "
                               "their place in it. Copy the same binary to every host.");
+        for (int rank = 1; rank < m_size; ++rank)
+            if (identity(rank) != identity(0))
+                return concat(
+                    "triad::mpi_pool: rank ", rank,
+                    " runs the same executable as rank 0 but can run different tasks (",
+                    identity(rank).substr(identity(rank).find('\n') + 1), ", rank 0 has ",
+                    identity(0).substr(identity(0).find('\n') + 1),
+                    "): the shared libraries that define tasks differ between them (another "
+                    "version, LD_PRELOAD, LD_LIBRARY_PATH). Every rank must load the same builds "
+                    "of them.");
         return {};
     }
 

@@ -1,9 +1,10 @@
 # Runs one MPI job and checks how it ended: cmake -DMPIEXEC=<mpirun> -DBINARY=<program>
 #   [-DARGS=<args>] [-DSECOND=<copy>] [-DEXIT=zero|nonzero] [-DEXPECT=<regex;...>] [-DTIMEOUT=s]
-#   [-DSCENARIO=<name>] -P run_job.cmake
+#   [-DSCENARIO=<name>] [-DWORKER_LIBRARY_PATH=<dir>] -P run_job.cmake
 # With SECOND, rank 0 runs BINARY and ranks 1-2 run SECOND, a copy of BINARY without its build
 # id (made here with objcopy): the same code, a different build. SCENARIO is passed to every rank
-# as TRIAD_MPI_SCENARIO. Afterwards no process may be left that carries this job's marker in
+# as TRIAD_MPI_SCENARIO. With WORKER_LIBRARY_PATH,
+# ranks 1-2 run BINARY with LD_LIBRARY_PATH=<dir>. Afterwards no process may be left that carries this job's marker in
 # its environment: mpirun, its daemon and every rank must be gone.
 cmake_minimum_required(VERSION 3.21)
 if(NOT DEFINED TIMEOUT)
@@ -28,6 +29,9 @@ if(SECOND)
     message(FATAL_ERROR "objcopy could not copy ${BINARY}")
   endif()
   set(command ${MPIEXEC} ${forward} -np 1 "${BINARY}" ${ARGS} : -np 2 "${SECOND}" ${ARGS})
+elseif(WORKER_LIBRARY_PATH)
+  set(command ${MPIEXEC} ${forward} -np 1 "${BINARY}" ${ARGS}
+    : -np 2 env "LD_LIBRARY_PATH=${WORKER_LIBRARY_PATH}" "${BINARY}" ${ARGS})
 else()
   set(command ${MPIEXEC} ${forward} -np 3 "${BINARY}" ${ARGS})
 endif()

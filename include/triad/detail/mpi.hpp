@@ -108,6 +108,63 @@ public:
     // default), else "fnv1a64 <hex> size <bytes>" of the executable's file.
     const std::string& identity() const noexcept { return m_identity; }
 
+    // Tasks name their invoker by its number in invoker_registry, which the static
+    // initialisation of the executable *and of its shared libraries* fills, so the same
+    // executable with another build of a library (another host's install, another environment
+    // module) numbers them differently and would run the wrong one. This fingerprints the table:
+    // for each invoker in order, the object that holds it (its build id, else its path) and its
+    // offset there.
+    static std::string invoker_fingerprint() {
+        struct segment {
+            std::uintptr_t start, end, bias;
+            std::string object;
+        };
+        std::vector<segment> segments;
+        ::dl_iterate_phdr(
+            [](dl_phdr_info* info, std::size_t, void* data) {
+                auto& out = *static_cast<std::vector<segment>*>(data);
+                std::string object;
+                for (int i = 0; i < info->dlpi_phnum && object.empty(); ++i) {
+                    const ElfW(Phdr)& header = info->dlpi_phdr[i];
+                    if (header.p_type == PT_NOTE)
+                        object = build_id(
+                            reinterpret_cast<const char*>(info->dlpi_addr + header.p_vaddr),
+                            header.p_memsz);
+                }
+                if (object.empty())
+                    object = info->dlpi_name != nullptr ? info->dlpi_name : "";
+                for (int i = 0; i < info->dlpi_phnum; ++i) {
+                    const ElfW(Phdr)& header = info->dlpi_phdr[i];
+                    if (header.p_type == PT_LOAD && (header.p_flags & PF_X) != 0)
+                        out.push_back({info->dlpi_addr + header.p_vaddr,
+                                       info->dlpi_addr + header.p_vaddr + header.p_memsz,
+                                       info->dlpi_addr, object});
+                }
+                return 0;
+            },
+            &segments);
+        const std::size_t count = invoker_registry::count();
+        std::uint64_t hash = 1469598103934665603ull;
+        const auto mix = [&hash](const void* data, std::size_t size) {
+            for (std::size_t i = 0; i < size; ++i)
+                hash = (hash ^ static_cast<const unsigned char*>(data)[i]) * 1099511628211ull;
+        };
+        for (std::size_t i = 0; i < count; ++i) {
+            const auto address = reinterpret_cast<std::uintptr_t>(
+                invoker_registry::find(static_cast<std::uint32_t>(i)));
+            for (const segment& s : segments) {
+                if (address >= s.start && address < s.end) {
+                    const std::uint64_t offset = address - s.bias;
+                    mix(s.object.data(), s.object.size() + 1);
+                    mix(&offset, sizeof offset);
+                    break;
+                }
+            }
+        }
+        return concat("invokers ", count, " fnv1a64 ",
+                      hex(reinterpret_cast<const char*>(&hash), sizeof hash));
+    }
+
 private:
     executable_image() {
         ::dl_iterate_phdr(&executable_image::visit, this);

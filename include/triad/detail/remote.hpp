@@ -216,6 +216,7 @@ public:
         t.push_back(fn);
         return static_cast<std::uint32_t>(t.size() - 1);
     }
+    static std::size_t count() { return table().size(); }
     static invoker_fn find(std::uint32_t index) {
         const auto& t = table();
         if (index >= t.size())
