@@ -1,8 +1,9 @@
 # Runs one MPI job and checks how it ended: cmake -DMPIEXEC=<mpirun> -DBINARY=<program>
-#   [-DARGS=<args>] [-DSECOND=<copy>] [-DEXIT=zero|nonzero] [-DEXPECT=<regex;...>] [-DTIMEOUT=s]
+#   [-DARGS=<args>] [-DSECOND=<copy> [-DNOTE_FROM=<elf>]] [-DEXIT=zero|nonzero] [-DEXPECT=<regex;...>] [-DTIMEOUT=s]
 #   [-DSCENARIO=<name>] [-DWORKER_LIBRARY_PATH=<dir>] -P run_job.cmake
 # With SECOND, rank 0 runs BINARY and ranks 1-2 run SECOND, a copy of BINARY without its build
-# id (made here with objcopy): the same code, a different build. SCENARIO is passed to every rank
+# id (made here with objcopy): the same code, a different build; with NOTE_FROM=<object> as well,
+# the copy keeps a build id but takes that object's. SCENARIO is passed to every rank
 # as TRIAD_MPI_SCENARIO. With WORKER_LIBRARY_PATH,
 # ranks 1-2 run BINARY with LD_LIBRARY_PATH=<dir>. Afterwards no process may be left that carries this job's marker in
 # its environment: mpirun, its daemon and every rank must be gone.
@@ -23,8 +24,20 @@ set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
 set(ENV{OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} 1)
 set(forward --oversubscribe --bind-to none -x TRIAD_MPI_JOB -x TRIAD_MPI_SCENARIO)
 if(SECOND)
-  execute_process(COMMAND objcopy --remove-section=.note.gnu.build-id "${BINARY}" "${SECOND}"
-    RESULT_VARIABLE copied)
+  if(NOTE_FROM)
+    # The build id of another object of the same kind (same size): a different build, as far
+    # as the id says, of the same code.
+    execute_process(COMMAND objcopy "--dump-section=.note.gnu.build-id=${SECOND}.note"
+      "${NOTE_FROM}" "${SECOND}.unused" RESULT_VARIABLE dumped)
+    execute_process(COMMAND objcopy "--update-section=.note.gnu.build-id=${SECOND}.note"
+      "${BINARY}" "${SECOND}" RESULT_VARIABLE copied)
+    if(NOT dumped EQUAL 0)
+      set(copied 1)
+    endif()
+  else()
+    execute_process(COMMAND objcopy --remove-section=.note.gnu.build-id "${BINARY}" "${SECOND}"
+      RESULT_VARIABLE copied)
+  endif()
   if(NOT copied EQUAL 0)
     message(FATAL_ERROR "objcopy could not copy ${BINARY}")
   endif()
