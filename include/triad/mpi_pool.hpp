@@ -429,5 +429,6 @@ int mpi_main(int& argc, char**& argv, Main&& main, mpi_pool_options options) {
             throw;
         }
     }
+}
 
 } // namespace triad
