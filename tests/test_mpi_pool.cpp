@@ -29,6 +29,7 @@
 #include <tuple>
 #include <vector>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -358,6 +359,27 @@ int run_twice(int argc, char* argv[]) {
 }
 
 } // namespace
+
+std::vector<char> megabytes(long count) {
+    return std::vector<char>(static_cast<std::size_t>(count) << 20, 'x');
+}
+
+TEST_CASE("scenario: rank 0 cannot hold a large result", "[.scenario]") {
+    (void)pool().submit(square, 1L).get(); // everything started
+    // Little room left on rank 0: receiving a 600 MB result fails (std::bad_alloc), while its
+    // worker rank waits in MPI_Send for that receive.
+    std::FILE* status = std::fopen("/proc/self/status", "r");
+    long vm_kb = 0;
+    char line[256];
+    while (status != nullptr && std::fgets(line, sizeof line, status) != nullptr)
+        if (std::sscanf(line, "VmSize: %ld", &vm_kb) == 1)
+            break;
+    if (status != nullptr)
+        std::fclose(status);
+    const rlimit tight{static_cast<rlim_t>(vm_kb + (200L << 10)) << 10, RLIM_INFINITY};
+    ::setrlimit(RLIMIT_AS, &tight);
+    (void)pool().submit(megabytes, 600L).get(); // the job ends (before: it hung)
+}
 
 int main(int argc, char* argv[]) {
     // Rank 0 runs the tests with the pool; ranks 1 and 2 serve it until it is done.

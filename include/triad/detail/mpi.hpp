@@ -252,6 +252,12 @@ private:
 class mpi_backoff {
 public:
     void reset() noexcept { m_idle_since = {}; }
+    // The longest sleep: a twentieth of the task time the next message follows, so that
+    // sleeping between long tasks costs them under 5% (1 ms at most, 20 us at least).
+    void cap_after(std::chrono::nanoseconds task) noexcept {
+        m_cap = std::clamp(std::chrono::duration_cast<std::chrono::microseconds>(task / 20),
+                           std::chrono::microseconds(20), std::chrono::microseconds(1000));
+    }
     // How long to sleep before polling again: negative while spinning, zero while yielding.
     std::chrono::microseconds next() noexcept {
         const auto now = std::chrono::steady_clock::now();
@@ -263,8 +269,8 @@ public:
             return std::chrono::microseconds(-1);
         if (now - m_idle_since < std::chrono::microseconds(100))
             return std::chrono::microseconds(0);
-        const auto pause = m_pause;
-        m_pause = std::min(m_pause * 2, std::chrono::microseconds(1000));
+        const auto pause = std::min(m_pause, m_cap);
+        m_pause = std::min(m_pause * 2, m_cap);
         return pause;
     }
     void pause() { pause_for(next()); }
@@ -283,6 +289,7 @@ public:
 private:
     std::chrono::steady_clock::time_point m_idle_since{};
     std::chrono::microseconds m_pause{20};
+    std::chrono::microseconds m_cap{1000};
 };
 
 // --- async-signal-safe last words -------------------------------------------------------------
@@ -413,10 +420,16 @@ public:
                 "MPI_Recv");
             if (probe.MPI_TAG == mpi_tag_stop)
                 break;
+            const auto began = std::chrono::steady_clock::now();
             run_task();
+            backoff.cap_after(std::chrono::steady_clock::now() - began);
             mpi_check(MPI_Send(m_out.data(), static_cast<int>(m_out.size()), MPI_BYTE, 0,
                                mpi_tag_result, m_comm),
                       "MPI_Send");
+            // A large message's buffers are given back, not kept for the rest of the job.
+            for (std::vector<char>* buffer : {&m_in, &m_out})
+                if (buffer->capacity() > (std::size_t{1} << 20))
+                    std::vector<char>().swap(*buffer);
         }
         status.serving.store(false);
         if (slack > 0)
@@ -619,8 +632,9 @@ public:
             }
         }
         if (!accepted) {
-            task->fail(std::make_exception_ptr(pool_closed("triad::mpi_pool: shut down")));
-            throw pool_closed("triad::mpi_pool: submit after shutdown()");
+            const pool_closed refusal(refusal_reason());
+            task->fail(std::make_exception_ptr(refusal));
+            throw refusal;
         }
         try_step(false);
     }
@@ -729,6 +743,25 @@ private:
         std::vector<char> bytes;
     };
 
+    // Why a submission is refused: shut down, or broken (and why), as process_pool says.
+    std::string refusal_reason() const {
+        std::exception_ptr broken;
+        {
+            std::lock_guard lock(m_mutex);
+            broken = m_broken;
+        }
+        if (broken) {
+            try {
+                std::rethrow_exception(broken);
+            } catch (const std::exception& e) {
+                return concat("triad::mpi_pool is broken: ", std::string_view(e.what()));
+            } catch (...) {
+                return "triad::mpi_pool is broken";
+            }
+        }
+        return "triad::mpi_pool: submit after shutdown()";
+    }
+
     void refuse_on_io_thread(const char* what) const {
         if (std::this_thread::get_id() == m_thread_id.load())
             throw std::logic_error(concat("triad::mpi_pool: ", std::string_view(what),
@@ -752,12 +785,52 @@ private:
         } catch (...) {
             failure = std::current_exception();
         }
-        if (failure)
+        if (failure) {
+            abort_if_stranded(failure);
             break_pool(failure);
+        }
         stop_workers();
         mpi_flight_log& log = mpi_flight_log::get();
-        if (log.ranks.exchange(0) != 0)
-            ::sigaction(SIGTERM, &log.previous, nullptr);
+        if (log.ranks.exchange(0) != 0) {
+            // Put back what was there, unless the program installed a handler of its own since.
+            struct sigaction now {};
+            if (::sigaction(SIGTERM, nullptr, &now) == 0 && (now.sa_flags & SA_SIGINFO) != 0 &&
+                now.sa_sigaction == &mpi_rank0_terminated)
+                ::sigaction(SIGTERM, &log.previous, nullptr);
+        }
+    }
+
+    // A worker rank with tasks in flight may be blocked sending a result that will never be
+    // received (a large message waits for its receive), so it would never see "stop" and the
+    // job would hang in MPI_Finalize; and a task's MPI_Isend cannot be taken back safely (its
+    // buffer would be freed under the transfer). No MPI call can release such a rank: the job
+    // ends here, saying why and what was lost, as it does when a rank dies.
+    void abort_if_stranded(const std::exception_ptr& failure) noexcept {
+        std::lock_guard engine(m_engine);
+        bool stranded = false;
+        for (const rank_state& r : m_ranks)
+            stranded = stranded || !r.flying.empty();
+        if (!stranded)
+            return;
+        const char* why = "an unknown exception";
+        try {
+            std::rethrow_exception(failure);
+        } catch (const std::exception& e) {
+            why = e.what();
+        } catch (...) {
+        }
+        std::fprintf(stderr,
+                     "triad::mpi_pool: rank 0's I/O thread failed with tasks in flight (%s); "
+                     "worker ranks cannot be released, so the MPI job is aborted. Lost:\n",
+                     why);
+        for (std::size_t rank = 1; rank < m_ranks.size(); ++rank)
+            if (!m_ranks[rank].flying.empty())
+                std::fprintf(
+                    stderr, "triad::mpi_pool:   rank %zu: %zu task(s), the first is task %llu\n",
+                    rank, m_ranks[rank].flying.size(),
+                    static_cast<unsigned long long>(m_ranks[rank].flying.front().task->id()));
+        std::fflush(stderr);
+        MPI_Abort(m_config.comm, 1);
     }
 
     // Steps while there is anything to do; backs off (spin, then sleeps of up to 1 ms) while
@@ -778,6 +851,8 @@ private:
             const auto now = std::chrono::steady_clock::now();
             if (step.progressed) {
                 backoff.reset();
+                if (const auto hint = m_task_ns_hint.load(std::memory_order_relaxed); hint > 0)
+                    backoff.cap_after(std::chrono::nanoseconds(hint));
                 last_progress = now;
                 continue;
             }
@@ -962,10 +1037,11 @@ private:
             throw protocol_error(concat("triad::mpi_pool: corrupt message: rank ", rank,
                                         " answered task ", header.task_id,
                                         ", which it was not running"));
+        // Its send completed before the answer could come; this only frees the request. Before
+        // the task leaves its rank's queue: if it fails, break_pool still finds the task.
+        mpi_check(MPI_Wait(&r.flying.front().request, MPI_STATUS_IGNORE), "MPI_Wait");
         sent answered = r.flying.front();
         r.flying.pop_front();
-        // Its send completed before the answer could come; this only frees the request.
-        mpi_check(MPI_Wait(&answered.request, MPI_STATUS_IGNORE), "MPI_Wait");
         const auto now = std::chrono::steady_clock::now();
         const double took = std::chrono::duration<double, std::nano>(now - r.head_since).count();
         r.task_ns = r.task_ns == 0 ? took : 0.8 * r.task_ns + 0.2 * took;
@@ -976,6 +1052,7 @@ private:
                                    : static_cast<std::size_t>(std::clamp(
                                          200'000.0 / std::max(r.task_ns, 1.0), 2.0, 1024.0));
         r.head_since = now;
+        m_task_ns_hint.store(static_cast<std::int64_t>(r.task_ns), std::memory_order_relaxed);
         m_running.fetch_sub(1, std::memory_order_relaxed);
         m_completed.fetch_add(1, std::memory_order_relaxed);
         log_flight(rank, r);
@@ -1037,29 +1114,45 @@ private:
     // The engine failed (an MPI error, a corrupt message): every task still here fails with
     // that error, the pool closes, and waiters see the error.
     void break_pool(std::exception_ptr reason) noexcept {
+        std::vector<remote_task*> inbox;
         std::vector<remote_task*> lost;
+        const auto fail = [&](remote_task* task) {
+            task->fail(reason);
+            task_done();
+        };
         {
             std::lock_guard engine(m_engine);
             {
                 std::lock_guard lock(m_mutex);
                 m_closed = true;
                 m_broken = reason;
-                m_pending.insert(m_pending.end(), m_inbox.begin(), m_inbox.end());
-                m_inbox.clear();
+                inbox.swap(m_inbox); // no allocation: the pool often breaks for lack of memory
+            }
+            bool collected = true;
+            try {
+                for (const rank_state& r : m_ranks)
+                    for (const sent& s : r.flying)
+                        lost.push_back(s.task);
+                lost.insert(lost.end(), m_pending.begin(), m_pending.end());
+            } catch (...) {
+                collected = false; // no memory to list them: failed here, under the engine
             }
             for (rank_state& r : m_ranks) {
-                for (sent& s : r.flying)
-                    lost.push_back(s.task);
+                if (!collected)
+                    for (const sent& s : r.flying)
+                        fail(s.task);
                 r.flying.clear();
             }
-            m_running.store(0, std::memory_order_relaxed);
-            lost.insert(lost.end(), m_pending.begin(), m_pending.end());
+            if (!collected)
+                for (remote_task* task : m_pending)
+                    fail(task);
             m_pending.clear();
+            m_running.store(0, std::memory_order_relaxed);
         }
-        for (remote_task* task : lost) {
-            task->fail(reason);
-            task_done();
-        }
+        for (remote_task* task : lost)
+            fail(task);
+        for (remote_task* task : inbox)
+            fail(task);
         std::lock_guard lock(m_mutex);
         m_idle.notify_all();
     }
@@ -1089,6 +1182,7 @@ private:
     std::exception_ptr m_step_error; // a helper's step failed: the I/O thread breaks the pool
 
     std::atomic<int> m_helping{0};
+    std::atomic<std::int64_t> m_task_ns_hint{0}; // the latest rank's task time, for the backoff
     std::atomic<std::uint64_t> m_next_id{1};
     std::atomic<std::uint64_t> m_running{0};
     std::atomic<std::uint64_t> m_completed{0};
