@@ -152,7 +152,11 @@ TEST_CASE("tasks run on the worker ranks, in other processes, on both of them", 
     CHECK(pool().submit(pid_of_caller, 0).get() != static_cast<int>(::getpid()));
 }
 
-TEST_CASE("a short task does not wait behind a long one while a rank is free", "[mpi_pool]") {
+// In a fresh pool, where no rank's window has grown yet: a rank whose tasks were short keeps
+// about 200 us of them queued ahead, which a task far longer than its recent ones holds back
+// (what the README says). So this case runs in a job of its own, not in the one-job run.
+TEST_CASE("a short task does not wait behind a long one while a rank is free",
+          "[mpi_pool][fresh_pool]") {
     auto slow = pool().submit(sleep_then_rank, 1500);
     std::vector<triad::future<int>> quick;
     for (int i = 0; i < 20; ++i)

@@ -269,8 +269,12 @@ public:
             return std::chrono::microseconds(-1);
         if (now - m_idle_since < std::chrono::microseconds(100))
             return std::chrono::microseconds(0);
-        const auto pause = std::min(m_pause, m_cap);
-        m_pause = std::min(m_pause * 2, m_cap);
+        // The cap holds while the next message is due; an idle rank goes on to 1 ms sleeps.
+        const auto cap = now - m_idle_since < std::chrono::milliseconds(5)
+                             ? m_cap
+                             : std::chrono::microseconds(1000);
+        const auto pause = std::min(m_pause, cap);
+        m_pause = std::min(m_pause * 2, cap);
         return pause;
     }
     void pause() { pause_for(next()); }
@@ -960,12 +964,16 @@ private:
     // tasks spread over every rank that has room rather than fill the first.
     bool dispatch(std::vector<completion>& done) {
         bool sent_any = false;
+        // Level by level: first every rank with nothing out, then those with one, and so on,
+        // so that a task goes to a free rank before it queues behind another's.
         bool room = true;
-        while (room && !m_pending.empty()) {
+        for (std::size_t level = 0; room && !m_pending.empty(); ++level) {
             room = false;
             for (int rank = 1; rank < m_config.ranks && !m_pending.empty(); ++rank) {
                 rank_state& r = m_ranks[static_cast<std::size_t>(rank)];
-                if (r.flying.size() >= window_of(r))
+                if (r.flying.size() > level)
+                    room = true; // a fuller rank may still have room at a later level
+                if (r.flying.size() != level || level >= window_of(r))
                     continue;
                 room = true;
                 remote_task* task = m_pending.front();
@@ -1046,11 +1054,11 @@ private:
         const double took = std::chrono::duration<double, std::nano>(now - r.head_since).count();
         r.task_ns = r.task_ns == 0 ? took : 0.8 * r.task_ns + 0.2 * took;
         // Enough in flight to cover ~200 us of work (a round trip between ranks costs a few
-        // to tens of microseconds), at least two so a rank rarely waits for its next task; one
-        // for tasks over 2 ms, where the wait is under 1% and a second would only queue.
-        r.window = r.task_ns > 2e6 ? 1
-                                   : static_cast<std::size_t>(std::clamp(
-                                         200'000.0 / std::max(r.task_ns, 1.0), 2.0, 1024.0));
+        // to tens of microseconds), and at least two: one running, one ready, so a rank never
+        // waits for rank 0 between tasks. Free ranks are served first (dispatch), so the one
+        // queued ahead is a task no free rank could have taken then.
+        r.window =
+            static_cast<std::size_t>(std::clamp(200'000.0 / std::max(r.task_ns, 1.0), 2.0, 1024.0));
         r.head_since = now;
         m_task_ns_hint.store(static_cast<std::int64_t>(r.task_ns), std::memory_order_relaxed);
         m_running.fetch_sub(1, std::memory_order_relaxed);
