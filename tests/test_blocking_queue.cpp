@@ -22,6 +22,10 @@
 #include <utility>
 #include <vector>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_blocking_queue {
+
 using namespace std::chrono_literals;
 using triad_test::eventually;
 using triad_test::finishes_within;
@@ -586,3 +590,5 @@ TEST_CASE("randomized stress: producers, consumers, timeouts and an early close"
         CHECK(drained());
     }
 }
+
+} // namespace triad_test_blocking_queue

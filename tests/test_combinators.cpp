@@ -43,6 +43,10 @@
 
 #include <pthread.h>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_combinators {
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -1415,3 +1419,5 @@ TEST_CASE("tasks() names the combinator or primitive each task waits in", "[comb
     CHECK(seen["channel receive"] == "triad::channel::receive");
     CHECK(seen["channel send"] == "triad::channel::send");
 }
+
+} // namespace triad_test_combinators

@@ -18,6 +18,10 @@
 
 #include <sched.h>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_cpu {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -557,3 +561,5 @@ TEST_CASE("workers_for_memory obeys a real cgroup memory limit set by a parent c
     CHECK(one == 8); // the CPUs bind
     CHECK(big == 1); // nothing fits: still one worker
 }
+
+} // namespace triad_test_cpu

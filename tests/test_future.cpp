@@ -17,6 +17,10 @@
 
 #include <unistd.h>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_future {
+
 using namespace std::chrono_literals;
 
 TEST_CASE("a promise's value reaches its future, for values, references, void and move-only types",
@@ -719,3 +723,5 @@ TEST_CASE("threads that come and go leave no memory behind, whatever outlives th
     WARN("skipped: the node cache is off under AddressSanitizer");
 #endif
 }
+
+} // namespace triad_test_future

@@ -18,6 +18,10 @@
 #include <utility>
 #include <vector>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_generator {
+
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
@@ -572,3 +576,5 @@ TEST_CASE("a stream of 1,000,000 items runs in constant stack", "[generator]") {
     }());
     CHECK(sum == 999'999L * 1'000'000L / 2);
 }
+
+} // namespace triad_test_generator

@@ -17,6 +17,10 @@
 #include <unistd.h>
 #include <vector>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_process {
+
 using namespace std::chrono_literals;
 using triad_test::signal_scope;
 
@@ -423,3 +427,5 @@ TEST_CASE("try_put on a queue with room says full only when it is full, whatever
     CHECK(accepted == 60'000);
     CHECK(consumed == accepted);
 }
+
+} // namespace triad_test_process

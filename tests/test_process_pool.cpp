@@ -29,6 +29,10 @@
 #include <unistd.h>
 #include <vector>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_process_pool {
+
 using namespace std::chrono_literals;
 using triad_test::children;
 using triad_test::eventually;
@@ -902,3 +906,5 @@ TEST_CASE("a process_queue made before a pool is usable from its workers", "[pro
     CHECK(squares == std::vector<int>{1, 4, 9, 16});
     g_queue = nullptr;
 }
+
+} // namespace triad_test_process_pool

@@ -29,6 +29,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_process_pool_hostile {
+
 using namespace std::chrono_literals;
 using triad_test::children;
 using triad_test::descendants;
@@ -750,3 +754,5 @@ TEST_CASE("a task taken back from a crashed worker can be cancelled while it wai
     pool.shutdown();
     CHECK(pool.cancelled() == static_cast<std::uint64_t>(cancelled));
 }
+
+} // namespace triad_test_process_pool_hostile

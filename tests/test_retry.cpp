@@ -8,6 +8,10 @@
 #include <string>
 #include <vector>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_retry {
+
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
@@ -207,3 +211,5 @@ TEST_CASE("a named policy whose retry_on captures by copy is safe inline in a co
     CHECK(page == "page of " + std::string(200, 'u'));
     CHECK(g_flaky_calls == 3);
 }
+
+} // namespace triad_test_retry

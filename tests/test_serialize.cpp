@@ -19,6 +19,10 @@
 #include <variant>
 #include <vector>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_serialize {
+
 namespace {
 
 enum class color : std::uint8_t { red = 1, green = 2 };
@@ -281,3 +285,5 @@ TEST_CASE("a slice of a range encodes exactly as a vector of it", "[serialize]")
     triad::detail::encode_sequence(word_writer, words.begin(), 2);
     CHECK(sliced_words == triad::to_bytes(std::vector<std::string>{"a", "bb"}));
 }
+
+} // namespace triad_test_serialize

@@ -14,6 +14,10 @@
 #include <thread>
 #include <vector>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_sync {
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -420,3 +424,5 @@ TEST_CASE("a sender waiting on a full channel is released by a receiver or by cl
         CHECK(two == 2);
     }));
 }
+
+} // namespace triad_test_sync

@@ -20,6 +20,10 @@
 #include <utility>
 #include <vector>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_synchronized {
+
 using namespace std::chrono_literals;
 using triad_test::finishes_within;
 
@@ -445,3 +449,5 @@ TEST_CASE("a mutex with lock_shared but no try_lock_shared still gives shared lo
     CHECK(value->copy() == 6);
     CHECK(value->try_lock_for(0ms).has_value());
 }
+
+} // namespace triad_test_synchronized

@@ -24,6 +24,10 @@
 
 #include <malloc.h>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_task {
+
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
@@ -1078,3 +1082,5 @@ TEST_CASE("an exception out of a coroutine's resume() ends the program with the 
     CHECK(err.find("an exception escaped from a coroutine's resume()") != std::string::npos);
     CHECK(err.find("thrown out of resume()") != std::string::npos);
 }
+
+} // namespace triad_test_task

@@ -26,6 +26,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_thread_pool {
+
 using namespace std::chrono_literals;
 using triad_test::block_worker;
 using triad_test::busy_for;
@@ -1413,3 +1417,5 @@ TEST_CASE("a task's own forks: joined in any order, each run once, counted by qu
     CHECK(pool.queued() == 0);
     CHECK(pool.running() == 0);
 }
+
+} // namespace triad_test_thread_pool

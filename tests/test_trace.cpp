@@ -27,6 +27,10 @@
 
 #include "support.hpp"
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_trace {
+
 namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
@@ -502,3 +506,5 @@ TEST_CASE("trace: metadata that is not UTF-8 still makes a valid JSON file", "[t
     CHECK(t.other.at("quoted \"\n\t").as_string() == "\xe2\x82\xac \xf0\x9f\x98\x80");
     fs::remove(path);
 }
+
+} // namespace triad_test_trace

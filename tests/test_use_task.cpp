@@ -39,6 +39,10 @@
 #include <tuple>
 #include <vector>
 
+// The whole file in a namespace of its own: the unity build compiles several test files as one
+// translation unit (tests/CMakeLists.txt), where helpers of the same name must not meet.
+namespace triad_test_use_task {
+
 using namespace std::chrono_literals;
 namespace ip = boost::asio::ip;
 
@@ -868,3 +872,5 @@ TEST_CASE("a task waiting on an io_context that nobody runs yet is resumed when 
     CHECK(resumed);
     CHECK(resumed_on == loop_thread);
 }
+
+} // namespace triad_test_use_task
