@@ -144,7 +144,7 @@ TEST_CASE("when_any returns the first to finish and cancels the rest", "[combina
                     std::invalid_argument);
 }
 
-TEST_CASE("timeout cancels a slow task and throws timeout_error; a fast one returns",
+TEST_CASE("timeout cancels a slow task and throws timeout_error, a fast one returns",
           "[combinators]") {
     trace l;
     const auto start = std::chrono::steady_clock::now();
@@ -209,7 +209,7 @@ TEST_CASE("timeout really cancels a socket read in flight", "[combinators]") {
     CHECK(reused_after);
 }
 
-TEST_CASE("a task group waits for all; the first failure cancels the rest and is rethrown",
+TEST_CASE("a task group waits for all, the first failure cancels the rest and is rethrown",
           "[combinators]") {
     trace l;
     triad::run(triad::make_task([&]() -> triad::task<void> {
@@ -529,7 +529,7 @@ TEST_CASE("a scope entered with a cancellation pending never starts its body", "
     CHECK(threw_cancelled);
 }
 
-TEST_CASE("a scope body that returns although cancelled gives its value; the cancellation "
+TEST_CASE("a scope body that returns although cancelled gives its value, the cancellation "
           "reaches the next suspension point",
           "[combinators]") {
     int value = 0;
@@ -609,7 +609,7 @@ TEST_CASE("a scope keeps its function, and so a lambda's captures, alive until i
     CHECK(seen == std::vector<std::string>{std::string(40, 'x'), std::string(40, 'x'), "in place"});
 }
 
-TEST_CASE("a cancelled group starts later tasks cancelled; join still rethrows the failure once",
+TEST_CASE("a cancelled group starts later tasks cancelled, join still rethrows the failure once",
           "[combinators]") {
     trace l;
     triad::run(triad::make_task([&]() -> triad::task<void> {
@@ -630,7 +630,7 @@ TEST_CASE("a cancelled group starts later tasks cancelled; join still rethrows t
 
 // --- shield ------------------------------------------------------------------------------------
 
-TEST_CASE("shield runs its operation to the end when the awaiting task is cancelled; the "
+TEST_CASE("shield runs its operation to the end when the awaiting task is cancelled, the "
           "cancellation reaches the next suspension point",
           "[combinators]") {
     bool inner_finished = false;
@@ -1182,7 +1182,7 @@ TEST_CASE("timeout returns a result that arrived in the same turn as its deadlin
     CHECK(caught == -1);
 }
 
-TEST_CASE("a timeout whose task is cancelled after the inner completed delivers the inner's value; "
+TEST_CASE("a timeout whose task is cancelled after the inner completed delivers the inner's value, "
           "the cancellation is seen at the next suspension",
           "[combinators]") {
     int delivered = 0;
@@ -1262,7 +1262,7 @@ TEST_CASE("a recursion 100,000 deep through gather and when_any runs in constant
 }
 
 TEST_CASE("gather starts its children in order, each to its first suspension, before another "
-          "ready task runs; a failure or a winner keeps the rest from starting",
+          "ready task runs, a failure or a winner keeps the rest from starting",
           "[combinators]") {
     std::vector<std::string> log;
     const auto child = [&log](std::string name, bool fail = false) -> triad::task<int> {

@@ -245,7 +245,7 @@ TEST_CASE("a cgroup v2 quota anywhere up the hierarchy caps the count", "[cpu]")
     CHECK(*limit == Approx(2.5));
 }
 
-TEST_CASE("a cgroup v1 CFS quota caps the count; no quota means no cap", "[cpu]") {
+TEST_CASE("a cgroup v1 CFS quota caps the count, no quota means no cap", "[cpu]") {
     fake_root root;
     root.write("proc/self/cgroup", "5:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n");
     root.write("proc/self/mountinfo",

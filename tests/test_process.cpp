@@ -69,7 +69,7 @@ TEST_CASE("a process ends when its parent process is killed", "[process]") {
         triad_test::eventually([grandchild] { return triad_test::process_gone(grandchild); }, 10s));
 }
 
-TEST_CASE("producer and consumer processes share a queue; nothing is lost or doubled",
+TEST_CASE("producer and consumer processes share a queue, nothing is lost or doubled",
           "[process_queue]") {
     constexpr int producers = 3;
     constexpr int per_producer = 5000;
@@ -252,7 +252,7 @@ TEST_CASE("a child that calls exit() in a parent ignoring SIGCHLD reports its co
     CHECK(exits.join() == 3);
 }
 
-TEST_CASE("a producer killed halfway through a message breaks the queue; a reader never hangs",
+TEST_CASE("a producer killed halfway through a message breaks the queue, a reader never hangs",
           "[process_queue]") {
     triad::process_queue<std::string> q;
     // A message far larger than the pipe: the producer blocks halfway through writing it.

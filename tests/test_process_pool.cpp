@@ -141,7 +141,7 @@ TEST_CASE("100,000 tasks all come back exact", "[process_pool]") {
     CHECK(pool.completed() == 100'000);
 }
 
-TEST_CASE("map, starmap and imap keep input order; imap_unordered loses nothing",
+TEST_CASE("map, starmap and imap keep input order, imap_unordered loses nothing",
           "[process_pool]") {
     triad::process_pool pool(2);
     std::vector<long> items(100'000);
@@ -348,7 +348,7 @@ TEST_CASE("workers are recycled after max_tasks_per_child tasks", "[process_pool
         CHECK(many[static_cast<std::size_t>(i)].get() == i * i);
 }
 
-TEST_CASE("the initializer runs in every worker; a failing one fails the constructor",
+TEST_CASE("the initializer runs in every worker, a failing one fails the constructor",
           "[process_pool]") {
     triad::process_pool pool(triad::process_pool_options{
         .processes = 2,
@@ -398,7 +398,7 @@ TEST_CASE("shutdown drains or cancels, then refuses work", "[process_pool]") {
     }
 }
 
-TEST_CASE("the destructor drains; no zombie and no descriptor outlive the pool", "[process_pool]") {
+TEST_CASE("the destructor drains, no zombie and no descriptor outlive the pool", "[process_pool]") {
     const std::size_t descriptors = open_descriptors();
     REQUIRE(children().empty());
     std::vector<triad::future<long>> futures;

@@ -333,7 +333,7 @@ TEST_CASE("the pool's processes end when the parent is killed while an unrelated
     ::kill(unrelated, SIGKILL);
 }
 
-TEST_CASE("running out of descriptors delays a replacement; the pool recovers",
+TEST_CASE("running out of descriptors delays a replacement, the pool recovers",
           "[process_pool][hostile]") {
     triad::process_pool pool(1);
     CHECK(pool.submit(sleep_ms, 1).get() == 1);
@@ -369,7 +369,7 @@ void flaky_initializer(std::size_t) {
 }
 } // namespace
 
-TEST_CASE("an initializer that fails in a replacement is retried; ten failures break the pool",
+TEST_CASE("an initializer that fails in a replacement is retried, ten failures break the pool",
           "[process_pool][hostile]") {
     reset_runs();
     {
@@ -655,7 +655,7 @@ TEST_CASE("an input range that throws during imap is an error, never a bad read"
     CHECK(seen <= 40);
 }
 
-TEST_CASE("cancel() drops a task still queued in the parent; it never runs in a worker",
+TEST_CASE("cancel() drops a task still queued in the parent, it never runs in a worker",
           "[process_pool][cancel]") {
     reset_runs();
     triad::process_pool pool(1);

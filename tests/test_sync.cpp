@@ -383,7 +383,7 @@ TEST_CASE("channels with several producers and consumers lose and duplicate noth
         REQUIRE(all[static_cast<std::size_t>(i)] == i);
 }
 
-TEST_CASE("a closed channel drains, then ends; sending throws channel_closed", "[sync]") {
+TEST_CASE("a closed channel drains, then ends, sending throws channel_closed", "[sync]") {
     triad::channel<std::string> ch(4);
     triad::run(triad::make_task([&]() -> triad::task<void> {
         co_await ch.send("a");

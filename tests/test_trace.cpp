@@ -143,7 +143,7 @@ TEST_CASE("trace: every task of a thread pool is one span on its worker's lane",
     fs::remove(path);
 }
 
-TEST_CASE("trace: off, nothing is recorded; a session holds only its own tasks", "[trace]") {
+TEST_CASE("trace: off, nothing is recorded, a session holds only its own tasks", "[trace]") {
     const fs::path path = temp_path("triad_trace_sessions");
     const stop_on_exit guard;
     triad::thread_pool pool(2);

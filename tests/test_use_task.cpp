@@ -147,7 +147,7 @@ TEST_CASE("an operation on another io_context resumes the task on the loop's thr
     CHECK(received == "ping");
 }
 
-TEST_CASE("an operation that completed before a cancellation arrived delivers its result; the "
+TEST_CASE("an operation that completed before a cancellation arrived delivers its result, the "
           "cancellation is seen at the next suspension",
           "[use_task]") {
     std::string received;
@@ -493,7 +493,7 @@ TEST_CASE("an initiation that runs the handler on a thread of its own resumes th
     CHECK(resumed_on == loop_thread);
 }
 
-TEST_CASE("a handler the initiation copies resumes the task once; one it drops resumes it with "
+TEST_CASE("a handler the initiation copies resumes the task once, one it drops resumes it with "
           "operation_aborted",
           "[use_task]") {
     std::thread worker;
