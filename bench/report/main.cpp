@@ -461,6 +461,12 @@ void run_all(const options& o, const fs::path& dir, const fs::path& bin_dir, run
             std::fprintf(stderr, "bench_report: skipping python mpi_pool.py: python3 cannot import "
                                  "mpi4py.futures (Debian: apt-get install python3-mpi4py)\n");
     }
+    // With --only, the Python peers of the chosen benchmarks only.
+    if (!o.only.empty())
+        std::erase_if(scripts, [&](const std::string& script) {
+            return std::find(binaries.begin(), binaries.end(), script) == binaries.end() &&
+                   script != "mpi_pool";
+        });
     if (python)
         total += scripts.size();
 
@@ -845,6 +851,7 @@ fs::path latest_full_report(const fs::path& results_dir) {
         for (const auto& entry : fs::directory_iterator(results_dir)) {
             const std::string name = entry.path().filename().string();
             if (entry.is_directory() && !ends_with(name, "-quick") &&
+                name.find("-only-") == std::string::npos &&
                 fs::is_directory(entry.path() / "raw") &&
                 (latest.empty() || name > latest.filename().string()))
                 latest = entry.path();
@@ -852,6 +859,23 @@ fs::path latest_full_report(const fs::path& results_dir) {
     if (latest.empty())
         throw std::runtime_error("no full report (a directory with raw/) under " +
                                  results_dir.string());
+    return latest;
+}
+
+// The newest report, full or partial (not quick), that measured the MPI pool: its section of the
+// README may come from a run of bench_mpi alone (bench/run --only mpi).
+fs::path latest_mpi_report(const fs::path& results_dir) {
+    fs::path latest;
+    if (fs::is_directory(results_dir))
+        for (const auto& entry : fs::directory_iterator(results_dir)) {
+            const std::string name = entry.path().filename().string();
+            if (entry.is_directory() && name.find("-quick") == std::string::npos &&
+                fs::exists(entry.path() / "raw" / "mpi.json") &&
+                (latest.empty() || name.substr(0, 10) > latest.filename().string().substr(0, 10) ||
+                 (name.substr(0, 10) == latest.filename().string().substr(0, 10) &&
+                  name.find("-only-") == std::string::npos)))
+                latest = entry.path();
+        }
     return latest;
 }
 
@@ -874,7 +898,25 @@ int readme(const options& o) {
     triad_report::report_context context;
     context.cpus = r.cpus;
     context.busy = busy_warnings(meta, r.cpus, r.binary_load).workloads;
-    const auto sections = triad_report::readme_sections(r.workloads, r.all, source, context);
+    auto sections = triad_report::readme_sections(r.workloads, r.all, source, context);
+    // The MPI section: from this report if it measured the MPI pool, else from the newest that
+    // did (a partial run of bench_mpi), which it names.
+    if (o.report.empty() && !fs::exists(dir / "raw" / "mpi.json")) {
+        const fs::path mpi_dir = latest_mpi_report(TRIAD_REPORT_RESULTS_DIR);
+        if (!mpi_dir.empty()) {
+            run_meta mpi_meta = read_meta(mpi_dir / "raw");
+            const results mpi = load(mpi_dir, mpi_meta);
+            const std::string link =
+                fs::relative(fs::absolute(mpi_dir) / "REPORT.md",
+                             readme_path == "-" ? fs::current_path()
+                                                : fs::absolute(readme_path).parent_path())
+                    .generic_string();
+            sections["mpi"] = "From [" + link + "](" + link + "), a run of `bench_mpi` (" +
+                              mpi_meta.mode + ", " + std::to_string(mpi_meta.repetitions) +
+                              " repetitions) on " + mpi_meta.date + " on `" + mpi_meta.host +
+                              "`:\n\n" + triad_report::readme_mpi(mpi.all);
+        }
+    }
     std::string text;
     if (readme_path == "-") { // the README on stdin, its links relative to this directory
         if (!o.update_readme.empty())
@@ -931,10 +973,17 @@ int main(int argc, char** argv) {
         run_meta meta;
         meta.date = today();
         meta.host = host_name();
-        const fs::path dir = !o.out.empty()
-                                 ? o.out
-                                 : fs::path(TRIAD_REPORT_RESULTS_DIR) /
-                                       (meta.date + "-" + meta.host + (o.quick ? "-quick" : ""));
+        // A run of some benchmarks only is a partial report, <date>-<host>-only-<names>: the
+        // README's sections read the latest full one, and only the MPI section a partial one.
+        std::string suffix = o.quick ? "-quick" : "";
+        if (!o.only.empty()) {
+            suffix += "-only";
+            for (const std::string& name : o.only)
+                suffix += "-" + name;
+        }
+        const fs::path dir = !o.out.empty() ? o.out
+                                            : fs::path(TRIAD_REPORT_RESULTS_DIR) /
+                                                  (meta.date + "-" + meta.host + suffix);
         fs::remove_all(dir / "raw");
         run_all(o, dir, self_directory(), meta);
         write_meta(dir / "raw", meta);
