@@ -150,8 +150,7 @@ inline std::string readme_mpi(const std::vector<measurement>& all) {
         << format_ratio(raw_p10 > 0 ? pool_p10 / raw_p10 : 0) << " |\n"
         << "| rank 0's time per task, 20,000 tiny tasks in flight | " << format_time(per_task)
         << " (" << static_cast<long>(1e9 / std::max(per_task, 1.0)) << " tasks/s) |\n"
-        << "| rank 0's memory per outstanding task | " << static_cast<long>(bytes)
-        << " bytes |\n"
+        << "| rank 0's memory per outstanding task | " << static_cast<long>(bytes) << " bytes |\n"
         << "| one prime check (the course's trial division) | " << format_time(item) << " |\n\n"
         << "So rank 0 serves " << static_cast<long>(ranks)
         << " ranks without making them wait while each rank's task takes at least "
