@@ -264,7 +264,9 @@ public:
     /**
      * Tasks started and not yet finished. A snapshot. A task waiting on a future counts, and so
      * does each task its thread runs meanwhile, and each task a stand-in runs, so this can
-     * exceed `size()`.
+     * exceed `size()`. A task counts from when a worker takes it off a queue, a moment before
+     * the worker claims it from its future: a `cancel()` in that moment still wins, and the
+     * task counts here until the worker drops it (and then in `cancelled()`).
      */
     std::uint64_t running() const noexcept { return m_scheduler->running(); }
     /**
