@@ -88,15 +88,23 @@ inline std::vector<process_info> descendants(pid_t root = ::getpid()) {
     return found;
 }
 
-// Gone, or a zombie waiting for its parent.
-inline bool process_gone(pid_t pid) {
+// The state of `pid`'s main thread as /proc shows it ('R' running, 'S' asleep, 'T' stopped,
+// 'Z' a zombie...), or 0 if there is no such process.
+inline char process_state(pid_t pid) {
     std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
     std::string line;
     if (!std::getline(stat, line))
-        return true;
+        return 0;
     const auto close_paren = line.rfind(')');
-    return close_paren != std::string::npos && line.size() > close_paren + 2 &&
-           line[close_paren + 2] == 'Z';
+    return close_paren != std::string::npos && line.size() > close_paren + 2
+               ? line[close_paren + 2]
+               : '?';
+}
+
+// Gone, or a zombie waiting for its parent.
+inline bool process_gone(pid_t pid) {
+    const char state = process_state(pid);
+    return state == 0 || state == 'Z';
 }
 
 inline bool process_alive(pid_t pid) {

@@ -260,7 +260,20 @@ TEST_CASE("a producer killed halfway through a message breaks the queue, a reade
         q.put(std::string(8 << 20, 'x'));
         return 0;
     });
-    std::this_thread::sleep_for(200ms);
+    // Wait until it is blocked there: the value counted (it holds the write lock and writes
+    // next) and its thread asleep, in write() on the full pipe, for three looks in a row. A
+    // fixed 200 ms was not always enough: under a sanitizer on a loaded machine, the child had
+    // not written a byte by then, and the reader rightly waited for a message that never came.
+    int asleep_looks = 0;
+    for (const auto give_up = std::chrono::steady_clock::now() + 60s;
+         asleep_looks < 3 && std::chrono::steady_clock::now() < give_up;
+         std::this_thread::sleep_for(20ms))
+        asleep_looks = q.size() == 1 && triad_test::process_state(producer.pid()) == 'S'
+                           ? asleep_looks + 1
+                           : 0;
+    if (asleep_looks < 3)
+        producer.kill();
+    REQUIRE(asleep_looks == 3);
     // Stopped, so that a fast reader cannot take all 8 MiB before the kill (on a quiet
     // machine it did, and the message arrived whole).
     ::kill(producer.pid(), SIGSTOP);
