@@ -4,18 +4,21 @@
 #pragma once
 
 #include <dirent.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace triad_test {
@@ -110,6 +113,47 @@ inline bool process_gone(pid_t pid) {
 inline bool process_alive(pid_t pid) {
     return !process_gone(pid);
 }
+
+// For a test that kills a child while it is blocked in a call: the child says (through a pipe)
+// that it is about to make the call, then wait_blocked() waits until the child's thread is asleep
+// for three looks in a row, i.e. blocked in that call. A fixed sleep instead was not always long
+// enough: under a sanitizer on a loaded machine a child can take more than 200 ms to start, and
+// it was then killed before it made the call, so the test checked nothing.
+class about_to_block {
+public:
+    about_to_block() {
+        if (::pipe(m_fds) != 0)
+            throw std::runtime_error("about_to_block: pipe failed");
+    }
+    ~about_to_block() {
+        ::close(m_fds[0]);
+        ::close(m_fds[1]);
+    }
+    about_to_block(const about_to_block&) = delete;
+    about_to_block& operator=(const about_to_block&) = delete;
+
+    // In the child, just before the call.
+    void say() const {
+        const char byte = 1;
+        [[maybe_unused]] const ssize_t n = ::write(m_fds[1], &byte, 1);
+    }
+    // In the parent: true once `pid` said so and is asleep; false if not within `limit`.
+    bool wait_blocked(pid_t pid, std::chrono::milliseconds limit = std::chrono::seconds(60)) const {
+        const auto give_up = std::chrono::steady_clock::now() + limit;
+        pollfd said{m_fds[0], POLLIN, 0};
+        if (::poll(&said, 1, static_cast<int>(limit.count())) != 1)
+            return false;
+        int asleep_looks = 0;
+        while (asleep_looks < 3 && std::chrono::steady_clock::now() < give_up) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            asleep_looks = process_state(pid) == 'S' ? asleep_looks + 1 : 0;
+        }
+        return asleep_looks == 3;
+    }
+
+private:
+    int m_fds[2];
+};
 
 // Sets a signal's disposition for the scope (SIGCHLD ignored, as a server may have it) and
 // restores the one before.

@@ -123,9 +123,16 @@ TEST_CASE("a closed queue drains, then ends, and refuses more", "[process_queue]
 
 TEST_CASE("a consumer killed while waiting does not break the queue", "[process_queue]") {
     triad::process_queue<int> q;
-    triad::process waiter([&q] { return q.get().value_or(-1); });
-    std::this_thread::sleep_for(100ms); // it now holds the read lock, blocked in read()
+    // Killed once it is blocked in get() (a fixed 100 ms was not always enough for the child to
+    // start: it was then killed before get(), and the test checked nothing).
+    triad_test::about_to_block waiting;
+    triad::process waiter([&q, &waiting] {
+        waiting.say();
+        return q.get().value_or(-1);
+    });
+    const bool blocked = waiting.wait_blocked(waiter.pid());
     waiter.kill();
+    REQUIRE(blocked);
     CHECK(waiter.join() == -SIGKILL);
     q.put(7);
     CHECK(q.get() == 7);
@@ -333,11 +340,16 @@ TEST_CASE("a producer killed while put_for waits for room leaves the count right
         ++accepted;
     REQUIRE(accepted > 0);
     for (int round = 0; round < 3; ++round) {
-        triad::process waiting(
-            [&q, &value] { return q.put_for(value, 30s) == triad::queue_status::success ? 0 : 1; });
-        std::this_thread::sleep_for(100ms);
+        // Killed once it is blocked in put_for, not after a fixed time (see above).
+        triad_test::about_to_block about;
+        triad::process waiting([&q, &value, &about] {
+            about.say();
+            return q.put_for(value, 30s) == triad::queue_status::success ? 0 : 1;
+        });
+        const bool blocked = about.wait_blocked(waiting.pid());
         waiting.kill();
         (void)waiting.join();
+        REQUIRE(blocked);
     }
     CHECK(q.size() == static_cast<std::size_t>(accepted));
     std::string out;
@@ -354,12 +366,17 @@ TEST_CASE("a bounded queue's room is not lost with a producer killed while it wa
     // One value of 700 KB leaves the pipe no room for a second: the next put waits for the
     // pipe, with room in the queue's bound.
     REQUIRE(q.try_put(std::string(700'000, 'a')) == triad::queue_status::success);
-    triad::process waiting([&q] {
-        return q.put_for(std::string(700'000, 'b'), 30s) == triad::queue_status::success ? 0 : 1;
+    triad_test::about_to_block about;
+    triad::process waiting([&q, &about] {
+        std::string value(700'000, 'b');
+        about.say();
+        return q.put_for(value, 30s) == triad::queue_status::success ? 0 : 1;
     });
-    std::this_thread::sleep_for(300ms);
+    // Killed once it is blocked in put_for, not after a fixed time (see above).
+    const bool blocked = about.wait_blocked(waiting.pid());
     waiting.kill();
     (void)waiting.join();
+    REQUIRE(blocked);
     std::string out;
     REQUIRE(q.try_get(out) == triad::queue_status::success);
     CHECK(out.size() == 700'000);

@@ -21,6 +21,7 @@
 #include <pty.h>
 #include <set>
 #include <string>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -59,6 +60,21 @@ int sleep_ms(int ms) {
 
 // Set by the initializer in each worker.
 int g_initialized = 0;
+
+// A flag in memory the workers share (mapped before any pool): a task that waits on it runs
+// until the test opens it (at most a minute), however slow the machine.
+std::atomic<int>* const g_gate = [] {
+    void* memory = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED)
+        std::abort();
+    return new (memory) std::atomic<int>(0);
+}();
+int wait_for_gate(int x) {
+    for (int i = 0; i < 60'000 && g_gate->load() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return x;
+}
 
 struct counting_input {
     // An input range of 0..n that records how far ahead of consumption it was read.
@@ -384,13 +400,21 @@ TEST_CASE("shutdown drains or cancels, then refuses work", "[process_pool]") {
         CHECK_THROWS_AS(pool.map(square, std::vector<long>{1}), triad::pool_closed);
     }
     {
+        g_gate->store(0);
         triad::process_pool pool(1);
-        auto running = pool.submit(sleep_ms, 300);
+        // Runs until shutdown(cancel) has closed the pool: it was 300 ms, and a test thread
+        // preempted that long before shutdown saw a queued task start (and not be cancelled).
+        auto running = pool.submit(wait_for_gate, 300);
         REQUIRE(eventually([&] { return pool.running() == 1; }, 20s));
         std::vector<triad::future<int>> queued;
         for (int i = 0; i < 30; ++i)
             queued.push_back(pool.submit(sleep_ms, 1));
+        std::thread opener([&pool] {
+            (void)eventually([&pool] { return pool.closed(); }, 60s);
+            g_gate->store(1);
+        });
         pool.shutdown(triad::shutdown_mode::cancel);
+        opener.join();
         CHECK(running.get() == 300);
         for (auto& f : queued)
             CHECK_THROWS_AS(f.get(), triad::task_cancelled);

@@ -101,6 +101,28 @@ int fork_helper_then_crash(int slot) {
 
 void nothing(int) {}
 
+// A gate in the shared memory: a task or an initializer that waits on it runs until the test
+// opens it (at most a minute), however slow the machine, where a fixed sleep gave the test a
+// window that a preempted test thread could miss.
+constexpr std::size_t gate_slot = counter_count - 8;
+void wait_for_gate() {
+    for (int i = 0; i < 60'000 && g_runs[gate_slot].load() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+void open_gate() {
+    g_runs[gate_slot].store(1);
+}
+// Opens the gate when the scope ends, also on a failed REQUIRE: declared before the pool, so a
+// task waiting on it ends before the pool's destructor waits for it.
+struct gate_opener {
+    ~gate_opener() { open_gate(); }
+};
+int count_then_wait_for_gate(int id) {
+    g_runs[id].fetch_add(1);
+    wait_for_gate();
+    return id;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -209,8 +231,10 @@ TEST_CASE("a timeout fails the task that ran too long, never the one after it",
     for (int round = 0; round < 60; ++round) {
         // Around the deadline: some finish, some time out...
         auto around = pool.submit(count_then_sleep, round, 27 + static_cast<int>(random() % 7));
-        // ...and the next task must never pay for it.
-        auto next = pool.submit(count_then_sleep, 1000 + round, 5);
+        // ...and the next task must never pay for it. Its own limit is long: under the pool's
+        // 30 ms, a 5 ms task on a loaded machine (one core, four busy loops) timed out by
+        // itself. A kill meant for `around` that landed on it would still fail it.
+        auto next = pool.submit({.timeout = 10s}, count_then_sleep, 1000 + round, 5);
         try {
             (void)around.get();
         } catch (const triad::task_timeout&) {
@@ -667,8 +691,11 @@ TEST_CASE("an input range that throws during imap is an error, never a bad read"
 TEST_CASE("cancel() drops a task still queued in the parent, it never runs in a worker",
           "[process_pool][cancel]") {
     reset_runs();
+    const gate_opener opener;
     triad::process_pool pool(1);
-    auto busy = pool.submit(count_then_sleep, 0, 300);
+    // Busy until the gate opens: it was 300 ms, and a test thread preempted that long after
+    // the submits saw the queue run and cancel() rightly fail.
+    auto busy = pool.submit(count_then_wait_for_gate, 0);
     REQUIRE(eventually([] { return g_runs[0].load() == 1; }, 20s));
     std::vector<triad::future<int>> queued;
     for (int id = 1; id <= 5; ++id)
@@ -679,6 +706,7 @@ TEST_CASE("cancel() drops a task still queued in the parent, it never runs in a 
     CHECK(queued.back().cancel()); // cancelled before: still true
     CHECK_FALSE(busy.cancel());    // running
     CHECK_THROWS_AS(queued.back().get(), triad::task_cancelled);
+    open_gate();
     CHECK(busy.get() == 0);
     for (int id = 1; id <= 4; ++id) {
         auto& f = queued[static_cast<std::size_t>(id - 1)];
@@ -733,10 +761,13 @@ TEST_CASE("cancel() racing dispatch on the process pool: each task ran once or w
 TEST_CASE("a task taken back from a crashed worker can be cancelled while it waits again",
           "[process_pool][cancel]") {
     reset_runs();
-    // The replacement worker takes 300 ms to start, so what the crashed one had not started
-    // waits in the queue meanwhile.
+    const gate_opener opener;
+    // The replacement worker waits in its initializer until the gate opens, so what the crashed
+    // one had not started waits in the queue meanwhile. (It slept 300 ms: a test thread
+    // preempted that long after the crash saw the tasks run, and cancel() rightly fail.)
     triad::process_pool pool({.processes = 1, .initializer = [](std::size_t) {
-                                  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                                  if (g_runs[counter_count - 9].fetch_add(1) >= 1)
+                                      wait_for_gate(); // replacements only
                               }});
     // The crash comes after the next task was piped to the worker: it goes back to the queue.
     auto crashing = pool.submit(count_then_abort, 0);
@@ -744,11 +775,12 @@ TEST_CASE("a task taken back from a crashed worker can be cancelled while it wai
     for (int id = 1; id <= 3; ++id)
         behind.push_back(pool.submit(count_then_sleep, id, 100));
     CHECK_THROWS_AS(crashing.get(), triad::worker_died);
-    // The crashed task's future fails first, then the rest goes back to the queue.
-    std::this_thread::sleep_for(50ms);
+    // The crashed task's future fails first, then the rest goes back to the queue: until then
+    // cancel() says no (the task is with the dead worker), and nothing can start it meanwhile.
     int cancelled = 0;
     for (auto it = behind.rbegin(); it != behind.rend(); ++it)
-        cancelled += it->cancel() ? 1 : 0;
+        cancelled += eventually([&it] { return it->cancel(); }, 10s) ? 1 : 0;
+    open_gate();
     for (int id = 1; id <= 3; ++id) {
         auto& f = behind[static_cast<std::size_t>(id - 1)];
         try {
