@@ -302,10 +302,13 @@ TEST_CASE("a refused blocking wait on a shared_future leaves nothing behind",
 TEST_CASE("cancelling a wait on a future stops the wait, not the work", "[task]") {
     triad::thread_pool threads(1);
     std::atomic<bool> work_done{false};
+    // The work ends only once the cancelled wait has been seen (with 100 ms of work instead, a
+    // loop thread held up that long found the work done and the waiter finished).
+    std::atomic<bool> cancelled{false};
     triad::run([&]() -> triad::task<void> {
         auto waiter = triad::spawn(triad::make_task([&]() -> triad::task<long> {
             co_return co_await threads.submit([&] {
-                std::this_thread::sleep_for(100ms);
+                triad_test::eventually([&] { return cancelled.load(); }, 30s);
                 work_done = true;
                 return 1L;
             });
@@ -314,6 +317,7 @@ TEST_CASE("cancelling a wait on a future stops the wait, not the work", "[task]"
         waiter.cancel();
         CHECK_THROWS_AS(co_await waiter, triad::task_cancelled);
         CHECK_FALSE(work_done.load());
+        cancelled = true;
     }());
     threads.wait_idle();
     CHECK(work_done);
@@ -417,7 +421,10 @@ TEST_CASE("stalled tasks are reported by name with what each waits on, and the l
     CHECK(cleaned);
     REQUIRE(reports.size() == 2);
     CHECK(reports[0].idle >= 20ms);
-    CHECK(reports[1].idle >= 2 * reports[0].idle - 5ms); // reported at doubling intervals
+    // Reported at doubling intervals: the second report comes at least 2 x 20 ms after the
+    // first. (Compared with twice the first's idle time, the check failed whenever the loop's
+    // thread was held up over 25 ms around the first report: 0.81 s >= 1.13 s on a loaded core.)
+    CHECK(reports[1].idle - reports[0].idle >= 40ms);
     REQUIRE(reports[0].tasks.size() == 2);
     CHECK(reports[0].tasks[0].name == "main");
     CHECK(reports[0].tasks[0].waiting_on == "triad::event::wait");
@@ -429,16 +436,21 @@ TEST_CASE("stalled tasks are reported by name with what each waits on, and the l
 TEST_CASE("tasks() lists the live tasks of the loop and what each waits on", "[task]") {
     triad::event_loop loop;
     std::vector<triad::task_info> seen;
+    // The thread's work waits until the list is taken: with a fixed 30 ms of work instead, a
+    // loop thread held up 25 ms (a loaded machine) found `to_thread` finished, and listed 2.
+    std::atomic<bool> listed{false};
     loop.run(triad::make_task([&]() -> triad::task<void> {
         auto sleeper = triad::spawn(sleep_task(1h), {.name = "sleeper"});
-        auto pool_waiter = triad::spawn(triad::to_thread([] {
-                                            std::this_thread::sleep_for(30ms);
+        auto pool_waiter = triad::spawn(triad::to_thread([&listed] {
+                                            triad_test::eventually([&] { return listed.load(); },
+                                                                   30s);
                                             return 1;
                                         }),
                                         {.name = "to_thread"});
         auto unnamed = triad::spawn(answer());
         co_await triad::sleep(5ms);
         seen = loop.tasks();
+        listed = true;
         sleeper.cancel();
         co_await pool_waiter;
     }));

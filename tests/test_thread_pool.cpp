@@ -1190,7 +1190,9 @@ TEST_CASE("threads outside the pool waiting for drain-time work cannot keep the 
             }
         });
         pool.post(step);
-        std::this_thread::sleep_for(50ms);
+        // The chain is under way (a fixed 50 ms was not enough for a worker slow to start: the
+        // first step then ran only in the drain, its successor was cancelled, executions == 1).
+        CHECK(eventually([&] { return executions.load() > 1; }, 30s));
         const auto start = std::chrono::steady_clock::now();
         pool.shutdown();
         drain = std::chrono::steady_clock::now() - start;

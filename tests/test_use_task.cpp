@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support.hpp"
+
 #include <triad/combinators.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -689,6 +691,7 @@ TEST_CASE("an operation on a paused io_context keeps the task waiting, cancellat
     std::thread other_thread([&other] { other.run(); });
     std::atomic<bool> finished{false};
     std::atomic<bool> started{false};
+    std::atomic<bool> paused{false};
     bool waited_while_paused = false;
     bool timed_out = false;
     std::thread controller;
@@ -703,18 +706,31 @@ TEST_CASE("an operation on a paused io_context keeps the task waiting, cancellat
                 std::this_thread::sleep_for(20ms);
                 other.stop(); // paused: the deadline below passes meanwhile
                 other_thread.join();
+                paused = true;
                 std::this_thread::sleep_for(300ms);
                 waited_while_paused = !finished;
                 other.restart();
                 other_thread = std::thread([&other] { other.run(); });
             });
-            started = true;
-            try {
-                co_await triad::timeout(100ms, timer.async_wait(triad::use_task));
-            } catch (const triad::timeout_error&) {
-                timed_out = true;
-            }
-            finished = true;
+            auto waiting = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+                try {
+                    co_await triad::timeout(100ms, timer.async_wait(triad::use_task));
+                } catch (const triad::timeout_error&) {
+                    timed_out = true;
+                }
+                finished = true;
+            }));
+            // Run in the same batch, right after the wait above started: holds the loop's thread
+            // (and so the deadline) until the controller has paused `other`. Without it, a
+            // controller held up 80 ms (a loaded machine) paused `other` after the deadline had
+            // already been delivered through it, and the task had finished.
+            auto hold = triad::spawn(triad::make_task([&]() -> triad::task<void> {
+                started = true;
+                triad_test::eventually([&] { return paused.load(); }, 30s);
+                co_return;
+            }));
+            co_await hold;
+            co_await waiting;
         })));
         CHECK_FALSE(guard.fired());
     }
@@ -856,7 +872,11 @@ TEST_CASE("a task waiting on an io_context that nobody runs yet is resumed when 
         triad::event_loop loop;
         watchdog guard(loop, 100ms);
         late_runner = std::thread([&] {
-            std::this_thread::sleep_for(400ms);
+            // Only after the watchdog has stopped the loop's io_context (and for a while more,
+            // stops again every 20 ms): a fixed 400 ms was not enough for a watchdog thread held
+            // up 300 ms, which had then fired no stop() by the time the task was resumed.
+            triad_test::eventually([&] { return guard.fired(); }, 30s);
+            std::this_thread::sleep_for(100ms);
             idle->run();
         });
         CHECK_NOTHROW(loop.run(triad::make_task([&]() -> triad::task<void> {
