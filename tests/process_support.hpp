@@ -99,9 +99,8 @@ inline char process_state(pid_t pid) {
     if (!std::getline(stat, line))
         return 0;
     const auto close_paren = line.rfind(')');
-    return close_paren != std::string::npos && line.size() > close_paren + 2
-               ? line[close_paren + 2]
-               : '?';
+    return close_paren != std::string::npos && line.size() > close_paren + 2 ? line[close_paren + 2]
+                                                                             : '?';
 }
 
 // Gone, or a zombie waiting for its parent.

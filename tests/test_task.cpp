@@ -441,12 +441,12 @@ TEST_CASE("tasks() lists the live tasks of the loop and what each waits on", "[t
     std::atomic<bool> listed{false};
     loop.run(triad::make_task([&]() -> triad::task<void> {
         auto sleeper = triad::spawn(sleep_task(1h), {.name = "sleeper"});
-        auto pool_waiter = triad::spawn(triad::to_thread([&listed] {
-                                            triad_test::eventually([&] { return listed.load(); },
-                                                                   30s);
-                                            return 1;
-                                        }),
-                                        {.name = "to_thread"});
+        auto pool_waiter =
+            triad::spawn(triad::to_thread([&listed] {
+                             triad_test::eventually([&] { return listed.load(); }, 30s);
+                             return 1;
+                         }),
+                         {.name = "to_thread"});
         auto unnamed = triad::spawn(answer());
         co_await triad::sleep(5ms);
         seen = loop.tasks();
