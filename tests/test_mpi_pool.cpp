@@ -392,6 +392,9 @@ int main(int argc, char* argv[]) {
     const bool sigterm = scenario != nullptr && std::string(scenario) == "sigterm_siginfo";
     if (scenario != nullptr && std::string(scenario) == "twice")
         return run_twice(argc, argv);
+    triad::mpi_pool_options options;
+    if (scenario != nullptr && std::string(scenario) == "short_startup")
+        options.startup_timeout = 3s; // beside a rank that never joins (tests/mpi/plain_rank.cpp)
     if (sigterm) {
         struct sigaction action {};
         action.sa_sigaction = &user_sigterm;
@@ -399,17 +402,20 @@ int main(int argc, char* argv[]) {
         sigemptyset(&action.sa_mask);
         ::sigaction(SIGTERM, &action, nullptr);
     }
-    return triad::mpi_main(argc, argv, [&](triad::mpi_pool& p) {
-        g_pool = &p;
-        if (sigterm) {
-            (void)p.submit(square, 1L).get();
-            ::raise(SIGTERM); // as Open MPI ends a job
-        }
-        if (main_throws) {
-            for (int i = 0; i < 4; ++i)
-                (void)p.submit(sleep_then_rank, 100);
-            throw std::runtime_error("rank 0 gives up");
-        }
-        return triad_test::run_catch(argc, argv);
-    });
+    return triad::mpi_main(
+        argc, argv,
+        [&](triad::mpi_pool& p) {
+            g_pool = &p;
+            if (sigterm) {
+                (void)p.submit(square, 1L).get();
+                ::raise(SIGTERM); // as Open MPI ends a job
+            }
+            if (main_throws) {
+                for (int i = 0; i < 4; ++i)
+                    (void)p.submit(sleep_then_rank, 100);
+                throw std::runtime_error("rank 0 gives up");
+            }
+            return triad_test::run_catch(argc, argv);
+        },
+        options);
 }

@@ -1,8 +1,11 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -46,6 +49,16 @@ struct mpi_pool_options {
     std::uint64_t max_message_size = std::uint64_t{1} << 30;
     /** How deep user types may nest in a message; deeper is a `triad::protocol_error`. */
     std::size_t max_nesting = default_max_nesting;
+    /**
+     * How long a rank waits at start-up for every other rank to join the pool. A rank that runs
+     * another program, or never reaches `mpi_main`, would otherwise hold the job up for ever (an
+     * MPI collective cannot be called off); past this, the rank says so on stderr and exits
+     * with code 1, which ends the job. Worker ranks wait 5 s longer (and a second more for each
+     * rank before them, up to 30), so that one rank, rank 0 if it can, is the one to say it.
+     * Zero or less: wait for ever (a program that starts MPI itself and does long work on some
+     * ranks before `mpi_main`).
+     */
+    std::chrono::milliseconds startup_timeout = std::chrono::minutes(5);
 };
 
 class mpi_pool;
@@ -253,7 +266,8 @@ namespace detail {
 // communicator.
 class mpi_session {
 public:
-    mpi_session(int& argc, char**& argv) {
+    mpi_session(int& argc, char**& argv, std::chrono::milliseconds startup_timeout)
+        : m_startup_timeout(startup_timeout) {
         // MPI cannot start twice in a process, and MPI_Query_thread after MPI_Finalize aborts
         // the job: a clear error instead.
         int finalized = 0;
@@ -281,10 +295,13 @@ public:
                             "MPI_THREAD_SERIALIZED; the pool calls MPI from its own thread (let "
                             "triad::mpi_main initialise MPI, or ask for MPI_THREAD_MULTIPLE)");
         }
-        mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &m_comm), "MPI_Comm_dup");
+        m_started = std::chrono::steady_clock::now();
+        MPI_Comm_rank(MPI_COMM_WORLD, &m_rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &m_size);
+        MPI_Request joined = MPI_REQUEST_NULL;
+        mpi_check(MPI_Comm_idup(MPI_COMM_WORLD, &m_comm, &joined), "MPI_Comm_idup");
+        wait_for_every_rank(joined, "MPI_Comm_idup");
         MPI_Comm_set_errhandler(m_comm, MPI_ERRORS_RETURN);
-        MPI_Comm_rank(m_comm, &m_rank);
-        MPI_Comm_size(m_comm, &m_size);
     }
     mpi_session(const mpi_session&) = delete;
     mpi_session& operator=(const mpi_session&) = delete;
@@ -302,9 +319,11 @@ public:
         std::string mine = executable_image::get().identity() + '\n' + invokers;
         mine.resize(width, '\0');
         std::vector<char> all(width * static_cast<std::size_t>(m_size));
-        mpi_check(MPI_Allgather(mine.data(), static_cast<int>(width), MPI_CHAR, all.data(),
-                                static_cast<int>(width), MPI_CHAR, m_comm),
-                  "MPI_Allgather");
+        MPI_Request gathered = MPI_REQUEST_NULL;
+        mpi_check(MPI_Iallgather(mine.data(), static_cast<int>(width), MPI_CHAR, all.data(),
+                                 static_cast<int>(width), MPI_CHAR, m_comm, &gathered),
+                  "MPI_Iallgather");
+        wait_for_every_rank(gathered, "MPI_Iallgather");
         const auto identity = [&](int rank) {
             const char* p = all.data() + width * static_cast<std::size_t>(rank);
             return std::string(p, strnlen(p, width));
@@ -334,6 +353,44 @@ public:
     }
 
 private:
+    // Completes a start-up collective, which needs every rank, within the start-up timeout
+    // (counted from when this rank started MPI). Past that, a collective cannot be called off
+    // and no other rank can be told: this rank leaves, saying why, and that ends the job.
+    void wait_for_every_rank(MPI_Request& request, const char* call) const {
+        // Worker ranks give rank 0 five seconds more, and one another a second more each (up
+        // to half a minute): Open MPI's mpirun, told of two ranks ending at once, can hang for
+        // good, and the first to go ends the job.
+        const auto limit = m_rank == 0 || m_startup_timeout <= std::chrono::milliseconds::zero()
+                               ? m_startup_timeout
+                               : m_startup_timeout + std::chrono::seconds(5) +
+                                     std::chrono::seconds(std::min(m_rank - 1, 30));
+        mpi_backoff backoff;
+        for (;;) {
+            int done = 0;
+            mpi_check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), call);
+            if (done != 0)
+                return;
+            if (limit > std::chrono::milliseconds::zero() &&
+                std::chrono::steady_clock::now() - m_started >= limit) {
+                const std::string message = concat(
+                    "triad::mpi_pool: rank ", m_rank, " of ", m_size,
+                    ": not every rank of the "
+                    "job joined the pool's start-up in ",
+                    limit.count(),
+                    " ms. Every rank must "
+                    "run the same triad program and reach triad::mpi_main; a rank running another "
+                    "program, or stuck before mpi_main, holds up the rest. Leaving the job, which "
+                    "ends it (mpi_pool_options::startup_timeout sets the limit).\n");
+                std::fputs(message.c_str(), stderr);
+                std::fflush(stderr);
+                // Not MPI_Abort: two ranks aborting at once left Open MPI's mpirun hung for
+                // good. A rank that exits without MPI_Finalize ends the job as surely.
+                std::_Exit(1);
+            }
+            backoff.pause();
+        }
+    }
+
     void end() noexcept {
         if (m_comm != MPI_COMM_NULL)
             MPI_Comm_free(&m_comm);
@@ -347,6 +404,8 @@ private:
     int m_rank = 0;
     int m_size = 1;
     bool m_finalize = false;
+    std::chrono::milliseconds m_startup_timeout;
+    std::chrono::steady_clock::time_point m_started{};
 };
 
 } // namespace detail
@@ -387,7 +446,7 @@ int mpi_main(int& argc, char**& argv, Main&& main, mpi_pool_options options) {
             throw std::invalid_argument(
                 "triad::mpi_pool: max_in_flight_per_rank must be at least 1");
 
-        detail::mpi_session session(argc, argv);
+        detail::mpi_session session(argc, argv, options.startup_timeout);
         const std::string mismatch = session.mismatch();
         if (session.size() < 2 || !mismatch.empty()) {
             if (session.rank() != 0)

@@ -1,9 +1,10 @@
 # Runs one MPI job and checks how it ended: cmake -DMPIEXEC=<mpirun> -DBINARY=<program>
 #   [-DARGS=<args>] [-DSECOND=<copy> [-DNOTE_FROM=<elf>]] [-DEXIT=zero|nonzero] [-DEXPECT=<regex;...>] [-DTIMEOUT=s]
-#   [-DSCENARIO=<name>] [-DWORKER_LIBRARY_PATH=<dir>] -P run_job.cmake
+#   [-DSCENARIO=<name>] [-DWORKER_LIBRARY_PATH=<dir>] [-DPLAIN=<program>] -P run_job.cmake
 # With SECOND, rank 0 runs BINARY and ranks 1-2 run SECOND, a copy of BINARY without its build
 # id (made here with objcopy): the same code, a different build; with NOTE_FROM=<object> as well,
-# the copy keeps a build id but takes that object's. SCENARIO is passed to every rank
+# the copy keeps a build id but takes that object's. With PLAIN=<program>, ranks 0-1 run BINARY
+# and rank 2 runs that program. SCENARIO is passed to every rank
 # as TRIAD_MPI_SCENARIO. With WORKER_LIBRARY_PATH,
 # ranks 1-2 run BINARY with LD_LIBRARY_PATH=<dir>. Afterwards no process may be left that carries this job's marker in
 # its environment: mpirun, its daemon and every rank must be gone.
@@ -42,6 +43,8 @@ if(SECOND)
     message(FATAL_ERROR "objcopy could not copy ${BINARY}")
   endif()
   set(command ${MPIEXEC} ${forward} -np 1 "${BINARY}" ${ARGS} : -np 2 "${SECOND}" ${ARGS})
+elseif(PLAIN)
+  set(command ${MPIEXEC} ${forward} -np 2 "${BINARY}" ${ARGS} : -np 1 "${PLAIN}")
 elseif(WORKER_LIBRARY_PATH)
   set(command ${MPIEXEC} ${forward} -np 1 "${BINARY}" ${ARGS}
     : -np 2 env "LD_LIBRARY_PATH=${WORKER_LIBRARY_PATH}" "${BINARY}" ${ARGS})
