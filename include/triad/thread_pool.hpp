@@ -439,6 +439,18 @@ inline thread_pool::thread_pool(thread_pool_options options)
     : m_scheduler(std::make_shared<detail::scheduler>(to_config(std::move(options)))) {}
 
 inline thread_pool::~thread_pool() {
+    if (m_scheduler->is_inherited()) {
+        // Made before this process was forked from its maker (a static pool, to_thread's, at a
+        // forked child's exit()): its threads are not in this process, there is nothing to
+        // drain, and joining them crashed or hung. Nor is the engine freed: its queues are as
+        // the fork left them, perhaps mid-update. It keeps an owner that never lets go.
+        union never_destroyed {
+            std::shared_ptr<detail::scheduler> owner;
+            ~never_destroyed() {}
+        } keep{m_scheduler};
+        (void)keep;
+        return;
+    }
     if (!m_scheduler->is_own_thread()) {
         // Drained and joined here, while this object is whole: a then(pool, f) continuation
         // that falls due during the drain still posts through it.

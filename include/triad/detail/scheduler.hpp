@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <triad/detail/exception_info.hpp>
 #include <triad/detail/node_cache.hpp>
@@ -212,6 +213,8 @@ public:
     bool wait_idle_until(const steady_time* deadline);
     void shutdown(bool cancel);
     bool is_own_thread() const noexcept { return tls_scheduler == this; }
+    // Made by another process, which forked this one: its threads are that process's.
+    bool is_inherited() const noexcept { return ::getpid() != m_owner_pid; }
     bool is_closed() const noexcept { return m_closed.load(std::memory_order_acquire); }
 
     std::uint64_t queued() const noexcept;
@@ -286,6 +289,7 @@ private:
     std::uint64_t sum_submitted(unsigned epoch) const noexcept;
 
     scheduler_config m_config;
+    const pid_t m_owner_pid = ::getpid();                      // the process its threads run in
     const std::uint64_t m_trace_serial = trace::next_serial(); // its lanes' names
     worker_table m_workers;
     injection_stack m_injection;
