@@ -395,6 +395,14 @@ int main(int argc, char* argv[]) {
     triad::mpi_pool_options options;
     if (scenario != nullptr && std::string(scenario) == "short_startup")
         options.startup_timeout = 3s; // beside a rank that never joins (tests/mpi/plain_rank.cpp)
+    if (scenario != nullptr && std::string(scenario) == "stuck_before_main") {
+        // Rank 2 is stuck in user code before mpi_main, so before MPI starts: the others must
+        // not wait for it in MPI_Init_thread for ever.
+        options.startup_timeout = 3s;
+        const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+        if (rank != nullptr && std::string(rank) == "2")
+            std::this_thread::sleep_for(std::chrono::minutes(2));
+    }
     if (sigterm) {
         struct sigaction action {};
         action.sa_sigaction = &user_sigterm;

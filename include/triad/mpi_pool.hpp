@@ -2,17 +2,21 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <ranges>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -50,13 +54,14 @@ struct mpi_pool_options {
     /** How deep user types may nest in a message; deeper is a `triad::protocol_error`. */
     std::size_t max_nesting = default_max_nesting;
     /**
-     * How long a rank waits at start-up for every other rank to join the pool. A rank that runs
-     * another program, or never reaches `mpi_main`, would otherwise hold the job up for ever (an
-     * MPI collective cannot be called off); past this, the rank says so on stderr and exits
-     * with code 1, which ends the job. Worker ranks wait 5 s longer (and a second more for each
-     * rank before them, up to 30), so that one rank, rank 0 if it can, is the one to say it.
-     * Zero or less: wait for ever (a program that starts MPI itself and does long work on some
-     * ranks before `mpi_main`).
+     * How long a rank waits in `mpi_main`'s start-up (`MPI_Init_thread`, then the pool's
+     * collective calls) for every other rank to join. A rank that runs another program, or
+     * never reaches `mpi_main`, would otherwise hold the job up for ever (neither can be called
+     * off); past this, the rank says so on stderr and exits with code 1, which ends the job.
+     * Worker ranks wait 5 s longer, and 5 s more for each rank before them (up to 35 s in all),
+     * so that one rank, rank 0 if it can, is the one to say it. Where the program started MPI
+     * itself, the time counts from `mpi_main`. Zero or less: wait for ever (a program whose
+     * ranks do long, uneven work before `mpi_main`).
      */
     std::chrono::milliseconds startup_timeout = std::chrono::minutes(5);
 };
@@ -281,9 +286,41 @@ public:
         int initialized = 0;
         MPI_Initialized(&initialized);
         int provided = 0;
+        m_started = std::chrono::steady_clock::now();
         if (initialized == 0) {
-            mpi_check(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided),
-                      "MPI_Init_thread");
+            // MPI_Init_thread waits for every rank to start MPI: a rank stuck before mpi_main
+            // (or a program that never starts MPI) holds it up for ever, and it cannot be
+            // polled. A watchdog thread leaves the job past the start-up timeout, as
+            // wait_for_every_rank does later. The rank is not known yet: the launcher's says it.
+            m_rank = launcher_value(
+                {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}, 0);
+            m_size = launcher_value({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}, 1);
+            std::mutex mutex;
+            std::condition_variable started_cv;
+            bool started = false;
+            std::thread watchdog;
+            if (m_startup_timeout > std::chrono::milliseconds::zero())
+                watchdog = std::thread([&] {
+                    std::unique_lock lock(mutex);
+                    // A limit past what the clock can count (milliseconds::max()) is for ever.
+                    const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::time_point::max() - m_started);
+                    if (limit() >= room)
+                        started_cv.wait(lock, [&] { return started; });
+                    else if (!started_cv.wait_until(lock, m_started + limit(),
+                                                    [&] { return started; }))
+                        leave("MPI_Init_thread");
+                });
+            const int code = MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+            if (watchdog.joinable()) {
+                {
+                    std::lock_guard lock(mutex);
+                    started = true;
+                }
+                started_cv.notify_one();
+                watchdog.join();
+            }
+            mpi_check(code, "MPI_Init_thread");
             m_finalize = true;
         } else {
             MPI_Query_thread(&provided);
@@ -295,7 +332,8 @@ public:
                             "MPI_THREAD_SERIALIZED; the pool calls MPI from its own thread (let "
                             "triad::mpi_main initialise MPI, or ask for MPI_THREAD_MULTIPLE)");
         }
-        m_started = std::chrono::steady_clock::now();
+        if (!m_finalize)
+            m_started = std::chrono::steady_clock::now(); // MPI was started by the caller
         MPI_Comm_rank(MPI_COMM_WORLD, &m_rank);
         MPI_Comm_size(MPI_COMM_WORLD, &m_size);
         MPI_Request joined = MPI_REQUEST_NULL;
@@ -354,41 +392,60 @@ public:
 
 private:
     // Completes a start-up collective, which needs every rank, within the start-up timeout
-    // (counted from when this rank started MPI). Past that, a collective cannot be called off
-    // and no other rank can be told: this rank leaves, saying why, and that ends the job.
+    // (counted from mpi_main, or from MPI_Init_thread where mpi_main starts MPI).
     void wait_for_every_rank(MPI_Request& request, const char* call) const {
-        // Worker ranks give rank 0 five seconds more, and one another a second more each (up
-        // to half a minute): Open MPI's mpirun, told of two ranks ending at once, can hang for
-        // good, and the first to go ends the job.
-        const auto limit = m_rank == 0 || m_startup_timeout <= std::chrono::milliseconds::zero()
-                               ? m_startup_timeout
-                               : m_startup_timeout + std::chrono::seconds(5) +
-                                     std::chrono::seconds(std::min(m_rank - 1, 30));
+        const bool forever = m_startup_timeout <= std::chrono::milliseconds::zero();
+        const auto deadline = limit();
         mpi_backoff backoff;
         for (;;) {
             int done = 0;
             mpi_check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), call);
             if (done != 0)
                 return;
-            if (limit > std::chrono::milliseconds::zero() &&
-                std::chrono::steady_clock::now() - m_started >= limit) {
-                const std::string message = concat(
-                    "triad::mpi_pool: rank ", m_rank, " of ", m_size,
-                    ": not every rank of the "
-                    "job joined the pool's start-up in ",
-                    limit.count(),
-                    " ms. Every rank must "
-                    "run the same triad program and reach triad::mpi_main; a rank running another "
-                    "program, or stuck before mpi_main, holds up the rest. Leaving the job, which "
-                    "ends it (mpi_pool_options::startup_timeout sets the limit).\n");
-                std::fputs(message.c_str(), stderr);
-                std::fflush(stderr);
-                // Not MPI_Abort: two ranks aborting at once left Open MPI's mpirun hung for
-                // good. A rank that exits without MPI_Finalize ends the job as surely.
-                std::_Exit(1);
-            }
+            // In milliseconds: a limit near milliseconds::max() overflows nanoseconds.
+            if (!forever && std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::steady_clock::now() - m_started) >= deadline)
+                leave(call);
             backoff.pause();
         }
+    }
+
+    // This rank's limit. Worker ranks give rank 0 five seconds more, and one another five
+    // seconds more each (up to half a minute more): Open MPI's mpirun, told of two ranks ending
+    // at once, can hang for good, and the first to go ends the job, in about 1.5 s.
+    std::chrono::milliseconds limit() const noexcept {
+        using std::chrono::milliseconds;
+        if (m_rank <= 0 || m_startup_timeout <= milliseconds::zero())
+            return m_startup_timeout;
+        const milliseconds extra(5000 + 5000 * std::min(m_rank - 1, 6));
+        return m_startup_timeout > milliseconds::max() - extra ? milliseconds::max()
+                                                               : m_startup_timeout + extra;
+    }
+
+    // Past the start-up timeout a collective cannot be called off and no other rank can be
+    // told: this rank leaves, saying why, and that ends the job.
+    [[noreturn]] void leave(const char* call) const noexcept {
+        const std::string message = concat(
+            "triad::mpi_pool: rank ", m_rank, " of ", m_size,
+            ": not every rank of the job joined the pool's start-up in ", limit().count(), " ms (",
+            call,
+            "). Every rank must run the same triad program and reach triad::mpi_main; a rank "
+            "running another program, or stuck before mpi_main, holds up the rest. Leaving the "
+            "job, which ends it (mpi_pool_options::startup_timeout sets the limit).\n");
+        std::fputs(message.c_str(), stderr);
+        std::fflush(stderr);
+        // Not MPI_Abort: two ranks aborting at once left Open MPI's mpirun hung for good. A
+        // rank that exits without MPI_Finalize ends the job as surely.
+        std::_Exit(1);
+    }
+
+    // The rank and size the launcher gave this process, before MPI says them (0 and 1 if it
+    // does not say).
+    static int launcher_value(std::initializer_list<const char*> names, int otherwise) noexcept {
+        for (const char* name : names)
+            if (const char* value = std::getenv(name); value != nullptr && *value != '\0')
+                return std::atoi(value);
+        return otherwise;
     }
 
     void end() noexcept {
