@@ -120,4 +120,24 @@ std::pair<int, std::string> status_and_stderr_of_child(Body body) {
     return {status, err};
 }
 
+// Waits at most `limit` for a forked child and puts its wait status in `status`; false if it
+// was still running then (it is killed and reaped, so a hung child fails the check, not the run).
+inline bool wait_child_for(pid_t child, std::chrono::milliseconds limit, int& status) {
+    const auto give_up = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        const pid_t done = ::waitpid(child, &status, WNOHANG);
+        if (done == child)
+            return true;
+        if (done < 0 && errno != EINTR)
+            throw std::runtime_error("wait_child_for: waitpid failed");
+        if (std::chrono::steady_clock::now() >= give_up)
+            break;
+        std::this_thread::sleep_for(10ms);
+    }
+    ::kill(child, SIGKILL);
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    return false;
+}
+
 } // namespace triad_test

@@ -270,17 +270,7 @@ TEST_CASE("a forked child that destroys an inherited pool, or exits after to_thr
 #endif
     }
     int status = 0;
-    pid_t done = 0;
-    for (int i = 0; i < 3000 && done == 0; ++i) {
-        done = ::waitpid(child, &status, WNOHANG);
-        if (done == 0)
-            std::this_thread::sleep_for(10ms);
-    }
-    if (done == 0) {
-        ::kill(child, SIGKILL);
-        ::waitpid(child, &status, 0);
-    }
-    CHECK(done == child); // not hung
+    CHECK(triad_test::wait_child_for(child, 30s, status)); // not hung
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
     CHECK(pool->submit([] { return 3; }).get() == 3); // the parent's pool is untouched

@@ -443,17 +443,7 @@ TEST_CASE("trace: the writer at exit does not deadlock with a thread forking mea
         std::exit(0);
     }
     int status = 0;
-    pid_t done = 0;
-    for (int i = 0; i < 1000 && done == 0; ++i) {
-        done = ::waitpid(child, &status, WNOHANG);
-        if (done == 0)
-            std::this_thread::sleep_for(10ms);
-    }
-    if (done == 0) {
-        ::kill(child, SIGKILL);
-        ::waitpid(child, &status, 0);
-    }
-    CHECK(done == child);
+    CHECK(triad_test::wait_child_for(child, 10s, status)); // not hung
 #ifndef TRIAD_TEST_SANITIZER // LeakSanitizer may report at exit() in a fork (see test_task.cpp)
     // Not only no deadlock: the child ended well (a pool inherited from the test process, left
     // there by an earlier to_thread, crashed its exit() after the file was written).
